@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+// The architecture at a glance: dependencies point one way,
+// ckpt (CLI) → Models → CheckpointIO → CKernels, with TensorMath beside Models.
+import PackageDescription
+
+let cKernelFlags: [CSetting] = [
+    // Bit-exactness against reference decoders needs a*b+c to stay two roundings.
+    .unsafeFlags(["-O3", "-ffp-contract=off", "-fno-math-errno"]),
+]
+
+let package = Package(
+    name: "ckpt",
+    products: [
+        .executable(name: "ckpt", targets: ["ckpt"]),
+        .library(name: "CheckpointIO", targets: ["CheckpointIO"]),
+        .library(name: "Models", targets: ["Models"]),
+    ],
+    targets: [
+        // System libraries (Debian: libzstd-dev, liblz4-dev), found through pkg-config.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+
+        // Hot loops in C: block decoders, reductions. No allocation, no model knowledge.
+        .target(name: "CKernels", cSettings: cKernelFlags),
+
+        // Mapped files, safetensors and GGUF readers, dtypes, codecs, compression.
+        .target(name: "CheckpointIO", dependencies: ["CKernels", "CZstd", "CLZ4"]),
+
+        // f32 math over buffers: statistics now; norms, RoPE, matmul later.
+        .target(name: "TensorMath", dependencies: ["CKernels"]),
+
+        // Model configs (HF config.json and GGUF metadata), tensor-name maps.
+        .target(name: "Models", dependencies: ["CheckpointIO"]),
+
+        // The command-line tool: argument parsing, rendering, exit codes.
+        .executableTarget(
+            name: "ckpt",
+            dependencies: ["CheckpointIO", "TensorMath", "Models"],
+            // A statically linked Swift runtime starts in ~3 ms instead of ~11 ms
+            // (measured with hyperfine); `inspect` is meant to feel like `ls -l`.
+            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
+        ),
+
+        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO"]),
+        .testTarget(name: "CLITests", dependencies: ["CheckpointIO"]),
+    ]
+)

@@ -1,0 +1,52 @@
+// Hot loops of ckpt, in C. Every function is a plain loop over caller-owned memory:
+// no allocation, no knowledge of models or files. The scalar versions are the
+// reference; vectorised variants are chosen at run time and must agree with them.
+#ifndef CKPT_KERNELS_H
+#define CKPT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- scalar conversions -------------------------------------------------------
+float ckpt_f16_to_f32(uint16_t h);
+float ckpt_bf16_to_f32(uint16_t h);
+
+// ---- block decoders: `nblocks` blocks at `src` (unaligned ok) to f32 at `dst` ----
+// Layouts and block sizes are those of ggml (see Formats/gguf.md). Results are
+// bit-identical to gguf-py's `quants.dequantize`.
+void ckpt_dequant_f16(const void *src, float *dst, int64_t n);
+void ckpt_dequant_bf16(const void *src, float *dst, int64_t n);
+void ckpt_dequant_q4_0(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q4_1(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q5_0(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q5_1(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q8_0(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_iq4_nl(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q2_k(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q3_k(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q4_k(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q5_k(const void *src, float *dst, int64_t nblocks);
+void ckpt_dequant_q6_k(const void *src, float *dst, int64_t nblocks);
+
+// ---- reductions ----------------------------------------------------------------
+/// Summary of a run of floats. Non-finite values are counted, not summed.
+typedef struct {
+    int64_t count;      // finite values
+    int64_t nan_count;
+    int64_t inf_count;
+    double min, max;    // over finite values (undefined when count == 0)
+    double mean;        // over finite values
+    double m2;          // sum of squared deviations from `mean`
+} ckpt_stats;
+
+/// Summarises `n` floats (two passes over the run, which the caller keeps in cache).
+void ckpt_stats_f32(const float *x, int64_t n, ckpt_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

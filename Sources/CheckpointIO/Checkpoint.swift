@@ -1,0 +1,107 @@
+/// A borrowed description of one stored tensor: what it is and where its bytes lie.
+/// Creating or copying a view reads no tensor data.
+public struct TensorView: Sendable {
+    /// The tensor's name as stored in the file.
+    public let name: String
+    public let dtype: TensorDType
+    /// Dimensions outermost first (row-major), for both formats. GGUF stores `ne[]`
+    /// innermost first; it is reversed once, when the file is opened.
+    public let shape: [Int]
+    /// The mapped file holding the bytes.
+    public let file: MappedFile
+    /// Absolute byte offset of the first byte within `file`.
+    public let offset: Int
+    /// Number of bytes.
+    public let byteCount: Int
+
+    public init(name: String, dtype: TensorDType, shape: [Int], file: MappedFile, offset: Int, byteCount: Int) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.file = file
+        self.offset = offset
+        self.byteCount = byteCount
+    }
+
+    /// Number of elements (the product of `shape`; 1 for a scalar).
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Elements in the innermost dimension (a "row"); 1 for a scalar.
+    public var rowLength: Int { shape.last ?? 1 }
+
+    /// Number of rows: all dimensions but the innermost.
+    public var rowCount: Int { shape.dropLast().reduce(1, *) }
+
+    /// The stored bytes, borrowed from the mapping (valid while `file` lives).
+    public var bytes: UnsafeRawBufferPointer { file.bytes(in: offset..<(offset + byteCount)) }
+
+    /// The GGUF `ne[]` order of `shape` (innermost first).
+    public var ggmlDims: [Int] { shape.reversed() }
+}
+
+/// The on-disk family of a checkpoint.
+public enum CheckpointFormat: String, Sendable {
+    case safetensors
+    case gguf
+}
+
+/// An opened checkpoint: one safetensors file, a sharded safetensors set, one GGUF
+/// file or a GGUF split set, seen through the same read-only interface.
+public protocol Checkpoint: AnyObject, Sendable {
+    var format: CheckpointFormat { get }
+    /// Format version (GGUF 2 or 3; 0 for safetensors, which has none).
+    var formatVersion: Int { get }
+    /// The path the user gave.
+    var path: String { get }
+    /// Every mapped file, in order (shards or splits).
+    var files: [MappedFile] { get }
+    /// Tensors in file order: by file, then by byte offset.
+    var tensors: [TensorView] { get }
+    /// Key/value metadata, in file order (GGUF key/values; safetensors `__metadata__`).
+    var metadata: [MetadataEntry] { get }
+}
+
+extension Checkpoint {
+    /// The tensor named `name`, or nil.
+    public func tensor(named name: String) -> TensorView? {
+        tensors.first { $0.name == name }
+    }
+
+    /// Total parameter count (elements of every tensor).
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+
+    /// Total bytes of tensor data.
+    public var tensorBytes: Int { tensors.reduce(0) { $0 + $1.byteCount } }
+}
+
+/// Opens whatever `path` names: a `.safetensors` file, a `*.safetensors.index.json`,
+/// a directory of safetensors shards, a `.gguf` file or one file of a GGUF split set.
+public func openCheckpoint(path: String) throws -> any Checkpoint {
+    switch try FileSystem.kind(of: path) {
+    case .missing:
+        throw CheckpointError.notFound(path: path)
+    case .directory:
+        return try SafetensorsCheckpoint(directory: path)
+    case .file:
+        if path.hasSuffix(".index.json") {
+            return try SafetensorsCheckpoint(indexPath: path)
+        }
+        let file = try MappedFile(path: path)
+        let magic = file.size >= 4 ? Array(file.bytes[0..<4]) : []
+        if magic == Array("GGUF".utf8) || magic == Array("FUGG".utf8) {
+            return try GGUFCheckpoint(file: file)
+        }
+        if path.hasSuffix(".gguf") {
+            throw CheckpointError.unrecognizedFormat(
+                path: path, reason: "file ends in .gguf but does not start with the GGUF magic (found \(hexBytes(magic)))")
+        }
+        return try SafetensorsCheckpoint(file: file)
+    }
+}
+
+func hexBytes(_ bytes: [UInt8]) -> String {
+    bytes.isEmpty ? "an empty file" : bytes.map { b in
+        let s = String(b, radix: 16)
+        return s.count == 1 ? "0" + s : s
+    }.joined(separator: " ")
+}

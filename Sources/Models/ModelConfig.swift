@@ -1,0 +1,152 @@
+import CheckpointIO
+
+/// The hyper-parameters of a decoder-only transformer, under the names HF
+/// `config.json` uses. Decoded from `config.json`, or built from GGUF metadata by
+/// `init(gguf:)`, which is the one place GGUF keys are mapped to these fields.
+public struct ModelConfig: Codable, Sendable, Equatable {
+    public var modelType: String?
+    public var architectures: [String]?
+    public var numHiddenLayers: Int?
+    public var hiddenSize: Int?
+    public var intermediateSize: Int?
+    public var numAttentionHeads: Int?
+    public var numKeyValueHeads: Int?
+    public var headDim: Int?
+    public var vocabSize: Int?
+    public var maxPositionEmbeddings: Int?
+    public var ropeTheta: Double?
+    public var rmsNormEps: Double?
+    public var slidingWindow: Int?
+    public var tieWordEmbeddings: Bool?
+    public var ropeScaling: RopeScaling?
+    /// GGUF only: how many dimensions of each head RoPE rotates (`rope.dimension_count`).
+    public var ropeDimensionCount: Int?
+
+    /// `rope_scaling` in `config.json` (`rope_type` or the older `type`).
+    public struct RopeScaling: Codable, Sendable, Equatable {
+        public var ropeType: String?
+        public var type: String?
+        public var factor: Double?
+        public var originalMaxPositionEmbeddings: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case ropeType = "rope_type", type, factor
+            case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        }
+
+        public var kind: String? { ropeType ?? type }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type", architectures
+        case numHiddenLayers = "num_hidden_layers", hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size", numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", vocabSize = "vocab_size"
+        case maxPositionEmbeddings = "max_position_embeddings", ropeTheta = "rope_theta"
+        case rmsNormEps = "rms_norm_eps", slidingWindow = "sliding_window"
+        case tieWordEmbeddings = "tie_word_embeddings", ropeScaling = "rope_scaling"
+        case ropeDimensionCount = "rope_dimension_count"
+        case textConfig = "text_config"
+    }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        // Multimodal configs (gemma3, …) keep the language model's fields in text_config.
+        if !c.contains(.numHiddenLayers), c.contains(.textConfig) {
+            var inner = try c.decode(ModelConfig.self, forKey: .textConfig)
+            inner.architectures = inner.architectures ?? (try? c.decodeIfPresent([String].self, forKey: .architectures)) ?? nil
+            self = inner
+            return
+        }
+        func opt<T: Decodable>(_ key: CodingKeys) -> T? { (try? c.decodeIfPresent(T.self, forKey: key)) ?? nil }
+        modelType = opt(.modelType)
+        architectures = opt(.architectures)
+        numHiddenLayers = opt(.numHiddenLayers)
+        hiddenSize = opt(.hiddenSize)
+        intermediateSize = opt(.intermediateSize)
+        numAttentionHeads = opt(.numAttentionHeads)
+        numKeyValueHeads = opt(.numKeyValueHeads)
+        headDim = opt(.headDim)
+        vocabSize = opt(.vocabSize)
+        maxPositionEmbeddings = opt(.maxPositionEmbeddings)
+        ropeTheta = opt(.ropeTheta)
+        rmsNormEps = opt(.rmsNormEps)
+        slidingWindow = opt(.slidingWindow)
+        tieWordEmbeddings = opt(.tieWordEmbeddings)
+        ropeScaling = opt(.ropeScaling)
+        ropeDimensionCount = opt(.ropeDimensionCount)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(modelType, forKey: .modelType)
+        try c.encodeIfPresent(architectures, forKey: .architectures)
+        try c.encodeIfPresent(numHiddenLayers, forKey: .numHiddenLayers)
+        try c.encodeIfPresent(hiddenSize, forKey: .hiddenSize)
+        try c.encodeIfPresent(intermediateSize, forKey: .intermediateSize)
+        try c.encodeIfPresent(numAttentionHeads, forKey: .numAttentionHeads)
+        try c.encodeIfPresent(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try c.encodeIfPresent(headDim, forKey: .headDim)
+        try c.encodeIfPresent(vocabSize, forKey: .vocabSize)
+        try c.encodeIfPresent(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encodeIfPresent(ropeTheta, forKey: .ropeTheta)
+        try c.encodeIfPresent(rmsNormEps, forKey: .rmsNormEps)
+        try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
+        try c.encodeIfPresent(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
+        try c.encodeIfPresent(ropeDimensionCount, forKey: .ropeDimensionCount)
+    }
+
+    /// Decodes an HF `config.json`.
+    public static func decode(json bytes: [UInt8], path: String) throws -> ModelConfig {
+        do {
+            return try JSONValueDecoder().decode(ModelConfig.self, from: bytes)
+        } catch let e as JSONError {
+            throw CheckpointError.malformed(path: path, reason: "invalid JSON: \(e)")
+        } catch let e as DecodingError {
+            throw CheckpointError.malformed(path: path, reason: "not a usable config.json: \(e.readableDescription)")
+        }
+    }
+
+    /// Reads the `config.json` beside a safetensors checkpoint, if there is one.
+    public static func beside(checkpointPath path: String) throws -> ModelConfig? {
+        let dir = try FileSystem.kind(of: path) == .directory ? path : FileSystem.directoryName(path)
+        let p = FileSystem.join(dir, "config.json")
+        guard try FileSystem.kind(of: p) == .file else { return nil }
+        return try decode(json: FileSystem.readFile(p, limit: 16 << 20), path: p)
+    }
+
+    /// Maps GGUF metadata (`{arch}.block_count`, …) to config fields.
+    public init(gguf metadata: [MetadataEntry]) {
+        let arch = metadata["general.architecture"]?.stringValue ?? ""
+        func value(_ key: String) -> MetadataValue? { metadata[arch + "." + key] }
+        // Per-layer values (an array, e.g. head counts that vary by layer) are summarised by their maximum.
+        func int(_ key: String) -> Int? {
+            guard let v = value(key) else { return nil }
+            if let i = v.intValue { return i }
+            return v.arrayValue?.values().compactMap(\.intValue).max()
+        }
+        modelType = arch.isEmpty ? nil : arch
+        numHiddenLayers = int("block_count")
+        hiddenSize = int("embedding_length")
+        intermediateSize = int("feed_forward_length")
+        numAttentionHeads = int("attention.head_count")
+        numKeyValueHeads = int("attention.head_count_kv") ?? numAttentionHeads
+        headDim = int("attention.key_length")
+        vocabSize = int("vocab_size") ?? metadata["tokenizer.ggml.tokens"]?.arrayValue?.count
+        maxPositionEmbeddings = int("context_length")
+        ropeTheta = value("rope.freq_base")?.doubleValue
+        rmsNormEps = value("attention.layer_norm_rms_epsilon")?.doubleValue
+        slidingWindow = int("attention.sliding_window")
+        ropeDimensionCount = int("rope.dimension_count")
+        if let kind = value("rope.scaling.type")?.stringValue, kind != "none" {
+            var s = RopeScaling()
+            s.ropeType = kind
+            s.factor = value("rope.scaling.factor")?.doubleValue
+            s.originalMaxPositionEmbeddings = int("rope.scaling.original_context_length")
+            ropeScaling = s
+        }
+    }
+}

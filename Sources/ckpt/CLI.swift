@@ -1,0 +1,253 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CheckpointIO
+
+/// Exit codes, from BSD sysexits.h so scripts can tell a bad call from bad data.
+enum ExitCode: Int32 {
+    case success = 0
+    /// Something failed that is neither the user's call nor the input (a bug).
+    case failure = 1
+    /// The command line was wrong.
+    case usage = 64
+    /// The input was read and found malformed or inconsistent.
+    case dataError = 65
+    /// The input could not be opened (missing, unreadable).
+    case noInput = 66
+    /// The input is valid but uses something this build does not handle.
+    case unsupported = 69
+    /// An operating-system error while reading or writing.
+    case ioError = 74
+}
+
+/// A wrong command line: printed as `Error: …` plus a pointer to `--help`, exit 64.
+struct UsageError: Error, CustomStringConvertible {
+    let message: String
+    let command: String?
+    var description: String { message }
+}
+
+/// What a subcommand declares: its name, a one-line summary, usage text and options.
+struct CommandSpec: Sendable {
+    struct Option: Sendable {
+        let name: String          // "--filter"
+        let valueName: String?    // "GLOB"; nil for a flag
+        let help: String
+        let repeatable: Bool
+        init(_ name: String, value: String? = nil, repeatable: Bool = false, help: String) {
+            self.name = name; self.valueName = value; self.help = help; self.repeatable = repeatable
+        }
+    }
+
+    let name: String
+    let summary: String
+    let usage: String
+    let discussion: String
+    let options: [Option]
+    let positionals: ClosedRange<Int>
+
+    var helpText: String {
+        var s = "OVERVIEW: \(summary)\n\nUSAGE: ckpt \(usage)\n"
+        if !discussion.isEmpty { s += "\n\(discussion)\n" }
+        s += "\nOPTIONS:\n"
+        let all = options + [Option("--help", help: "Show help information.")]
+        let width = all.map { $0.name.count + ($0.valueName.map { $0.count + 3 } ?? 0) }.max() ?? 0
+        for o in all {
+            let left = o.name + (o.valueName.map { " <\($0)>" } ?? "")
+            s += "  " + left.padding(to: width + 2) + o.help + "\n"
+        }
+        return s
+    }
+}
+
+/// Parsed arguments of one subcommand.
+struct ParsedArguments {
+    var positionals: [String] = []
+    private var values: [String: [String]] = [:]
+    private var flags: Set<String> = []
+
+    /// Parses `args` against `spec`. `--name=value` and `--name value` both work;
+    /// `--` ends options.
+    init(_ args: [String], spec: CommandSpec) throws {
+        var i = 0
+        var onlyPositionals = false
+        while i < args.count {
+            let arg = args[i]
+            i += 1
+            if onlyPositionals || !arg.hasPrefix("-") || arg == "-" {
+                positionals.append(arg)
+                continue
+            }
+            if arg == "--" { onlyPositionals = true; continue }
+            var name = arg
+            var inline: String?
+            if let eq = arg.firstIndex(of: "=") {
+                name = String(arg[..<eq])
+                inline = String(arg[arg.index(after: eq)...])
+            }
+            guard let option = spec.options.first(where: { $0.name == name }) else {
+                throw UsageError(message: "unknown option '\(name)' for 'ckpt \(spec.name)'", command: spec.name)
+            }
+            if option.valueName != nil {
+                let value: String
+                if let inline {
+                    value = inline
+                } else {
+                    guard i < args.count else {
+                        throw UsageError(message: "option '\(name)' needs a value <\(option.valueName!)>", command: spec.name)
+                    }
+                    value = args[i]
+                    i += 1
+                }
+                if values[name] != nil && !option.repeatable {
+                    throw UsageError(message: "option '\(name)' given more than once", command: spec.name)
+                }
+                values[name, default: []].append(value)
+            } else {
+                if inline != nil { throw UsageError(message: "flag '\(name)' takes no value", command: spec.name) }
+                flags.insert(name)
+            }
+        }
+        if !spec.positionals.contains(positionals.count) {
+            let expected = spec.positionals.lowerBound == spec.positionals.upperBound
+                ? "\(spec.positionals.lowerBound)" : "\(spec.positionals.lowerBound) to \(spec.positionals.upperBound)"
+            let what = positionals.isEmpty ? "none were given" : "got \(positionals.count): \(positionals.joined(separator: " "))"
+            throw UsageError(message: "'ckpt \(spec.name)' takes \(expected) argument(s); \(what)", command: spec.name)
+        }
+    }
+
+    func flag(_ name: String) -> Bool { flags.contains(name) }
+    func value(_ name: String) -> String? { values[name]?.last }
+    func values(_ name: String) -> [String] { values[name] ?? [] }
+}
+
+extension String {
+    func padding(to width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+
+    func leftPadding(to width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
+
+/// Standard streams. Data goes to stdout, everything for the person to stderr.
+enum Console {
+    static func out(_ s: String) { write(fd: 1, s) }
+    static func err(_ s: String) { write(fd: 2, s) }
+
+    /// Writes all of `s`, retrying short writes and EINTR. Output is built whole and
+    /// written once, so no stdio buffering is involved.
+    private static func write(fd: Int32, _ s: String) {
+        var s = s
+        s.withUTF8 { buf in
+            var done = 0
+            while done < buf.count {
+                let n = Glibc.write(fd, buf.baseAddress! + done, buf.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                done += n
+            }
+        }
+    }
+
+    static var stderrIsTerminal: Bool { isatty(2) != 0 }
+}
+
+/// A one-line progress bar on stderr (only when stderr is a terminal): fraction,
+/// count, byte rate and ETA, redrawn at most ten times a second.
+final class ProgressBar {
+    private let label: String
+    private let total: Int
+    private let totalBytes: Int
+    private let start = monotonicSeconds()
+    private var lastDraw = 0.0
+    private let enabled = Console.stderrIsTerminal
+
+    init(label: String, total: Int, totalBytes: Int) {
+        self.label = label
+        self.total = total
+        self.totalBytes = totalBytes
+    }
+
+    func update(done: Int, bytesDone: Int, force: Bool = false) {
+        guard enabled else { return }
+        let now = monotonicSeconds()
+        if !force && now - lastDraw < 0.1 { return }
+        lastDraw = now
+        let elapsed = max(now - start, 1e-6)
+        let frac = totalBytes > 0 ? Double(bytesDone) / Double(totalBytes) : (total > 0 ? Double(done) / Double(total) : 1)
+        let width = 24
+        let filled = min(width, Int(frac * Double(width)))
+        let rate = Double(bytesDone) / elapsed
+        let eta = frac > 0 ? elapsed * (1 - frac) / frac : 0
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        Console.err("\r\(label) \(bar) \(Int(frac * 100))% \(done)/\(total) \(formatBytes(Int(rate)))/s ETA \(formatDuration(eta))\u{1B}[K")
+    }
+
+    func finish() {
+        guard enabled else { return }
+        Console.err("\r\u{1B}[K")
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func formatDuration(_ s: Double) -> String {
+    if !s.isFinite { return "?" }
+    let t = Int(s.rounded())
+    if t < 60 { return "\(t)s" }
+    if t < 3600 { return "\(t / 60)m\(t % 60)s" }
+    return "\(t / 3600)h\((t % 3600) / 60)m"
+}
+
+/// Binary units, one decimal: `93.8 MiB`.
+func formatBytes(_ n: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) B" : formatFixed(v, digits: 1) + " " + units[u]
+}
+
+/// Decimal units for counts: `134.5 M`.
+func formatCount(_ n: Int) -> String {
+    let units = ["", " K", " M", " B", " T"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1000 && u < units.count - 1 { v /= 1000; u += 1 }
+    return u == 0 ? "\(n)" : formatFixed(v, digits: 1) + units[u]
+}
+
+func formatFixed(_ v: Double, digits: Int) -> String {
+    if !v.isFinite { return v.isNaN ? "nan" : (v > 0 ? "inf" : "-inf") }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let r = (abs(v) * scale).rounded()
+    let ip = Int(r / scale)
+    let fp = Int(r - Double(ip) * scale)
+    var frac = String(fp)
+    frac = String(repeating: "0", count: max(0, digits - frac.count)) + frac
+    return (v < 0 && r != 0 ? "-" : "") + String(ip) + (digits > 0 ? "." + frac : "")
+}
+
+/// Short scientific-or-plain formatting for statistics columns.
+func formatStat(_ v: Double?) -> String {
+    guard let v else { return "-" }
+    if v == 0 { return "0" }
+    let a = abs(v)
+    if a >= 1e-3 && a < 1e5 { return formatFixed(v, digits: a >= 100 ? 2 : 5) }
+    var e = 0
+    var m = a
+    while m >= 10 { m /= 10; e += 1 }
+    while m < 1 { m *= 10; e -= 1 }
+    return (v < 0 ? "-" : "") + formatFixed(m, digits: 3) + "e" + (e < 0 ? "-" : "+") + (abs(e) < 10 ? "0" : "") + String(abs(e))
+}

@@ -1,0 +1,126 @@
+import CheckpointIO
+
+/// Builds JSON text. Keys are written in the order given; non-finite floats become
+/// null (JSON has no NaN or infinity).
+struct JSONWriter {
+    private(set) var text = ""
+    private var needsComma: [Bool] = [false]
+    private let pretty: Bool
+    private var depth: Int { needsComma.count - 1 }
+
+    init(pretty: Bool = false) { self.pretty = pretty }
+
+    private mutating func separator() {
+        if needsComma[needsComma.count - 1] { text += "," }
+        needsComma[needsComma.count - 1] = true
+        if pretty && depth > 0 { text += "\n" + String(repeating: "  ", count: depth) }
+    }
+
+    mutating func beginObject(key: String? = nil) { open("{", key: key) }
+    mutating func endObject() { close("}") }
+    mutating func beginArray(key: String? = nil) { open("[", key: key) }
+    mutating func endArray() { close("]") }
+
+    private mutating func open(_ bracket: String, key: String?) {
+        if let key { self.key(key) } else if depth > 0 { separator() }
+        text += bracket
+        needsComma.append(false)
+    }
+
+    private mutating func close(_ bracket: String) {
+        let had = needsComma.removeLast()
+        if pretty && had { text += "\n" + String(repeating: "  ", count: depth) }
+        text += bracket
+    }
+
+    private mutating func key(_ k: String) {
+        separator()
+        Self.appendString(k, to: &text)
+        text += pretty ? ": " : ":"
+    }
+
+    /// Writes a raw JSON value (already valid JSON text).
+    mutating func raw(_ json: String, key: String? = nil) {
+        if let key { self.key(key) } else { separator() }
+        text += json
+    }
+
+    mutating func string(_ s: String, key: String? = nil) {
+        if let key { self.key(key) } else { separator() }
+        Self.appendString(s, to: &text)
+    }
+
+    mutating func int(_ v: Int, key: String? = nil) { raw(String(v), key: key) }
+    mutating func bool(_ v: Bool, key: String? = nil) { raw(v ? "true" : "false", key: key) }
+    mutating func null(key: String? = nil) { raw("null", key: key) }
+    mutating func double(_ v: Double?, key: String? = nil) {
+        guard let v, v.isFinite else { return raw("null", key: key) }
+        raw(Self.number(v), key: key)
+    }
+
+    static func number(_ v: Double) -> String {
+        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    static func number(_ v: Float) -> String {
+        guard v.isFinite else { return "null" }
+        if v == v.rounded() && abs(v) < 1e7 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    static func appendString(_ s: String, to out: inout String) {
+        out += "\""
+        var run = ""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": run += "\\\""
+            case "\\": run += "\\\\"
+            case "\n": run += "\\n"
+            case "\r": run += "\\r"
+            case "\t": run += "\\t"
+            case _ where u.value < 0x20 || u.value == 0x7F:
+                let h = String(u.value, radix: 16)
+                run += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+            default: run.unicodeScalars.append(u)
+            }
+        }
+        out += run
+        out += "\""
+    }
+
+    /// Writes a metadata value. Arrays longer than `arrayLimit` become
+    /// `{"type": …, "count": …}` unless `full`.
+    mutating func metadata(_ value: MetadataValue, key: String? = nil, full: Bool, arrayLimit: Int = 64) {
+        switch value {
+        case let .uint8(v): int(Int(v), key: key)
+        case let .int8(v): int(Int(v), key: key)
+        case let .uint16(v): int(Int(v), key: key)
+        case let .int16(v): int(Int(v), key: key)
+        case let .uint32(v): int(Int(v), key: key)
+        case let .int32(v): int(Int(v), key: key)
+        case let .uint64(v): raw(String(v), key: key)
+        case let .int64(v): raw(String(v), key: key)
+        case let .float32(v): raw(Self.number(v), key: key)
+        case let .float64(v): double(v, key: key)
+        case let .bool(v): bool(v, key: key)
+        case let .string(s): string(s, key: key)
+        case .null: null(key: key)
+        case let .object(entries):
+            beginObject(key: key)
+            for e in entries { metadata(e.value, key: e.key, full: full, arrayLimit: arrayLimit) }
+            endObject()
+        case let .array(a):
+            if !full && a.count > arrayLimit {
+                beginObject(key: key)
+                string(a.elementType, key: "type")
+                int(a.count, key: "count")
+                endObject()
+            } else {
+                beginArray(key: key)
+                for v in a.values() { metadata(v, full: full, arrayLimit: arrayLimit) }
+                endArray()
+            }
+        }
+    }
+}

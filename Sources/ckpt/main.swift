@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CheckpointIO
+
+let version = "0.1.0"
+
+/// Every subcommand: its spec and what runs it.
+let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Void)] = [
+    (InspectCommand.spec, InspectCommand.run),
+]
+
+@MainActor func mainHelp() -> String {
+    var s = """
+    OVERVIEW: ckpt — make big language models small on an ordinary machine.
+
+    USAGE: ckpt <subcommand> [options]
+
+    SUBCOMMANDS:
+
+    """
+    for c in commands { s += "  " + c.spec.name.padding(to: 12) + c.spec.summary + "\n" }
+    s += """
+      help        Show help for a subcommand.
+
+    OPTIONS:
+      --version   Show the version.
+      --help      Show help information.
+
+    See 'ckpt help <subcommand>' for detailed help.
+
+    """
+    return s
+}
+
+func fail(_ message: String, code: ExitCode) -> Never {
+    Console.err("Error: \(message)\n")
+    exit(code.rawValue)
+}
+
+@MainActor func runMain(_ argv: [String]) -> Never {
+    guard let first = argv.first else {
+        Console.err(mainHelp())
+        exit(ExitCode.usage.rawValue)
+    }
+    switch first {
+    case "--help", "-h":
+        Console.out(mainHelp()); exit(0)
+    case "--version":
+        Console.out("ckpt \(version)\n"); exit(0)
+    case "help":
+        if argv.count == 1 { Console.out(mainHelp()); exit(0) }
+        guard let c = commands.first(where: { $0.spec.name == argv[1] }) else {
+            fail("unknown subcommand '\(argv[1])'; see 'ckpt --help'", code: .usage)
+        }
+        Console.out(c.spec.helpText); exit(0)
+    default:
+        break
+    }
+    guard let command = commands.first(where: { $0.spec.name == first }) else {
+        fail("unknown subcommand '\(first)'; see 'ckpt --help'", code: .usage)
+    }
+    let rest = Array(argv.dropFirst())
+    if rest.contains("--help") || rest.contains("-h") {
+        Console.out(command.spec.helpText); exit(0)
+    }
+    do {
+        let args = try ParsedArguments(rest, spec: command.spec)
+        try command.run(args)
+        exit(0)
+    } catch let e as UsageError {
+        Console.err("Error: \(e.message)\nSee 'ckpt \(e.command ?? "") --help'.\n")
+        exit(ExitCode.usage.rawValue)
+    } catch let e as CheckpointError {
+        let code: ExitCode
+        switch e {
+        case .notFound: code = .noInput
+        case .system: code = e.isMissingInput ? .noInput : .ioError
+        case .unsupported: code = .unsupported
+        default: code = .dataError
+        }
+        fail(e.description, code: code)
+    } catch {
+        fail("\(error)", code: .failure)
+    }
+}
+
+// A closed pipe (`ckpt inspect … | head`) should end quietly, not with SIGPIPE noise.
+signal(SIGPIPE, SIG_DFL)
+runMain(Array(CommandLine.arguments.dropFirst()))
