@@ -41,8 +41,10 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]
         ),
 
-        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO"]),
-        .testTarget(name: "CLITests", dependencies: ["CheckpointIO"]),
+        // Hand-made test vectors (byte-level GGUF and safetensors builders) shared by the tests.
+        .target(name: "TestSupport", dependencies: ["CheckpointIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
     ]
 )

@@ -60,23 +60,24 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             self = inner
             return
         }
-        func opt<T: Decodable>(_ key: CodingKeys) -> T? { (try? c.decodeIfPresent(T.self, forKey: key)) ?? nil }
-        modelType = opt(.modelType)
-        architectures = opt(.architectures)
-        numHiddenLayers = opt(.numHiddenLayers)
-        hiddenSize = opt(.hiddenSize)
-        intermediateSize = opt(.intermediateSize)
-        numAttentionHeads = opt(.numAttentionHeads)
-        numKeyValueHeads = opt(.numKeyValueHeads)
-        headDim = opt(.headDim)
-        vocabSize = opt(.vocabSize)
-        maxPositionEmbeddings = opt(.maxPositionEmbeddings)
-        ropeTheta = opt(.ropeTheta)
-        rmsNormEps = opt(.rmsNormEps)
-        slidingWindow = opt(.slidingWindow)
-        tieWordEmbeddings = opt(.tieWordEmbeddings)
-        ropeScaling = opt(.ropeScaling)
-        ropeDimensionCount = opt(.ropeDimensionCount)
+        // A field of the wrong type is an error (a silently ignored hidden_size would be worse).
+        func opt<T: Decodable>(_ key: CodingKeys) throws -> T? { try c.decodeIfPresent(T.self, forKey: key) }
+        modelType = try opt(.modelType)
+        architectures = try opt(.architectures)
+        numHiddenLayers = try opt(.numHiddenLayers)
+        hiddenSize = try opt(.hiddenSize)
+        intermediateSize = try opt(.intermediateSize)
+        numAttentionHeads = try opt(.numAttentionHeads)
+        numKeyValueHeads = try opt(.numKeyValueHeads)
+        headDim = try opt(.headDim)
+        vocabSize = try opt(.vocabSize)
+        maxPositionEmbeddings = try opt(.maxPositionEmbeddings)
+        ropeTheta = try opt(.ropeTheta)
+        rmsNormEps = try opt(.rmsNormEps)
+        slidingWindow = try opt(.slidingWindow)
+        tieWordEmbeddings = try opt(.tieWordEmbeddings)
+        ropeScaling = try opt(.ropeScaling)
+        ropeDimensionCount = try opt(.ropeDimensionCount)
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -1,0 +1,162 @@
+import CheckpointIO
+import CKernels
+import TensorMath
+import TestSupport
+import XCTest
+
+final class CodecTests: XCTestCase {
+    func testHalfPrecisionConversionsAreExact() {
+        XCTAssertEqual(ckpt_f16_to_f32(0x3C00), 1)
+        XCTAssertEqual(ckpt_f16_to_f32(0xC000), -2)
+        XCTAssertEqual(ckpt_f16_to_f32(0x7BFF), 65504)
+        XCTAssertEqual(ckpt_f16_to_f32(0x0001), Float(sign: .plus, exponent: -24, significand: 1), "smallest subnormal")
+        XCTAssertEqual(ckpt_f16_to_f32(0x03FF), Float(0x3FF) * Float(sign: .plus, exponent: -24, significand: 1), "largest subnormal")
+        XCTAssertEqual(ckpt_f16_to_f32(0x7C00), .infinity)
+        XCTAssertTrue(ckpt_f16_to_f32(0x7E00).isNaN)
+        XCTAssertEqual(ckpt_f16_to_f32(0x8000).sign, .minus)
+        // Every f16 bit pattern against Swift's own Float16 conversion, where available.
+        #if arch(x86_64) || arch(arm64)
+        for bits in 0...UInt16.max {
+            let ours = ckpt_f16_to_f32(bits)
+            let ref = Float(Float16(bitPattern: bits))
+            XCTAssertTrue(ours.bitPattern == ref.bitPattern || (ours.isNaN && ref.isNaN), "f16 \(bits)")
+        }
+        #endif
+        XCTAssertEqual(ckpt_bf16_to_f32(0x3F80), 1)
+        XCTAssertEqual(ckpt_bf16_to_f32(0xC0A0), -5)
+    }
+
+    /// Block decoders against `gguf.quants.dequantize` outputs (Tools/reference/make_fixtures.py).
+    func testBlockDecodersMatchGGUFPyBitForBit() throws {
+        let names = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+        for name in names {
+            let type = try XCTUnwrap(GGMLType.named(name))
+            let blocks = try FileSystem.readFile(fixturesPath + "/dequant/\(name).blocks")
+            let expected = try FileSystem.readFile(fixturesPath + "/dequant/\(name).f32")
+            XCTAssertEqual(blocks.count % type.bytesPerBlock, 0, name)
+            let n = blocks.count / type.bytesPerBlock * type.blockSize
+            XCTAssertEqual(expected.count, n * 4, name)
+            let file = MappedFile(copying: blocks, label: name)
+            let view = TensorView(name: name, dtype: .gguf(type), shape: [n], file: file, offset: 0, byteCount: blocks.count)
+            var out = [Float](repeating: .nan, count: n)
+            try out.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(view, rows: 0..<1, into: $0.baseAddress!) }
+            var mismatches = 0
+            for i in 0..<n {
+                let e = expected.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }
+                if out[i].bitPattern != e { mismatches += 1 }
+            }
+            XCTAssertEqual(mismatches, 0, "\(name): \(mismatches) of \(n) values differ from gguf-py")
+        }
+    }
+
+    func testDecodingRealModelRowsMatchesGGUFPy() throws {
+        let c = try GGUFCheckpoint(path: smolLM2Path)
+        let sample = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/dequant/smollm2-sample.json"))
+        let entries = try XCTUnwrap(sample["tensors"]?.arrayValue)
+        XCTAssertFalse(entries.isEmpty)
+        for e in entries {
+            let name = try XCTUnwrap(e["name"]?.stringValue)
+            let t = try XCTUnwrap(c.tensor(named: name))
+            var row = [Float](repeating: 0, count: t.rowLength)
+            for (key, index) in [("row_first", 0), ("row_last", t.rowCount - 1)] {
+                try row.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: index..<(index + 1), into: $0.baseAddress!) }
+                let hex = try XCTUnwrap(e[key]?.arrayValue).compactMap(\.stringValue)
+                for (i, h) in hex.enumerated() {
+                    XCTAssertEqual(row[i].bitPattern, UInt32(h.dropFirst(2), radix: 16), "\(name) \(key)[\(i)]")
+                }
+            }
+            // Whole-tensor sum/min/max through the streamed statistics.
+            var stats = TensorStatistics()
+            var buffer = [Float](repeating: 0, count: t.rowLength * 64)
+            var r = 0
+            while r < t.rowCount {
+                let end = min(t.rowCount, r + 64)
+                try buffer.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: r..<end, into: $0.baseAddress!) }
+                buffer.withUnsafeBufferPointer { stats.add($0.baseAddress!, count: (end - r) * t.rowLength) }
+                r = end
+            }
+            XCTAssertEqual(stats.min, e["min"]?.doubleValue, name)
+            XCTAssertEqual(stats.max, e["max"]?.doubleValue, name)
+            let sum = try XCTUnwrap(e["sum"]?.doubleValue)
+            XCTAssertEqual(stats.mean * Double(stats.count), sum, accuracy: 1e-6 * max(1, abs(sum)) + 1e-6, name)
+        }
+    }
+
+    func testFloat8Tables() throws {
+        func decode(_ dtype: SafetensorsDType, _ bytes: [UInt8]) throws -> [Float] {
+            let f = MappedFile(copying: bytes, label: "f8")
+            let v = TensorView(name: "x", dtype: .safetensors(dtype), shape: [bytes.count], file: f, offset: 0, byteCount: bytes.count)
+            var out = [Float](repeating: 0, count: bytes.count)
+            try out.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(v, rows: 0..<1, into: $0.baseAddress!) }
+            return out
+        }
+        // OCP FP8: E4M3FN max 448, E5M2 max 57344 and infinity.
+        XCTAssertEqual(try decode(.F8_E4M3, [0x38, 0x7E, 0xFE, 0x01]), [1, 448, -448, Float(sign: .plus, exponent: -9, significand: 1)])
+        XCTAssertTrue(try decode(.F8_E4M3, [0x7F])[0].isNaN)
+        XCTAssertEqual(try decode(.F8_E5M2, [0x3C, 0x7B, 0x7C]), [1, 57344, .infinity])
+        XCTAssertEqual(try decode(.F8_E8M0, [127, 130, 0]), [1, 8, Float(sign: .plus, exponent: -127, significand: 1)])
+        XCTAssertTrue(try decode(.F8_E4M3FNUZ, [0x80])[0].isNaN)
+        XCTAssertEqual(try decode(.F8_E4M3FNUZ, [0x40])[0], 1)
+        XCTAssertEqual(try decode(.F8_E5M2FNUZ, [0x40])[0], 1)
+    }
+
+    func testStatisticsMergeAndNonFinite() {
+        var whole = TensorStatistics()
+        let values: [Float] = (0..<1000).map { Float($0 % 37) * 0.25 - 3 } + [.nan, .infinity, -.infinity]
+        whole.add(values)
+        var parts = TensorStatistics()
+        for chunk in stride(from: 0, to: values.count, by: 97) {
+            var s = TensorStatistics()
+            s.add(Array(values[chunk..<min(values.count, chunk + 97)]))
+            parts.merge(s)
+        }
+        XCTAssertEqual(whole.count, 1000)
+        XCTAssertEqual(whole.nanCount, 1)
+        XCTAssertEqual(whole.infCount, 2)
+        XCTAssertEqual(whole.min, -3)
+        XCTAssertEqual(whole.max, 6)
+        let finite = values.prefix(1000).map(Double.init)
+        let mean = finite.reduce(0, +) / 1000
+        let std = (finite.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 1000).squareRoot()
+        XCTAssertEqual(whole.mean, mean, accuracy: 1e-12)
+        XCTAssertEqual(whole.standardDeviation, std, accuracy: 1e-12)
+        XCTAssertEqual(parts.count, whole.count)
+        XCTAssertEqual(parts.mean, whole.mean, accuracy: 1e-12)
+        XCTAssertEqual(parts.standardDeviation, whole.standardDeviation, accuracy: 1e-12)
+        XCTAssertEqual(parts.min, whole.min)
+        XCTAssertEqual(parts.nanCount + parts.infCount, 3)
+    }
+
+    func testCompressionRoundTrips() throws {
+        let text = Array(String(repeating: "the teacher runs once; ", count: 500).utf8) + (0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+        for codec in CompressionCodec.allCases {
+            for level in codec == .zstd ? [1, 3, 19] : [0, 9] {
+                let packed = try codec.compress(text, level: level)
+                XCTAssertLessThan(packed.count, text.count, "\(codec) \(level)")
+                let unpacked = try packed.withUnsafeBytes { try codec.decompress($0, originalSize: text.count) }
+                XCTAssertEqual(unpacked, text, "\(codec) \(level)")
+            }
+            let packed = try codec.compress(text)
+            var corrupt = packed
+            corrupt[corrupt.count / 2] ^= 0xFF
+            corrupt.removeLast(3)
+            XCTAssertThrowsError(try corrupt.withUnsafeBytes { try codec.decompress($0, originalSize: text.count) }, "\(codec)")
+        }
+    }
+
+    func testMappedFileErrorsAndAdvice() throws {
+        XCTAssertThrowsError(try MappedFile(path: "/nonexistent/x")) { e in
+            XCTAssertEqual(e as? CheckpointError, .notFound(path: "/nonexistent/x"))
+        }
+        XCTAssertThrowsError(try MappedFile(path: "/tmp")) { e in XCTAssertTrue("\(e)".contains("/tmp: map (it is a directory)"), "\(e)") }
+        let dir = makeTemporaryDirectory()
+        writeFile(dir + "/empty", [])
+        XCTAssertEqual(try MappedFile(path: dir + "/empty").size, 0)
+        writeFile(dir + "/data", [UInt8](repeating: 7, count: 100_000))
+        let f = try MappedFile(path: dir + "/data")
+        try f.advise(.sequential)
+        try f.advise(.willNeed, range: 5000..<9000)
+        try f.advise(.dontNeed, range: 4097..<70_000)
+        XCTAssertEqual(f.bytes[60_000], 7, "pages dropped with DONTNEED fault back in from the file")
+    }
+}

@@ -1,0 +1,88 @@
+import CheckpointIO
+import Models
+import TestSupport
+import XCTest
+
+final class ModelConfigTests: XCTestCase {
+    func testFromRealGGUFMetadata() throws {
+        let c = try GGUFCheckpoint(path: smolLM2Path)
+        let config = ModelConfig(gguf: c.metadata)
+        XCTAssertEqual(config.modelType, "llama")
+        XCTAssertEqual(config.numHiddenLayers, 30)
+        XCTAssertEqual(config.hiddenSize, 576)
+        XCTAssertEqual(config.intermediateSize, 1536)
+        XCTAssertEqual(config.numAttentionHeads, 9)
+        XCTAssertEqual(config.numKeyValueHeads, 3)
+        XCTAssertEqual(config.vocabSize, 49152)
+        XCTAssertEqual(config.maxPositionEmbeddings, 8192)
+        XCTAssertEqual(config.ropeTheta, 100_000)
+        XCTAssertEqual(config.ropeDimensionCount, 64)
+        XCTAssertEqual(config.rmsNormEps.map { Float($0) }, 1e-5)
+    }
+
+    func testPerLayerArraysAndRopeScaling() throws {
+        var b = GGUFBuilder()
+        b.metadata = [
+            ("general.architecture", .string("qwen3")),
+            ("qwen3.block_count", .u32(2)),
+            ("qwen3.attention.head_count", .array(elementType: 4, [.u32(16), .u32(32)])),
+            ("qwen3.rope.scaling.type", .string("yarn")),
+            ("qwen3.rope.scaling.factor", .f32(4)),
+            ("qwen3.rope.scaling.original_context_length", .u32(32768)),
+        ]
+        let g = try GGUFFile(file: MappedFile(copying: b.build(), label: "q.gguf"))
+        let config = ModelConfig(gguf: g.metadata)
+        XCTAssertEqual(config.numAttentionHeads, 32)
+        XCTAssertEqual(config.numKeyValueHeads, 32, "no head_count_kv means no GQA")
+        XCTAssertEqual(config.ropeScaling?.kind, "yarn")
+        XCTAssertEqual(config.ropeScaling?.factor, 4)
+        XCTAssertEqual(config.ropeScaling?.originalMaxPositionEmbeddings, 32768)
+    }
+
+    func testDecodesHFConfigJSON() throws {
+        let llama = """
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 5120, "num_hidden_layers": 48,
+         "num_attention_heads": 40, "num_key_value_heads": 8, "intermediate_size": 13824, "vocab_size": 152064,
+         "rope_theta": 1000000.0, "max_position_embeddings": 32768, "rms_norm_eps": 1e-05, "tie_word_embeddings": false,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192},
+         "torch_dtype": "bfloat16", "unknown_future_field": {"x": [1, 2]}}
+        """
+        let c = try ModelConfig.decode(json: Array(llama.utf8), path: "config.json")
+        XCTAssertEqual(c.numHiddenLayers, 48)
+        XCTAssertEqual(c.numKeyValueHeads, 8)
+        XCTAssertEqual(c.ropeTheta, 1_000_000)
+        XCTAssertEqual(c.tieWordEmbeddings, false)
+        XCTAssertEqual(c.ropeScaling?.kind, "llama3")
+        XCTAssertEqual(c.architectures, ["LlamaForCausalLM"])
+
+        let gemma3 = """
+        {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+         "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "num_hidden_layers": 34, "num_attention_heads": 8,
+                         "num_key_value_heads": 4, "head_dim": 256, "sliding_window": 1024, "rope_theta": 1000000.0}}
+        """
+        let g = try ModelConfig.decode(json: Array(gemma3.utf8), path: "config.json")
+        XCTAssertEqual(g.modelType, "gemma3_text")
+        XCTAssertEqual(g.numHiddenLayers, 34)
+        XCTAssertEqual(g.headDim, 256)
+        XCTAssertEqual(g.slidingWindow, 1024)
+        XCTAssertEqual(g.architectures, ["Gemma3ForConditionalGeneration"])
+    }
+
+    func testMalformedConfigJSON() {
+        XCTAssertThrowsError(try ModelConfig.decode(json: Array("{\"hidden_size\": ".utf8), path: "/m/config.json")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("/m/config.json: malformed file: invalid JSON"), "\(e)")
+        }
+        XCTAssertThrowsError(try ModelConfig.decode(json: Array("[1]".utf8), path: "/m/config.json")) { e in
+            XCTAssertTrue("\(e)".contains("expected an object"), "\(e)")
+        }
+    }
+}
+
+final class ModelConfigStrictnessTests: XCTestCase {
+    func testWrongFieldTypeNamesTheField() {
+        XCTAssertThrowsError(try ModelConfig.decode(json: Array(#"{"hidden_size": "5120"}"#.utf8), path: "c.json")) { e in
+            XCTAssertTrue("\(e)".contains("hidden_size: expected an integer"), "\(e)")
+        }
+        XCTAssertNoThrow(try ModelConfig.decode(json: Array(#"{"hidden_size": 64, "rope_scaling": null, "sliding_window": null}"#.utf8), path: "c.json"))
+    }
+}
