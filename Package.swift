@@ -35,7 +35,7 @@ let package = Package(
         // The command-line tool: argument parsing, rendering, exit codes.
         .executableTarget(
             name: "ckpt",
-            dependencies: ["CheckpointIO", "TensorMath", "Models"],
+            dependencies: ["CheckpointIO", "TensorMath", "Models", "CKernels"],
             // A statically linked Swift runtime starts in ~3 ms instead of ~11 ms
             // (measured with hyperfine); `inspect` is meant to feel like `ls -l`.
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]

@@ -3,6 +3,9 @@
 // numpy float32), so results are bit-identical; the build disables FMA contraction.
 #include "CKernels.h"
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -26,14 +29,44 @@ float ckpt_f16_to_f32(uint16_t h) {
 
 float ckpt_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
 
+#if defined(__x86_64__)
+// Hardware half conversion is exact for every non-NaN value (it quiets signalling NaNs,
+// where the scalar path keeps the payload as is).
+__attribute__((target("avx2,f16c")))
+static int64_t f16_avx2(const uint8_t *p, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+    return i;
+}
+
+__attribute__((target("avx2")))
+static int64_t bf16_avx2(const uint8_t *p, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i)));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(w, 16));
+    }
+    return i;
+}
+#endif
+
 void ckpt_dequant_f16(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = ckpt_f16_to_f32(rd16(p + 2 * i));
+    int64_t i = 0;
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) i = f16_avx2(p, dst, n);
+#endif
+    for (; i < n; i++) dst[i] = ckpt_f16_to_f32(rd16(p + 2 * i));
 }
 
 void ckpt_dequant_bf16(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = ckpt_bf16_to_f32(rd16(p + 2 * i));
+    int64_t i = 0;
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) i = bf16_avx2(p, dst, n);
+#endif
+    for (; i < n; i++) dst[i] = ckpt_bf16_to_f32(rd16(p + 2 * i));
 }
 
 void ckpt_dequant_q4_0(const void *src, float *dst, int64_t nblocks) {

@@ -72,17 +72,23 @@ enum InspectCommand {
             }
             var s = TensorStatistics()
             let rowLength = t.rowLength
+            try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
             if rowLength > bufferElements {
                 // A single enormous row (a 1-D tensor): decode it in whole-block pieces.
                 try statsOfLongRow(t, buffer: buffer, capacity: bufferElements, into: &s)
             } else {
                 let rowsPerChunk = max(1, bufferElements / max(rowLength, 1))
+                let rowBytes = t.byteCount / max(t.rowCount, 1)
                 var row = 0
                 while row < t.rowCount {
                     let end = min(t.rowCount, row + rowsPerChunk)
                     try TensorDecoder.decodeRows(t, rows: row..<end, into: buffer)
                     s.add(buffer, count: (end - row) * rowLength)
+                    // Drop the pages just read, so resident memory stays one chunk however
+                    // large the tensor (a 15B model's embedding is 1.5 GB).
+                    try? t.file.advise(.dontNeed, range: (t.offset + row * rowBytes)..<(t.offset + end * rowBytes))
                     row = end
+                    bar.update(done: i, bytesDone: bytesDone + row * rowBytes)
                 }
             }
             try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount))

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CheckpointIO
+import CKernels
 
 let version = "0.1.0"
 
@@ -49,7 +50,8 @@ func fail(_ message: String, code: ExitCode) -> Never {
     case "--help", "-h":
         Console.out(mainHelp()); exit(0)
     case "--version":
-        Console.out("ckpt \(version)\n"); exit(0)
+        let level = ["scalar", "avx2", "avx512"][Int(ckpt_kernel_level())]
+        Console.out("ckpt \(version) (kernels: \(level))\n"); exit(0)
     case "help":
         if argv.count == 1 { Console.out(mainHelp()); exit(0) }
         guard let c = commands.first(where: { $0.spec.name == argv[1] }) else {

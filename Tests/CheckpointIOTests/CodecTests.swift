@@ -160,3 +160,45 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(f.bytes[60_000], 7, "pages dropped with DONTNEED fault back in from the file")
     }
 }
+
+/// The vectorised kernels against the scalar reference, on the same inputs.
+final class KernelPathTests: XCTestCase {
+    override func tearDown() { ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512)) }
+
+    func testStatisticsPathsAgree() {
+        var rng = SystemRandomNumberGenerator()
+        for n in [0, 1, 15, 16, 17, 1000, 4099] {
+            var x = (0..<n).map { _ in Float.random(in: -3...3, using: &rng) }
+            if n > 20 { x[3] = .nan; x[7] = .infinity; x[n - 1] = -.infinity; x[n - 2] = 1e30 }
+            var a = ckpt_stats(), b = ckpt_stats()
+            ckpt_stats_f32_scalar(x, Int64(n), &a)
+            ckpt_stats_f32(x, Int64(n), &b)
+            XCTAssertEqual(a.count, b.count, "n=\(n)")
+            XCTAssertEqual(a.nan_count, b.nan_count)
+            XCTAssertEqual(a.inf_count, b.inf_count)
+            if n > 0 {
+                XCTAssertEqual(a.min, b.min)
+                XCTAssertEqual(a.max, b.max)
+                XCTAssertEqual(a.mean, b.mean, accuracy: 1e-9 * max(1, abs(a.mean)))
+                XCTAssertEqual(a.m2, b.m2, accuracy: 1e-9 * max(1, a.m2))
+            }
+        }
+    }
+
+    func testHalfDecodersPathsAgree() {
+        // Every f16 and bf16 bit pattern, vector path against scalar (NaNs may differ in payload).
+        let all = (0...UInt16.max).map { $0 }
+        for decode in [ckpt_dequant_f16, ckpt_dequant_bf16] {
+            var fast = [Float](repeating: 0, count: all.count), slow = fast
+            ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+            all.withUnsafeBytes { decode($0.baseAddress, &fast, Int64(all.count)) }
+            ckpt_set_kernel_level(Int32(CKPT_LEVEL_SCALAR))
+            all.withUnsafeBytes { decode($0.baseAddress, &slow, Int64(all.count)) }
+            for i in all.indices where !(fast[i].isNaN && slow[i].isNaN) {
+                XCTAssertEqual(fast[i].bitPattern, slow[i].bitPattern, "pattern \(i)")
+            }
+        }
+        ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+        print("kernel level compared against scalar: \(ckpt_kernel_level()) (0 scalar, 1 avx2, 2 avx512)")
+    }
+}

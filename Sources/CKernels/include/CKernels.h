@@ -11,6 +11,13 @@
 extern "C" {
 #endif
 
+// ---- dispatch -----------------------------------------------------------------
+enum { CKPT_LEVEL_SCALAR = 0, CKPT_LEVEL_AVX2 = 1, CKPT_LEVEL_AVX512 = 2 };
+/// The instruction-set level in use: the best the CPU has, capped by $CKPT_KERNELS.
+int ckpt_kernel_level(void);
+/// Caps the level (never above what the CPU has). For tests comparing paths.
+void ckpt_set_kernel_level(int level);
+
 // ---- scalar conversions -------------------------------------------------------
 float ckpt_f16_to_f32(uint16_t h);
 float ckpt_bf16_to_f32(uint16_t h);
@@ -44,7 +51,9 @@ typedef struct {
 } ckpt_stats;
 
 /// Summarises `n` floats (two passes over the run, which the caller keeps in cache).
+/// Dispatches on ckpt_kernel_level(); the scalar version is the reference.
 void ckpt_stats_f32(const float *x, int64_t n, ckpt_stats *out);
+void ckpt_stats_f32_scalar(const float *x, int64_t n, ckpt_stats *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,39 @@
+// Runtime choice of kernel paths. One binary runs everywhere: AVX-512 code is compiled
+// per function with target attributes and used only when the CPU has it. CKPT_KERNELS
+// (=scalar, =avx2, =avx512) caps the level, so tests can compare the paths.
+#include "CKernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+static int detected_level(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return CKPT_LEVEL_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return CKPT_LEVEL_AVX2;
+#endif
+    return CKPT_LEVEL_SCALAR;
+}
+
+static int cached_level = -1;
+
+int ckpt_kernel_level(void) {
+    int level = __atomic_load_n(&cached_level, __ATOMIC_RELAXED);
+    if (level >= 0) return level;
+    level = detected_level();
+    const char *cap = getenv("CKPT_KERNELS");
+    if (cap) {
+        int want = strcmp(cap, "scalar") == 0 ? CKPT_LEVEL_SCALAR
+                 : strcmp(cap, "avx2") == 0 ? CKPT_LEVEL_AVX2
+                 : CKPT_LEVEL_AVX512;
+        if (want < level) level = want;
+    }
+    __atomic_store_n(&cached_level, level, __ATOMIC_RELAXED);
+    return level;
+}
+
+void ckpt_set_kernel_level(int level) {
+    int best = detected_level();
+    __atomic_store_n(&cached_level, level < best ? level : best, __ATOMIC_RELAXED);
+}
