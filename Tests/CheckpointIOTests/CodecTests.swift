@@ -202,3 +202,49 @@ final class KernelPathTests: XCTestCase {
         print("kernel level compared against scalar: \(ckpt_kernel_level()) (0 scalar, 1 avx2, 2 avx512)")
     }
 }
+
+/// Encoders against gguf-py's `quants.quantize` (Tools/reference/make_fixtures.py).
+final class QuantizerTests: XCTestCase {
+    override func tearDown() { ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512)) }
+
+    func testEncodersMatchGGUFPyBitForBit() throws {
+        let inputBytes = try FileSystem.readFile(fixturesPath + "/quant/input.f32")
+        let input: [Float] = inputBytes.withUnsafeBytes { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } }
+        XCTAssertEqual(input.count, 64 * 32)
+        let encoders: [(String, Int, (UnsafePointer<Float>, UnsafeMutableRawPointer, Int64) -> Void)] = [
+            ("F16", 2 * input.count, { ckpt_quant_f16($0, $1, $2 * 32) }),
+            ("BF16", 2 * input.count, { ckpt_quant_bf16($0, $1, $2 * 32) }),
+            ("Q8_0", 64 * 34, { ckpt_quant_q8_0($0, $1, $2) }),
+            ("Q4_0", 64 * 18, { ckpt_quant_q4_0($0, $1, $2) }),
+            ("Q4_1", 64 * 20, { ckpt_quant_q4_1($0, $1, $2) }),
+            ("Q5_0", 64 * 22, { ckpt_quant_q5_0($0, $1, $2) }),
+            ("Q5_1", 64 * 24, { ckpt_quant_q5_1($0, $1, $2) }),
+        ]
+        for level in [CKPT_LEVEL_SCALAR, CKPT_LEVEL_AVX512] {
+            ckpt_set_kernel_level(Int32(level))
+            for (name, size, encode) in encoders {
+                let expected = try FileSystem.readFile(fixturesPath + "/quant/\(name).bin")
+                XCTAssertEqual(expected.count, size, name)
+                var out = [UInt8](repeating: 0xAA, count: size)
+                input.withUnsafeBufferPointer { src in out.withUnsafeMutableBytes { encode(src.baseAddress!, $0.baseAddress!, 64) } }
+                let firstDiff = zip(out, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                XCTAssertNil(firstDiff, "\(name) (level \(level)): first differing byte \(firstDiff ?? -1)")
+            }
+        }
+    }
+
+    func testHalfEncoderAgainstSwiftFloat16() {
+        var rng = SystemRandomNumberGenerator()
+        var values: [Float] = [0, -0, 1, -1, 65504, 65519.99, 65520, 1e9, -1e9, .infinity, -.infinity,
+                               Float(sign: .plus, exponent: -24, significand: 1), Float(sign: .plus, exponent: -25, significand: 1),
+                               Float(sign: .plus, exponent: -25, significand: 1.0000001), 6.1e-5, 5.96e-8, 2.98e-8]
+        values += (0..<20000).map { _ in Float(bitPattern: UInt32.random(in: 0x3000_0000...0x4800_0000, using: &rng)) * (Bool.random() ? 1 : -1) }
+        for v in values {
+            XCTAssertEqual(ckpt_f32_to_f16(v), Float16(v).bitPattern, "\(v) (\(String(v.bitPattern, radix: 16)))")
+        }
+        XCTAssertTrue(Float16(bitPattern: ckpt_f32_to_f16(.nan)).isNaN)
+        XCTAssertEqual(ckpt_f32_to_bf16(1.00390625), 0x3F80, "tie rounds to even")
+        XCTAssertEqual(ckpt_f32_to_bf16(1.01171875), 0x3F82, "tie rounds to even (up)")
+        XCTAssertTrue(Float(bitPattern: UInt32(ckpt_f32_to_bf16(.nan)) << 16).isNaN)
+    }
+}

@@ -28,7 +28,7 @@ import numpy as np
 import safetensors
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 from gguf.constants import GGML_QUANT_SIZES
-from gguf.quants import dequantize
+from gguf.quants import dequantize, quantize
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -234,6 +234,35 @@ def write_dequant_vectors(directory):
         (directory / f"{type_name}.f32").write_bytes(values.astype("<f4").tobytes())
 
 
+QUANT_TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+
+
+def quant_inputs():
+    """Float32 inputs for the quantizers: 64 blocks of 32 with awkward cases first."""
+    rng = rng_for("quant")
+    blocks = [
+        np.zeros(32),                                   # all zero: scale 0, no division
+        np.full(32, 0.5),                               # constant: max == min
+        np.linspace(-1, 1, 32),                         # symmetric ramp
+        (np.arange(32) - 15.5) / 2,                     # values landing on .5 after scaling
+        np.r_[np.full(31, 1e-3), 7.0],                  # one outlier
+        np.r_[[-7.0], np.full(31, 3.0)],                # the negative extreme decides the sign of d
+        np.full(32, 70000.0),                           # beyond f16 range: d overflows to inf
+        np.r_[np.full(16, 1e-8), np.full(16, -2e-8)],   # f16-subnormal scales
+    ]
+    blocks += [rng.standard_normal(32) * 10 ** rng.uniform(-3, 1) for _ in range(56)]
+    return np.concatenate(blocks).astype(np.float32)
+
+
+def write_quant_vectors(directory):
+    """Writes the shared input quant/input.f32 and gguf-py's encoding of it, <TYPE>.bin."""
+    values = quant_inputs()
+    (directory / "input.f32").write_bytes(values.astype("<f4").tobytes())
+    for type_name in QUANT_TYPES:
+        encoded = quantize(values.reshape(1, -1), GGMLQuantizationType[type_name])
+        (directory / f"{type_name}.bin").write_bytes(np.ascontiguousarray(encoded).view(np.uint8).tobytes())
+
+
 def float_bits(values):
     """float32 values as hex bit patterns: "0x3f800000" for 1.0."""
     return [f"0x{bits:08x}" for bits in np.asarray(values, dtype="<f4").view("<u4").tolist()]
@@ -280,6 +309,9 @@ def main():
 
     write_dequant_vectors(dequant_dir)
     (dequant_dir / "smollm2-sample.json").write_text(compact_json(model_sample(reader)))
+    quant_dir = args.out / "quant"
+    quant_dir.mkdir(exist_ok=True)
+    write_quant_vectors(quant_dir)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,19 @@ void ckpt_dequant_q4_k(const void *src, float *dst, int64_t nblocks);
 void ckpt_dequant_q5_k(const void *src, float *dst, int64_t nblocks);
 void ckpt_dequant_q6_k(const void *src, float *dst, int64_t nblocks);
 
+// ---- encoders from f32 (`nblocks` blocks of 32 floats, or `n` values) ------------------
+// Bit-identical to gguf-py's `quants.quantize` (which reproduces ggml's reference
+// quantizers) for every finite input.
+uint16_t ckpt_f32_to_f16(float f);
+uint16_t ckpt_f32_to_bf16(float f);
+void ckpt_quant_f16(const float *src, void *dst, int64_t n);
+void ckpt_quant_bf16(const float *src, void *dst, int64_t n);
+void ckpt_quant_q8_0(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q4_0(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q4_1(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q5_0(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q5_1(const float *src, void *dst, int64_t nblocks);
+
 // ---- reductions ----------------------------------------------------------------
 /// Summary of a run of floats. Non-finite values are counted, not summed.
 typedef struct {

@@ -1,14 +1,12 @@
-import CheckpointIO
-
-/// Builds JSON text. Keys are written in the order given; non-finite floats become
+/// Builds JSON text (CLI output, config.json, index files). Keys are written in the order given; non-finite floats become
 /// null (JSON has no NaN or infinity).
-struct JSONWriter {
-    private(set) var text = ""
+public struct JSONWriter {
+    public private(set) var text = ""
     private var needsComma: [Bool] = [false]
     private let pretty: Bool
     private var depth: Int { needsComma.count - 1 }
 
-    init(pretty: Bool = false) { self.pretty = pretty }
+    public init(pretty: Bool = false) { self.pretty = pretty }
 
     private mutating func separator() {
         if needsComma[needsComma.count - 1] { text += "," }
@@ -16,10 +14,10 @@ struct JSONWriter {
         if pretty && depth > 0 { text += "\n" + String(repeating: "  ", count: depth) }
     }
 
-    mutating func beginObject(key: String? = nil) { open("{", key: key) }
-    mutating func endObject() { close("}") }
-    mutating func beginArray(key: String? = nil) { open("[", key: key) }
-    mutating func endArray() { close("]") }
+    public mutating func beginObject(key: String? = nil) { open("{", key: key) }
+    public mutating func endObject() { close("}") }
+    public mutating func beginArray(key: String? = nil) { open("[", key: key) }
+    public mutating func endArray() { close("]") }
 
     private mutating func open(_ bracket: String, key: String?) {
         if let key { self.key(key) } else if depth > 0 { separator() }
@@ -40,36 +38,36 @@ struct JSONWriter {
     }
 
     /// Writes a raw JSON value (already valid JSON text).
-    mutating func raw(_ json: String, key: String? = nil) {
+    public mutating func raw(_ json: String, key: String? = nil) {
         if let key { self.key(key) } else { separator() }
         text += json
     }
 
-    mutating func string(_ s: String, key: String? = nil) {
+    public mutating func string(_ s: String, key: String? = nil) {
         if let key { self.key(key) } else { separator() }
         Self.appendString(s, to: &text)
     }
 
-    mutating func int(_ v: Int, key: String? = nil) { raw(String(v), key: key) }
-    mutating func bool(_ v: Bool, key: String? = nil) { raw(v ? "true" : "false", key: key) }
-    mutating func null(key: String? = nil) { raw("null", key: key) }
-    mutating func double(_ v: Double?, key: String? = nil) {
+    public mutating func int(_ v: Int, key: String? = nil) { raw(String(v), key: key) }
+    public mutating func bool(_ v: Bool, key: String? = nil) { raw(v ? "true" : "false", key: key) }
+    public mutating func null(key: String? = nil) { raw("null", key: key) }
+    public mutating func double(_ v: Double?, key: String? = nil) {
         guard let v, v.isFinite else { return raw("null", key: key) }
         raw(Self.number(v), key: key)
     }
 
-    static func number(_ v: Double) -> String {
+    public static func number(_ v: Double) -> String {
         if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
         return "\(v)"
     }
 
-    static func number(_ v: Float) -> String {
+    public static func number(_ v: Float) -> String {
         guard v.isFinite else { return "null" }
         if v == v.rounded() && abs(v) < 1e7 { return String(Int64(v)) }
         return "\(v)"
     }
 
-    static func appendString(_ s: String, to out: inout String) {
+    public static func appendString(_ s: String, to out: inout String) {
         out += "\""
         var run = ""
         for u in s.unicodeScalars {
@@ -91,7 +89,7 @@ struct JSONWriter {
 
     /// Writes a metadata value. Arrays longer than `arrayLimit` become
     /// `{"type": …, "count": …}` unless `full`.
-    mutating func metadata(_ value: MetadataValue, key: String? = nil, full: Bool, arrayLimit: Int = 64) {
+    public mutating func metadata(_ value: MetadataValue, key: String? = nil, full: Bool, arrayLimit: Int = 64) {
         switch value {
         case let .uint8(v): int(Int(v), key: key)
         case let .int8(v): int(Int(v), key: key)
