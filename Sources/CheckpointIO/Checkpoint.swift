@@ -32,8 +32,14 @@ public struct TensorView: Sendable {
     /// Number of rows: all dimensions but the innermost.
     public var rowCount: Int { shape.dropLast().reduce(1, *) }
 
-    /// The stored bytes, borrowed from the mapping (valid while `file` lives).
+    /// The stored bytes, borrowed from the mapping. Valid only while something holds
+    /// `file` (this view, or its checkpoint): from a temporary, use `withBytes`.
     public var bytes: UnsafeRawBufferPointer { file.bytes(in: offset..<(offset + byteCount)) }
+
+    /// Calls `body` with the stored bytes, keeping the mapping alive meanwhile.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(file) { try body(bytes) }
+    }
 
     /// The GGUF `ne[]` order of `shape` (innermost first).
     public var ggmlDims: [Int] { shape.reversed() }

@@ -60,3 +60,97 @@ public enum FileSystem {
         return Array(file.bytes)
     }
 }
+
+extension FileSystem {
+    /// Creates a directory (mode 0755); fails if it exists.
+    public static func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o755) != 0 {
+            throw CheckpointError.system(path: path, operation: "mkdir", errno: errno)
+        }
+    }
+
+    public static func rename(_ from: String, _ to: String) throws {
+        if Glibc.rename(from, to) != 0 {
+            throw CheckpointError.system(path: to, operation: "rename from \(from)", errno: errno)
+        }
+    }
+
+    /// fsyncs a directory so the renames and creations in it are durable.
+    public static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw CheckpointError.system(path: path, operation: "open directory", errno: errno) }
+        defer { close(fd) }
+        if fsync(fd) != 0 { throw CheckpointError.system(path: path, operation: "fsync directory", errno: errno) }
+    }
+
+    /// Removes a file or a directory tree; missing paths are fine. Best effort: used on
+    /// clean-up paths where the first error is already being reported.
+    public static func removeTree(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in (try? list(directory: path)) ?? [] { removeTree(join(path, name)) }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+
+    /// Writes `bytes` to a new file at `path` (which must not exist) and fsyncs it.
+    public static func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
+        let file = try OutputFile(creating: path)
+        try bytes.withUnsafeBytes { try file.write($0, at: 0) }
+        try file.sync()
+    }
+}
+
+/// A file being written: positional writes (tensors arrive in any order), fsync, and an
+/// error that names the path and errno (ENOSPC reads "No space left on device").
+public final class OutputFile {
+    public let path: String
+    private var fd: Int32
+
+    /// Creates `path`, which must not exist yet.
+    public init(creating path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd < 0 { throw CheckpointError.system(path: path, operation: "create", errno: errno) }
+    }
+
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError.system(path: path, operation: "write", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    /// Sets the file's size (the data section's holes are filled by later writes).
+    public func setSize(_ size: Int) throws {
+        if ftruncate(fd, off_t(size)) != 0 { throw CheckpointError.system(path: path, operation: "truncate", errno: errno) }
+    }
+
+    public func sync() throws {
+        if fsync(fd) != 0 { throw CheckpointError.system(path: path, operation: "fsync", errno: errno) }
+    }
+
+    /// Drops written pages from the page cache once they are on disk, so a long
+    /// rewrite does not push everything else out of memory.
+    public func dropCache() {
+        _ = fdatasync(fd)
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+    }
+
+    public func close() throws {
+        guard fd >= 0 else { return }
+        let r = Glibc.close(fd)
+        fd = -1
+        if r != 0 { throw CheckpointError.system(path: path, operation: "close", errno: errno) }
+    }
+}

@@ -385,8 +385,3 @@ public final class GGUFCheckpoint: Checkpoint {
         self.formatVersion = splits[0].version
     }
 }
-
-private func pad5(_ n: Int) -> String {
-    let s = String(n)
-    return String(repeating: "0", count: max(0, 5 - s.count)) + s
-}
