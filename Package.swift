@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // The architecture at a glance: dependencies point one way,
-// ckpt (CLI) → Models → CheckpointIO → CKernels, with TensorMath beside Models.
+// ckpt (CLI) → Conversion (features) → Models → CheckpointIO → CKernels, TensorMath beside Models.
 import PackageDescription
 
 let cKernelFlags: [CSetting] = [
@@ -32,10 +32,13 @@ let package = Package(
         // Model configs (HF config.json and GGUF metadata), tensor-name maps.
         .target(name: "Models", dependencies: ["CheckpointIO"]),
 
+        // Converting between formats, dtypes and shard layouts (a feature over Models and the writer).
+        .target(name: "Conversion", dependencies: ["CheckpointIO", "Models", "CKernels"]),
+
         // The command-line tool: argument parsing, rendering, exit codes.
         .executableTarget(
             name: "ckpt",
-            dependencies: ["CheckpointIO", "TensorMath", "Models", "CKernels"],
+            dependencies: ["CheckpointIO", "TensorMath", "Models", "Conversion", "CKernels"],
             // A statically linked Swift runtime starts in ~3 ms instead of ~11 ms
             // (measured with hyperfine); `inspect` is meant to feel like `ls -l`.
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]
@@ -45,6 +48,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CheckpointIO"], path: "Tests/TestSupport"),
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "ConversionTests", dependencies: ["Conversion", "Models", "CheckpointIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
     ]
 )

@@ -151,3 +151,82 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         }
     }
 }
+
+extension ModelConfig {
+    /// `config.json` for `transformers`, for a model of `architecture`.
+    public func hfConfigJSON(architecture: Architecture, tiedEmbeddings: Bool, torchDType: String,
+                             bosTokenID: Int?, eosTokenID: Int?) -> [UInt8] {
+        var w = JSONWriter(pretty: true)
+        w.beginObject()
+        w.beginArray(key: "architectures")
+        w.string(architecture.hfClass)
+        w.endArray()
+        w.string(architecture.hfModelType, key: "model_type")
+        func int(_ v: Int?, _ key: String) { if let v { w.int(v, key: key) } }
+        int(hiddenSize, "hidden_size")
+        int(intermediateSize, "intermediate_size")
+        int(numHiddenLayers, "num_hidden_layers")
+        int(numAttentionHeads, "num_attention_heads")
+        int(numKeyValueHeads, "num_key_value_heads")
+        let headDim = headDim ?? ropeDimensionCount ?? {
+            guard let h = hiddenSize, let n = numAttentionHeads, n > 0 else { return nil }
+            return h / n
+        }()
+        int(headDim, "head_dim")
+        int(vocabSize, "vocab_size")
+        int(maxPositionEmbeddings, "max_position_embeddings")
+        if let e = rmsNormEps { w.raw(JSONWriter.number(Float(e)), key: "rms_norm_eps") }
+        if let t = ropeTheta { w.double(t, key: "rope_theta") }
+        if let s = ropeScaling {
+            w.beginObject(key: "rope_scaling")
+            if let k = s.kind { w.string(k, key: "rope_type") }
+            if let f = s.factor { w.double(f, key: "factor") }
+            int(s.originalMaxPositionEmbeddings, "original_max_position_embeddings")
+            w.endObject()
+        }
+        int(slidingWindow, "sliding_window")
+        if architecture.normOffset != 0 {
+            w.string("gelu_pytorch_tanh", key: "hidden_activation")
+        } else {
+            w.string("silu", key: "hidden_act")
+        }
+        w.bool(tiedEmbeddings, key: "tie_word_embeddings")
+        int(bosTokenID, "bos_token_id")
+        int(eosTokenID, "eos_token_id")
+        w.string(torchDType, key: "torch_dtype")
+        w.endObject()
+        return Array((w.text + "\n").utf8)
+    }
+
+    /// The `{arch}.*` GGUF keys llama.cpp reads for these hyper-parameters.
+    public func ggufMetadata(architecture: Architecture) -> [MetadataEntry] {
+        let a = architecture.ggufName
+        var out: [MetadataEntry] = [MetadataEntry(key: "general.architecture", value: .string(a))]
+        func u32(_ key: String, _ v: Int?) { if let v, v >= 0, v <= Int(UInt32.max) { out.append(MetadataEntry(key: "\(a).\(key)", value: .uint32(UInt32(v)))) } }
+        func f32(_ key: String, _ v: Double?) { if let v { out.append(MetadataEntry(key: "\(a).\(key)", value: .float32(Float(v)))) } }
+        u32("block_count", numHiddenLayers)
+        u32("context_length", maxPositionEmbeddings)
+        u32("embedding_length", hiddenSize)
+        u32("feed_forward_length", intermediateSize)
+        u32("attention.head_count", numAttentionHeads)
+        u32("attention.head_count_kv", numKeyValueHeads ?? numAttentionHeads)
+        f32("rope.freq_base", ropeTheta)
+        f32("attention.layer_norm_rms_epsilon", rmsNormEps)
+        if let h = headDim {
+            u32("attention.key_length", h)
+            u32("attention.value_length", h)
+        }
+        u32("rope.dimension_count", ropeDimensionCount ?? headDim ?? {
+            guard let h = hiddenSize, let n = numAttentionHeads, n > 0 else { return nil }
+            return h / n
+        }())
+        u32("vocab_size", vocabSize)
+        u32("attention.sliding_window", slidingWindow)
+        if let s = ropeScaling, let kind = s.kind {
+            out.append(MetadataEntry(key: "\(a).rope.scaling.type", value: .string(kind)))
+            f32("rope.scaling.factor", s.factor)
+            u32("rope.scaling.original_context_length", s.originalMaxPositionEmbeddings)
+        }
+        return out
+    }
+}

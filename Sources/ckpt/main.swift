@@ -11,6 +11,7 @@ let version = "0.1.0"
 /// Every subcommand: its spec and what runs it.
 let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Void)] = [
     (InspectCommand.spec, InspectCommand.run),
+    (ConvertCommand.spec, ConvertCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {

@@ -206,3 +206,8 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) {
     }
     close(fd)
 }
+
+/// Byte equality through memcmp (elementsEqual is byte-by-byte slow in debug builds).
+public func sameBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
+}

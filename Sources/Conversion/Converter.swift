@@ -1,0 +1,346 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CheckpointIO
+import CKernels
+import Models
+
+/// The element type a conversion writes.
+public enum DTypeChoice: Sendable, Equatable {
+    /// The source's type where the target format has it; quantized GGUF types become
+    /// F32 in safetensors (exact: every dequantized value is an f32).
+    case keep
+    case f32, f16, bf16
+    /// A GGUF block type (GGUF output only). 1-D tensors (norms, biases) stay F32, as
+    /// llama.cpp keeps them.
+    case quantized(GGMLType)
+
+    public static func parse(_ text: String) -> DTypeChoice? {
+        switch text.lowercased() {
+        case "keep": return .keep
+        case "f32": return .f32
+        case "f16": return .f16
+        case "bf16": return .bf16
+        default:
+            guard let t = GGMLType.named(text), t.isQuantized, Converter.encodable.contains(t.name) else { return nil }
+            return .quantized(t)
+        }
+    }
+}
+
+public struct ConversionOptions: Sendable {
+    public var target: CheckpointFormat
+    public var dtype: DTypeChoice = .keep
+    /// Bytes of tensor data per safetensors shard (HF's default 5 GB).
+    public var shardSize: Int = 5_000_000_000
+    public var overwrite = false
+
+    public init(target: CheckpointFormat) { self.target = target }
+}
+
+/// What a conversion did, for the summary line and `--json`.
+public struct ConversionSummary: Sendable {
+    public var tensors = 0
+    public var bytesRead = 0
+    public var bytesWritten = 0
+    public var seconds = 0.0
+    public var outputFiles: [String] = []
+    public var warnings: [String] = []
+}
+
+/// Converts a checkpoint between GGUF and HF safetensors (and within one format: new
+/// dtype, new shard size), tensor by tensor and a block of rows at a time, so memory
+/// stays one buffer however large the model. Names, the Q/K row order and gemma's norm
+/// offset are translated through `Architecture`.
+public final class Converter {
+    /// GGUF block types this build can encode.
+    public static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+    /// Size of one working buffer in f32 elements (16 MiB).
+    static let bufferElements = 1 << 22
+
+    struct Job {
+        let source: TensorView
+        let plan: TensorPlan
+        let rowMap: [Int]?
+        let offset: Float
+    }
+
+    public let source: any Checkpoint
+    public let output: String
+    public let options: ConversionOptions
+    public private(set) var warnings: [String] = []
+    private let architecture: Architecture?
+    private let config: ModelConfig
+    private var jobs: [Job] = []
+    private var extraFiles: [(String, [UInt8])] = []
+    private var outputMetadata: [MetadataEntry] = []
+
+    public init(source: any Checkpoint, output: String, options: ConversionOptions) throws {
+        self.source = source
+        self.output = output
+        self.options = options
+        switch source.format {
+        case .gguf:
+            config = ModelConfig(gguf: source.metadata)
+            let name = source.metadata["general.architecture"]?.stringValue ?? ""
+            architecture = Architecture.gguf(name)
+        case .safetensors:
+            config = try ModelConfig.beside(checkpointPath: source.path) ?? ModelConfig()
+            architecture = config.modelType.flatMap { Architecture.hf(modelType: $0) }
+        }
+        if case .quantized = options.dtype, options.target != .gguf {
+            throw CheckpointError.unsupported(path: output, reason: "quantized types are for GGUF output only; safetensors takes f32, f16 or bf16")
+        }
+        try planTensors()
+        try planSideFiles()
+    }
+
+    private var crossesFormats: Bool { source.format != options.target }
+
+    private func planTensors() throws {
+        let toGGUF = options.target == .gguf
+        if crossesFormats && architecture == nil {
+            let name = source.format == .gguf
+                ? (source.metadata["general.architecture"]?.stringValue ?? "(none)")
+                : (config.modelType ?? "(no config.json)")
+            warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
+        }
+        for t in source.tensors {
+            var name = t.name
+            var rowMap: [Int]?
+            var offset: Float = 0
+            if crossesFormats, let arch = architecture {
+                let role = source.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name)
+                if let role, let mapped = toGGUF ? arch.ggufName(role) : arch.hfName(role) {
+                    name = mapped
+                    rowMap = arch.rowPermutation(role, rows: t.shape.first ?? 1, config: config, toGGUF: toGGUF)
+                    if arch.permutesQK, rowMap == nil, case let .layer(_, part) = role, part == .attnQ || part == .attnK {
+                        throw CheckpointError.badTensor(path: source.path, tensor: t.name,
+                            reason: "its rows must be reordered for \(arch.ggufName), but the head counts (\(config.numAttentionHeads.map(String.init) ?? "?") / \(config.numKeyValueHeads.map(String.init) ?? "?")) do not divide its \(t.shape.first ?? 0) rows into pairs")
+                    }
+                    offset = arch.valueOffset(role) * (toGGUF ? 1 : -1)
+                } else {
+                    warnings.append("tensor '\(t.name)' has no \(arch.ggufName) role: written under the same name")
+                }
+            }
+            let dtype = try outputDType(for: t)
+            let plan = try TensorPlan(name: name, dtype: dtype, shape: t.shape)
+            jobs.append(Job(source: t, plan: plan, rowMap: rowMap, offset: offset))
+        }
+        var names = Set<String>()
+        for j in jobs where !names.insert(j.plan.name).inserted {
+            throw CheckpointError.badTensor(path: source.path, tensor: j.source.name, reason: "maps to '\(j.plan.name)', which another tensor also maps to")
+        }
+    }
+
+    private func outputDType(for t: TensorView) throws -> TensorDType {
+        func reject(_ why: String) -> CheckpointError {
+            .unsupported(path: source.path, reason: "tensor '\(t.name)' (\(t.dtype.name)): \(why)")
+        }
+        let isVector = t.shape.count <= 1
+        switch (options.target, options.dtype) {
+        case (.safetensors, .f32): return .safetensors(.F32)
+        case (.safetensors, .f16): return .safetensors(.F16)
+        case (.safetensors, .bf16): return .safetensors(.BF16)
+        case (.gguf, .f32): return .gguf(GGMLType.named("F32")!)
+        case (.gguf, .f16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("F16")!)
+        case (.gguf, .bf16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("BF16")!)
+        case let (.gguf, .quantized(q)):
+            if isVector { return .gguf(GGMLType.named("F32")!) }
+            guard t.rowLength % q.blockSize == 0 else {
+                throw reject("rows of \(t.rowLength) elements do not split into \(q.name) blocks of \(q.blockSize)")
+            }
+            return .gguf(q)
+        case (_, .quantized):
+            throw reject("quantized types are for GGUF output only")
+        case (.safetensors, .keep):
+            switch t.dtype {
+            case .safetensors: return t.dtype
+            case let .gguf(g):
+                switch g.name {
+                case "F32": return .safetensors(.F32)
+                case "F16": return .safetensors(.F16)
+                case "BF16": return .safetensors(.BF16)
+                case "F64": return .safetensors(.F64)
+                case "I8": return .safetensors(.I8)
+                case "I16": return .safetensors(.I16)
+                case "I32": return .safetensors(.I32)
+                case "I64": return .safetensors(.I64)
+                default:
+                    guard TensorDecoder.canDecode(t.dtype) else { throw reject("no decoder for \(g.name) yet") }
+                    return .safetensors(.F32)
+                }
+            }
+        case (.gguf, .keep):
+            switch t.dtype {
+            case .gguf: return t.dtype
+            case let .safetensors(s):
+                let name: String
+                switch s {
+                case .F32: name = "F32"
+                case .F16: name = "F16"
+                case .BF16: name = "BF16"
+                case .F64: name = "F64"
+                case .I8: name = "I8"
+                case .I16: name = "I16"
+                case .I32: name = "I32"
+                case .I64: name = "I64"
+                default: throw reject("GGUF has no \(s.rawValue); choose --dtype f32, f16, bf16 or a quantized type")
+                }
+                return .gguf(GGMLType.named(name)!)
+            }
+        }
+    }
+
+    private func planSideFiles() throws {
+        switch (source.format, options.target) {
+        case (.gguf, .safetensors):
+            guard let arch = architecture else { break }
+            let tied = !source.tensors.contains { arch.role(ggufName: $0.name) == .lmHead } || arch.alwaysTiedEmbeddings
+            let torchDType: String
+            switch options.dtype {
+            case .bf16: torchDType = "bfloat16"
+            case .f16: torchDType = "float16"
+            default: torchDType = "float32"
+            }
+            let bos = source.metadata["tokenizer.ggml.bos_token_id"]?.intValue
+            let eos = source.metadata["tokenizer.ggml.eos_token_id"]?.intValue
+            extraFiles.append(("config.json", config.hfConfigJSON(architecture: arch, tiedEmbeddings: tied, torchDType: torchDType, bosTokenID: bos, eosTokenID: eos)))
+            var g = JSONWriter(pretty: true)
+            g.beginObject()
+            if let bos { g.int(bos, key: "bos_token_id") }
+            if let eos { g.int(eos, key: "eos_token_id") }
+            g.endObject()
+            extraFiles.append(("generation_config.json", Array((g.text + "\n").utf8)))
+            if source.metadata["tokenizer.ggml.model"] != nil {
+                warnings.append("the GGUF tokenizer is not yet rebuilt as tokenizer.json: copy the tokenizer files from the original HF model")
+            }
+        case (.safetensors, .safetensors):
+            // Resharding: carry config, tokenizer and other small files along.
+            let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
+            for name in try FileSystem.list(directory: dir)
+            where !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") && !name.hasPrefix(".") {
+                let p = FileSystem.join(dir, name)
+                if try FileSystem.kind(of: p) == .file { extraFiles.append((name, try FileSystem.readFile(p, limit: 64 << 20))) }
+            }
+        case (.safetensors, .gguf):
+            if let arch = architecture {
+                outputMetadata = config.ggufMetadata(architecture: arch)
+            }
+            outputMetadata.append(MetadataEntry(key: "general.quantization_version", value: .uint32(2)))
+            warnings.append("tokenizer keys are not yet written to GGUF: llama.cpp needs them to load the model")
+        case (.gguf, .gguf):
+            outputMetadata = source.metadata.filter { !$0.key.hasPrefix("split.") }
+        }
+    }
+
+    /// Runs the conversion. `progress` receives (tensors done, bytes of source read).
+    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> ConversionSummary {
+        let start = monotonicNow()
+        let layout: OutputLayout
+        switch options.target {
+        case .gguf:
+            layout = .gguf(path: output, metadata: outputMetadata)
+        case .safetensors:
+            let metadata = [("format", "pt")]
+            layout = output.hasSuffix(".safetensors") && extraFiles.isEmpty
+                ? .safetensorsFile(path: output, metadata: metadata)
+                : .safetensorsDirectory(path: output, shardSize: options.shardSize, metadata: metadata)
+        }
+        let writer = try CheckpointWriter(layout: layout, tensors: jobs.map(\.plan), overwrite: options.overwrite)
+        for (name, bytes) in extraFiles { try writer.addFile(named: name, contents: bytes) }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: Self.bufferElements)
+        defer { buffer.deallocate() }
+        let encoded = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferElements * 4, alignment: 64)
+        defer { encoded.deallocate() }
+        var summary = ConversionSummary()
+        for (i, job) in jobs.enumerated() {
+            try convert(job, writer: writer, buffer: buffer, encoded: encoded)
+            summary.bytesRead += job.source.byteCount
+            summary.bytesWritten += job.plan.byteCount
+            progress(i + 1, summary.bytesRead)
+        }
+        try writer.finish()
+        summary.tensors = jobs.count
+        summary.seconds = monotonicNow() - start
+        summary.outputFiles = writer.outputFiles
+        summary.warnings = warnings
+        return summary
+    }
+
+    private func convert(_ job: Job, writer: CheckpointWriter, buffer: UnsafeMutablePointer<Float>, encoded: UnsafeMutableRawPointer) throws {
+        let t = job.source
+        defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
+        try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
+        // Same bytes in and out: copy through, a few MiB at a time.
+        if job.rowMap == nil && job.offset == 0 && Self.sameEncoding(t.dtype, job.plan.dtype) {
+            try t.withBytes { bytes in
+                var at = 0
+                let step = Self.bufferElements * 4
+                while at < bytes.count {
+                    let n = min(step, bytes.count - at)
+                    try writer.write(job.plan.name, UnsafeRawBufferPointer(rebasing: bytes[at..<(at + n)]))
+                    try? t.file.advise(.dontNeed, range: (t.offset + at)..<(t.offset + at + n))
+                    at += n
+                }
+            }
+            return
+        }
+        guard TensorDecoder.canDecode(t.dtype) else {
+            throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': no decoder for \(t.dtype.name) yet")
+        }
+        let rowLength = max(t.rowLength, 1)
+        let rows = t.rowCount
+        guard t.elementCount > 0 else { return }
+        guard rowLength <= Self.bufferElements else {
+            throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': rows of \(rowLength) elements are longer than the conversion buffer")
+        }
+        let rowsPerChunk = max(1, Self.bufferElements / rowLength)
+        var row = 0
+        while row < rows {
+            let end = min(rows, row + rowsPerChunk)
+            if let map = job.rowMap {
+                for r in row..<end {
+                    try TensorDecoder.decodeRows(t, rows: map[r]..<(map[r] + 1), into: buffer + (r - row) * rowLength)
+                }
+            } else {
+                try TensorDecoder.decodeRows(t, rows: row..<end, into: buffer)
+            }
+            let n = (end - row) * rowLength
+            if job.offset != 0 {
+                for k in 0..<n { buffer[k] += job.offset }
+            }
+            let bytes = try Self.encode(buffer, count: n, as: job.plan.dtype, into: encoded)
+            try writer.write(job.plan.name, UnsafeRawBufferPointer(start: encoded, count: bytes))
+            row = end
+        }
+    }
+
+    static func sameEncoding(_ a: TensorDType, _ b: TensorDType) -> Bool {
+        a.name == b.name && a.name != "BOOL"
+    }
+
+    /// Encodes `n` floats as `dtype` into `out`; returns the byte count.
+    static func encode(_ x: UnsafePointer<Float>, count n: Int, as dtype: TensorDType, into out: UnsafeMutableRawPointer) throws -> Int {
+        switch dtype.name {
+        case "F32":
+            out.copyMemory(from: x, byteCount: n * 4)
+            return n * 4
+        case "F16": ckpt_quant_f16(x, out, Int64(n)); return n * 2
+        case "BF16": ckpt_quant_bf16(x, out, Int64(n)); return n * 2
+        case "Q8_0": ckpt_quant_q8_0(x, out, Int64(n / 32)); return n / 32 * 34
+        case "Q4_0": ckpt_quant_q4_0(x, out, Int64(n / 32)); return n / 32 * 18
+        case "Q4_1": ckpt_quant_q4_1(x, out, Int64(n / 32)); return n / 32 * 20
+        case "Q5_0": ckpt_quant_q5_0(x, out, Int64(n / 32)); return n / 32 * 22
+        case "Q5_1": ckpt_quant_q5_1(x, out, Int64(n / 32)); return n / 32 * 24
+        default:
+            throw CheckpointError.unsupported(path: "(output)", reason: "no encoder for \(dtype.name) yet")
+        }
+    }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
