@@ -92,4 +92,7 @@ func fail(_ message: String, code: ExitCode) -> Never {
 
 // A closed pipe (`ckpt inspect … | head`) should end quietly, not with SIGPIPE noise.
 signal(SIGPIPE, SIG_DFL)
+// Past a file-size limit, let write() fail with EFBIG (reported, staging removed)
+// instead of the default SIGXFSZ kill that would leave a staging file behind.
+signal(SIGXFSZ, SIG_IGN)
 runMain(Array(CommandLine.arguments.dropFirst()))

@@ -5,34 +5,9 @@ import XCTest
 
 /// Runs the built `ckpt` binary as a user would, on real and crafted files.
 final class InspectCLITests: XCTestCase {
-    struct Result {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
+    func run(_ args: [String]) throws -> CLIResult { try runCkpt(args) }
 
-    /// The `ckpt` binary beside the test bundle (or `CKPT_BIN`).
-    static var binary: String {
-        if let p = ProcessInfo.processInfo.environment["CKPT_BIN"] { return p }
-        let bundle = CommandLine.arguments.first { $0.hasSuffix(".xctest") } ?? CommandLine.arguments[0]
-        return FileSystem.join(FileSystem.directoryName(bundle), "ckpt")
-    }
-
-    func run(_ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func json(_ r: Result) throws -> JSONValue {
+    func json(_ r: CLIResult) throws -> JSONValue {
         try JSONParser.parse(Array(r.stdout.utf8))
     }
 
