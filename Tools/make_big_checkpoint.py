@@ -203,6 +203,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=DEFAULT_LAYERS, help="decoder layers (default 48)")
     ap.add_argument("--fill-layers", type=int, default=0, metavar="N",
                     help="write random data into the first N layers' tensors (default 0: all sparse)")
+    ap.add_argument("--fill-all", action="store_true",
+                    help="also fill the embedding, final norm and LM head: no holes at all (for copy benchmarks)")
     args = ap.parse_args()
     if args.layers < 1:
         ap.error("--layers must be at least 1")
@@ -217,6 +219,8 @@ def main() -> None:
     shards = plan_shards(state_dict_shapes(args.layers))
     names = [shard_file_name(i, len(shards)) for i in range(len(shards))]
     fill = {name for i in range(args.fill_layers) for name, _ in layer_tensors(i)}
+    if args.fill_all:
+        fill = {name for shard in shards for name, _ in shard}
     rng = np.random.default_rng(0)
     for shard, name in zip(shards, names):
         write_shard(outdir / name, shard, fill, rng)
@@ -228,7 +232,7 @@ def main() -> None:
     params = sum(int(np.prod(shape)) for s in shards for _, shape in s)
     apparent, on_disk = sizes(outdir)
     print(f"{outdir}: {len(shards)} shards, {tensor_count} tensors, {params / 1e9:.2f}B parameters "
-          f"(bf16, {args.layers} layers, {args.fill_layers} filled); safe_open verified every shard")
+          f"(bf16, {args.layers} layers, {'all' if args.fill_all else args.fill_layers} filled); safe_open verified every shard")
     print(f"apparent size {apparent / 1e9:.2f} GB ({apparent} bytes), on disk {on_disk / 1e6:.2f} MB ({on_disk} bytes)")
 
 
