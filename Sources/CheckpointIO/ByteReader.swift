@@ -53,6 +53,18 @@ struct ByteReader {
     }
 }
 
+/// A name compared byte for byte. Swift's `String` equality is Unicode canonical
+/// equivalence, which would call "é" and "e\u{301}" the same tensor; file formats
+/// (and the reference readers) compare bytes.
+struct ExactName: Hashable {
+    let bytes: [UInt8]
+    init(_ s: String) { bytes = Array(s.utf8) }
+}
+
+/// Upper bound for reserving capacity from a count read from a file: the count is
+/// checked against the file size, but sparse files make size free.
+func reservation(_ count: Int) -> Int { min(count, 4096) }
+
 /// Decodes UTF-8, or returns nil when the bytes are not valid UTF-8.
 func decodeUTF8(_ raw: UnsafeRawBufferPointer) -> String? {
     String(validating: raw.bindMemory(to: UInt8.self), as: UTF8.self)

@@ -50,7 +50,7 @@ struct GGUFArrayRef: Sendable, Equatable {
     func decodeAll() -> [MetadataValue] {
         var r = ByteReader(file.bytes(in: 0..<end), offset: start)
         var out: [MetadataValue] = []
-        out.reserveCapacity(count)
+        out.reserveCapacity(reservation(count))
         for _ in 0..<count {
             // Cannot fail: the same bytes were walked by `GGUFFile.init`.
             guard let v = try? GGUFFile.decodeValue(elementType, &r, file: file) else { break }
@@ -59,13 +59,34 @@ struct GGUFArrayRef: Sendable, Equatable {
         return out
     }
 
+    func maxInteger() -> Int? {
+        var r = ByteReader(file.bytes(in: 0..<end), offset: start)
+        var best: Int?
+        for _ in 0..<count {
+            let v: Int?
+            switch elementType {
+            case .uint8: v = (try? r.read(UInt8.self)).map(Int.init)
+            case .int8: v = (try? r.read(Int8.self)).map(Int.init)
+            case .uint16: v = (try? r.read(UInt16.self)).map(Int.init)
+            case .int16: v = (try? r.read(Int16.self)).map(Int.init)
+            case .uint32: v = (try? r.read(UInt32.self)).map(Int.init)
+            case .int32: v = (try? r.read(Int32.self)).map(Int.init)
+            case .uint64: v = (try? r.read(UInt64.self)).flatMap { Int(exactly: $0) }
+            case .int64: v = (try? r.read(Int64.self)).map(Int.init)
+            default: return nil
+            }
+            if let v { best = max(best ?? v, v) }
+        }
+        return best
+    }
+
     func decodeStrings() -> [String]? {
         guard elementType == .string else { return nil }
         var r = ByteReader(file.bytes(in: 0..<end), offset: start)
         var out: [String] = []
-        out.reserveCapacity(count)
+        out.reserveCapacity(reservation(count))
         for _ in 0..<count {
-            guard let n = try? r.read(UInt64.self), let raw = try? r.readBytes(Int(n)) else { break }
+            guard let n = try? r.read(UInt64.self), let len = Int(exactly: n), let raw = try? r.readBytes(len) else { break }
             out.append(decodeUTF8Lossy(raw))
         }
         return out
@@ -80,6 +101,10 @@ public struct GGUFFile: Sendable {
     public static let maxDimensions = 4
     /// Nested arrays deeper than this are refused (the format allows them; no writer uses them).
     public static let maxArrayDepth = 8
+    /// Longest key or tensor name read (llama.cpp itself stops tensor names at 63 bytes).
+    public static let maxNameLength = 65_536
+    /// Longest string value decoded when the file is opened (chat templates run to tens of KiB).
+    public static let maxStringLength = 64 << 20
 
     public let file: MappedFile
     public let version: Int
@@ -107,7 +132,7 @@ public struct GGUFFile: Sendable {
         guard magic == 0x4655_4747 else { // "GGUF"
             throw CheckpointError.unrecognizedFormat(path: path, reason: "no GGUF magic")
         }
-        if rawVersion & 0xFFFF == 0 && rawVersion.byteSwapped <= 3 {
+        if rawVersion & 0xFFFF == 0 && (1...3).contains(rawVersion.byteSwapped) {
             throw CheckpointError.unsupported(path: path, reason: "big-endian GGUF (version \(rawVersion.byteSwapped) stored big-endian) is not supported")
         }
         switch rawVersion {
@@ -129,13 +154,16 @@ public struct GGUFFile: Sendable {
         }
 
         var metadata: [MetadataEntry] = []
-        metadata.reserveCapacity(Int(kvCount))
-        var keys = Set<String>()
+        metadata.reserveCapacity(reservation(Int(kvCount)))
+        var keys = Set<ExactName>()
         for i in 0..<Int(kvCount) {
             let key: String
             do {
                 let n = try r.read(UInt64.self)
                 guard n <= UInt64(r.remaining) else { throw truncated("the name of metadata entry #\(i)") }
+                guard n <= UInt64(Self.maxNameLength) else {
+                    throw CheckpointError.malformed(path: path, reason: "the name of metadata entry #\(i) is \(n) bytes long (at most \(Self.maxNameLength) are read)")
+                }
                 guard let k = decodeUTF8(try r.readBytes(Int(n))) else {
                     throw CheckpointError.malformed(path: path, reason: "the name of metadata entry #\(i) is not valid UTF-8")
                 }
@@ -143,7 +171,7 @@ public struct GGUFFile: Sendable {
             } catch is ByteReader.Overrun {
                 throw truncated("metadata entry #\(i)")
             }
-            guard keys.insert(key).inserted else {
+            guard keys.insert(ExactName(key)).inserted else {
                 throw CheckpointError.badMetadata(path: path, key: key, reason: "the key appears twice")
             }
             do {
@@ -161,7 +189,12 @@ public struct GGUFFile: Sendable {
 
         var alignment = Self.defaultAlignment
         if let a = metadata["general.alignment"] {
-            guard let v = a.intValue, v > 0, v & (v - 1) == 0, v <= 1 << 30 else {
+            let integer: Int?
+            switch a {
+            case .float32, .float64: integer = nil
+            default: integer = a.intValue
+            }
+            guard let v = integer, v > 0, v & (v - 1) == 0, v <= 1 << 30 else {
                 throw CheckpointError.badMetadata(path: path, key: "general.alignment", reason: "must be a power of two, found \(a)")
             }
             alignment = v
@@ -170,33 +203,44 @@ public struct GGUFFile: Sendable {
 
         struct Info { let name: String; let dims: [Int]; let type: GGMLType; let offset: Int; let nbytes: Int }
         var infos: [Info] = []
-        infos.reserveCapacity(Int(tensorCount))
-        var names = Set<String>()
+        infos.reserveCapacity(reservation(Int(tensorCount)))
+        var names = Set<ExactName>()
         for i in 0..<Int(tensorCount) {
             var name = "#\(i)"
             do {
                 let n = try r.read(UInt64.self)
                 guard n <= UInt64(r.remaining) else { throw truncated("the name of tensor #\(i)") }
+                guard n <= UInt64(Self.maxNameLength) else {
+                    throw CheckpointError.malformed(path: path, reason: "the name of tensor #\(i) is \(n) bytes long (at most \(Self.maxNameLength) are read)")
+                }
                 guard let decoded = decodeUTF8(try r.readBytes(Int(n))) else {
                     throw CheckpointError.malformed(path: path, reason: "the name of tensor #\(i) is not valid UTF-8")
                 }
                 name = decoded
                 func bad(_ reason: String) -> CheckpointError { .badTensor(path: path, tensor: name, reason: reason) }
-                guard names.insert(name).inserted else { throw bad("the name appears twice") }
+                guard names.insert(ExactName(name)).inserted else { throw bad("the name appears twice") }
                 let nDims = try r.read(UInt32.self)
                 guard nDims <= UInt32(Self.maxDimensions) else { throw bad("\(nDims) dimensions, more than ggml's maximum of \(Self.maxDimensions)") }
                 var dims: [Int] = []
                 var elements = 1
+                var nonZeroProduct = 1
                 for _ in 0..<Int(nDims) {
                     let d = try r.read(UInt64.self)
-                    guard let di = Int(exactly: d), let e = elements.multipliedOrNil(by: di) else {
+                    // The product of the non-zero dimensions must fit too: views multiply the
+                    // shape outermost first, and a zero late in ne[] must not hide an overflow.
+                    guard let di = Int(exactly: d), let e = elements.multipliedOrNil(by: di),
+                          let nz = nonZeroProduct.multipliedOrNil(by: max(di, 1)) else {
                         throw bad("dimension \(d) makes the element count overflow 64 bits")
                     }
                     dims.append(di)
                     elements = e
+                    nonZeroProduct = nz
                 }
                 let rawType = try r.read(UInt32.self)
                 guard let type = GGMLType.withID(rawType) else { throw bad("unknown ggml type \(rawType)") }
+                if type.removedFromFiles {
+                    throw CheckpointError.unsupported(path: path, reason: "tensor '\(name)' has type \(type.name) (\(rawType)), which llama.cpp removed from GGUF files (it repacks Q4_0/IQ4_NL at load time instead); quantize the model again")
+                }
                 let rawOffset = try r.read(UInt64.self)
                 guard let offset = Int(exactly: rawOffset) else { throw bad("offset \(rawOffset) is beyond any file size") }
                 let rowLength = dims.first ?? 1
@@ -215,6 +259,9 @@ public struct GGUFFile: Sendable {
 
         let headerEnd = r.offset
         dataStart = (headerEnd + alignment - 1) / alignment * alignment
+        if !infos.isEmpty && dataStart > file.size {
+            throw CheckpointError.malformed(path: path, reason: "the data section would start at byte \(dataStart), past the end of the file (\(file.size) bytes): truncated")
+        }
         let dataSize = max(0, file.size - dataStart)
         var byOffset = infos.indices.sorted { (infos[$0].offset, infos[$0].nbytes) < (infos[$1].offset, infos[$1].nbytes) }
         var cursor = 0
@@ -300,6 +347,9 @@ public struct GGUFFile: Sendable {
         case .string:
             let n = try r.read(UInt64.self)
             guard n <= UInt64(r.remaining) else { throw ByteReader.Overrun(offset: r.offset, needed: Int(clamping: n), available: r.remaining) }
+            guard n <= UInt64(maxStringLength) else {
+                throw CheckpointError.malformed(path: file.path, reason: "a string value of \(n) bytes at byte \(r.offset) (at most \(maxStringLength) are read)")
+            }
             return .string(decodeUTF8Lossy(try r.readBytes(Int(n))))
         case .array:
             return try parseValue(.array, &r, file: file, key: "", depth: 1)
@@ -365,14 +415,14 @@ public final class GGUFCheckpoint: Checkpoint {
             }
             splits.append(split)
         }
-        var seen: [String: String] = [:]
+        var seen: [ExactName: String] = [:]
         var tensors: [TensorView] = []
         for s in splits {
             for t in s.tensors {
-                if let other = seen[t.name] {
+                if let other = seen[ExactName(t.name)] {
                     throw CheckpointError.inconsistentSet(path: s.file.path, reason: "tensor '\(t.name)' is stored twice, here and in '\(other)'")
                 }
-                seen[t.name] = s.file.path
+                seen[ExactName(t.name)] = s.file.path
                 tensors.append(t)
             }
         }

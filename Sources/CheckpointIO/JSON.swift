@@ -41,9 +41,9 @@ public indirect enum JSONValue: Sendable, Equatable {
         return nil
     }
 
-    /// The value as a non-negative integer that fits in `Int`, or nil.
+    /// The value as a non-negative integer that fits in `Int`, or nil ("-0" is not one).
     public var nonNegativeInt: Int? {
-        guard case let .number(text) = self, let v = UInt64(text), let i = Int(exactly: v) else { return nil }
+        guard case let .number(text) = self, !text.hasPrefix("-"), let v = UInt64(text), let i = Int(exactly: v) else { return nil }
         return i
     }
 
@@ -153,7 +153,7 @@ public struct JSONParser {
     private mutating func object(depth: Int) throws(JSONError) -> JSONValue {
         pos += 1
         var pairs: [(key: String, value: JSONValue)] = []
-        var seen = Set<String>()
+        var seen = Set<ExactName>()
         skipSpace()
         if peek == UInt8(ascii: "}") { pos += 1; return .object(pairs) }
         while true {
@@ -161,7 +161,7 @@ public struct JSONParser {
             guard peek == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyStart = pos
             let key = try string()
-            if !seen.insert(key).inserted {
+            if !seen.insert(ExactName(key)).inserted {
                 throw JSONError(offset: keyStart, reason: "duplicate key \"\(key)\"")
             }
             skipSpace()

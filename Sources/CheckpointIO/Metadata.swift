@@ -138,6 +138,17 @@ public struct MetadataArray: Sendable, Equatable {
         }
     }
 
+    /// The largest element of an integer array, read without decoding the array into
+    /// values (a per-layer list can be long in a hostile file); nil for other types.
+    public func maxInteger() -> Int? {
+        switch storage {
+        case let .values(v):
+            return v.compactMap(\.intValue).max()
+        case let .gguf(ref):
+            return ref.maxInteger()
+        }
+    }
+
     public static func == (a: MetadataArray, b: MetadataArray) -> Bool {
         a.elementType == b.elementType && a.count == b.count && a.values() == b.values()
     }

@@ -3,6 +3,8 @@
 public struct SafetensorsFile: Sendable {
     /// The `safetensors` package refuses headers above 100 MB; so do we.
     public static let maxHeaderLength = 100_000_000
+    /// Dimensions read per tensor (no real tensor comes near; a hostile header could list millions).
+    public static let maxRank = 64
 
     public let file: MappedFile
     /// Byte offset of the data section (8 + header length).
@@ -48,6 +50,7 @@ public struct SafetensorsFile: Sendable {
         var metadata: [MetadataEntry] = []
         for (name, info) in pairs {
             if name == "__metadata__" {
+                if info == .null { continue } // the package reads it as an absent Option
                 guard let items = info.objectValue else {
                     throw CheckpointError.badMetadata(path: path, key: "__metadata__", reason: "must be an object of strings")
                 }
@@ -66,6 +69,7 @@ public struct SafetensorsFile: Sendable {
                 throw bad("unknown dtype '\(dtypeName)' (known: \(SafetensorsDType.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             guard let shapeItems = info["shape"]?.arrayValue else { throw bad("missing or non-array 'shape'") }
+            guard shapeItems.count <= Self.maxRank else { throw bad("shape has \(shapeItems.count) dimensions (at most \(Self.maxRank) are read)") }
             var shape: [Int] = []
             shape.reserveCapacity(shapeItems.count)
             for d in shapeItems {
@@ -111,7 +115,8 @@ public struct SafetensorsFile: Sendable {
             previous = e.name
         }
         if cursor != dataSize {
-            throw CheckpointError.malformed(path: path, reason: "the tensors cover \(cursor) bytes but the data section holds \(dataSize): offsets must cover it exactly")
+            let last = previous.map { ", the last being '\($0)'" } ?? ""
+            throw CheckpointError.malformed(path: path, reason: "the tensors cover \(cursor) bytes\(last), but the data section holds \(dataSize): offsets must cover it exactly")
         }
         let start = dataStart
         self.tensors = entries.map {
@@ -179,7 +184,7 @@ public final class SafetensorsCheckpoint: Checkpoint {
 
     /// An HF index file with a `weight_map` from tensor names to shard file names.
     public convenience init(indexPath: String) throws {
-        let raw = try FileSystem.readFile(indexPath)
+        let raw = try FileSystem.readFile(indexPath, limit: 64 << 20)
         let json: JSONValue
         do {
             json = try JSONParser.parse(raw)
@@ -192,7 +197,7 @@ public final class SafetensorsCheckpoint: Checkpoint {
         guard let map = json["weight_map"]?.objectValue else {
             throw CheckpointError.malformed(path: indexPath, reason: "the index has no 'weight_map' object")
         }
-        var shardOf: [String: String] = [:]
+        var shardOf: [(String, String)] = []
         var shardNames: [String] = []
         var firstTensorOf: [String: String] = [:]
         for (tensor, value) in map {
@@ -202,7 +207,7 @@ public final class SafetensorsCheckpoint: Checkpoint {
             if shard.isEmpty || shard.contains("/") || shard == "." || shard == ".." {
                 throw CheckpointError.badTensor(path: indexPath, tensor: tensor, reason: "shard name '\(shard)' must be a plain file name beside the index")
             }
-            shardOf[tensor] = shard
+            shardOf.append((tensor, shard))
             if firstTensorOf[shard] == nil {
                 firstTensorOf[shard] = tensor
                 shardNames.append(shard)
@@ -225,27 +230,27 @@ public final class SafetensorsCheckpoint: Checkpoint {
                       index: (indexPath, shardOf, indexMetadata))
     }
 
-    private init(path: String, shardPaths: [String], index: (path: String, shardOf: [String: String], metadata: [MetadataEntry])?) throws {
+    private init(path: String, shardPaths: [String], index: (path: String, shardOf: [(String, String)], metadata: [MetadataEntry])?) throws {
         var files: [MappedFile] = []
         var tensors: [TensorView] = []
         var metadata: [MetadataEntry]?
-        var seen: [String: String] = [:]
+        var seen: [ExactName: String] = [:]
         for shardPath in shardPaths {
             let st = try SafetensorsFile(file: try MappedFile(path: shardPath))
             files.append(st.file)
             if metadata == nil { metadata = st.metadata }
             let shardName = FileSystem.baseName(shardPath)
             for t in st.tensors {
-                if let other = seen[t.name] {
+                if let other = seen[ExactName(t.name)] {
                     throw CheckpointError.inconsistentSet(path: path, reason: "tensor '\(t.name)' is stored twice, in '\(other)' and in '\(shardName)'")
                 }
-                seen[t.name] = shardName
+                seen[ExactName(t.name)] = shardName
                 tensors.append(t)
             }
         }
         if let index {
-            for (tensor, shard) in index.shardOf where seen[tensor] != shard {
-                let actual = seen[tensor].map { "it is in '\($0)'" } ?? "no shard has it"
+            for (tensor, shard) in index.shardOf where seen[ExactName(tensor)] != shard {
+                let actual = seen[ExactName(tensor)].map { "it is in '\($0)'" } ?? "no shard has it"
                 throw CheckpointError.inconsistentSet(path: index.path, reason: "the index maps tensor '\(tensor)' to shard '\(shard)', but \(actual)")
             }
         }

@@ -127,7 +127,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         func int(_ key: String) -> Int? {
             guard let v = value(key) else { return nil }
             if let i = v.intValue { return i }
-            return v.arrayValue?.values().compactMap(\.intValue).max()
+            return v.arrayValue?.maxInteger()
         }
         modelType = arch.isEmpty ? nil : arch
         numHiddenLayers = int("block_count")

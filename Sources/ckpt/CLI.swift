@@ -65,6 +65,8 @@ struct CommandSpec: Sendable {
 /// Parsed arguments of one subcommand.
 struct ParsedArguments {
     var positionals: [String] = []
+    /// `--help` or `-h` appeared as an option (not as an option's value, not after `--`).
+    private(set) var wantsHelp = false
     private var values: [String: [String]] = [:]
     private var flags: Set<String> = []
 
@@ -81,6 +83,7 @@ struct ParsedArguments {
                 continue
             }
             if arg == "--" { onlyPositionals = true; continue }
+            if arg == "--help" || arg == "-h" { wantsHelp = true; continue }
             var name = arg
             var inline: String?
             if let eq = arg.firstIndex(of: "=") {
@@ -110,7 +113,7 @@ struct ParsedArguments {
                 flags.insert(name)
             }
         }
-        if !spec.positionals.contains(positionals.count) {
+        if !wantsHelp && !spec.positionals.contains(positionals.count) {
             let expected = spec.positionals.lowerBound == spec.positionals.upperBound
                 ? "\(spec.positionals.lowerBound)" : "\(spec.positionals.lowerBound) to \(spec.positionals.upperBound)"
             let what = positionals.isEmpty ? "none were given" : "got \(positionals.count): \(positionals.joined(separator: " "))"
@@ -135,23 +138,34 @@ extension String {
 
 /// Standard streams. Data goes to stdout, everything for the person to stderr.
 enum Console {
-    static func out(_ s: String) { write(fd: 1, s) }
-    static func err(_ s: String) { write(fd: 2, s) }
+    /// Writes data to stdout. A reader that went away (EPIPE: `ckpt … | head`) ends the
+    /// program quietly; any other failure (a full disk behind `>`) is an I/O error.
+    static func out(_ s: String) {
+        let code = write(fd: 1, s)
+        if code == EPIPE { exit(0) }
+        if code != 0 {
+            _ = write(fd: 2, "Error: writing to standard output failed: \(String(cString: strerror(code)))\n")
+            exit(ExitCode.ioError.rawValue)
+        }
+    }
 
-    /// Writes all of `s`, retrying short writes and EINTR. Output is built whole and
-    /// written once, so no stdio buffering is involved.
-    private static func write(fd: Int32, _ s: String) {
+    static func err(_ s: String) { _ = write(fd: 2, s) }
+
+    /// Writes all of `s`, retrying short writes and EINTR; returns 0 or the errno.
+    /// Output is built whole and written once, so no stdio buffering is involved.
+    private static func write(fd: Int32, _ s: String) -> Int32 {
         var s = s
-        s.withUTF8 { buf in
+        return s.withUTF8 { buf -> Int32 in
             var done = 0
             while done < buf.count {
                 let n = Glibc.write(fd, buf.baseAddress! + done, buf.count - done)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    return
+                    return errno
                 }
                 done += n
             }
+            return 0
         }
     }
 
@@ -183,7 +197,7 @@ final class ProgressBar {
         let frac = totalBytes > 0 ? Double(bytesDone) / Double(totalBytes) : (total > 0 ? Double(done) / Double(total) : 1)
         let width = 24
         let filled = min(width, Int(frac * Double(width)))
-        let rate = Double(bytesDone) / elapsed
+        let rate = min(Double(bytesDone) / elapsed, 1e18)
         let eta = frac > 0 ? elapsed * (1 - frac) / frac : 0
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
         Console.err("\r\(label) \(bar) \(Int(frac * 100))% \(done)/\(total) \(formatBytes(Int(rate)))/s ETA \(formatDuration(eta))\u{1B}[K")

@@ -75,7 +75,9 @@ enum InspectCommand {
             try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
             if rowLength > bufferElements {
                 // A single enormous row (a 1-D tensor): decode it in whole-block pieces.
-                try statsOfLongRow(t, buffer: buffer, capacity: bufferElements, into: &s)
+                try statsOfLongRow(t, buffer: buffer, capacity: bufferElements, into: &s) { bytes in
+                    bar.update(done: i, bytesDone: bytesDone + bytes)
+                }
             } else {
                 let rowsPerChunk = max(1, bufferElements / max(rowLength, 1))
                 let rowBytes = t.byteCount / max(t.rowCount, 1)
@@ -98,7 +100,8 @@ enum InspectCommand {
         return results
     }
 
-    private static func statsOfLongRow(_ t: TensorView, buffer: UnsafeMutablePointer<Float>, capacity: Int, into s: inout TensorStatistics) throws {
+    private static func statsOfLongRow(_ t: TensorView, buffer: UnsafeMutablePointer<Float>, capacity: Int,
+                                       into s: inout TensorStatistics, progress: (Int) -> Void) throws {
         // Reinterpret the row as many shorter rows of a block-aligned length.
         let block: Int
         switch t.dtype {
@@ -108,9 +111,12 @@ enum InspectCommand {
         let piece = (capacity / block) * block
         let view = TensorView(name: t.name, dtype: t.dtype, shape: [t.elementCount / piece, piece], file: t.file,
                               offset: t.offset, byteCount: t.dtype.byteCount(elements: (t.elementCount / piece) * piece)!)
+        let pieceBytes = view.byteCount / max(view.rowCount, 1)
         for r in 0..<view.rowCount {
             try TensorDecoder.decodeRows(view, rows: r..<(r + 1), into: buffer)
             s.add(buffer, count: piece)
+            try? t.file.advise(.dontNeed, range: (t.offset + r * pieceBytes)..<(t.offset + (r + 1) * pieceBytes))
+            progress((r + 1) * pieceBytes)
         }
         let rest = t.elementCount - view.rowCount * piece
         if rest > 0 {

@@ -66,11 +66,11 @@ func fail(_ message: String, code: ExitCode) -> Never {
         fail("unknown subcommand '\(first)'; see 'ckpt --help'", code: .usage)
     }
     let rest = Array(argv.dropFirst())
-    if rest.contains("--help") || rest.contains("-h") {
-        Console.out(command.spec.helpText); exit(0)
-    }
     do {
         let args = try ParsedArguments(rest, spec: command.spec)
+        if args.wantsHelp {
+            Console.out(command.spec.helpText); exit(0)
+        }
         try command.run(args)
         exit(0)
     } catch let e as UsageError {

@@ -142,3 +142,27 @@ func GGUFTests_sample() -> GGUFBuilder {
     b.tensors = [GGUFTestTensor("w", ne: [4], type: 0, data: floatBytes([1, 2, 3, 4]))]
     return b
 }
+
+final class CLIEdgeTests: XCTestCase {
+    func testHelpOnlyAsAnOption() throws {
+        let r = try runCkpt(["inspect", "--", "-h"])
+        XCTAssertEqual(r.status, 66, "after --, -h is a path: \(r.stderr)")
+        let f = try runCkpt(["inspect", smolLM2Path, "--filter", "-h"])
+        XCTAssertEqual(f.status, 0, f.stderr)
+        XCTAssertTrue(f.stdout.contains("0 of 272 tensors match"), f.stdout)
+    }
+
+    func testFullStdoutIsAnIOError() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ckptBinary)
+        p.arguments = ["inspect", smolLM2Path, "--json"]
+        p.standardOutput = FileHandle(forWritingAtPath: "/dev/full")
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 74, text)
+        XCTAssertTrue(text.contains("No space left on device"), text)
+    }
+}

@@ -2,28 +2,30 @@ import CheckpointIO
 import TestSupport
 import XCTest
 
+/// Opens `bytes` as the format its label names and expects a refusal naming the file
+/// and containing every fragment.
+func expectError(_ bytes: [UInt8], label: String, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
+    do {
+        let f = MappedFile(copying: bytes, label: label)
+        if label.hasSuffix(".gguf") {
+            _ = try GGUFFile(file: f)
+        } else {
+            _ = try SafetensorsFile(file: f)
+        }
+        XCTFail("\(label): accepted a malformed file", file: file, line: line)
+    } catch let e as CheckpointError {
+        let text = e.description
+        XCTAssertTrue(text.hasPrefix(label), "message must name the file: \(text)", file: file, line: line)
+        for frag in fragments {
+            XCTAssertTrue(text.contains(frag), "'\(text)' lacks '\(frag)'", file: file, line: line)
+        }
+    } catch {
+        XCTFail("unexpected error type \(error)", file: file, line: line)
+    }
+}
+
 /// Every malformed-input case the readers must refuse with a clear message, never a trap.
 final class BadInputTests: XCTestCase {
-    func expectError(_ bytes: [UInt8], label: String, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
-        do {
-            let f = MappedFile(copying: bytes, label: label)
-            if label.hasSuffix(".gguf") {
-                _ = try GGUFFile(file: f)
-            } else {
-                _ = try SafetensorsFile(file: f)
-            }
-            XCTFail("\(label): accepted a malformed file", file: file, line: line)
-        } catch let e as CheckpointError {
-            let text = e.description
-            XCTAssertTrue(text.hasPrefix(label), "message must name the file: \(text)", file: file, line: line)
-            for frag in fragments {
-                XCTAssertTrue(text.contains(frag), "'\(text)' lacks '\(frag)'", file: file, line: line)
-            }
-        } catch {
-            XCTFail("unexpected error type \(error)", file: file, line: line)
-        }
-    }
-
     // MARK: safetensors
 
     let f32x2 = SafetensorsTestTensor("w", dtype: "F32", shape: [2], data: floatBytes([1, 2]))
@@ -224,5 +226,62 @@ final class BadInputTests: XCTestCase {
         XCTAssertThrowsError(try openCheckpoint(path: dir)) { e in
             XCTAssertTrue("\(e)".contains("no *.safetensors files"), "\(e)")
         }
+    }
+}
+
+/// Cases found in review: each once trapped, over-allocated, or disagreed with the
+/// reference readers.
+final class ReviewedInputTests: XCTestCase {
+    func testZeroDimensionCannotHideAnOverflow() {
+        var b = GGUFBuilder()
+        b.tensors = [GGUFTestTensor("t", ne: [0, 1 << 32, 1 << 32], type: 0, data: [])]
+        expectError(b.build(), label: "zero.gguf", ["tensor 't'", "overflow"])
+    }
+
+    func testRemovedTypesVersionZeroAndFloatAlignment() {
+        var b = GGUFBuilder()
+        b.tensors = [GGUFTestTensor("t", ne: [32], type: 31, data: [UInt8](repeating: 0, count: 18))]
+        expectError(b.build(), label: "removed.gguf", ["Q4_0_4_4", "removed from GGUF files"])
+        var v0 = GGUFBuilder(); v0.version = 0
+        expectError(v0.build(), label: "v0.gguf", ["version 0 is unknown"])
+        var al = GGUFBuilder(); al.metadata = [("general.alignment", .f64(64))]
+        expectError(al.build(), label: "align.gguf", ["general.alignment", "power of two"])
+    }
+
+    func testDataSectionPastTheEnd() {
+        var b = GGUFBuilder()
+        b.tensors = [GGUFTestTensor("empty", ne: [0], type: 0, data: [])]
+        let bytes = b.build()
+        // 61 bytes of header and tensor info, without the padding to 64: the data section
+        // would start past the end.
+        XCTAssertEqual(bytes.count, 64)
+        expectError(Array(bytes.prefix(61)), label: "eof.gguf", ["past the end of the file"])
+    }
+
+    func testOverlongKey() {
+        var b = GGUFBuilder()
+        b.metadata = [(String(repeating: "k", count: 70_000), .u8(1))]
+        expectError(b.build(), label: "key.gguf", ["70000 bytes long"])
+    }
+
+    func testCanonicallyEquivalentNamesAreDistinct() throws {
+        let nfc = "caf\u{E9}", nfd = "cafe\u{301}"
+        XCTAssertEqual(nfc, nfd, "Swift calls them equal; the formats do not")
+        let st = buildSafetensors([SafetensorsTestTensor(nfc, dtype: "F32", shape: [1], data: floatBytes([1])),
+                                   SafetensorsTestTensor(nfd, dtype: "F32", shape: [1], data: floatBytes([2]))])
+        XCTAssertEqual(try SafetensorsFile(file: MappedFile(copying: st, label: "n.safetensors")).tensors.count, 2)
+        var g = GGUFBuilder()
+        g.tensors = [GGUFTestTensor(nfc, ne: [1], type: 0, data: floatBytes([1])), GGUFTestTensor(nfd, ne: [1], type: 0, data: floatBytes([2]))]
+        XCTAssertEqual(try GGUFFile(file: MappedFile(copying: g.build(), label: "n.gguf")).tensors.count, 2)
+    }
+
+    func testSafetensorsNullMetadataAndNegativeZero() throws {
+        let ok = buildSafetensors([], headerOverride: "{\"__metadata__\":null,\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}") + floatBytes([1])
+        XCTAssertEqual(try SafetensorsFile(file: MappedFile(copying: ok, label: "null.safetensors")).tensors.count, 1)
+        expectError(buildSafetensors([], headerOverride: "{\"w\":{\"dtype\":\"F32\",\"shape\":[-0],\"data_offsets\":[0,0]}}"),
+                        label: "negzero.safetensors", ["shape entry -0"])
+        let deep = "[" + Array(repeating: "1", count: 100).joined(separator: ",") + "]"
+        expectError(buildSafetensors([], headerOverride: "{\"w\":{\"dtype\":\"F32\",\"shape\":\(deep),\"data_offsets\":[0,4]}}"),
+                        label: "rank.safetensors", ["100 dimensions"])
     }
 }
