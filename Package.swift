@@ -23,8 +23,11 @@ let package = Package(
         // Hot loops in C: block decoders, reductions. No allocation, no model knowledge.
         .target(name: "CKernels", cSettings: cKernelFlags),
 
+        // Linux system calls Swift's Glibc module does not expose (copy_file_range).
+        .target(name: "CSystem"),
+
         // Mapped files, safetensors and GGUF readers, dtypes, codecs, compression.
-        .target(name: "CheckpointIO", dependencies: ["CKernels", "CZstd", "CLZ4"]),
+        .target(name: "CheckpointIO", dependencies: ["CKernels", "CSystem", "CZstd", "CLZ4"]),
 
         // f32 math over buffers: statistics now; norms, RoPE, matmul later.
         .target(name: "TensorMath", dependencies: ["CKernels"]),

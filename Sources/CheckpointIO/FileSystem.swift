@@ -1,3 +1,4 @@
+import CSystem
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -134,6 +135,41 @@ public final class OutputFile {
     /// Sets the file's size (the data section's holes are filled by later writes).
     public func setSize(_ size: Int) throws {
         if ftruncate(fd, off_t(size)) != 0 { throw CheckpointError.system(path: path, operation: "truncate", errno: errno) }
+    }
+
+    /// Copies `count` bytes of the file at `sourcePath` from `sourceOffset` to `offset`
+    /// here, inside the kernel (copy_file_range: no pages pass through this process,
+    /// and file systems that can share extents do), falling back to read/write.
+    public func copy(from sourcePath: String, sourceOffset: Int, count: Int, to offset: Int) throws {
+        let src = open(sourcePath, O_RDONLY | O_CLOEXEC)
+        if src < 0 { throw CheckpointError.system(path: sourcePath, operation: "open", errno: errno) }
+        defer { Glibc.close(src) }
+        var inOff = Int64(sourceOffset), outOff = Int64(offset)
+        var left = count
+        while left > 0 {
+            let n = ckpt_copy_file_range(src, &inOff, fd, &outOff, left)
+            if n > 0 { left -= n; continue }
+            if n == 0 { throw CheckpointError.system(path: sourcePath, operation: "copy (source ended early)", errno: EIO) }
+            if errno == EINTR { continue }
+            if errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL {
+                return try copyByReading(src, from: Int(inOff), count: left, to: Int(outOff), sourcePath: sourcePath)
+            }
+            throw CheckpointError.system(path: path, operation: "copy_file_range from \(sourcePath)", errno: errno)
+        }
+    }
+
+    private func copyByReading(_ src: Int32, from: Int, count: Int, to: Int, sourcePath: String) throws {
+        let chunk = 8 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var done = 0
+        while done < count {
+            let n = pread(src, buffer, min(chunk, count - done), off_t(from + done))
+            if n < 0 { if errno == EINTR { continue }; throw CheckpointError.system(path: sourcePath, operation: "read", errno: errno) }
+            if n == 0 { throw CheckpointError.system(path: sourcePath, operation: "read (source ended early)", errno: EIO) }
+            try write(UnsafeRawBufferPointer(start: buffer, count: n), at: to + done)
+            done += n
+        }
     }
 
     public func sync() throws {

@@ -272,17 +272,10 @@ public final class Converter {
         let t = job.source
         defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
         try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
-        // Same bytes in and out: copy through, a few MiB at a time.
+        // Same bytes in and out: the kernel copies them file to file.
         if job.rowMap == nil && job.offset == 0 && Self.sameEncoding(t.dtype, job.plan.dtype) {
-            try t.withBytes { bytes in
-                var at = 0
-                let step = Self.bufferElements * 4
-                while at < bytes.count {
-                    let n = min(step, bytes.count - at)
-                    try writer.write(job.plan.name, UnsafeRawBufferPointer(rebasing: bytes[at..<(at + n)]))
-                    try? t.file.advise(.dontNeed, range: (t.offset + at)..<(t.offset + at + n))
-                    at += n
-                }
+            if t.byteCount > 0 {
+                try writer.copy(job.plan.name, from: t.file.path, sourceOffset: t.offset, count: t.byteCount)
             }
             return
         }
@@ -305,6 +298,10 @@ public final class Converter {
                 }
             } else {
                 try TensorDecoder.decodeRows(t, rows: row..<end, into: buffer)
+                // Drop the source pages just decoded: resident memory stays one buffer
+                // even for a 1.5 GB embedding.
+                let rowBytes = t.byteCount / rows
+                try? t.file.advise(.dontNeed, range: (t.offset + row * rowBytes)..<(t.offset + end * rowBytes))
             }
             let n = (end - row) * rowLength
             if job.offset != 0 {

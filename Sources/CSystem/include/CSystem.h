@@ -1,0 +1,10 @@
+// Linux system calls that Swift's Glibc module does not expose (they need _GNU_SOURCE).
+#ifndef CKPT_SYSTEM_H
+#define CKPT_SYSTEM_H
+#include <stdint.h>
+#include <sys/types.h>
+
+/// copy_file_range(2): copies between two files inside the kernel. Returns bytes copied,
+/// or -1 with errno set (ENOSYS where the kernel or libc lacks it).
+ssize_t ckpt_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len);
+#endif

@@ -1,0 +1,16 @@
+#define _GNU_SOURCE
+#include "CSystem.h"
+#include <errno.h>
+#include <unistd.h>
+
+ssize_t ckpt_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len) {
+#if defined(__linux__)
+    loff_t in = *off_in, out = *off_out;
+    ssize_t n = copy_file_range(fd_in, &in, fd_out, &out, len, 0);
+    if (n > 0) { *off_in = in; *off_out = out; }
+    return n;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
