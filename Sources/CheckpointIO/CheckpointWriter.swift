@@ -67,6 +67,7 @@ public final class CheckpointWriter {
     private let order: [String]
     private var extraFiles: [String] = []
     private var finished = false
+    private var prepared = false
     /// Final paths of the files written, for reporting.
     public private(set) var outputFiles: [String] = []
 
@@ -263,6 +264,14 @@ public final class CheckpointWriter {
 
     /// Checks every tensor arrived whole, syncs, and renames the output into place.
     public func finish() throws {
+        try prepare()
+        try publish()
+    }
+
+    /// Checks every tensor arrived whole and makes the staged output durable, without
+    /// publishing it yet (an in-place rewrite journals this point).
+    public func prepare() throws {
+        guard !prepared else { return }
         for name in order where remaining(name) != 0 {
             throw CheckpointError.badTensor(path: destination, tensor: name, reason: "only \(slots[name]!.written) of \(slots[name]!.byteCount) bytes were written")
         }
@@ -270,9 +279,21 @@ public final class CheckpointWriter {
             try f.sync()
             try f.close()
         }
-        let parent = FileSystem.directoryName(destination)
         if stagingIsDirectory { try FileSystem.syncDirectory(staging) }
-        if try FileSystem.kind(of: destination) != .missing {
+        prepared = true
+    }
+
+    /// The staged output, complete and durable after `prepare()`.
+    public var stagedPath: String { staging }
+
+    /// Renames the prepared output into place and syncs the parent directory.
+    public func publish() throws {
+        try prepare()
+        let parent = FileSystem.directoryName(destination)
+        if !stagingIsDirectory {
+            // rename(2) replaces an existing file atomically: the old file or the new one.
+            try FileSystem.rename(staging, destination)
+        } else if try FileSystem.kind(of: destination) != .missing {
             // --force: move the old output aside, publish, then delete the old one.
             let old = FileSystem.join(parent, ".\(FileSystem.baseName(destination)).ckpt-old-\(getpid())")
             FileSystem.removeTree(old)

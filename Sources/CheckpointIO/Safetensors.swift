@@ -164,9 +164,17 @@ public final class SafetensorsCheckpoint: Checkpoint {
         indexMetadata = []
     }
 
+    /// The journal of an in-place rewrite in progress (see Formats/journal.md).
+    public static let inPlaceJournalName = ".ckpt-journal.json"
+
     /// A directory: its index if it has exactly one, else every `*.safetensors` in it.
+    /// A directory whose in-place rewrite was interrupted is refused: its shards may be a
+    /// mixture of old and new until `ckpt` finishes the rewrite.
     public convenience init(directory: String) throws {
         let names = try FileSystem.list(directory: directory)
+        if names.contains(Self.inPlaceJournalName) {
+            throw CheckpointError.inconsistentSet(path: directory, reason: "an in-place rewrite of this checkpoint was interrupted (\(Self.inPlaceJournalName)); run any ckpt command on it to finish it")
+        }
         let indexes = names.filter { $0.hasSuffix(".safetensors.index.json") }
         if indexes.count > 1 {
             throw CheckpointError.inconsistentSet(path: directory, reason: "the directory has several index files (\(indexes.joined(separator: ", "))); name the one to open")
@@ -184,6 +192,9 @@ public final class SafetensorsCheckpoint: Checkpoint {
 
     /// An HF index file with a `weight_map` from tensor names to shard file names.
     public convenience init(indexPath: String) throws {
+        if try FileSystem.kind(of: FileSystem.join(FileSystem.directoryName(indexPath), Self.inPlaceJournalName)) == .file {
+            throw CheckpointError.inconsistentSet(path: indexPath, reason: "an in-place rewrite of this checkpoint was interrupted (\(Self.inPlaceJournalName)); run any ckpt command on it to finish it")
+        }
         let raw = try FileSystem.readFile(indexPath, limit: 64 << 20)
         let json: JSONValue
         do {

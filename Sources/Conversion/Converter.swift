@@ -34,6 +34,8 @@ public struct ConversionOptions: Sendable {
     /// Bytes of tensor data per safetensors shard (HF's default 5 GB).
     public var shardSize: Int = 5_000_000_000
     public var overwrite = false
+    /// Carry config.json, generation_config.json and other small files along.
+    public var includeSideFiles = true
 
     public init(target: CheckpointFormat) { self.target = target }
 }
@@ -93,6 +95,7 @@ public final class Converter {
         }
         try planTensors()
         try planSideFiles()
+        if !options.includeSideFiles { extraFiles = [] }
     }
 
     private var crossesFormats: Bool { source.format != options.target }
@@ -235,14 +238,17 @@ public final class Converter {
     }
 
     /// Runs the conversion. `progress` receives (tensors done, bytes of source read).
-    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> ConversionSummary {
+    public func run(progress: (Int, Int) -> Void = { _, _ in },
+                    beforePublish: (CheckpointWriter) throws -> Void = { _ in }) throws -> ConversionSummary {
         let start = monotonicNow()
         let layout: OutputLayout
         switch options.target {
         case .gguf:
             layout = .gguf(path: output, metadata: outputMetadata)
         case .safetensors:
-            let metadata = [("format", "pt")]
+            // Safetensors to safetensors keeps the source's __metadata__; otherwise HF's usual one.
+            let kept = source.format == .safetensors ? source.metadata.compactMap { e in e.value.stringValue.map { (e.key, $0) } } : []
+            let metadata = kept.isEmpty ? [("format", "pt")] : kept
             layout = output.hasSuffix(".safetensors") && extraFiles.isEmpty
                 ? .safetensorsFile(path: output, metadata: metadata)
                 : .safetensorsDirectory(path: output, shardSize: options.shardSize, metadata: metadata)
@@ -256,11 +262,14 @@ public final class Converter {
         var summary = ConversionSummary()
         for (i, job) in jobs.enumerated() {
             try convert(job, writer: writer, buffer: buffer, encoded: encoded)
+            CrashPoint.hit("tensor \(job.plan.name) written")
             summary.bytesRead += job.source.byteCount
             summary.bytesWritten += job.plan.byteCount
             progress(i + 1, summary.bytesRead)
         }
-        try writer.finish()
+        try writer.prepare()
+        try beforePublish(writer)
+        try writer.publish()
         summary.tensors = jobs.count
         summary.seconds = monotonicNow() - start
         summary.outputFiles = writer.outputFiles

@@ -6,7 +6,7 @@ enum ConvertCommand {
     static let spec = CommandSpec(
         name: "convert",
         summary: "Convert a checkpoint between GGUF and HF safetensors, change its dtype or reshard it.",
-        usage: "convert <input> <output> [--to safetensors|gguf] [--dtype <type>] [--shard-size <size>] [--force] [--json]",
+        usage: "convert <input> <output> [--to safetensors|gguf] [--dtype <type>] [--shard-size <size>] [--force] [--json]\n       ckpt convert <checkpoint> --in-place --dtype <type> [--json]",
         discussion: """
         <output> is a directory for safetensors (model.safetensors, or shards plus
         model.safetensors.index.json, with config.json), or a .gguf file. The output is
@@ -15,18 +15,26 @@ enum ConvertCommand {
         are translated for llama, mistral, qwen2, qwen3, gemma2 and gemma3.
         --dtype: keep (default; quantized GGUF tensors become f32 in safetensors), f32,
         f16, bf16, or for GGUF output q8_0, q4_0, q4_1, q5_0, q5_1 (1-D tensors stay f32).
+        --in-place rewrites a GGUF file, a safetensors file or a directory of shards where
+        it lies, shard by shard under a journal (.ckpt-journal.json): after a crash, the
+        next ckpt command on it finishes the rewrite. Extra disk: one shard.
         """,
         options: [
             .init("--to", value: "format", help: "Output format: safetensors or gguf (default: gguf for a .gguf output path, else safetensors)."),
             .init("--dtype", value: "type", help: "Element type of the output tensors (default: keep)."),
             .init("--shard-size", value: "size", help: "Largest safetensors shard, e.g. 5GB, 500MB, 2GiB (default 5GB)."),
             .init("--force", help: "Replace an existing output."),
+            .init("--in-place", help: "Rewrite the checkpoint where it lies (crash-safe; needs --dtype)."),
             .init("--json", help: "Print the summary as one JSON object on stdout."),
         ],
-        positionals: 2...2
+        positionals: 1...2
     )
 
     static func run(_ args: ParsedArguments) throws {
+        if args.flag("--in-place") { return try runInPlace(args) }
+        guard args.positionals.count == 2 else {
+            throw UsageError(message: "'ckpt convert' takes an input and an output (or --in-place)", command: "convert")
+        }
         let input = args.positionals[0], output = args.positionals[1]
         let source = try openCheckpoint(path: input)
         var target: CheckpointFormat
@@ -83,6 +91,37 @@ enum ConvertCommand {
         } else {
             let rate = summary.seconds > 0 ? Int(Double(summary.bytesRead) / summary.seconds) : 0
             Console.err("converted \(summary.tensors) tensors, \(formatBytes(summary.bytesRead)) → \(formatBytes(summary.bytesWritten)) in \(formatFixed(summary.seconds, digits: 2)) s (\(formatBytes(rate))/s): \(output)\n")
+        }
+    }
+
+    static func runInPlace(_ args: ParsedArguments) throws {
+        guard args.positionals.count == 1 else {
+            throw UsageError(message: "--in-place takes one checkpoint, not an output path", command: "convert")
+        }
+        guard let dtype = args.value("--dtype") else {
+            throw UsageError(message: "--in-place needs --dtype (the rewrite keeps names, shards and format)", command: "convert")
+        }
+        guard DTypeChoice.parse(dtype) != nil else {
+            throw UsageError(message: "unknown --dtype '\(dtype)'", command: "convert")
+        }
+        if args.value("--to") != nil || args.value("--shard-size") != nil {
+            throw UsageError(message: "--in-place keeps the format and the shard layout; write to a new path to change them", command: "convert")
+        }
+        let path = args.positionals[0]
+        let summary = try InPlaceRewrite.run(path: path, dtype: dtype) { Console.err("ckpt: \($0)\n") }
+        if args.flag("--json") {
+            var w = JSONWriter()
+            w.beginObject()
+            w.string(path, key: "path")
+            w.bool(true, key: "in_place")
+            w.int(summary.tensors, key: "tensors")
+            w.int(summary.bytesRead, key: "bytes_read")
+            w.int(summary.bytesWritten, key: "bytes_written")
+            w.double(summary.seconds, key: "seconds")
+            w.endObject()
+            Console.out(w.text + "\n")
+        } else {
+            Console.err("rewrote \(path) in place: \(summary.tensors) tensors, \(formatBytes(summary.bytesRead)) → \(formatBytes(summary.bytesWritten)) in \(formatFixed(summary.seconds, digits: 2)) s\n")
         }
     }
 

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import CheckpointIO
 import CKernels
+import Conversion
 
 let version = "0.1.0"
 
@@ -70,6 +71,11 @@ func fail(_ message: String, code: ExitCode) -> Never {
         let args = try ParsedArguments(rest, spec: command.spec)
         if args.wantsHelp {
             Console.out(command.spec.helpText); exit(0)
+        }
+        // Any checkpoint named on the command line whose in-place rewrite was interrupted
+        // is finished first, so no command ever reads a mixture of old and new shards.
+        for path in args.positionals {
+            _ = try InPlaceRewrite.recoverIfNeeded(path: path) { Console.err("ckpt: \($0)\n") }
         }
         try command.run(args)
         exit(0)

@@ -1,0 +1,99 @@
+import CheckpointIO
+import Foundation
+import TestSupport
+import XCTest
+
+/// `ckpt convert --in-place`, killed (`_exit`, as kill -9) at every step it journals or
+/// writes, must always leave a checkpoint that the next ckpt command completes into
+/// exactly what an uninterrupted run writes.
+final class InPlaceTests: XCTestCase {
+    /// Three shards of two f32 tensors each, plus an index and a config.
+    func makeShardedCheckpoint(_ dir: String) {
+        mkdir(dir, 0o755)
+        var map: [String] = []
+        for s in 0..<3 {
+            let name = "model-0000\(s + 1)-of-00003.safetensors"
+            let tensors = (0..<2).map { t -> SafetensorsTestTensor in
+                let values = (0..<64).map { Float(s * 1000 + t * 100 + $0) * 0.37 - 5 }
+                return SafetensorsTestTensor("layers.\(s).w\(t)", dtype: "F32", shape: [8, 8], data: floatBytes(values))
+            }
+            writeFile(dir + "/" + name, buildSafetensors(tensors, metadata: ["format": "pt"]))
+            map += tensors.map { "\"\($0.name)\": \"\(name)\"" }
+        }
+        writeFile(dir + "/model.safetensors.index.json", Array("{\"metadata\": {\"total_size\": 1536}, \"weight_map\": {\(map.joined(separator: ", "))}}".utf8))
+        writeFile(dir + "/config.json", Array("{\"model_type\": \"llama\"}".utf8))
+    }
+
+    func files(_ dir: String) throws -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for name in try FileSystem.list(directory: dir) { out[name] = try FileSystem.readFile(dir + "/" + name) }
+        return out
+    }
+
+    func run(_ args: [String], crashAfter k: Int?) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ckptBinary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        if let k { env["CKPT_CRASH_AFTER"] = String(k) } else { env.removeValue(forKey: "CKPT_CRASH_AFTER") }
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    func testKilledAtEveryStepIsCompletedByTheNextCommand() throws {
+        let root = makeTemporaryDirectory()
+        let reference = root + "/reference"
+        makeShardedCheckpoint(reference)
+        XCTAssertEqual(try run(["convert", reference, "--in-place", "--dtype", "f16"], crashAfter: nil), 0)
+        let expected = try files(reference)
+        XCTAssertEqual(try openCheckpoint(path: reference).tensors.map(\.dtype.name), Array(repeating: "F16", count: 6))
+        XCTAssertNil(expected[".ckpt-journal.json"])
+
+        var crashes = 0
+        for k in 1...40 {
+            let dir = root + "/k\(k)"
+            makeShardedCheckpoint(dir)
+            let status = try run(["convert", dir, "--in-place", "--dtype", "f16"], crashAfter: k)
+            if status == 0 {
+                XCTAssertEqual(try files(dir), expected, "k=\(k): finished without a crash")
+                break
+            }
+            XCTAssertEqual(status, 137, "k=\(k)")
+            crashes += 1
+            // Until it is finished, the library refuses to read the mixture.
+            XCTAssertThrowsError(try openCheckpoint(path: dir), "k=\(k)") { e in
+                XCTAssertTrue("\(e)".contains("in-place rewrite of this checkpoint was interrupted"), "\(e)")
+            }
+            // Any ckpt command finishes it.
+            XCTAssertEqual(try run(["inspect", dir, "--json"], crashAfter: nil), 0, "k=\(k)")
+            XCTAssertEqual(try files(dir), expected, "k=\(k): recovered checkpoint differs from an uninterrupted rewrite")
+        }
+        XCTAssertGreaterThanOrEqual(crashes, 15, "every shard passes five crash points")
+    }
+
+    func testSingleGGUFFileKilledMidRewriteIsUntouched() throws {
+        let dir = makeTemporaryDirectory()
+        var b = GGUFBuilder()
+        b.metadata = [("general.architecture", .string("llama"))]
+        b.tensors = (0..<3).map { GGUFTestTensor("w\($0)", ne: [32, 2], type: 0, data: floatBytes((0..<64).map { Float($0) / 7 })) }
+        let original = b.build()
+        writeFile(dir + "/m.gguf", original)
+        XCTAssertEqual(try run(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: 2), 137)
+        XCTAssertEqual(try FileSystem.readFile(dir + "/m.gguf"), original, "the original is intact")
+        XCTAssertEqual(try FileSystem.list(directory: dir).count, 2, "a staging file is left by the kill")
+        XCTAssertEqual(try run(["inspect", dir + "/m.gguf"], crashAfter: nil), 0)
+        XCTAssertEqual(try FileSystem.list(directory: dir), ["m.gguf"], "the next command removes it")
+        XCTAssertEqual(try run(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: nil), 0)
+        XCTAssertEqual(try GGUFCheckpoint(path: dir + "/m.gguf").tensors.map(\.dtype.name), ["Q8_0", "Q8_0", "Q8_0"])
+    }
+
+    func testInPlaceUsage() throws {
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "--in-place"]).status, 64)
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "/tmp/x", "--in-place", "--dtype", "f16"]).status, 64)
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "--in-place", "--dtype", "f16", "--shard-size", "1GB"]).status, 64)
+    }
+}
