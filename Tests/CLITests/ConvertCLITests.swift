@@ -29,7 +29,7 @@ final class ConvertCLITests: XCTestCase {
             (["convert", smolLM2Path, "/tmp/x", "--to", "onnx"], "--to takes safetensors or gguf"),
             (["convert", smolLM2Path, "/tmp/x", "--to", "gguf"], "must end in .gguf"),
             (["convert", smolLM2Path, "/tmp/x", "--shard-size", "lots"], "--shard-size takes a size"),
-            (["convert", smolLM2Path], "takes 2 argument(s)"),
+            (["convert", smolLM2Path], "takes an input and an output (or --in-place)"),
         ] {
             let r = try runCkpt(args)
             XCTAssertEqual(r.status, 64, "\(args)")
