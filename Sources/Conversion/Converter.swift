@@ -56,7 +56,9 @@ public struct ConversionSummary: Sendable {
 /// offset are translated through `Architecture`.
 public final class Converter {
     /// GGUF block types this build can encode.
-    public static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+    public static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+    /// llama.cpp's fallbacks for rows that are not a multiple of 256.
+    static let fallback = ["Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"]
     /// Size of one working buffer in f32 elements (16 MiB).
     static let bufferElements = 1 << 22
 
@@ -76,6 +78,7 @@ public final class Converter {
     private var jobs: [Job] = []
     private var extraFiles: [(String, [UInt8])] = []
     private var outputMetadata: [MetadataEntry] = []
+    private var fallbacks: [String: [String]] = [:]
 
     public init(source: any Checkpoint, output: String, options: ConversionOptions) throws {
         self.source = source
@@ -130,6 +133,9 @@ public final class Converter {
             let plan = try TensorPlan(name: name, dtype: dtype, shape: t.shape)
             jobs.append(Job(source: t, plan: plan, rowMap: rowMap, offset: offset))
         }
+        for (change, tensors) in fallbacks.sorted(by: { $0.key < $1.key }) {
+            warnings.append("\(tensors.count) tensors (e.g. '\(tensors[0])') have rows that do not split into 256-element blocks: \(change), as llama.cpp falls back")
+        }
         var names = Set<String>()
         for j in jobs where !names.insert(j.plan.name).inserted {
             throw CheckpointError.badTensor(path: source.path, tensor: j.source.name, reason: "maps to '\(j.plan.name)', which another tensor also maps to")
@@ -150,10 +156,14 @@ public final class Converter {
         case (.gguf, .bf16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("BF16")!)
         case let (.gguf, .quantized(q)):
             if isVector { return .gguf(GGMLType.named("F32")!) }
-            guard t.rowLength % q.blockSize == 0 else {
-                throw reject("rows of \(t.rowLength) elements do not split into \(q.name) blocks of \(q.blockSize)")
+            if t.rowLength % q.blockSize == 0 { return .gguf(q) }
+            // As llama.cpp does: a K-quant whose 256-element blocks do not fit the rows
+            // falls back to a 32-element type of about the same precision.
+            if let fallback = Self.fallback[q.name].flatMap(GGMLType.named), t.rowLength % fallback.blockSize == 0 {
+                fallbacks["\(q.name) → \(fallback.name)", default: []].append(t.name)
+                return .gguf(fallback)
             }
-            return .gguf(q)
+            throw reject("rows of \(t.rowLength) elements do not split into \(q.name) blocks of \(q.blockSize)")
         case (_, .quantized):
             throw reject("quantized types are for GGUF output only")
         case (.safetensors, .keep):
@@ -339,6 +349,9 @@ public final class Converter {
         case "Q4_1": ckpt_quant_q4_1(x, out, Int64(n / 32)); return n / 32 * 20
         case "Q5_0": ckpt_quant_q5_0(x, out, Int64(n / 32)); return n / 32 * 22
         case "Q5_1": ckpt_quant_q5_1(x, out, Int64(n / 32)); return n / 32 * 24
+        case "Q4_K": ckpt_quant_q4_k(x, out, Int64(n / 256)); return n / 256 * 144
+        case "Q5_K": ckpt_quant_q5_k(x, out, Int64(n / 256)); return n / 256 * 176
+        case "Q6_K": ckpt_quant_q6_k(x, out, Int64(n / 256)); return n / 256 * 210
         default:
             throw CheckpointError.unsupported(path: "(output)", reason: "no encoder for \(dtype.name) yet")
         }

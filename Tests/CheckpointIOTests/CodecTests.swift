@@ -248,3 +248,49 @@ final class QuantizerTests: XCTestCase {
         XCTAssertTrue(Float(bitPattern: UInt32(ckpt_f32_to_bf16(.nan)) << 16).isNaN)
     }
 }
+
+final class KQuantEncoderTests: XCTestCase {
+    /// Encodes and decodes `x` as `type`; returns the RMS error.
+    func roundTripError(_ x: [Float], _ name: String, encode: (UnsafePointer<Float>, UnsafeMutableRawPointer, Int64) -> Void) throws -> Double {
+        let type = try XCTUnwrap(GGMLType.named(name))
+        let blocks = x.count / type.blockSize
+        var bytes = [UInt8](repeating: 0, count: blocks * type.bytesPerBlock)
+        x.withUnsafeBufferPointer { src in bytes.withUnsafeMutableBytes { encode(src.baseAddress!, $0.baseAddress!, Int64(blocks)) } }
+        let file = MappedFile(copying: bytes, label: name)
+        let view = TensorView(name: name, dtype: .gguf(type), shape: [x.count], file: file, offset: 0, byteCount: bytes.count)
+        var y = [Float](repeating: .nan, count: x.count)
+        try y.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(view, rows: 0..<1, into: $0.baseAddress!) }
+        return (zip(x, y).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +) / Double(x.count)).squareRoot()
+    }
+
+    func testKQuantErrorsOrderAsTheirBitsAndBeatTheirLegacyPeers() throws {
+        var rng = FuzzTests.SplitMix64(state: 42)
+        // Weight-like values: Gaussian with a few outliers, 16 super-blocks.
+        let x: [Float] = (0..<(256 * 16)).map { i in
+            let u1 = Double(rng.next() % 1_000_000 + 1) / 1_000_001, u2 = Double(rng.next() % 1_000_000) / 1_000_000
+            let g = Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)) * 0.02
+            return i % 997 == 0 ? g * 12 : g
+        }
+        let q4k = try roundTripError(x, "Q4_K") { ckpt_quant_q4_k($0, $1, $2) }
+        let q5k = try roundTripError(x, "Q5_K") { ckpt_quant_q5_k($0, $1, $2) }
+        let q6k = try roundTripError(x, "Q6_K") { ckpt_quant_q6_k($0, $1, $2) }
+        let q4_0 = try roundTripError(x, "Q4_0") { ckpt_quant_q4_0($0, $1, $2) }
+        let q5_0 = try roundTripError(x, "Q5_0") { ckpt_quant_q5_0($0, $1, $2) }
+        print("rms error: Q4_K \(q4k), Q4_0 \(q4_0), Q5_K \(q5k), Q5_0 \(q5_0), Q6_K \(q6k)")
+        XCTAssertLessThan(q6k, q5k)
+        XCTAssertLessThan(q5k, q4k)
+        XCTAssertLessThan(q4k, q4_0 * 0.95, "the scale/min search must beat plain absmax")
+        XCTAssertLessThan(q5k, q5_0)
+        XCTAssertLessThan(q4k, 0.02 * 0.12, "about 12% of the values' spread")
+    }
+
+    func testKQuantDegenerateBlocks() throws {
+        let zeros = [Float](repeating: 0, count: 256)
+        XCTAssertEqual(try roundTripError(zeros, "Q4_K") { ckpt_quant_q4_k($0, $1, $2) }, 0)
+        XCTAssertEqual(try roundTripError(zeros, "Q6_K") { ckpt_quant_q6_k($0, $1, $2) }, 0)
+        let constant = [Float](repeating: 0.75, count: 256)
+        XCTAssertLessThan(try roundTripError(constant, "Q5_K") { ckpt_quant_q5_k($0, $1, $2) }, 0.75 / 31)
+        let tiny = [Float](repeating: 1e-20, count: 256)
+        XCTAssertLessThan(try roundTripError(tiny, "Q6_K") { ckpt_quant_q6_k($0, $1, $2) }, 1e-19)
+    }
+}

@@ -51,6 +51,11 @@ void ckpt_quant_q4_0(const float *src, void *dst, int64_t nblocks);
 void ckpt_quant_q4_1(const float *src, void *dst, int64_t nblocks);
 void ckpt_quant_q5_0(const float *src, void *dst, int64_t nblocks);
 void ckpt_quant_q5_1(const float *src, void *dst, int64_t nblocks);
+/// K-quants: `nblocks` super-blocks of 256 floats; the search of ggml's reference
+/// quantizers (no importance matrix), so errors match llama.cpp's.
+void ckpt_quant_q4_k(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q5_k(const float *src, void *dst, int64_t nblocks);
+void ckpt_quant_q6_k(const float *src, void *dst, int64_t nblocks);
 
 // ---- reductions ----------------------------------------------------------------
 /// Summary of a run of floats. Non-finite values are counted, not summed.
