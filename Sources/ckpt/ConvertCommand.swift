@@ -14,7 +14,9 @@ enum ConvertCommand {
         Tensor names, llama.cpp's Q/K row order (llama, mistral) and gemma's norm offset
         are translated for llama, mistral, qwen2, qwen3, gemma2 and gemma3.
         --dtype: keep (default; quantized GGUF tensors become f32 in safetensors), f32,
-        f16, bf16, or for GGUF output q8_0, q4_0, q4_1, q5_0, q5_1 (1-D tensors stay f32).
+        f16, bf16, or for GGUF output q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k
+        (1-D tensors stay f32; K-quant rows that are not a multiple of 256 fall back to
+        q5_0, q5_1, q8_0 as in llama.cpp).
         --in-place rewrites a GGUF file, a safetensors file or a directory of shards where
         it lies, shard by shard under a journal (.ckpt-journal.json): after a crash, the
         next ckpt command on it finishes the rewrite. Extra disk: one shard.
