@@ -5,34 +5,51 @@
 #include <immintrin.h>
 #endif
 
-void ckpt_stats_f32_scalar(const float *x, int64_t n, ckpt_stats *out) {
-    int64_t count = 0, nans = 0, infs = 0;
-    double sum = 0, mn = INFINITY, mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
+// Running sums of a summary before its mean is known.
+typedef struct {
+    int64_t count, nans, infs;
+    double sum, min, max;
+} partial_stats;
+
+static inline void accumulate(const float *x, int64_t from, int64_t to, partial_stats *p) {
+    for (int64_t i = from; i < to; i++) {
         const float v = x[i];
-        if (isnan(v)) { nans++; continue; }
-        if (isinf(v)) { infs++; continue; }
-        count++;
-        sum += v;
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
+        if (isnan(v)) { p->nans++; continue; }
+        if (isinf(v)) { p->infs++; continue; }
+        p->count++;
+        p->sum += v;
+        if (v < p->min) p->min = v;
+        if (v > p->max) p->max = v;
     }
-    const double mean = count ? sum / (double)count : 0.0;
-    // Second pass against the run's own mean keeps the variance free of cancellation.
+}
+
+// Squared deviations from `mean`: a second pass keeps the variance free of cancellation.
+static inline double deviations(const float *x, int64_t from, int64_t to, double mean) {
     double m2 = 0;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = from; i < to; i++) {
         const float v = x[i];
         if (!isfinite(v)) continue;
         const double dv = (double)v - mean;
         m2 += dv * dv;
     }
-    out->count = count;
-    out->nan_count = nans;
-    out->inf_count = infs;
-    out->min = mn;
-    out->max = mx;
-    out->mean = mean;
+    return m2;
+}
+
+static inline void finish(const partial_stats *p, double m2, ckpt_stats *out) {
+    out->count = p->count;
+    out->nan_count = p->nans;
+    out->inf_count = p->infs;
+    out->min = p->min;
+    out->max = p->max;
+    out->mean = p->count ? p->sum / (double)p->count : 0.0;
     out->m2 = m2;
+}
+
+void ckpt_stats_f32_scalar(const float *x, int64_t n, ckpt_stats *out) {
+    partial_stats p = {0, 0, 0, 0.0, INFINITY, -INFINITY};
+    accumulate(x, 0, n, &p);
+    const double mean = p.count ? p.sum / (double)p.count : 0.0;
+    finish(&p, deviations(x, 0, n, mean), out);
 }
 
 #if defined(__x86_64__)
@@ -63,22 +80,13 @@ static void stats_avx2(const float *x, int64_t n, ckpt_stats *out) {
     double lanes[4];
     float fl[8];
     _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
-    double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    double mn = INFINITY, mx = -INFINITY;
+    partial_stats p = {count, nans, infs, (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]), INFINITY, -INFINITY};
     _mm256_storeu_ps(fl, vmin);
-    for (int k = 0; k < 8; k++) if (fl[k] < mn) mn = fl[k];
+    for (int k = 0; k < 8; k++) if (fl[k] < p.min) p.min = fl[k];
     _mm256_storeu_ps(fl, vmax);
-    for (int k = 0; k < 8; k++) if (fl[k] > mx) mx = fl[k];
-    for (int64_t j = i; j < n; j++) {
-        const float v = x[j];
-        if (isnan(v)) { nans++; continue; }
-        if (isinf(v)) { infs++; continue; }
-        count++;
-        sum += v;
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
-    }
-    const double mean = count ? sum / (double)count : 0.0;
+    for (int k = 0; k < 8; k++) if (fl[k] > p.max) p.max = fl[k];
+    accumulate(x, i, n, &p);
+    const double mean = p.count ? p.sum / (double)p.count : 0.0;
     const __m256d vm = _mm256_set1_pd(mean);
     __m256d m0 = _mm256_setzero_pd(), m1 = _mm256_setzero_pd();
     for (i = 0; i + 8 <= n; i += 8) {
@@ -94,20 +102,7 @@ static void stats_avx2(const float *x, int64_t n, ckpt_stats *out) {
         m1 = _mm256_fmadd_pd(dhi, dhi, m1);
     }
     _mm256_storeu_pd(lanes, _mm256_add_pd(m0, m1));
-    double m2 = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for (int64_t j = i; j < n; j++) {
-        const float v = x[j];
-        if (!isfinite(v)) continue;
-        const double dv = (double)v - mean;
-        m2 += dv * dv;
-    }
-    out->count = count;
-    out->nan_count = nans;
-    out->inf_count = infs;
-    out->min = mn;
-    out->max = mx;
-    out->mean = mean;
-    out->m2 = m2;
+    finish(&p, (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + deviations(x, i, n, mean), out);
 }
 #endif
 

@@ -153,21 +153,26 @@ public struct GGUFFile: Sendable {
             throw CheckpointError.malformed(path: path, reason: "the header claims \(tensorCount) tensors, more than a \(file.size)-byte file can hold")
         }
 
+        /// A key or tensor name: length-checked against the file and the cap, valid UTF-8.
+        func readName(_ what: String) throws -> String {
+            let n = try r.read(UInt64.self)
+            guard n <= UInt64(r.remaining) else { throw truncated(what) }
+            guard n <= UInt64(Self.maxNameLength) else {
+                throw CheckpointError.malformed(path: path, reason: "\(what) is \(n) bytes long (at most \(Self.maxNameLength) are read)")
+            }
+            guard let name = decodeUTF8(try r.readBytes(Int(n))) else {
+                throw CheckpointError.malformed(path: path, reason: "\(what) is not valid UTF-8")
+            }
+            return name
+        }
+
         var metadata: [MetadataEntry] = []
         metadata.reserveCapacity(reservation(Int(kvCount)))
         var keys = Set<ExactName>()
         for i in 0..<Int(kvCount) {
             let key: String
             do {
-                let n = try r.read(UInt64.self)
-                guard n <= UInt64(r.remaining) else { throw truncated("the name of metadata entry #\(i)") }
-                guard n <= UInt64(Self.maxNameLength) else {
-                    throw CheckpointError.malformed(path: path, reason: "the name of metadata entry #\(i) is \(n) bytes long (at most \(Self.maxNameLength) are read)")
-                }
-                guard let k = decodeUTF8(try r.readBytes(Int(n))) else {
-                    throw CheckpointError.malformed(path: path, reason: "the name of metadata entry #\(i) is not valid UTF-8")
-                }
-                key = k
+                key = try readName("the name of metadata entry #\(i)")
             } catch is ByteReader.Overrun {
                 throw truncated("metadata entry #\(i)")
             }
@@ -208,15 +213,7 @@ public struct GGUFFile: Sendable {
         for i in 0..<Int(tensorCount) {
             var name = "#\(i)"
             do {
-                let n = try r.read(UInt64.self)
-                guard n <= UInt64(r.remaining) else { throw truncated("the name of tensor #\(i)") }
-                guard n <= UInt64(Self.maxNameLength) else {
-                    throw CheckpointError.malformed(path: path, reason: "the name of tensor #\(i) is \(n) bytes long (at most \(Self.maxNameLength) are read)")
-                }
-                guard let decoded = decodeUTF8(try r.readBytes(Int(n))) else {
-                    throw CheckpointError.malformed(path: path, reason: "the name of tensor #\(i) is not valid UTF-8")
-                }
-                name = decoded
+                name = try readName("the name of tensor #\(i)")
                 func bad(_ reason: String) -> CheckpointError { .badTensor(path: path, tensor: name, reason: reason) }
                 guard names.insert(ExactName(name)).inserted else { throw bad("the name appears twice") }
                 let nDims = try r.read(UInt32.self)

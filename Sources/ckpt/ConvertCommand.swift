@@ -73,23 +73,7 @@ enum ConvertCommand {
         let summary = try converter.run { done, bytes in bar.update(done: done, bytesDone: bytes) }
         bar.finish()
         if args.flag("--json") {
-            var w = JSONWriter()
-            w.beginObject()
-            w.string(input, key: "input")
-            w.string(output, key: "output")
-            w.string(target.rawValue, key: "format")
-            w.int(summary.tensors, key: "tensors")
-            w.int(summary.bytesRead, key: "bytes_read")
-            w.int(summary.bytesWritten, key: "bytes_written")
-            w.double(summary.seconds, key: "seconds")
-            w.beginArray(key: "files")
-            for f in summary.outputFiles { w.string(f) }
-            w.endArray()
-            w.beginArray(key: "warnings")
-            for x in summary.warnings { w.string(x) }
-            w.endArray()
-            w.endObject()
-            Console.out(w.text + "\n")
+            Console.out(summaryJSON(summary, fields: [("input", input), ("output", output), ("format", target.rawValue)], inPlace: false))
         } else {
             let rate = summary.seconds > 0 ? Int(Double(summary.bytesRead) / summary.seconds) : 0
             Console.err("converted \(summary.tensors) tensors, \(formatBytes(summary.bytesRead)) → \(formatBytes(summary.bytesWritten)) in \(formatFixed(summary.seconds, digits: 2)) s (\(formatBytes(rate))/s): \(output)\n")
@@ -112,19 +96,30 @@ enum ConvertCommand {
         let path = args.positionals[0]
         let summary = try InPlaceRewrite.run(path: path, dtype: dtype) { Console.err("ckpt: \($0)\n") }
         if args.flag("--json") {
-            var w = JSONWriter()
-            w.beginObject()
-            w.string(path, key: "path")
-            w.bool(true, key: "in_place")
-            w.int(summary.tensors, key: "tensors")
-            w.int(summary.bytesRead, key: "bytes_read")
-            w.int(summary.bytesWritten, key: "bytes_written")
-            w.double(summary.seconds, key: "seconds")
-            w.endObject()
-            Console.out(w.text + "\n")
+            Console.out(summaryJSON(summary, fields: [("path", path)], inPlace: true))
         } else {
             Console.err("rewrote \(path) in place: \(summary.tensors) tensors, \(formatBytes(summary.bytesRead)) → \(formatBytes(summary.bytesWritten)) in \(formatFixed(summary.seconds, digits: 2)) s\n")
         }
+    }
+
+    /// The one-line JSON summary of a conversion.
+    static func summaryJSON(_ summary: ConversionSummary, fields: [(String, String)], inPlace: Bool) -> String {
+        var w = JSONWriter()
+        w.beginObject()
+        for (k, v) in fields { w.string(v, key: k) }
+        w.bool(inPlace, key: "in_place")
+        w.int(summary.tensors, key: "tensors")
+        w.int(summary.bytesRead, key: "bytes_read")
+        w.int(summary.bytesWritten, key: "bytes_written")
+        w.double(summary.seconds, key: "seconds")
+        w.beginArray(key: "files")
+        for f in summary.outputFiles { w.string(f) }
+        w.endArray()
+        w.beginArray(key: "warnings")
+        for x in summary.warnings { w.string(x) }
+        w.endArray()
+        w.endObject()
+        return w.text + "\n"
     }
 
     /// "5GB" (10^9), "2GiB" (2^30), "500MB", "4096" (bytes).
