@@ -337,7 +337,7 @@ public final class Converter {
     }
 
     /// Encodes `n` floats as `dtype` into `out`; returns the byte count.
-    static func encode(_ x: UnsafePointer<Float>, count n: Int, as dtype: TensorDType, into out: UnsafeMutableRawPointer) throws -> Int {
+    public static func encode(_ x: UnsafePointer<Float>, count n: Int, as dtype: TensorDType, into out: UnsafeMutableRawPointer) throws -> Int {
         switch dtype.name {
         case "F32":
             out.copyMemory(from: x, byteCount: n * 4)

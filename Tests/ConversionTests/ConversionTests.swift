@@ -146,3 +146,26 @@ final class ConversionTests: XCTestCase {
         }
     }
 }
+
+/// K-quant encoders against llama.cpp's own quantizer, byte for byte: the fixtures are
+/// llama.cpp's encoding (llama_model_quantize, pure) of the first 16 rows of
+/// blk.0.ffn_down.weight of SmolLM2 in f32 (Tools/reference/check_kquant.py).
+final class KQuantFixtureTests: XCTestCase {
+    func testEncodersMatchLlamaCppOnRealRows() throws {
+        let c = try GGUFCheckpoint(path: smolLM2Path)
+        let t = try XCTUnwrap(c.tensor(named: "blk.0.ffn_down.weight"))
+        XCTAssertEqual(t.rowLength, 1536)
+        var rows = [Float](repeating: 0, count: 16 * 1536)
+        try rows.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<16, into: $0.baseAddress!) }
+        for name in ["Q4_K", "Q5_K", "Q6_K"] {
+            let type = try XCTUnwrap(GGMLType.named(name))
+            let expected = try FileSystem.readFile(fixturesPath + "/kquant/blk.0.ffn_down.weight.rows0-16.\(name)")
+            var out = [UInt8](repeating: 0, count: 16 * 1536 / 256 * type.bytesPerBlock)
+            let n = try rows.withUnsafeBufferPointer { src in
+                try out.withUnsafeMutableBytes { try Converter.encode(src.baseAddress!, count: rows.count, as: .gguf(type), into: $0.baseAddress!) }
+            }
+            XCTAssertEqual(n, expected.count, name)
+            XCTAssertEqual(out, expected, "\(name) differs from llama.cpp's encoding")
+        }
+    }
+}
