@@ -104,7 +104,7 @@ public struct MetadataArray: Sendable, Equatable {
     public let elementType: String
     public let count: Int
 
-    init(values: [MetadataValue], elementType: String) {
+    public init(values: [MetadataValue], elementType: String) {
         self.storage = .values(values)
         self.elementType = elementType
         self.count = values.count

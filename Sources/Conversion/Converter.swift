@@ -225,8 +225,13 @@ public final class Converter {
             if let eos { g.int(eos, key: "eos_token_id") }
             g.endObject()
             extraFiles.append(("generation_config.json", Array((g.text + "\n").utf8)))
-            if source.metadata["tokenizer.ggml.model"] != nil {
-                warnings.append("the GGUF tokenizer is not yet rebuilt as tokenizer.json: copy the tokenizer files from the original HF model")
+            do {
+                if let tokenizer = try TokenizerFiles(gguf: source.metadata) {
+                    extraFiles.append(("tokenizer.json", tokenizer.tokenizerJSON()))
+                    extraFiles.append(("tokenizer_config.json", tokenizer.tokenizerConfigJSON(contextLength: config.maxPositionEmbeddings)))
+                }
+            } catch let e as TokenizerFiles.Unsupported {
+                warnings.append("tokenizer not converted: \(e.description); copy the tokenizer files from the original HF model")
             }
         case (.safetensors, .safetensors):
             // Resharding: carry config, tokenizer and other small files along.
@@ -241,7 +246,16 @@ public final class Converter {
                 outputMetadata = config.ggufMetadata(architecture: arch)
             }
             outputMetadata.append(MetadataEntry(key: "general.quantization_version", value: .uint32(2)))
-            warnings.append("tokenizer keys are not yet written to GGUF: llama.cpp needs them to load the model")
+            let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
+            do {
+                if let tokenizer = try TokenizerFiles(hfDirectory: dir) {
+                    outputMetadata += tokenizer.ggufMetadata()
+                } else {
+                    warnings.append("no tokenizer.json beside the model: the GGUF has no tokenizer, which llama.cpp needs")
+                }
+            } catch let e as TokenizerFiles.Unsupported {
+                warnings.append("tokenizer not converted: \(e.description); llama.cpp needs one to load the model")
+            }
         case (.gguf, .gguf):
             outputMetadata = source.metadata.filter { !$0.key.hasPrefix("split.") }
         }

@@ -1,0 +1,253 @@
+import CheckpointIO
+
+/// A tokenizer's vocabulary and settings, as both GGUF and HF store them: converts
+/// GGUF's `tokenizer.ggml.*` keys to `tokenizer.json` + `tokenizer_config.json` and
+/// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) is
+/// handled; SentencePiece models are not yet.
+public struct TokenizerFiles: Sendable, Equatable {
+    /// GGUF token types (llama.cpp's `llama_token_type`).
+    public enum TokenType: Int32, Sendable {
+        case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+    }
+
+    public var tokens: [String]
+    public var types: [TokenType]
+    /// "left right" pairs, in merge order.
+    public var merges: [String]
+    /// llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`).
+    public var pre: String
+    public var bosID: Int?
+    public var eosID: Int?
+    public var unknownID: Int?
+    public var paddingID: Int?
+    public var addBOS: Bool
+    public var addEOS: Bool
+    public var chatTemplate: String?
+
+    public struct Unsupported: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// The pre-tokenizers llama.cpp names, as `tokenizers` spells them. The regexes are
+    /// those of the models' own tokenizer.json files.
+    static let preTokenizers: [String: String] = {
+        let byteLevelRegex = #"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}"#
+        let byteLevelPlain = #"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}"#
+        let digits = #"{"type":"Digits","individual_digits":true}"#
+        func split(_ regex: String) -> String {
+            var text = ""
+            JSONWriter.appendString(regex, to: &text)
+            return #"{"type":"Split","pattern":{"Regex":"# + text + #"},"behavior":"Isolated","invert":false}"#
+        }
+        let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+        let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+        func sequence(_ parts: String...) -> String { #"{"type":"Sequence","pretokenizers":["# + parts.joined(separator: ",") + "]}" }
+        return [
+            "gpt2": byteLevelRegex,
+            "default": byteLevelRegex,
+            "smollm": sequence(digits, byteLevelRegex),
+            "starcoder": sequence(digits, byteLevelRegex),
+            "refact": sequence(digits, byteLevelRegex),
+            "llama-bpe": sequence(split(llama3), byteLevelPlain),
+            "qwen2": sequence(split(qwen2), byteLevelPlain),
+        ]
+    }()
+
+    public init(tokens: [String], types: [TokenType], merges: [String], pre: String, bosID: Int? = nil, eosID: Int? = nil,
+                unknownID: Int? = nil, paddingID: Int? = nil, addBOS: Bool = false, addEOS: Bool = false, chatTemplate: String? = nil) {
+        self.tokens = tokens; self.types = types; self.merges = merges; self.pre = pre
+        self.bosID = bosID; self.eosID = eosID; self.unknownID = unknownID; self.paddingID = paddingID
+        self.addBOS = addBOS; self.addEOS = addEOS; self.chatTemplate = chatTemplate
+    }
+
+    /// From GGUF metadata; nil when the file carries no tokenizer.
+    public init?(gguf metadata: [MetadataEntry]) throws {
+        guard let model = metadata["tokenizer.ggml.model"]?.stringValue else { return nil }
+        guard model == "gpt2" else {
+            throw Unsupported(description: "GGUF tokenizer model '\(model)' (only byte-level BPE, 'gpt2', is converted yet)")
+        }
+        guard let tokens = metadata["tokenizer.ggml.tokens"]?.arrayValue?.strings(),
+              let merges = metadata["tokenizer.ggml.merges"]?.arrayValue?.strings() else {
+            throw Unsupported(description: "the GGUF tokenizer has no tokens or merges")
+        }
+        let rawTypes = metadata["tokenizer.ggml.token_type"]?.arrayValue?.values().map { $0.intValue ?? 1 } ?? []
+        self.tokens = tokens
+        self.types = tokens.indices.map { i in i < rawTypes.count ? TokenType(rawValue: Int32(rawTypes[i])) ?? .normal : .normal }
+        self.merges = merges
+        self.pre = metadata["tokenizer.ggml.pre"]?.stringValue ?? "default"
+        bosID = metadata["tokenizer.ggml.bos_token_id"]?.intValue
+        eosID = metadata["tokenizer.ggml.eos_token_id"]?.intValue
+        unknownID = metadata["tokenizer.ggml.unknown_token_id"]?.intValue
+        paddingID = metadata["tokenizer.ggml.padding_token_id"]?.intValue
+        addBOS = metadata["tokenizer.ggml.add_bos_token"]?.boolValue ?? false
+        addEOS = metadata["tokenizer.ggml.add_eos_token"]?.boolValue ?? false
+        chatTemplate = metadata["tokenizer.chat_template"]?.stringValue
+        guard Self.preTokenizers[pre] != nil else {
+            throw Unsupported(description: "pre-tokenizer '\(pre)' has no tokenizer.json equivalent here yet")
+        }
+    }
+
+    /// `tokenizer.json` for the `tokenizers` library.
+    public func tokenizerJSON() -> [UInt8] {
+        var w = JSONWriter()
+        w.beginObject()
+        w.string("1.0", key: "version")
+        w.null(key: "truncation")
+        w.null(key: "padding")
+        w.beginArray(key: "added_tokens")
+        for (id, type) in types.enumerated() where type == .control || type == .userDefined || type == .unknown {
+            w.beginObject()
+            w.int(id, key: "id")
+            w.string(tokens[id], key: "content")
+            w.bool(false, key: "single_word")
+            w.bool(false, key: "lstrip")
+            w.bool(false, key: "rstrip")
+            w.bool(type == .userDefined, key: "normalized")
+            w.bool(type != .userDefined, key: "special")
+            w.endObject()
+        }
+        w.endArray()
+        w.null(key: "normalizer")
+        w.raw(Self.preTokenizers[pre]!, key: "pre_tokenizer")
+        w.raw(#"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,"use_regex":true}"#, key: "post_processor")
+        w.raw(#"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}"#, key: "decoder")
+        w.beginObject(key: "model")
+        w.string("BPE", key: "type")
+        w.null(key: "dropout")
+        if let u = unknownID, u < tokens.count, types[u] == .unknown { w.string(tokens[u], key: "unk_token") } else { w.null(key: "unk_token") }
+        w.null(key: "continuing_subword_prefix")
+        w.null(key: "end_of_word_suffix")
+        w.bool(false, key: "fuse_unk")
+        w.bool(false, key: "byte_fallback")
+        w.bool(false, key: "ignore_merges")
+        w.beginObject(key: "vocab")
+        for (id, t) in tokens.enumerated() { w.int(id, key: t) }
+        w.endObject()
+        w.beginArray(key: "merges")
+        for m in merges { w.string(m) }
+        w.endArray()
+        w.endObject()
+        w.endObject()
+        return Array((w.text + "\n").utf8)
+    }
+
+    /// `tokenizer_config.json`: special tokens, BOS/EOS behaviour, chat template.
+    public func tokenizerConfigJSON(contextLength: Int?) -> [UInt8] {
+        var w = JSONWriter(pretty: true)
+        w.beginObject()
+        w.bool(addBOS, key: "add_bos_token")
+        w.bool(addEOS, key: "add_eos_token")
+        for (key, id) in [("bos_token", bosID), ("eos_token", eosID), ("unk_token", unknownID), ("pad_token", paddingID)] {
+            if let id, id >= 0, id < tokens.count { w.string(tokens[id], key: key) } else { w.null(key: key) }
+        }
+        if let chatTemplate { w.string(chatTemplate, key: "chat_template") }
+        w.bool(false, key: "clean_up_tokenization_spaces")
+        if let contextLength { w.int(contextLength, key: "model_max_length") }
+        w.string("GPT2Tokenizer", key: "tokenizer_class")
+        w.endObject()
+        return Array((w.text + "\n").utf8)
+    }
+
+    /// Reads `tokenizer.json` (+ `tokenizer_config.json` if present) from an HF directory.
+    public init?(hfDirectory dir: String) throws {
+        let path = FileSystem.join(dir, "tokenizer.json")
+        guard try FileSystem.kind(of: path) == .file else { return nil }
+        let json: JSONValue
+        do { json = try JSONParser.parse(FileSystem.readFile(path, limit: 256 << 20)) } catch let e as JSONError {
+            throw CheckpointError.malformed(path: path, reason: "invalid JSON: \(e)")
+        }
+        guard json["model"]?["type"]?.stringValue == "BPE", let vocab = json["model"]?["vocab"]?.objectValue else {
+            throw Unsupported(description: "\(path): only BPE tokenizer.json files are converted yet")
+        }
+        var byID: [Int: String] = [:]
+        for (token, id) in vocab {
+            guard let i = id.nonNegativeInt else { throw CheckpointError.malformed(path: path, reason: "vocab id of '\(token)' is not an integer") }
+            byID[i] = token
+        }
+        var special: [Int: Bool] = [:]
+        for added in json["added_tokens"]?.arrayValue ?? [] {
+            guard let id = added["id"]?.nonNegativeInt, let content = added["content"]?.stringValue else { continue }
+            byID[id] = content
+            special[id] = added["special"] == .bool(true)
+        }
+        let count = (byID.keys.max() ?? -1) + 1
+        guard byID.count == count else {
+            throw CheckpointError.malformed(path: path, reason: "token ids are not contiguous (\(byID.count) tokens, largest id \(count - 1))")
+        }
+        tokens = (0..<count).map { byID[$0]! }
+        types = (0..<count).map { id in special[id].map { $0 ? .control : .userDefined } ?? .normal }
+        merges = try (json["model"]?["merges"]?.arrayValue ?? []).map { m in
+            if let s = m.stringValue { return s }
+            if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { return a + " " + b }
+            throw CheckpointError.malformed(path: path, reason: "a merge is neither \"a b\" nor [\"a\", \"b\"]")
+        }
+        // Name the pre-tokenizer after the one whose tokenizer.json form matches.
+        var preText = JSONWriter()
+        preText.metadata(json["pre_tokenizer"]?.metadataValue ?? .null, full: true)
+        let found = canonical(preText.text)
+        // Several llama.cpp names share a form; the table's first choice for each is used.
+        let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2"]
+        guard let name = preferred.first(where: { canonical(Self.preTokenizers[$0]!) == found }) else {
+            throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)")
+        }
+        pre = name
+        let configPath = FileSystem.join(dir, "tokenizer_config.json")
+        let config = try FileSystem.kind(of: configPath) == .file ? try JSONParser.parse(FileSystem.readFile(configPath, limit: 64 << 20)) : JSONValue.null
+        let vocabulary = tokens
+        func tokenID(_ key: String) -> Int? {
+            let value = config[key]
+            let text = value?.stringValue ?? value?["content"]?.stringValue
+            return text.flatMap { t in vocabulary.firstIndex(of: t) }
+        }
+        bosID = tokenID("bos_token")
+        eosID = tokenID("eos_token")
+        unknownID = tokenID("unk_token")
+        paddingID = tokenID("pad_token")
+        addBOS = config["add_bos_token"] == .bool(true)
+        addEOS = config["add_eos_token"] == .bool(true)
+        chatTemplate = config["chat_template"]?.stringValue
+    }
+
+    /// The `tokenizer.ggml.*` keys llama.cpp reads.
+    public func ggufMetadata() -> [MetadataEntry] {
+        var out: [MetadataEntry] = [
+            MetadataEntry(key: "tokenizer.ggml.model", value: .string("gpt2")),
+            MetadataEntry(key: "tokenizer.ggml.pre", value: .string(pre)),
+            MetadataEntry(key: "tokenizer.ggml.tokens", value: .array(MetadataArray(values: tokens.map { .string($0) }, elementType: "string"))),
+            MetadataEntry(key: "tokenizer.ggml.token_type", value: .array(MetadataArray(values: types.map { .int32($0.rawValue) }, elementType: "int32"))),
+            MetadataEntry(key: "tokenizer.ggml.merges", value: .array(MetadataArray(values: merges.map { .string($0) }, elementType: "string"))),
+        ]
+        for (key, id) in [("bos_token_id", bosID), ("eos_token_id", eosID), ("unknown_token_id", unknownID), ("padding_token_id", paddingID)] {
+            if let id, id >= 0 { out.append(MetadataEntry(key: "tokenizer.ggml.\(key)", value: .uint32(UInt32(id)))) }
+        }
+        out.append(MetadataEntry(key: "tokenizer.ggml.add_bos_token", value: .bool(addBOS)))
+        out.append(MetadataEntry(key: "tokenizer.ggml.add_eos_token", value: .bool(addEOS)))
+        if let chatTemplate { out.append(MetadataEntry(key: "tokenizer.chat_template", value: .string(chatTemplate))) }
+        return out
+    }
+}
+
+/// JSON text without insignificant spaces and with keys sorted, for comparing
+/// pre-tokenizer descriptions written by different tools.
+private func canonical(_ text: String) -> String {
+    guard let v = try? JSONParser.parse(Array(text.utf8)) else { return text }
+    func render(_ v: JSONValue) -> String {
+        switch v {
+        case let .object(pairs):
+            return "{" + pairs.sorted { $0.key < $1.key }.map { k, v in
+                var key = ""
+                JSONWriter.appendString(k, to: &key)
+                return key + ":" + render(v)
+            }.joined(separator: ",") + "}"
+        case let .array(items): return "[" + items.map(render).joined(separator: ",") + "]"
+        case let .string(s):
+            var out = ""
+            JSONWriter.appendString(s, to: &out)
+            return out
+        case let .number(n): return n
+        case let .bool(b): return b ? "true" : "false"
+        case .null: return "null"
+        }
+    }
+    return render(v)
+}
