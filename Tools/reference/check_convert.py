@@ -6,7 +6,10 @@ Converts the GGUF (default: the SmolLM2 Q4_1 in .cache/models/) with `ckpt conve
 package and compares it with gguf-py's `quants.dequantize` of the source tensor, after
 undoing llama.cpp's Q/K row permutation (llama/mistral): f32 must be bit-identical, bf16
 must be the round-to-nearest-even of it. Also checks names, tied embeddings and the
-config.json hyper-parameters. Ends with `check_convert: N passed, M failed`.
+config.json hyper-parameters, and that the rebuilt tokenizer.json, loaded by the
+`tokenizers` library, gives llama.cpp's ids (Tests/Fixtures/tokenizer/, made by
+make_tokenizer_fixtures.py) on the whole corpus and on awkward inputs.
+Ends with `check_convert: N passed, M failed`.
 
     python3 Tools/reference/check_convert.py [--ckpt BIN] [--gguf FILE]
 """
@@ -22,6 +25,7 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 from safetensors import safe_open
+from tokenizers import Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,6 +59,31 @@ def unpermute(w, heads):
 def bf16_rne(x):
     u = x.view(np.uint32).astype(np.uint64)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def check_tokenizer(path):
+    """tokenizers' ids for the corpus and the awkward inputs against llama.cpp's (fixtures)."""
+    fixtures = REPO / "Tests/Fixtures/tokenizer"
+    tok = Tokenizer.from_file(str(path))
+    text = (REPO.parent / "shared/corpus/train.txt").read_text(encoding="utf-8")
+    expected = np.frombuffer((fixtures / "smollm2-corpus.ids.u16").read_bytes(), dtype="<u2").tolist()
+    got = tok.encode(text, add_special_tokens=False).ids
+    if got != expected:
+        k = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        return False, f"corpus ids differ from llama.cpp's at token {k} ({len(got)} vs {len(expected)} tokens)"
+    cases = json.loads((fixtures / "smollm2-awkward.json").read_text())["cases"]
+    checked = 0
+    for case in cases:
+        if not case["valid_utf8"]:
+            continue  # str input only: invalid UTF-8 is for the engine's own tokenizer
+        s = bytes.fromhex(case["bytes"]).decode()
+        if "<|" in s:
+            continue  # tokenizers always matches added tokens in text; llama.cpp with special=False does not
+        ids = tok.encode(s, add_special_tokens=False).ids
+        if ids != case["ids"]:
+            return False, f"awkward input {s[:30]!r}: {ids[:8]} vs llama.cpp {case['ids'][:8]}"
+        checked += 1
+    return True, f"{len(expected)} corpus tokens and {checked} awkward inputs equal llama.cpp's ids"
 
 
 def field(reader, key):
@@ -115,6 +144,10 @@ def main():
         for p in problems[:20]:
             print("   ", p)
         passed, failed = (passed + 1, failed) if not problems else (passed, failed + 1)
+
+        ok, detail = check_tokenizer(outputs["f32"] / "tokenizer.json")
+        print(f"{'OK' if ok else 'MISMATCH':8} tokenizer.json through the tokenizers library: {detail}")
+        passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
     print(f"check_convert: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

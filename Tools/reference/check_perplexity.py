@@ -75,17 +75,23 @@ def main():
     print(f"{'original Q4_1':<28}{base:>10.4f}{'':>13}")
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="ckpt-ppl-") as tmp:
-        for dtype in ("f32", "q8_0", "q4_1", "q4_k"):
+        # GGUF -> HF (f32, with tokenizer.json) -> GGUF (f32): the round trip the issue names.
+        hf = Path(tmp) / "hf"
+        subprocess.run([args.ckpt, "convert", args.gguf, str(hf), "--dtype", "f32"], check=True, stderr=subprocess.DEVNULL)
+        for dtype in ("hf-roundtrip", "f32", "q8_0", "q4_1", "q4_k"):
             out = Path(tmp) / f"{dtype}.gguf"
-            subprocess.run([args.ckpt, "convert", args.gguf, str(out), "--dtype", dtype], check=True, stderr=subprocess.DEVNULL)
+            source = str(hf) if dtype == "hf-roundtrip" else args.gguf
+            subprocess.run([args.ckpt, "convert", source, str(out), "--dtype", "f32" if dtype == "hf-roundtrip" else dtype],
+                           check=True, stderr=subprocess.DEVNULL)
             ppl, _ = perplexity(out, text, args.ctx, args.chunks)
             change = (ppl / base - 1) * 100
             verdict = ""
-            if dtype == "f32":
+            if dtype in ("f32", "hf-roundtrip"):
                 ok = abs(change) <= 0.5
                 passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
                 verdict = f"  (target within 0.5%) {'PASS' if ok else 'FAIL'}"
-            print(f"{'ckpt convert --dtype ' + dtype:<28}{ppl:>10.4f}{change:>+12.2f}%{verdict}")
+            label = "GGUF -> HF f32 -> GGUF f32" if dtype == "hf-roundtrip" else "ckpt convert --dtype " + dtype
+            print(f"{label:<28}{ppl:>10.4f}{change:>+12.2f}%{verdict}")
     print(f"{scored} positions scored per model")
     print(f"check_perplexity: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
