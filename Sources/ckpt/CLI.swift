@@ -18,6 +18,8 @@ enum ExitCode: Int32 {
     case noInput = 66
     /// The input is valid but uses something this build does not handle.
     case unsupported = 69
+    /// The output could not be created (read-only or missing destination directory).
+    case cannotCreate = 73
     /// An operating-system error while reading or writing.
     case ioError = 74
 }

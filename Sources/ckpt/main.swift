@@ -86,6 +86,8 @@ func fail(_ message: String, code: ExitCode) -> Never {
         let code: ExitCode
         switch e {
         case .notFound: code = .noInput
+        case let .system(_, operation, _) where operation.hasPrefix("create") || operation.hasPrefix("mkdir") || operation.hasPrefix("write output"):
+            code = operation.contains("it exists") ? .ioError : .cannotCreate
         case .system: code = e.isMissingInput ? .noInput : .ioError
         case .unsupported: code = .unsupported
         default: code = .dataError

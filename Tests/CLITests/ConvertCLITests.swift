@@ -12,7 +12,8 @@ final class ConvertCLITests: XCTestCase {
         XCTAssertEqual(j["tensors"], JSONValue.number("272"))
         XCTAssertEqual(j["format"]?.stringValue, "safetensors")
         XCTAssertEqual(j["bytes_written"]?.nonNegativeInt, 134_515_008 * 2)
-        XCTAssertTrue(r.stderr.contains("warning: the GGUF tokenizer is not yet rebuilt"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("warning"), r.stderr)
+        XCTAssertTrue(try FileSystem.list(directory: dir + "/hf").contains("tokenizer.json"))
 
         let again = try runCkpt(["convert", smolLM2Path, dir + "/hf"])
         XCTAssertEqual(again.status, 74)
@@ -35,6 +36,41 @@ final class ConvertCLITests: XCTestCase {
             XCTAssertEqual(r.status, 64, "\(args)")
             XCTAssertTrue(r.stderr.contains(fragment), "\(args): \(r.stderr)")
         }
+    }
+
+    func testReadOnlyOrMissingDestination() throws {
+        let ro = try runCkpt(["convert", smolLM2Path, "/sys/ckpt-test.gguf"])
+        XCTAssertEqual(ro.status, 73, ro.stderr)
+        XCTAssertTrue(ro.stderr.contains("Permission denied") || ro.stderr.contains("Read-only"), ro.stderr)
+        let missing = try runCkpt(["convert", smolLM2Path, "/nonexistent-dir/x.gguf"])
+        XCTAssertEqual(missing.status, 73, missing.stderr)
+        XCTAssertTrue(missing.stderr.contains("/nonexistent-dir"), missing.stderr)
+    }
+
+    /// A checkpoint no name map knows (sentence-transformers BERT) reshards and converts
+    /// with its names kept, byte for byte.
+    func testBERTStyleCheckpointReshardsWithoutLoss() throws {
+        let dir = makeTemporaryDirectory()
+        mkdir(dir + "/bert", 0o755)
+        let names = ["embeddings.word_embeddings.weight", "embeddings.LayerNorm.weight", "encoder.layer.0.attention.self.query.weight",
+                     "encoder.layer.0.attention.self.query.bias", "pooler.dense.weight"]
+        let tensors = names.enumerated().map { i, n in
+            SafetensorsTestTensor(n, dtype: "F32", shape: [4, 8], data: floatBytes((0..<32).map { Float(i * 100 + $0) / 3 }))
+        }
+        writeFile(dir + "/bert/model.safetensors", buildSafetensors(tensors, metadata: ["format": "pt"]))
+        writeFile(dir + "/bert/config.json", Array(#"{"model_type": "bert", "hidden_size": 8}"#.utf8))
+        writeFile(dir + "/bert/modules.json", Array("[]".utf8))
+        let r = try runCkpt(["convert", dir + "/bert", dir + "/resharded", "--shard-size", "300"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try openCheckpoint(path: dir + "/bert"), b = try openCheckpoint(path: dir + "/resharded")
+        XCTAssertEqual(b.files.count, 3, "128-byte tensors in shards of at most 300 bytes: 2, 2, 1")
+        XCTAssertEqual(b.tensors.map(\.name), a.tensors.map(\.name))
+        for (x, y) in zip(a.tensors, b.tensors) { XCTAssertTrue(sameBytes(x.bytes, y.bytes), x.name) }
+        XCTAssertTrue(try FileSystem.list(directory: dir + "/resharded").contains("modules.json"))
+        let g = try runCkpt(["convert", dir + "/bert", dir + "/bert.gguf"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        XCTAssertTrue(g.stderr.contains("has no name map: tensor names are kept"), g.stderr)
+        XCTAssertEqual(try GGUFCheckpoint(path: dir + "/bert.gguf").tensors.map(\.name), names)
     }
 
     /// A write that fails mid-stream (here a file-size limit, as a full disk would) is
