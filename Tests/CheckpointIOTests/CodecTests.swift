@@ -26,26 +26,31 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(ckpt_bf16_to_f32(0xC0A0), -5)
     }
 
-    /// Block decoders against `gguf.quants.dequantize` outputs (Tools/reference/make_fixtures.py).
+    /// Block decoders against `gguf.quants.dequantize` outputs (Tools/reference/make_fixtures.py),
+    /// on the vector path this CPU has and on the scalar reference.
     func testBlockDecodersMatchGGUFPyBitForBit() throws {
+        defer { ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512)) }
         let names = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
-        for name in names {
-            let type = try XCTUnwrap(GGMLType.named(name))
-            let blocks = try FileSystem.readFile(fixturesPath + "/dequant/\(name).blocks")
-            let expected = try FileSystem.readFile(fixturesPath + "/dequant/\(name).f32")
-            XCTAssertEqual(blocks.count % type.bytesPerBlock, 0, name)
-            let n = blocks.count / type.bytesPerBlock * type.blockSize
-            XCTAssertEqual(expected.count, n * 4, name)
-            let file = MappedFile(copying: blocks, label: name)
-            let view = TensorView(name: name, dtype: .gguf(type), shape: [n], file: file, offset: 0, byteCount: blocks.count)
-            var out = [Float](repeating: .nan, count: n)
-            try out.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(view, rows: 0..<1, into: $0.baseAddress!) }
-            var mismatches = 0
-            for i in 0..<n {
-                let e = expected.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }
-                if out[i].bitPattern != e { mismatches += 1 }
+        for level in [CKPT_LEVEL_AVX512, CKPT_LEVEL_SCALAR] {
+            ckpt_set_kernel_level(Int32(level))
+            for name in names {
+                let type = try XCTUnwrap(GGMLType.named(name))
+                let blocks = try FileSystem.readFile(fixturesPath + "/dequant/\(name).blocks")
+                let expected = try FileSystem.readFile(fixturesPath + "/dequant/\(name).f32")
+                XCTAssertEqual(blocks.count % type.bytesPerBlock, 0, name)
+                let n = blocks.count / type.bytesPerBlock * type.blockSize
+                XCTAssertEqual(expected.count, n * 4, name)
+                let file = MappedFile(copying: blocks, label: name)
+                let view = TensorView(name: name, dtype: .gguf(type), shape: [n], file: file, offset: 0, byteCount: blocks.count)
+                var out = [Float](repeating: .nan, count: n)
+                try out.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(view, rows: 0..<1, into: $0.baseAddress!) }
+                var mismatches = 0
+                for i in 0..<n {
+                    let e = expected.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }
+                    if out[i].bitPattern != e { mismatches += 1 }
+                }
+                XCTAssertEqual(mismatches, 0, "\(name) (level \(level)): \(mismatches) of \(n) values differ from gguf-py")
             }
-            XCTAssertEqual(mismatches, 0, "\(name): \(mismatches) of \(n) values differ from gguf-py")
         }
     }
 
