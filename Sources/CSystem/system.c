@@ -14,3 +14,16 @@ ssize_t ckpt_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *of
     return -1;
 #endif
 }
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+
+int ckpt_rename_exchange(const char *a, const char *b) {
+#if defined(__linux__) && defined(SYS_renameat2)
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}

@@ -1,3 +1,4 @@
+import CSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -230,6 +231,20 @@ public final class CheckpointWriter {
         outputFiles.append(FileSystem.join(destination, name))
     }
 
+    /// Adds a file copied as it is from `path` (a tokenizer model, a large side file).
+    public func addFile(named name: String, copying path: String) throws {
+        guard stagingIsDirectory else {
+            throw CheckpointError.unsupported(path: destination, reason: "extra files need a directory output")
+        }
+        let size = try MappedFile(path: path).size
+        let out = try OutputFile(creating: FileSystem.join(staging, name))
+        if size > 0 { try out.copy(from: path, sourceOffset: 0, count: size, to: 0) }
+        try out.sync()
+        try out.close()
+        extraFiles.append(name)
+        outputFiles.append(FileSystem.join(destination, name))
+    }
+
     /// The next bytes of tensor `name` (each tensor front to back).
     public func write(_ name: String, _ bytes: UnsafeRawBufferPointer) throws {
         guard var slot = slots[name] else {
@@ -294,12 +309,24 @@ public final class CheckpointWriter {
             // rename(2) replaces an existing file atomically: the old file or the new one.
             try FileSystem.rename(staging, destination)
         } else if try FileSystem.kind(of: destination) != .missing {
-            // --force: move the old output aside, publish, then delete the old one.
-            let old = FileSystem.join(parent, ".\(FileSystem.baseName(destination)).ckpt-old-\(getpid())")
-            FileSystem.removeTree(old)
-            try FileSystem.rename(destination, old)
-            try FileSystem.rename(staging, destination)
-            FileSystem.removeTree(old)
+            // --force on a directory: swap old and new in one step, then delete the old one
+            // (now under the staging name). Without RENAME_EXCHANGE, move the old one aside
+            // and put it back if publishing fails.
+            if ckpt_rename_exchange(staging, destination) == 0 {
+                try FileSystem.syncDirectory(parent)
+                FileSystem.removeTree(staging)
+            } else {
+                let old = FileSystem.join(parent, ".\(FileSystem.baseName(destination)).ckpt-old-\(getpid())")
+                FileSystem.removeTree(old)
+                try FileSystem.rename(destination, old)
+                do {
+                    try FileSystem.rename(staging, destination)
+                } catch {
+                    try? FileSystem.rename(old, destination)
+                    throw error
+                }
+                FileSystem.removeTree(old)
+            }
         } else {
             try FileSystem.rename(staging, destination)
         }

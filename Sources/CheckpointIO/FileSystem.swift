@@ -190,3 +190,12 @@ public final class OutputFile {
         if r != 0 { throw CheckpointError.system(path: path, operation: "close", errno: errno) }
     }
 }
+
+extension FileSystem {
+    /// `path` without trailing slashes ("out/" → "out"; "/" stays "/").
+    public static func withoutTrailingSlash(_ path: String) -> String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
+    }
+}

@@ -57,6 +57,9 @@ public struct ConversionSummary: Sendable {
 public final class Converter {
     /// GGUF block types this build can encode.
     public static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+    /// llama.cpp's `llama_ftype` for a file whose matrices are all of one type (K-quants: the _S variants).
+    static let fileTypeCodes: [String: UInt32] = ["F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
+                                                  "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "BF16": 32]
     /// llama.cpp's fallbacks for rows that are not a multiple of 256.
     static let fallback = ["Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"]
     /// Size of one working buffer in f32 elements (16 MiB).
@@ -79,6 +82,8 @@ public final class Converter {
     private var extraFiles: [(String, [UInt8])] = []
     private var outputMetadata: [MetadataEntry] = []
     private var fallbacks: [String: [String]] = [:]
+    /// Files copied beside the output as they are (any size: copied by the kernel).
+    private var sideFilePaths: [(String, String)] = []
 
     public init(source: any Checkpoint, output: String, options: ConversionOptions) throws {
         self.source = source
@@ -98,7 +103,15 @@ public final class Converter {
         }
         try planTensors()
         try planSideFiles()
-        if !options.includeSideFiles { extraFiles = [] }
+        if !options.includeSideFiles { extraFiles = []; sideFilePaths = [] }
+        if options.target == .gguf, case let .quantized(q) = options.dtype {
+            outputMetadata = outputMetadata.filter { $0.key != "general.file_type" }
+            if let code = Self.fileTypeCodes[q.name] { outputMetadata.append(MetadataEntry(key: "general.file_type", value: .uint32(code))) }
+        } else if options.target == .gguf, options.dtype != .keep {
+            let name: String = options.dtype == .f32 ? "F32" : options.dtype == .f16 ? "F16" : "BF16"
+            outputMetadata = outputMetadata.filter { $0.key != "general.file_type" }
+            outputMetadata.append(MetadataEntry(key: "general.file_type", value: .uint32(Self.fileTypeCodes[name]!)))
+        }
     }
 
     private var crossesFormats: Bool { source.format != options.target }
@@ -147,7 +160,28 @@ public final class Converter {
             .unsupported(path: source.path, reason: "tensor '\(t.name)' (\(t.dtype.name)): \(why)")
         }
         let isVector = t.shape.count <= 1
-        switch (options.target, options.dtype) {
+        // Only floating-point weights change type: integer, boolean and 8-bit-float tensors
+        // (position ids, packed GPTQ/AWQ weights, FP8 scales) keep their encoding.
+        if !Self.isConvertibleFloat(t.dtype) && options.dtype != .keep {
+            return try outputDType(for: t, choice: .keep)
+        }
+        return try outputDType(for: t, choice: options.dtype)
+    }
+
+    /// Float types whose values `--dtype` may re-encode.
+    static func isConvertibleFloat(_ d: TensorDType) -> Bool {
+        switch d {
+        case let .safetensors(s): return s == .F32 || s == .F16 || s == .BF16 || s == .F64
+        case let .gguf(g): return g.name == "F32" || g.name == "F16" || g.name == "BF16" || g.name == "F64" || g.isQuantized
+        }
+    }
+
+    private func outputDType(for t: TensorView, choice: DTypeChoice) throws -> TensorDType {
+        func reject(_ why: String) -> CheckpointError {
+            .unsupported(path: source.path, reason: "tensor '\(t.name)' (\(t.dtype.name)): \(why)")
+        }
+        let isVector = t.shape.count <= 1
+        switch (options.target, choice) {
         case (.safetensors, .f32): return .safetensors(.F32)
         case (.safetensors, .f16): return .safetensors(.F16)
         case (.safetensors, .bf16): return .safetensors(.BF16)
@@ -236,10 +270,11 @@ public final class Converter {
         case (.safetensors, .safetensors):
             // Resharding: carry config, tokenizer and other small files along.
             let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
+            guard options.includeSideFiles else { break }
             for name in try FileSystem.list(directory: dir)
             where !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") && !name.hasPrefix(".") {
                 let p = FileSystem.join(dir, name)
-                if try FileSystem.kind(of: p) == .file { extraFiles.append((name, try FileSystem.readFile(p, limit: 64 << 20))) }
+                if try FileSystem.kind(of: p) == .file { sideFilePaths.append((name, p)) }
             }
         case (.safetensors, .gguf):
             if let arch = architecture {
@@ -273,12 +308,20 @@ public final class Converter {
             // Safetensors to safetensors keeps the source's __metadata__; otherwise HF's usual one.
             let kept = source.format == .safetensors ? source.metadata.compactMap { e in e.value.stringValue.map { (e.key, $0) } } : []
             let metadata = kept.isEmpty ? [("format", "pt")] : kept
-            layout = output.hasSuffix(".safetensors") && extraFiles.isEmpty
-                ? .safetensorsFile(path: output, metadata: metadata)
-                : .safetensorsDirectory(path: output, shardSize: options.shardSize, metadata: metadata)
+            if output.hasSuffix(".safetensors") {
+                if !extraFiles.isEmpty || !sideFilePaths.isEmpty {
+                    warnings.append("a single .safetensors file has no room for \((extraFiles.map(\.0) + sideFilePaths.map(\.0)).joined(separator: ", ")): write to a directory to keep them")
+                    extraFiles = []
+                    sideFilePaths = []
+                }
+                layout = .safetensorsFile(path: output, metadata: metadata)
+            } else {
+                layout = .safetensorsDirectory(path: output, shardSize: options.shardSize, metadata: metadata)
+            }
         }
         let writer = try CheckpointWriter(layout: layout, tensors: jobs.map(\.plan), overwrite: options.overwrite)
         for (name, bytes) in extraFiles { try writer.addFile(named: name, contents: bytes) }
+        for (name, path) in sideFilePaths { try writer.addFile(named: name, copying: path) }
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: Self.bufferElements)
         defer { buffer.deallocate() }
         let encoded = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferElements * 4, alignment: 64)
@@ -315,9 +358,21 @@ public final class Converter {
         guard TensorDecoder.canDecode(t.dtype) else {
             throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': no decoder for \(t.dtype.name) yet")
         }
+        guard t.elementCount > 0 else { return }
+        if let map = job.rowMap, t.shape.count == 1 {
+            // A bias: its elements are the "rows" to reorder.
+            guard t.elementCount <= Self.bufferElements else {
+                throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': too long to reorder")
+            }
+            try TensorDecoder.decodeRows(t, rows: 0..<1, into: encoded.assumingMemoryBound(to: Float.self))
+            let src = encoded.assumingMemoryBound(to: Float.self)
+            for k in 0..<t.elementCount { buffer[k] = src[map[k]] + job.offset }
+            let bytes = try Self.encode(buffer, count: t.elementCount, as: job.plan.dtype, into: encoded)
+            try writer.write(job.plan.name, UnsafeRawBufferPointer(start: encoded, count: bytes))
+            return
+        }
         let rowLength = max(t.rowLength, 1)
         let rows = t.rowCount
-        guard t.elementCount > 0 else { return }
         guard rowLength <= Self.bufferElements else {
             throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': rows of \(rowLength) elements are longer than the conversion buffer")
         }

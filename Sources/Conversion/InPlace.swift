@@ -65,9 +65,13 @@ public enum InPlaceRewrite {
             for item in items {
                 guard let name = item["name"]?.stringValue, !name.contains("/"),
                       let state = item["state"]?.stringValue.flatMap(State.init(rawValue:)) else { throw bad("bad file entry") }
-                files.append(File(name: name, state: state, digest: item["header_digest"]?.stringValue, staging: item["staging"]?.stringValue))
+                let staging = item["staging"]?.stringValue
+                guard staging.map({ !$0.contains("/") && $0 != ".." }) ?? true else { throw bad("bad staging name") }
+                files.append(File(name: name, state: state, digest: item["header_digest"]?.stringValue, staging: staging))
             }
-            return Journal(dtype: dtype, files: files, index: json["index"]?.stringValue)
+            let index = json["index"]?.stringValue
+            guard index.map({ !$0.contains("/") && $0 != ".." }) ?? true else { throw bad("bad index name") }
+            return Journal(dtype: dtype, files: files, index: index)
         }
     }
 
@@ -81,6 +85,12 @@ public enum InPlaceRewrite {
             throw CheckpointError.notFound(path: path)
         case .file:
             removeStaleStaging(for: path)
+            if path.hasSuffix(".safetensors") {
+                let siblings = try FileSystem.list(directory: FileSystem.directoryName(path))
+                if siblings.contains(where: { $0.hasSuffix(".safetensors.index.json") }) {
+                    throw CheckpointError.unsupported(path: path, reason: "this file is one shard of an indexed set: rewrite the directory in place instead, so the index and every shard stay consistent")
+                }
+            }
             let source = try openCheckpoint(path: path)
             if source.files.count > 1 {
                 throw CheckpointError.unsupported(path: path, reason: "in-place rewrite of a GGUF split set is not supported yet; write to a new path")
@@ -90,8 +100,19 @@ public enum InPlaceRewrite {
             if try FileSystem.kind(of: FileSystem.join(path, journalName)) == .file {
                 _ = try recoverIfNeeded(path: path, log: log)
             }
+            let lock = try DirectoryLock(path)
+            guard lock.acquired else {
+                throw CheckpointError.inconsistentSet(path: path, reason: "another ckpt process is rewriting this checkpoint")
+            }
+            defer { lock.release() }
             let source = try SafetensorsCheckpoint(directory: path)
             let names = source.files.map { FileSystem.baseName($0.path) }
+            // Plan every shard before the journal exists: an error that would recur (a
+            // dtype the format cannot hold, a tensor without a decoder) must leave the
+            // checkpoint untouched, not locked behind a journal that cannot complete.
+            for f in source.files {
+                _ = try makeConverter(SafetensorsCheckpoint(file: f), output: f.path, dtype: dtype)
+            }
             var journal = Journal(dtype: dtype, files: names.map { Journal.File(name: $0, state: .old) },
                                   index: source.indexPath.map(FileSystem.baseName))
             try write(journal, in: path)
@@ -105,17 +126,37 @@ public enum InPlaceRewrite {
     /// staging files a killed rewrite of a single file left; returns whether a rewrite
     /// was finished. Every `ckpt` command calls this on the paths it is given.
     public static func recoverIfNeeded(path: String, log: (String) -> Void = { _ in }) throws -> Bool {
+        let path = FileSystem.withoutTrailingSlash(path)
         let kind = try FileSystem.kind(of: path)
+        // Staging a killed writer left beside this path (a file or a directory output).
+        removeStaleStaging(for: path)
         if kind == .file {
-            removeStaleStaging(for: path)
             return try recoverIfNeeded(path: FileSystem.directoryName(path), log: log)
         }
         guard kind == .directory else { return false }
         let journalPath = FileSystem.join(path, journalName)
         guard try FileSystem.kind(of: journalPath) == .file else { return false }
+        let lock = try DirectoryLock(path)
+        guard lock.acquired else {
+            log("another ckpt process is rewriting \(path); leaving it to finish")
+            return false
+        }
+        defer { lock.release() }
+        FileSystem.removeTree(journalPath + ".tmp")
         var journal = try Journal.decode(FileSystem.readFile(journalPath, limit: 16 << 20), path: journalPath)
         log("finishing an interrupted in-place rewrite of \(path) (to \(journal.dtype))")
-        _ = try complete(&journal, in: path, log: log)
+        do {
+            _ = try complete(&journal, in: path, log: log)
+        } catch {
+            if journal.files.allSatisfy({ $0.state == .old }) {
+                // Nothing was published: abandon the rewrite rather than lock the checkpoint.
+                for f in journal.files { removeStaleStaging(for: FileSystem.join(path, f.name)) }
+                FileSystem.removeTree(journalPath)
+                try? FileSystem.syncDirectory(path)
+                log("the interrupted rewrite cannot be finished and nothing of it was published: abandoned, the checkpoint is unchanged")
+            }
+            throw error
+        }
         return true
     }
 
@@ -171,13 +212,17 @@ public enum InPlaceRewrite {
         return summary
     }
 
-    private static func convertFile(_ source: any Checkpoint, output: String, dtype: String,
-                                    beforePublish: (CheckpointWriter) throws -> Void = { _ in }) throws -> ConversionSummary {
+    private static func makeConverter(_ source: any Checkpoint, output: String, dtype: String) throws -> Converter {
         var options = ConversionOptions(target: source.format)
         options.dtype = DTypeChoice.parse(dtype)!
         options.overwrite = true
         options.includeSideFiles = false
-        return try Converter(source: source, output: output, options: options).run(beforePublish: beforePublish)
+        return try Converter(source: source, output: output, options: options)
+    }
+
+    private static func convertFile(_ source: any Checkpoint, output: String, dtype: String,
+                                    beforePublish: (CheckpointWriter) throws -> Void = { _ in }) throws -> ConversionSummary {
+        try makeConverter(source, output: output, dtype: dtype).run(beforePublish: beforePublish)
     }
 
     /// The index's `total_size` follows the new shard sizes; the weight map is unchanged.
@@ -216,6 +261,31 @@ public enum InPlaceRewrite {
         try FileSystem.syncDirectory(FileSystem.directoryName(path))
     }
 
+    /// An exclusive, advisory lock on a checkpoint directory (flock on `.ckpt-journal.lock`),
+    /// so that two ckpt processes never rewrite or recover the same checkpoint at once.
+    final class DirectoryLock {
+        private var fd: Int32
+        private let path: String
+        let acquired: Bool
+
+        init(_ dir: String) throws {
+            path = FileSystem.join(dir, ".ckpt-journal.lock")
+            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            if fd < 0 { throw CheckpointError.system(path: path, operation: "create lock", errno: errno) }
+            acquired = flock(fd, LOCK_EX | LOCK_NB) == 0
+            if !acquired { Glibc.close(fd); fd = -1 }
+        }
+
+        func release() {
+            guard fd >= 0 else { return }
+            unlink(path)
+            Glibc.close(fd)
+            fd = -1
+        }
+
+        deinit { release() }
+    }
+
     /// Staging files a killed writer left beside `path` (`.NAME.ckpt-staging-PID`).
     static func removeStaleStaging(for path: String) {
         let dir = FileSystem.directoryName(path)
@@ -227,14 +297,19 @@ public enum InPlaceRewrite {
         }
     }
 
-    /// FNV-1a 64 of a file's size and first 64 KiB (a safetensors header or a GGUF's
-    /// key/values): identifies "the new version is in place" for a deterministic rewrite.
+    /// FNV-1a 64 of a file's size and its whole safetensors header (the first 64 KiB for
+    /// other files): identifies "the new version is in place" for a deterministic rewrite,
+    /// since the rewrite changes every tensor's dtype entry in the header.
     static func headerDigest(_ path: String) throws -> String {
         let file = try MappedFile(path: path)
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         func mix(_ b: UInt8) { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
         withUnsafeBytes(of: UInt64(file.size).littleEndian) { for b in $0 { mix(b) } }
-        let n = min(file.size, 1 << 16)
+        var n = min(file.size, 1 << 16)
+        if file.size >= 8, path.hasSuffix(".safetensors") {
+            let headerLength = file.bytes.loadUnaligned(as: UInt64.self).littleEndian
+            if headerLength <= UInt64(SafetensorsFile.maxHeaderLength) { n = min(file.size, 8 + Int(headerLength)) }
+        }
         if n > 0 { for b in file.bytes(in: 0..<n) { mix(b) } }
         let hex = String(h, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex

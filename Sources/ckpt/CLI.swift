@@ -81,7 +81,8 @@ struct ParsedArguments {
             let arg = args[i]
             i += 1
             if onlyPositionals || !arg.hasPrefix("-") || arg == "-" {
-                positionals.append(arg)
+                // Paths: "out/" and "out" name the same checkpoint.
+                positionals.append(FileSystem.withoutTrailingSlash(arg))
                 continue
             }
             if arg == "--" { onlyPositionals = true; continue }

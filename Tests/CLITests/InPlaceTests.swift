@@ -3,26 +3,28 @@ import Foundation
 import TestSupport
 import XCTest
 
+/// Three shards of two f32 tensors each, plus an index and a config.
+func makeThreeShardCheckpoint(_ dir: String) {
+    mkdir(dir, 0o755)
+    var map: [String] = []
+    for s in 0..<3 {
+        let name = "model-0000\(s + 1)-of-00003.safetensors"
+        let tensors = (0..<2).map { t -> SafetensorsTestTensor in
+            let values = (0..<64).map { Float(s * 1000 + t * 100 + $0) * 0.37 - 5 }
+            return SafetensorsTestTensor("layers.\(s).w\(t)", dtype: "F32", shape: [8, 8], data: floatBytes(values))
+        }
+        writeFile(dir + "/" + name, buildSafetensors(tensors, metadata: ["format": "pt"]))
+        map += tensors.map { "\"\($0.name)\": \"\(name)\"" }
+    }
+    writeFile(dir + "/model.safetensors.index.json", Array("{\"metadata\": {\"total_size\": 1536}, \"weight_map\": {\(map.joined(separator: ", "))}}".utf8))
+    writeFile(dir + "/config.json", Array("{\"model_type\": \"llama\"}".utf8))
+}
+
 /// `ckpt convert --in-place`, killed (`_exit`, as kill -9) at every step it journals or
 /// writes, must always leave a checkpoint that the next ckpt command completes into
 /// exactly what an uninterrupted run writes.
 final class InPlaceTests: XCTestCase {
-    /// Three shards of two f32 tensors each, plus an index and a config.
-    func makeShardedCheckpoint(_ dir: String) {
-        mkdir(dir, 0o755)
-        var map: [String] = []
-        for s in 0..<3 {
-            let name = "model-0000\(s + 1)-of-00003.safetensors"
-            let tensors = (0..<2).map { t -> SafetensorsTestTensor in
-                let values = (0..<64).map { Float(s * 1000 + t * 100 + $0) * 0.37 - 5 }
-                return SafetensorsTestTensor("layers.\(s).w\(t)", dtype: "F32", shape: [8, 8], data: floatBytes(values))
-            }
-            writeFile(dir + "/" + name, buildSafetensors(tensors, metadata: ["format": "pt"]))
-            map += tensors.map { "\"\($0.name)\": \"\(name)\"" }
-        }
-        writeFile(dir + "/model.safetensors.index.json", Array("{\"metadata\": {\"total_size\": 1536}, \"weight_map\": {\(map.joined(separator: ", "))}}".utf8))
-        writeFile(dir + "/config.json", Array("{\"model_type\": \"llama\"}".utf8))
-    }
+    func makeShardedCheckpoint(_ dir: String) { makeThreeShardCheckpoint(dir) }
 
     func files(_ dir: String) throws -> [String: [UInt8]] {
         var out: [String: [UInt8]] = [:]
@@ -95,5 +97,74 @@ final class InPlaceTests: XCTestCase {
         XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "--in-place"]).status, 64)
         XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "/tmp/x", "--in-place", "--dtype", "f16"]).status, 64)
         XCTAssertEqual(try runCkpt(["convert", smolLM2Path, "--in-place", "--dtype", "f16", "--shard-size", "1GB"]).status, 64)
+    }
+}
+
+/// Cases found in review of the writer, convert and in-place code.
+final class ReviewedConvertTests: XCTestCase {
+    func testImpossibleInPlaceRewriteLeavesNoJournal() throws {
+        let dir = makeTemporaryDirectory() + "/ck"
+        makeThreeShardCheckpoint(dir)
+        let r = try runCkpt(["convert", dir, "--in-place", "--dtype", "q8_0"])
+        XCTAssertEqual(r.status, 69, r.stderr)
+        XCTAssertTrue(r.stderr.contains("GGUF output only"), r.stderr)
+        XCTAssertFalse(try FileSystem.list(directory: dir).contains(".ckpt-journal.json"))
+        XCTAssertEqual(try runCkpt(["inspect", dir]).status, 0, "the checkpoint is still readable")
+    }
+
+    func testIntegerTensorsKeepTheirType() throws {
+        let dir = makeTemporaryDirectory()
+        var ids: [UInt8] = []
+        for v: Int64 in [0, 1, 69_999, 1 << 40] { put(&ids, v) }
+        writeFile(dir + "/m.safetensors", buildSafetensors([
+            SafetensorsTestTensor("position_ids", dtype: "I64", shape: [4], data: ids),
+            SafetensorsTestTensor("w", dtype: "F32", shape: [2], data: floatBytes([1, 2])),
+        ]))
+        XCTAssertEqual(try runCkpt(["convert", dir + "/m.safetensors", "--in-place", "--dtype", "f16"]).status, 0)
+        let c = try openCheckpoint(path: dir + "/m.safetensors")
+        XCTAssertEqual(c.tensor(named: "position_ids")?.dtype.name, "I64")
+        XCTAssertEqual(c.tensor(named: "w")?.dtype.name, "F16")
+        XCTAssertEqual(c.tensor(named: "position_ids")?.withBytes { Array($0) }, ids)
+    }
+
+    func testLlamaQueryBiasIsPermutedLikeItsRows() throws {
+        let dir = makeTemporaryDirectory()
+        var b = GGUFBuilder()
+        b.metadata = [("general.architecture", .string("llama")), ("llama.attention.head_count", .u32(1)), ("llama.attention.head_count_kv", .u32(1))]
+        b.tensors = [GGUFTestTensor("blk.0.attn_q.weight", ne: [1, 4], type: 0, data: floatBytes([0, 1, 2, 3])),
+                     GGUFTestTensor("blk.0.attn_q.bias", ne: [4], type: 0, data: floatBytes([0, 1, 2, 3]))]
+        writeFile(dir + "/q.gguf", b.build())
+        XCTAssertEqual(try runCkpt(["convert", dir + "/q.gguf", dir + "/hf"]).status, 0)
+        let c = try openCheckpoint(path: dir + "/hf")
+        func values(_ name: String) -> [Float]? {
+            c.tensor(named: name)?.withBytes { raw in (0..<4).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } }
+        }
+        // GGUF rows [a0 b0 a1 b1] are HF rows [a0 a1 b0 b1]: 0, 2, 1, 3 for weight and bias alike.
+        XCTAssertEqual(values("model.layers.0.self_attn.q_proj.weight"), [0, 2, 1, 3])
+        XCTAssertEqual(values("model.layers.0.self_attn.q_proj.bias"), [0, 2, 1, 3])
+    }
+
+    func testForceReplacesADirectoryAndTrailingSlashes() throws {
+        let dir = makeTemporaryDirectory()
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, dir + "/out/", "--dtype", "bf16"]).status, 0)
+        let again = try runCkpt(["convert", smolLM2Path, dir + "/out/", "--dtype", "f16", "--force"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try FileSystem.list(directory: dir), ["out"], "no staging or old copy left")
+        XCTAssertEqual(try openCheckpoint(path: dir + "/out").tensors.first?.dtype.name, "F16")
+    }
+
+    func testKilledDirectoryOutputStagingIsRemovedByTheNextCommand() throws {
+        let dir = makeTemporaryDirectory()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ckptBinary)
+        p.arguments = ["convert", smolLM2Path, dir + "/out", "--dtype", "bf16"]
+        p.environment = ProcessInfo.processInfo.environment.merging(["CKPT_CRASH_AFTER": "3"]) { $1 }
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 137)
+        XCTAssertEqual(try FileSystem.list(directory: dir).count, 1, "the killed run left its staging directory")
+        XCTAssertEqual(try runCkpt(["inspect", dir + "/out"]).status, 66)
+        XCTAssertEqual(try FileSystem.list(directory: dir), [], "the next command on that path removed it")
     }
 }

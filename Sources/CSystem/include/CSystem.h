@@ -7,4 +7,9 @@
 /// copy_file_range(2): copies between two files inside the kernel. Returns bytes copied,
 /// or -1 with errno set (ENOSYS where the kernel or libc lacks it).
 ssize_t ckpt_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len);
+
+
+/// renameat2(RENAME_EXCHANGE): swaps two paths atomically. Returns 0, or -1 with errno
+/// (EINVAL or ENOSYS where the file system or kernel cannot).
+int ckpt_rename_exchange(const char *a, const char *b);
 #endif
