@@ -283,7 +283,9 @@ public final class Converter {
             outputMetadata.append(MetadataEntry(key: "general.quantization_version", value: .uint32(2)))
             let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
             do {
-                if let tokenizer = try TokenizerFiles(hfDirectory: dir) {
+                if var tokenizer = try TokenizerFiles(hfDirectory: dir) {
+                    let embedRows = source.tensors.first { architecture?.role(hfName: $0.name) == .embed }?.shape.first
+                    tokenizer.pad(to: embedRows ?? config.vocabSize ?? 0)
                     outputMetadata += tokenizer.ggufMetadata()
                 } else {
                     warnings.append("no tokenizer.json beside the model: the GGUF has no tokenizer, which llama.cpp needs")

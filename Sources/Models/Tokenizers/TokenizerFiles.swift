@@ -20,8 +20,9 @@ public struct TokenizerFiles: Sendable, Equatable {
     public var eosID: Int?
     public var unknownID: Int?
     public var paddingID: Int?
-    public var addBOS: Bool
-    public var addEOS: Bool
+    /// nil where the source does not say (llama.cpp then uses its default for the vocabulary).
+    public var addBOS: Bool?
+    public var addEOS: Bool?
     public var chatTemplate: String?
 
     public struct Unsupported: Error, CustomStringConvertible, Sendable {
@@ -54,7 +55,7 @@ public struct TokenizerFiles: Sendable, Equatable {
     }()
 
     public init(tokens: [String], types: [TokenType], merges: [String], pre: String, bosID: Int? = nil, eosID: Int? = nil,
-                unknownID: Int? = nil, paddingID: Int? = nil, addBOS: Bool = false, addEOS: Bool = false, chatTemplate: String? = nil) {
+                unknownID: Int? = nil, paddingID: Int? = nil, addBOS: Bool? = nil, addEOS: Bool? = nil, chatTemplate: String? = nil) {
         self.tokens = tokens; self.types = types; self.merges = merges; self.pre = pre
         self.bosID = bosID; self.eosID = eosID; self.unknownID = unknownID; self.paddingID = paddingID
         self.addBOS = addBOS; self.addEOS = addEOS; self.chatTemplate = chatTemplate
@@ -79,8 +80,8 @@ public struct TokenizerFiles: Sendable, Equatable {
         eosID = metadata["tokenizer.ggml.eos_token_id"]?.intValue
         unknownID = metadata["tokenizer.ggml.unknown_token_id"]?.intValue
         paddingID = metadata["tokenizer.ggml.padding_token_id"]?.intValue
-        addBOS = metadata["tokenizer.ggml.add_bos_token"]?.boolValue ?? false
-        addEOS = metadata["tokenizer.ggml.add_eos_token"]?.boolValue ?? false
+        addBOS = metadata["tokenizer.ggml.add_bos_token"]?.boolValue
+        addEOS = metadata["tokenizer.ggml.add_eos_token"]?.boolValue
         chatTemplate = metadata["tokenizer.chat_template"]?.stringValue
         guard Self.preTokenizers[pre] != nil else {
             throw Unsupported(description: "pre-tokenizer '\(pre)' has no tokenizer.json equivalent here yet")
@@ -109,7 +110,21 @@ public struct TokenizerFiles: Sendable, Equatable {
         w.endArray()
         w.null(key: "normalizer")
         w.raw(Self.preTokenizers[pre]!, key: "pre_tokenizer")
-        w.raw(#"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,"use_regex":true}"#, key: "post_processor")
+        let byteLevelPost = #"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,"use_regex":true}"#
+        if addBOS == true, let bos = bosID, bos < tokens.count {
+            // BOS is added by the post-processor in the tokenizers library.
+            var name = ""
+            JSONWriter.appendString(tokens[bos], to: &name)
+            func specialToken(_ typeID: Int) -> String { "{\"SpecialToken\":{\"id\":\(name),\"type_id\":\(typeID)}}" }
+            func sequence(_ id: String, _ typeID: Int) -> String { "{\"Sequence\":{\"id\":\"\(id)\",\"type_id\":\(typeID)}}" }
+            let single = "[" + specialToken(0) + "," + sequence("A", 0) + "]"
+            let pair = "[" + specialToken(0) + "," + sequence("A", 0) + "," + specialToken(1) + "," + sequence("B", 1) + "]"
+            let specials = "{" + name + ":{\"id\":" + name + ",\"ids\":[\(bos)],\"tokens\":[" + name + "]}}"
+            let template = "{\"type\":\"TemplateProcessing\",\"single\":" + single + ",\"pair\":" + pair + ",\"special_tokens\":" + specials + "}"
+            w.raw(#"{"type":"Sequence","processors":["# + byteLevelPost + "," + template + "]}", key: "post_processor")
+        } else {
+            w.raw(byteLevelPost, key: "post_processor")
+        }
         w.raw(#"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}"#, key: "decoder")
         w.beginObject(key: "model")
         w.string("BPE", key: "type")
@@ -119,7 +134,8 @@ public struct TokenizerFiles: Sendable, Equatable {
         w.null(key: "end_of_word_suffix")
         w.bool(false, key: "fuse_unk")
         w.bool(false, key: "byte_fallback")
-        w.bool(false, key: "ignore_merges")
+        // llama.cpp (and Llama 3's own file) take a whole-word vocabulary hit before merging.
+        w.bool(pre == "llama-bpe", key: "ignore_merges")
         w.beginObject(key: "vocab")
         for (id, t) in tokens.enumerated() { w.int(id, key: t) }
         w.endObject()
@@ -135,8 +151,8 @@ public struct TokenizerFiles: Sendable, Equatable {
     public func tokenizerConfigJSON(contextLength: Int?) -> [UInt8] {
         var w = JSONWriter(pretty: true)
         w.beginObject()
-        w.bool(addBOS, key: "add_bos_token")
-        w.bool(addEOS, key: "add_eos_token")
+        if let addBOS { w.bool(addBOS, key: "add_bos_token") }
+        if let addEOS { w.bool(addEOS, key: "add_eos_token") }
         for (key, id) in [("bos_token", bosID), ("eos_token", eosID), ("unk_token", unknownID), ("pad_token", paddingID)] {
             if let id, id >= 0, id < tokens.count { w.string(tokens[id], key: key) } else { w.null(key: key) }
         }
@@ -203,9 +219,28 @@ public struct TokenizerFiles: Sendable, Equatable {
         eosID = tokenID("eos_token")
         unknownID = tokenID("unk_token")
         paddingID = tokenID("pad_token")
-        addBOS = config["add_bos_token"] == .bool(true)
-        addEOS = config["add_eos_token"] == .bool(true)
+        // Stated in tokenizer_config.json, or implied by a post-processor that adds the BOS token.
+        if case let .bool(b)? = config["add_bos_token"] {
+            addBOS = b
+        } else {
+            var post = JSONWriter()
+            post.metadata(json["post_processor"]?.metadataValue ?? .null, full: true)
+            let bosText = bosID.map { vocabulary[$0] }
+            addBOS = bosText.map { post.text.contains("\"TemplateProcessing\"") && post.text.contains($0) } == true ? true : nil
+        }
+        if case let .bool(b)? = config["add_eos_token"] { addEOS = b } else { addEOS = nil }
         chatTemplate = config["chat_template"]?.stringValue
+    }
+
+    /// Pads the vocabulary to `count` entries with unused `[PAD{i}]` tokens, as llama.cpp's
+    /// converter does: the embedding often has more rows than the tokenizer has tokens
+    /// (Qwen2: 151,936 rows, 151,665 tokens), and llama.cpp wants them equal.
+    public mutating func pad(to count: Int) {
+        guard count > tokens.count else { return }
+        for i in tokens.count..<count {
+            tokens.append("[PAD\(i)]")
+            types.append(.unused)
+        }
     }
 
     /// The `tokenizer.ggml.*` keys llama.cpp reads.
@@ -220,8 +255,8 @@ public struct TokenizerFiles: Sendable, Equatable {
         for (key, id) in [("bos_token_id", bosID), ("eos_token_id", eosID), ("unknown_token_id", unknownID), ("padding_token_id", paddingID)] {
             if let id, id >= 0 { out.append(MetadataEntry(key: "tokenizer.ggml.\(key)", value: .uint32(UInt32(id)))) }
         }
-        out.append(MetadataEntry(key: "tokenizer.ggml.add_bos_token", value: .bool(addBOS)))
-        out.append(MetadataEntry(key: "tokenizer.ggml.add_eos_token", value: .bool(addEOS)))
+        if let addBOS { out.append(MetadataEntry(key: "tokenizer.ggml.add_bos_token", value: .bool(addBOS))) }
+        if let addEOS { out.append(MetadataEntry(key: "tokenizer.ggml.add_eos_token", value: .bool(addEOS))) }
         if let chatTemplate { out.append(MetadataEntry(key: "tokenizer.chat_template", value: .string(chatTemplate))) }
         return out
     }
@@ -234,7 +269,8 @@ private func canonical(_ text: String) -> String {
     func render(_ v: JSONValue) -> String {
         switch v {
         case let .object(pairs):
-            return "{" + pairs.sorted { $0.key < $1.key }.map { k, v in
+            // trim_offsets changes offsets only, never ids (Qwen2's files say false, others true).
+            return "{" + pairs.filter { $0.key != "trim_offsets" }.sorted { $0.key < $1.key }.map { k, v in
                 var key = ""
                 JSONWriter.appendString(k, to: &key)
                 return key + ":" + render(v)
