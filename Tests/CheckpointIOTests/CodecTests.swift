@@ -281,7 +281,7 @@ final class KQuantEncoderTests: XCTestCase {
         let q6k = try roundTripError(x, "Q6_K") { ckpt_quant_q6_k($0, $1, $2) }
         let q4_0 = try roundTripError(x, "Q4_0") { ckpt_quant_q4_0($0, $1, $2) }
         let q5_0 = try roundTripError(x, "Q5_0") { ckpt_quant_q5_0($0, $1, $2) }
-        print("rms error: Q4_K \(q4k), Q4_0 \(q4_0), Q5_K \(q5k), Q5_0 \(q5_0), Q6_K \(q6k)")
+        print("rms deviation: Q4_K \(q4k), Q4_0 \(q4_0), Q5_K \(q5k), Q5_0 \(q5_0), Q6_K \(q6k)")
         XCTAssertLessThan(q6k, q5k)
         XCTAssertLessThan(q5k, q4k)
         XCTAssertLessThan(q4k, q4_0 * 0.95, "the scale/min search must beat plain absmax")
