@@ -260,14 +260,14 @@ public final class CheckpointWriter {
 
     /// The next `count` bytes of tensor `name`, copied by the kernel from another file
     /// (a tensor whose bytes do not change: resharding, GGUF ⇄ safetensors in the same dtype).
-    public func copy(_ name: String, from sourcePath: String, sourceOffset: Int, count: Int) throws {
+    public func copy(_ name: String, from source: MappedFile, sourceOffset: Int, count: Int) throws {
         guard var slot = slots[name] else {
             throw CheckpointError.badTensor(path: destination, tensor: name, reason: "was not planned for this output")
         }
         guard slot.written + count <= slot.byteCount else {
             throw CheckpointError.badTensor(path: destination, tensor: name, reason: "received \(slot.written + count) bytes, more than its \(slot.byteCount)")
         }
-        try files[slot.file].copy(from: sourcePath, sourceOffset: sourceOffset, count: count, to: slot.offset + slot.written)
+        try files[slot.file].copy(from: source, sourceOffset: sourceOffset, count: count, to: slot.offset + slot.written)
         slot.written += count
         slots[name] = slot
     }

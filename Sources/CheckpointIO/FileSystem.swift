@@ -144,6 +144,20 @@ public final class OutputFile {
         let src = open(sourcePath, O_RDONLY | O_CLOEXEC)
         if src < 0 { throw CheckpointError.system(path: sourcePath, operation: "open", errno: errno) }
         defer { Glibc.close(src) }
+        try copy(fromDescriptor: src, sourcePath: sourcePath, sourceOffset: sourceOffset, count: count, to: offset)
+    }
+
+    /// The same from a mapped file: its own descriptor (the bytes that were mapped), or
+    /// its memory for an in-memory buffer.
+    public func copy(from file: MappedFile, sourceOffset: Int, count: Int, to offset: Int) throws {
+        if file.descriptor < 0 {
+            try withExtendedLifetime(file) { try write(file.bytes(in: sourceOffset..<(sourceOffset + count)), at: offset) }
+            return
+        }
+        try copy(fromDescriptor: file.descriptor, sourcePath: file.path, sourceOffset: sourceOffset, count: count, to: offset)
+    }
+
+    private func copy(fromDescriptor src: Int32, sourcePath: String, sourceOffset: Int, count: Int, to offset: Int) throws {
         var inOff = Int64(sourceOffset), outOff = Int64(offset)
         var left = count
         while left > 0 {

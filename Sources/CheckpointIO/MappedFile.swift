@@ -22,6 +22,9 @@ public final class MappedFile: @unchecked Sendable {
     public let size: Int
     private let base: UnsafeRawPointer?
     private let isMapped: Bool
+    /// The open descriptor behind the mapping (-1 for in-memory buffers): kernel-side
+    /// copies read the very file that was mapped, even if its path is renamed over.
+    public let descriptor: Int32
 
     /// Maps `path` read-only. An empty file maps to an empty buffer.
     public init(path: String) throws {
@@ -31,23 +34,28 @@ public final class MappedFile: @unchecked Sendable {
             if code == ENOENT { throw CheckpointError.notFound(path: path) }
             throw CheckpointError.system(path: path, operation: "open", errno: code)
         }
-        defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 {
-            throw CheckpointError.system(path: path, operation: "fstat", errno: errno)
+            let code = errno
+            close(fd)
+            throw CheckpointError.system(path: path, operation: "fstat", errno: code)
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
             throw CheckpointError.system(path: path, operation: "map (it is a directory)", errno: EISDIR)
         }
         self.path = path
         self.size = Int(st.st_size)
         self.isMapped = size > 0
+        self.descriptor = fd
         if size == 0 {
             self.base = nil
             return
         }
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
-            throw CheckpointError.system(path: path, operation: "mmap", errno: errno)
+            let code = errno
+            close(fd)
+            throw CheckpointError.system(path: path, operation: "mmap", errno: code)
         }
         self.base = UnsafeRawPointer(p)
     }
@@ -57,6 +65,7 @@ public final class MappedFile: @unchecked Sendable {
         self.path = label
         self.size = bytes.count
         self.isMapped = false
+        self.descriptor = -1
         if bytes.isEmpty {
             self.base = nil
             return
@@ -68,6 +77,7 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     deinit {
+        if descriptor >= 0 { close(descriptor) }
         guard let base else { return }
         if isMapped {
             munmap(UnsafeMutableRawPointer(mutating: base), size)

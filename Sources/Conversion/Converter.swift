@@ -353,7 +353,7 @@ public final class Converter {
         // Same bytes in and out: the kernel copies them file to file.
         if job.rowMap == nil && job.offset == 0 && Self.sameEncoding(t.dtype, job.plan.dtype) {
             if t.byteCount > 0 {
-                try writer.copy(job.plan.name, from: t.file.path, sourceOffset: t.offset, count: t.byteCount)
+                try writer.copy(job.plan.name, from: t.file, sourceOffset: t.offset, count: t.byteCount)
             }
             return
         }
