@@ -1,0 +1,207 @@
+/// Byte-level BPE tokenization as llama.cpp does it for GGUF `gpt2` vocabularies: the
+/// pre-tokenizer splits text into words (per `tokenizer.ggml.pre`), each word's UTF-8
+/// bytes are mapped to GPT-2's printable byte alphabet, and merges are applied lowest
+/// rank first (leftmost on ties). Ids match llama.cpp's `tokenize(text, add_bos=false,
+/// special=false)`: control tokens written in the text are plain text; user-defined
+/// vocabulary entries are matched first.
+public struct BPETokenizer: Sendable {
+    public let files: TokenizerFiles
+    private let ids: [String: Int32]
+    private let ranks: [String: Int]
+    private let byteSymbols: [String]
+    private let userDefined: [(String, Int32)]
+
+    public init(_ files: TokenizerFiles) throws {
+        guard ["gpt2", "default", "smollm", "starcoder", "refact"].contains(files.pre) else {
+            throw TokenizerFiles.Unsupported(description: "pre-tokenizer '\(files.pre)' is not implemented in the engine yet")
+        }
+        self.files = files
+        var ids: [String: Int32] = [:]
+        for (i, t) in files.tokens.enumerated() where ids[t] == nil { ids[t] = Int32(i) }
+        self.ids = ids
+        var ranks: [String: Int] = [:]
+        for (i, m) in files.merges.enumerated() where ranks[m] == nil { ranks[m] = i }
+        self.ranks = ranks
+        byteSymbols = Self.byteAlphabet()
+        userDefined = files.types.enumerated().filter { $0.element == .userDefined }
+            .map { (files.tokens[$0.offset], Int32($0.offset)) }
+            .sorted { $0.0.utf8.count > $1.0.utf8.count }
+    }
+
+    /// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others for
+    /// code points from U+0100 on, in byte order.
+    static func byteAlphabet() -> [String] {
+        var out = [String](repeating: "", count: 256)
+        var next: UInt32 = 256
+        for b in 0..<256 {
+            let printable = (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b)
+            let scalar = printable ? UInt32(b) : { defer { next += 1 }; return next }()
+            out[b] = String(Character(Unicode.Scalar(scalar)!))
+        }
+        return out
+    }
+
+    /// Token ids of `text`.
+    public func encode(_ text: String) -> [Int32] {
+        var out: [Int32] = []
+        for fragment in splitUserDefined(text) {
+            switch fragment {
+            case let .token(id): out.append(id)
+            case let .text(t):
+                for word in preTokenize(Array(t.unicodeScalars)) { encodeWord(word, into: &out) }
+            }
+        }
+        return out
+    }
+
+    enum Fragment { case text(String), token(Int32) }
+
+    private func splitUserDefined(_ text: String) -> [Fragment] {
+        var fragments: [Fragment] = [.text(text)]
+        for (content, id) in userDefined where !content.isEmpty {
+            let needle = Array(content.utf8)
+            var next: [Fragment] = []
+            for f in fragments {
+                guard case let .text(t) = f else { next.append(f); continue }
+                let hay = Array(t.utf8)
+                var start = 0, i = 0
+                while i + needle.count <= hay.count {
+                    if hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle {
+                        if i > start { next.append(.text(String(decoding: hay[start..<i], as: UTF8.self))) }
+                        next.append(.token(id))
+                        i += needle.count
+                        start = i
+                    } else {
+                        i += 1
+                    }
+                }
+                if start < hay.count { next.append(.text(String(decoding: hay[start...], as: UTF8.self))) }
+            }
+            fragments = next
+        }
+        return fragments
+    }
+
+    // MARK: pre-tokenizer
+
+    struct Flags {
+        let letter, number, whitespace, valid: Bool
+    }
+
+    static func flags(_ s: Unicode.Scalar?) -> Flags {
+        guard let s else { return Flags(letter: false, number: false, whitespace: false, valid: false) }
+        let letter: Bool, number: Bool
+        switch s.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+            letter = true; number = false
+        case .decimalNumber, .letterNumber, .otherNumber:
+            letter = false; number = true
+        default:
+            letter = false; number = false
+        }
+        return Flags(letter: letter, number: number, whitespace: isWhitespace(s), valid: true)
+    }
+
+    /// The `\s` of llama.cpp's unicode tables.
+    static func isWhitespace(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x09...0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000: return true
+        default: return false
+        }
+    }
+
+    /// Words of `text`: digits one by one first (smollm and kin), then GPT-2's rule
+    /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
+    func preTokenize(_ cpts: [Unicode.Scalar]) -> [ArraySlice<Unicode.Scalar>] {
+        var pieces: [Range<Int>] = [0..<cpts.count]
+        if files.pre != "gpt2" && files.pre != "default" {
+            pieces = pieces.flatMap { r -> [Range<Int>] in
+                var out: [Range<Int>] = []
+                var start = r.lowerBound
+                for i in r where Self.flags(cpts[i]).number {
+                    if start < i { out.append(start..<i) }
+                    out.append(i..<(i + 1))
+                    start = i + 1
+                }
+                if start < r.upperBound { out.append(start..<r.upperBound) }
+                return out
+            }
+        }
+        var words: [ArraySlice<Unicode.Scalar>] = []
+        for r in pieces { gpt2Split(cpts, r) { words.append(cpts[$0]) } }
+        return words
+    }
+
+    private func gpt2Split(_ c: [Unicode.Scalar], _ range: Range<Int>, emit: (Range<Int>) -> Void) {
+        let end = range.upperBound
+        func at(_ i: Int) -> Unicode.Scalar? { i < end ? c[i] : nil }
+        var start = range.lowerBound
+        var pos = start
+        func add(_ to: Int) {
+            if to > start { emit(start..<to) }
+            start = to
+            pos = to
+        }
+        while pos < end {
+            let cpt = c[pos]
+            let flags = Self.flags(cpt)
+            if cpt == "'", let next = at(pos + 1) {
+                if "stmd".unicodeScalars.contains(next) { add(pos + 2); continue }
+                if let nn = at(pos + 2), (next == "r" && nn == "e") || (next == "v" && nn == "e") || (next == "l" && nn == "l") {
+                    add(pos + 3); continue
+                }
+            }
+            let space = cpt == " "
+            var f2 = space ? Self.flags(at(pos + 1)) : flags
+            if f2.letter {
+                pos += space ? 1 : 0
+                while f2.letter { pos += 1; f2 = Self.flags(at(pos)) }
+                add(pos); continue
+            }
+            if f2.number {
+                pos += space ? 1 : 0
+                while f2.number { pos += 1; f2 = Self.flags(at(pos)) }
+                add(pos); continue
+            }
+            if !(f2.whitespace || f2.letter || f2.number) && f2.valid {
+                pos += space ? 1 : 0
+                while !(f2.whitespace || f2.letter || f2.number) && f2.valid { pos += 1; f2 = Self.flags(at(pos)) }
+                add(pos); continue
+            }
+            var spaces = 0
+            while pos + spaces < end, Self.isWhitespace(c[pos + spaces]) { spaces += 1 }
+            if spaces > 1 && pos + spaces < end {
+                add(pos + spaces - 1); continue
+            }
+            if spaces > 0 { add(pos + spaces); continue }
+            add(pos + 1)
+        }
+    }
+
+    // MARK: BPE
+
+    private func encodeWord(_ word: ArraySlice<Unicode.Scalar>, into out: inout [Int32]) {
+        var symbols: [String] = []
+        var utf8: [UInt8] = []
+        for s in word { utf8.append(contentsOf: String(Character(s)).utf8) }
+        symbols.reserveCapacity(utf8.count)
+        for b in utf8 { symbols.append(byteSymbols[Int(b)]) }
+        while symbols.count > 1 {
+            var best = Int.max, at = -1
+            for i in 0..<(symbols.count - 1) {
+                if let r = ranks[symbols[i] + " " + symbols[i + 1]], r < best { best = r; at = i }
+            }
+            if at < 0 { break }
+            symbols[at] += symbols[at + 1]
+            symbols.remove(at: at + 1)
+        }
+        for s in symbols {
+            if let id = ids[s] {
+                out.append(id)
+            } else {
+                // Not in the vocabulary: its bytes one by one, as llama.cpp falls back.
+                for ch in s { if let id = ids[String(ch)] { out.append(id) } }
+            }
+        }
+    }
+}

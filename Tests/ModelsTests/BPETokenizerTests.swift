@@ -1,0 +1,46 @@
+import CheckpointIO
+import Models
+import TestSupport
+import XCTest
+
+/// The engine's tokenizer against llama.cpp's ids (Tests/Fixtures/tokenizer/, made with
+/// llama-cpp-python by Tools/reference/make_tokenizer_fixtures.py).
+final class BPETokenizerTests: XCTestCase {
+    func tokenizer() throws -> BPETokenizer {
+        let c = try GGUFCheckpoint(path: smolLM2Path)
+        return try BPETokenizer(XCTUnwrap(try TokenizerFiles(gguf: c.metadata)))
+    }
+
+    func testAwkwardInputsMatchLlamaCpp() throws {
+        let t = try tokenizer()
+        let fixture = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/tokenizer/smollm2-awkward.json"))
+        var checked = 0
+        for case_ in try XCTUnwrap(fixture["cases"]?.arrayValue) where case_["valid_utf8"] == .bool(true) {
+            let hex = try XCTUnwrap(case_["bytes"]?.stringValue)
+            var bytes: [UInt8] = []
+            var i = hex.startIndex
+            while i < hex.endIndex {
+                let j = hex.index(i, offsetBy: 2)
+                bytes.append(UInt8(hex[i..<j], radix: 16)!)
+                i = j
+            }
+            let text = String(decoding: bytes, as: UTF8.self)
+            let expected = try XCTUnwrap(case_["ids"]?.arrayValue).compactMap { $0.nonNegativeInt.map(Int32.init) }
+            XCTAssertEqual(t.encode(text), expected, "\(text.prefix(40).debugDescription)")
+            checked += 1
+        }
+        XCTAssertEqual(checked, 17)
+    }
+
+    func testWholeCorpusMatchesLlamaCpp() throws {
+        let t = try tokenizer()
+        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        let text = String(decoding: try FileSystem.readFile(corpus), as: UTF8.self)
+        let raw = try FileSystem.readFile(fixturesPath + "/tokenizer/smollm2-corpus.ids.u16")
+        let expected = (0..<(raw.count / 2)).map { Int32(UInt16(raw[2 * $0]) | UInt16(raw[2 * $0 + 1]) << 8) }
+        let ids = t.encode(text)
+        let first = zip(ids, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        XCTAssertNil(first, "first difference at token \(first ?? -1)")
+        XCTAssertEqual(ids.count, expected.count)
+    }
+}
