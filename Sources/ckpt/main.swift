@@ -13,6 +13,7 @@ let version = "0.1.0"
 let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Void)] = [
     (InspectCommand.spec, InspectCommand.run),
     (ConvertCommand.spec, ConvertCommand.run),
+    (TokenizeCommand.spec, TokenizeCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {

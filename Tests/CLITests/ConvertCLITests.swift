@@ -83,3 +83,31 @@ final class ConvertCLITests: XCTestCase {
         XCTAssertEqual(try FileSystem.list(directory: dir), [], "the staging directory was removed")
     }
 }
+
+final class TokenizeCLITests: XCTestCase {
+    func testTokenizeGGUFAndConvertedHFDirectoryAlike() throws {
+        // llama.cpp: tokenize("Hello world, it's 2026!", add_bos=False, special=False)
+        let expected = "19556 905 28 357 506 216 34 32 34 38 17\n"
+        let g = try runCkpt(["tokenize", "--model", smolLM2Path, "--text", "Hello world, it's 2026!"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        XCTAssertEqual(g.stdout, expected)
+        let dir = makeTemporaryDirectory()
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, dir + "/hf", "--dtype", "bf16"]).status, 0)
+        let h = try runCkpt(["tokenize", "--model", dir + "/hf", "--text", "Hello world, it's 2026!"])
+        XCTAssertEqual(h.stdout, expected, h.stderr)
+        let j = try JSONParser.parse(Array(try runCkpt(["tokenize", "--model", smolLM2Path, "--text", "Hi there", "--json"]).stdout.utf8))
+        XCTAssertEqual(j["pieces"], .array([.string("Hi"), .string("Ġthere")]))
+    }
+
+    func testTokenizeErrors() throws {
+        XCTAssertEqual(try runCkpt(["tokenize", "--model", smolLM2Path]).status, 64)
+        XCTAssertEqual(try runCkpt(["tokenize", "--text", "x"]).status, 64)
+        let dir = makeTemporaryDirectory()
+        var b = GGUFBuilder()
+        b.metadata = [("tokenizer.ggml.model", .string("llama"))]
+        writeFile(dir + "/sp.gguf", b.build())
+        let sp = try runCkpt(["tokenize", "--model", dir + "/sp.gguf", "--text", "x"])
+        XCTAssertEqual(sp.status, 69, sp.stderr)
+        XCTAssertTrue(sp.stderr.contains("only byte-level BPE"), sp.stderr)
+    }
+}
