@@ -190,11 +190,36 @@ public var smolLM2Path: String {
 
 public var fixturesPath: String { FileSystem.join(repositoryRoot, "Tests/Fixtures") }
 
-/// A fresh empty directory under /tmp.
+/// A fresh empty directory under /tmp, removed when the test process exits (tests write
+/// converted models of hundreds of MB; none of it may outlive the run).
 public func makeTemporaryDirectory(_ label: String = "ckpt-test") -> String {
     var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
     let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    return String(cString: p!)
+    let path = String(cString: p!)
+    TemporaryDirectories.register(path)
+    return path
+}
+
+private enum TemporaryDirectories {
+    // XCTest runs the tests of a process one after another; the lock covers the rest.
+    nonisolated(unsafe) static var paths: [String] = []
+    nonisolated(unsafe) static var lock = pthread_mutex_t()
+    nonisolated(unsafe) static var installed = false
+
+    static func register(_ path: String) {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        paths.append(path)
+        if !installed {
+            installed = true
+            atexit { TemporaryDirectories.removeAll() }
+        }
+    }
+
+    static func removeAll() {
+        for p in paths { FileSystem.removeTree(p) }
+        paths.removeAll()
+    }
 }
 
 public func writeFile(_ path: String, _ bytes: [UInt8]) {
