@@ -44,3 +44,36 @@ final class BPETokenizerTests: XCTestCase {
         XCTAssertEqual(ids.count, expected.count)
     }
 }
+
+/// Llama 3's and Qwen2's pre-tokenizers, checked on SmolLM2's vocabulary against llama.cpp
+/// run with tokenizer.ggml.pre overridden (Tools/reference/make_tokenizer_fixtures.py).
+final class OtherPreTokenizerTests: XCTestCase {
+    func testLlama3AndQwen2RulesMatchLlamaCpp() throws {
+        let c = try GGUFCheckpoint(path: smolLM2Path)
+        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        var head = Array(try FileSystem.readFile(corpus).prefix(300_000))
+        while String(validating: head, as: UTF8.self) == nil { head.removeLast() } // as Python's errors="ignore" at the cut
+        let text = String(decoding: head, as: UTF8.self)
+        for pre in ["llama-bpe", "qwen2"] {
+            var files = try XCTUnwrap(try TokenizerFiles(gguf: c.metadata))
+            files.pre = pre
+            let t = try BPETokenizer(files)
+            let raw = try FileSystem.readFile(fixturesPath + "/tokenizer/smollm2-as-\(pre).corpus300k.ids.u16")
+            let expected = (0..<(raw.count / 2)).map { Int32(UInt16(raw[2 * $0]) | UInt16(raw[2 * $0 + 1]) << 8) }
+            let ids = t.encode(text)
+            let first = zip(ids, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            XCTAssertNil(first, "\(pre): first difference at token \(first ?? -1)")
+            XCTAssertEqual(ids.count, expected.count, pre)
+            let awkward = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/tokenizer/smollm2-as-\(pre).awkward.json"))
+            for case_ in try XCTUnwrap(awkward["cases"]?.arrayValue) {
+                let hex = try XCTUnwrap(case_["bytes"]?.stringValue)
+                var bytes: [UInt8] = []
+                var i = hex.startIndex
+                while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); bytes.append(UInt8(hex[i..<j], radix: 16)!); i = j }
+                let s = String(decoding: bytes, as: UTF8.self)
+                let want = try XCTUnwrap(case_["ids"]?.arrayValue).compactMap { $0.nonNegativeInt.map(Int32.init) }
+                XCTAssertEqual(t.encode(s), want, "\(pre): \(s.prefix(40).debugDescription)")
+            }
+        }
+    }
+}

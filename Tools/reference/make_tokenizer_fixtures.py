@@ -6,6 +6,9 @@ Writes Tests/Fixtures/tokenizer/:
                            (tokenize(text, add_bos=False, special=False)), little-endian uint16
   smollm2-awkward.json     awkward inputs (emoji, CJK, runs of spaces and newlines, digits,
                            contractions, invalid UTF-8 bytes) as hex bytes, with llama.cpp's ids
+  smollm2-as-{llama-bpe,qwen2}.*  the same vocabulary with tokenizer.ggml.pre overridden:
+                           Llama 3's and Qwen2's pre-tokenizers, on the first 300 kB and the
+                           awkward inputs
 
     python3 Tools/reference/make_tokenizer_fixtures.py
 """
@@ -38,6 +41,17 @@ def main():
     cases += [{"bytes": b.hex(), "valid_utf8": False, "ids": llm.tokenize(b, add_bos=False, special=False)} for b in INVALID]
     (OUT / "smollm2-awkward.json").write_text(json.dumps({"llama_cpp_python": llama_cpp.__version__, "cases": cases}, indent=0) + "\n")
     print(f"{len(ids)} corpus ids, {len(cases)} awkward cases written to {OUT}")
+    # The other pre-tokenizers, on the same vocabulary: llama.cpp with tokenizer.ggml.pre
+    # overridden tokenizes with Llama 3's and Qwen2's rules (the first 300 kB of the corpus).
+    head = text[:300_000].decode("utf-8", errors="ignore").encode()
+    for pre in ("llama-bpe", "qwen2"):
+        other = llama_cpp.Llama(model_path=str(REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"), vocab_only=True,
+                                verbose=False, kv_overrides={"tokenizer.ggml.pre": pre})
+        ids = other.tokenize(head, add_bos=False, special=False)
+        (OUT / f"smollm2-as-{pre}.corpus300k.ids.u16").write_bytes(np.array(ids, dtype="<u2").tobytes())
+        awkward = [{"bytes": s.encode().hex(), "ids": other.tokenize(s.encode(), add_bos=False, special=False)} for s in AWKWARD]
+        (OUT / f"smollm2-as-{pre}.awkward.json").write_text(json.dumps({"cases": awkward}, indent=0) + "\n")
+        print(f"{pre}: {len(ids)} ids for the first 300 kB, {len(awkward)} awkward cases")
 
 
 if __name__ == "__main__":

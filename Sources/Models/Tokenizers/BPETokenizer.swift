@@ -12,7 +12,7 @@ public struct BPETokenizer: Sendable {
     private let userDefined: [(String, Int32)]
 
     public init(_ files: TokenizerFiles) throws {
-        guard ["gpt2", "default", "smollm", "starcoder", "refact"].contains(files.pre) else {
+        guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2"].contains(files.pre) else {
             throw TokenizerFiles.Unsupported(description: "pre-tokenizer '\(files.pre)' is not implemented in the engine yet")
         }
         self.files = files
@@ -114,7 +114,7 @@ public struct BPETokenizer: Sendable {
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
     func preTokenize(_ cpts: [Unicode.Scalar]) -> [ArraySlice<Unicode.Scalar>] {
         var pieces: [Range<Int>] = [0..<cpts.count]
-        if files.pre != "gpt2" && files.pre != "default" {
+        if ["smollm", "starcoder", "refact"].contains(files.pre) {
             pieces = pieces.flatMap { r -> [Range<Int>] in
                 var out: [Range<Int>] = []
                 var start = r.lowerBound
@@ -128,7 +128,11 @@ public struct BPETokenizer: Sendable {
             }
         }
         var words: [ArraySlice<Unicode.Scalar>] = []
-        for r in pieces { gpt2Split(cpts, r) { words.append(cpts[$0]) } }
+        switch files.pre {
+        case "llama-bpe": for r in pieces { llama3Split(cpts, r, maxDigits: 3) { words.append(cpts[$0]) } }
+        case "qwen2": for r in pieces { llama3Split(cpts, r, maxDigits: 1) { words.append(cpts[$0]) } }
+        default: for r in pieces { gpt2Split(cpts, r) { words.append(cpts[$0]) } }
+        }
         return words
     }
 
@@ -178,6 +182,64 @@ public struct BPETokenizer: Sendable {
         }
     }
 
+    /// Llama 3's rule (Qwen2's with single digits):
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    private func llama3Split(_ c: [Unicode.Scalar], _ range: Range<Int>, maxDigits: Int, emit: (Range<Int>) -> Void) {
+        let end = range.upperBound
+        func at(_ i: Int) -> Unicode.Scalar? { i < end ? c[i] : nil }
+        func lower(_ s: Unicode.Scalar?) -> Unicode.Scalar? { s.flatMap { $0.properties.lowercaseMapping.unicodeScalars.first } }
+        func isNewline(_ s: Unicode.Scalar?) -> Bool { s == "\r" || s == "\n" }
+        var start = range.lowerBound
+        var pos = start
+        func add(_ to: Int) {
+            if to > start { emit(start..<to) }
+            start = to
+            pos = to
+        }
+        while pos < end {
+            let cpt = c[pos]
+            let flags = Self.flags(cpt)
+            if cpt == "'", let next = lower(at(pos + 1)) {
+                if "stmd".unicodeScalars.contains(next) { add(pos + 2); continue }
+                if let nn = lower(at(pos + 2)), (next == "r" && nn == "e") || (next == "v" && nn == "e") || (next == "l" && nn == "l") {
+                    add(pos + 3); continue
+                }
+            }
+            if !(isNewline(cpt) || flags.number), flags.letter || Self.flags(at(pos + 1)).letter {
+                pos += 1
+                while Self.flags(at(pos)).letter { pos += 1 }
+                add(pos); continue
+            }
+            if flags.number {
+                var run = 0
+                while Self.flags(at(pos)).number {
+                    pos += 1
+                    run += 1
+                    if run == maxDigits { add(pos); run = 0 }
+                }
+                add(pos); continue
+            }
+            let space = cpt == " "
+            var f2 = space ? Self.flags(at(pos + 1)) : flags
+            if !(f2.whitespace || f2.letter || f2.number) && flags.valid {
+                pos += space ? 1 : 0
+                while !(f2.whitespace || f2.letter || f2.number) && f2.valid { pos += 1; f2 = Self.flags(at(pos)) }
+                while isNewline(at(pos)) { pos += 1 }
+                add(pos); continue
+            }
+            var spaces = 0
+            var lastNewlineEnd = 0
+            while let s = at(pos + spaces), Self.isWhitespace(s) {
+                if isNewline(s) { lastNewlineEnd = pos + spaces + 1 }
+                spaces += 1
+            }
+            if lastNewlineEnd > 0 { add(lastNewlineEnd); continue }
+            if spaces > 1 && pos + spaces < end { add(pos + spaces - 1); continue }
+            if spaces > 0 { add(pos + spaces); continue }
+            add(pos + 1)
+        }
+    }
+
     // MARK: BPE
 
     private func encodeWord(_ word: ArraySlice<Unicode.Scalar>, into out: inout [Int32]) {
@@ -186,6 +248,11 @@ public struct BPETokenizer: Sendable {
         for s in word { utf8.append(contentsOf: String(Character(s)).utf8) }
         symbols.reserveCapacity(utf8.count)
         for b in utf8 { symbols.append(byteSymbols[Int(b)]) }
+        if files.pre == "llama-bpe", let id = ids[symbols.joined()] {
+            // Llama 3 looks the whole word up before merging (ignore_merges).
+            out.append(id)
+            return
+        }
         while symbols.count > 1 {
             var best = Int.max, at = -1
             for i in 0..<(symbols.count - 1) {
