@@ -10,7 +10,8 @@ enum TokenizeCommand {
         discussion: """
         <model> is a GGUF file or an HF directory with tokenizer.json. Ids equal llama.cpp's
         tokenize(text, add_bos=False, special=False): control tokens written in the text
-        are plain text. Byte-level BPE vocabularies (GPT-2, SmolLM, StarCoder) for now.
+        are plain text. Byte-level BPE vocabularies (GPT-2, SmolLM, StarCoder, Llama 3,
+        Qwen2 pre-tokenizers) for now; SentencePiece is not yet supported.
         """,
         options: [
             .init("--model", value: "model", help: "GGUF file or HF directory whose tokenizer to use."),
