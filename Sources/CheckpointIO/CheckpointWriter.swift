@@ -354,27 +354,8 @@ struct GGUFEncoder {
         bytes += s.utf8
     }
 
-    static func typeID(_ v: MetadataValue) -> GGUFValueType? {
-        switch v {
-        case .uint8: return .uint8
-        case .int8: return .int8
-        case .uint16: return .uint16
-        case .int16: return .int16
-        case .uint32: return .uint32
-        case .int32: return .int32
-        case .uint64: return .uint64
-        case .int64: return .int64
-        case .float32: return .float32
-        case .float64: return .float64
-        case .bool: return .bool
-        case .string: return .string
-        case .array: return .array
-        case .object, .null: return nil
-        }
-    }
-
     mutating func typedValue(_ v: MetadataValue, key: String) throws {
-        guard let t = Self.typeID(v) else {
+        guard let t = v.ggufType else {
             throw CheckpointError.badMetadata(path: "(output)", key: key, reason: "a \(v.typeName) cannot be stored in GGUF")
         }
         u32(t.rawValue)
@@ -409,7 +390,7 @@ struct GGUFEncoder {
                 u64(0)
                 return
             }
-            guard let t = Self.typeID(first), values.allSatisfy({ Self.typeID($0) == t }) else {
+            guard let t = first.ggufType, values.allSatisfy({ $0.ggufType == t }) else {
                 throw CheckpointError.badMetadata(path: "(output)", key: key, reason: "a GGUF array needs elements of one type")
             }
             u32(t.rawValue)

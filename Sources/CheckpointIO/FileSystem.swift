@@ -206,6 +206,12 @@ public final class OutputFile {
 }
 
 extension FileSystem {
+    /// The directory a checkpoint lives in: `path` itself for a shard directory, else the
+    /// directory of the file (where config.json and tokenizer files sit beside it).
+    public static func checkpointDirectory(_ path: String) throws -> String {
+        try kind(of: path) == .directory ? path : directoryName(path)
+    }
+
     /// `path` without trailing slashes ("out/" → "out"; "/" stays "/").
     public static func withoutTrailingSlash(_ path: String) -> String {
         var p = path

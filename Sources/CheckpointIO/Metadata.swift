@@ -11,25 +11,31 @@ public indirect enum MetadataValue: Sendable, Equatable {
     case object([MetadataEntry])
     case null
 
-    /// The GGUF name of the stored type (`uint32`, `string`, `array`, …).
-    public var typeName: String {
+    /// The GGUF value type that stores this value; nil for JSON-only values.
+    public var ggufType: GGUFValueType? {
         switch self {
-        case .uint8: return "uint8"
-        case .int8: return "int8"
-        case .uint16: return "uint16"
-        case .int16: return "int16"
-        case .uint32: return "uint32"
-        case .int32: return "int32"
-        case .uint64: return "uint64"
-        case .int64: return "int64"
-        case .float32: return "float32"
-        case .float64: return "float64"
-        case .bool: return "bool"
-        case .string: return "string"
-        case .array: return "array"
-        case .object: return "object"
-        case .null: return "null"
+        case .uint8: return .uint8
+        case .int8: return .int8
+        case .uint16: return .uint16
+        case .int16: return .int16
+        case .uint32: return .uint32
+        case .int32: return .int32
+        case .uint64: return .uint64
+        case .int64: return .int64
+        case .float32: return .float32
+        case .float64: return .float64
+        case .bool: return .bool
+        case .string: return .string
+        case .array: return .array
+        case .object, .null: return nil
         }
+    }
+
+    /// The GGUF name of the stored type (`uint32`, `string`, `array`, …; `object`, `null`).
+    public var typeName: String {
+        if let t = ggufType { return t.name }
+        if case .object = self { return "object" }
+        return "null"
     }
 
     /// The value as an integer, if it is one that fits in `Int`.

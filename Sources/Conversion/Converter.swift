@@ -156,10 +156,6 @@ public final class Converter {
     }
 
     private func outputDType(for t: TensorView) throws -> TensorDType {
-        func reject(_ why: String) -> CheckpointError {
-            .unsupported(path: source.path, reason: "tensor '\(t.name)' (\(t.dtype.name)): \(why)")
-        }
-        let isVector = t.shape.count <= 1
         // Only floating-point weights change type: integer, boolean and 8-bit-float tensors
         // (position ids, packed GPTQ/AWQ weights, FP8 scales) keep their encoding.
         if !Self.isConvertibleFloat(t.dtype) && options.dtype != .keep {
@@ -269,7 +265,7 @@ public final class Converter {
             }
         case (.safetensors, .safetensors):
             // Resharding: carry config, tokenizer and other small files along.
-            let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
+            let dir = try FileSystem.checkpointDirectory(source.path)
             guard options.includeSideFiles else { break }
             for name in try FileSystem.list(directory: dir)
             where !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") && !name.hasPrefix(".") {
@@ -281,7 +277,7 @@ public final class Converter {
                 outputMetadata = config.ggufMetadata(architecture: arch)
             }
             outputMetadata.append(MetadataEntry(key: "general.quantization_version", value: .uint32(2)))
-            let dir = try FileSystem.kind(of: source.path) == .directory ? source.path : FileSystem.directoryName(source.path)
+            let dir = try FileSystem.checkpointDirectory(source.path)
             do {
                 if var tokenizer = try TokenizerFiles(hfDirectory: dir) {
                     let embedRows = source.tensors.first { architecture?.role(hfName: $0.name) == .embed }?.shape.first

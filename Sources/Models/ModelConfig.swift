@@ -113,7 +113,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
 
     /// Reads the `config.json` beside a safetensors checkpoint, if there is one.
     public static func beside(checkpointPath path: String) throws -> ModelConfig? {
-        let dir = try FileSystem.kind(of: path) == .directory ? path : FileSystem.directoryName(path)
+        let dir = try FileSystem.checkpointDirectory(path)
         let p = FileSystem.join(dir, "config.json")
         guard try FileSystem.kind(of: p) == .file else { return nil }
         return try decode(json: FileSystem.readFile(p, limit: 16 << 20), path: p)

@@ -128,13 +128,7 @@ final class GGUFTests: XCTestCase {
         let expected = try XCTUnwrap(fixture["tensors"]?.arrayValue)
         XCTAssertEqual(c.tensors.count, 272)
         XCTAssertEqual(c.tensors.count, expected.count)
-        for (t, e) in zip(c.tensors, expected) {
-            XCTAssertEqual(t.name, e["name"]?.stringValue)
-            XCTAssertEqual(t.dtype.name, e["dtype"]?.stringValue, t.name)
-            XCTAssertEqual(t.shape, e["shape"]?.arrayValue?.compactMap(\.nonNegativeInt), t.name)
-            XCTAssertEqual(t.offset, e["offset"]?.nonNegativeInt, t.name)
-            XCTAssertEqual(t.byteCount, e["nbytes"]?.nonNegativeInt, t.name)
-        }
+        assertMatchesListing(c.tensors, expected)
         XCTAssertEqual(c.formatVersion, fixture["version"]?.nonNegativeInt)
         XCTAssertEqual(c.metadata["tokenizer.ggml.tokens"]?.arrayValue?.count, 49152)
         XCTAssertEqual(c.metadata["tokenizer.ggml.merges"]?.arrayValue?.count, 48900)

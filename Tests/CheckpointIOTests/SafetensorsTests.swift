@@ -2,6 +2,19 @@ import CheckpointIO
 import TestSupport
 import XCTest
 
+/// Compares views with a reference listing made by gguf-py or the safetensors package:
+/// name, dtype, shape, absolute offset and size of every tensor, in order.
+func assertMatchesListing(_ tensors: [TensorView], _ expected: [JSONValue], file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(tensors.count, expected.count, file: file, line: line)
+    for (t, e) in zip(tensors, expected) {
+        XCTAssertEqual(t.name, e["name"]?.stringValue, file: file, line: line)
+        XCTAssertEqual(t.dtype.name, e["dtype"]?.stringValue, t.name, file: file, line: line)
+        XCTAssertEqual(t.shape, e["shape"]?.arrayValue?.compactMap(\.nonNegativeInt), t.name, file: file, line: line)
+        XCTAssertEqual(t.offset, e["offset"]?.nonNegativeInt, t.name, file: file, line: line)
+        XCTAssertEqual(t.byteCount, e["nbytes"]?.nonNegativeInt, t.name, file: file, line: line)
+    }
+}
+
 final class SafetensorsTests: XCTestCase {
     func testSingleFileLayoutAndMetadata() throws {
         let bytes = buildSafetensors([
@@ -38,13 +51,7 @@ final class SafetensorsTests: XCTestCase {
         let listing = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/all-dtypes.listing.json"))
         let expected = try XCTUnwrap(listing["tensors"]?.arrayValue)
         XCTAssertEqual(c.tensors.count, expected.count)
-        for (t, e) in zip(c.tensors, expected) {
-            XCTAssertEqual(t.name, e["name"]?.stringValue)
-            XCTAssertEqual(t.dtype.name, e["dtype"]?.stringValue, t.name)
-            XCTAssertEqual(t.shape, e["shape"]?.arrayValue?.compactMap(\.nonNegativeInt), t.name)
-            XCTAssertEqual(t.offset, e["offset"]?.nonNegativeInt, t.name)
-            XCTAssertEqual(t.byteCount, e["nbytes"]?.nonNegativeInt, t.name)
-        }
+        assertMatchesListing(c.tensors, expected)
         let dtypes = Set(c.tensors.map(\.dtype.name))
         XCTAssertTrue(dtypes.isSuperset(of: ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64", "C64", "F8_E4M3", "F8_E5M2"]), "\(dtypes)")
     }

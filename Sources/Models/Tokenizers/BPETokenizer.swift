@@ -136,6 +136,18 @@ public struct BPETokenizer: Sendable {
         return words
     }
 
+    /// The length of `'s|'t|'re|'ve|'m|'ll|'d` at `pos` (2 or 3), or nil.
+    static func contraction(_ c: [Unicode.Scalar], _ pos: Int, _ end: Int, ignoringCase: Bool) -> Int? {
+        func at(_ i: Int) -> Unicode.Scalar? {
+            guard i < end else { return nil }
+            return ignoringCase ? c[i].properties.lowercaseMapping.unicodeScalars.first : c[i]
+        }
+        guard c[pos] == "'", let next = at(pos + 1) else { return nil }
+        if "stmd".unicodeScalars.contains(next) { return 2 }
+        if let nn = at(pos + 2), (next == "r" && nn == "e") || (next == "v" && nn == "e") || (next == "l" && nn == "l") { return 3 }
+        return nil
+    }
+
     private func gpt2Split(_ c: [Unicode.Scalar], _ range: Range<Int>, emit: (Range<Int>) -> Void) {
         let end = range.upperBound
         func at(_ i: Int) -> Unicode.Scalar? { i < end ? c[i] : nil }
@@ -149,12 +161,7 @@ public struct BPETokenizer: Sendable {
         while pos < end {
             let cpt = c[pos]
             let flags = Self.flags(cpt)
-            if cpt == "'", let next = at(pos + 1) {
-                if "stmd".unicodeScalars.contains(next) { add(pos + 2); continue }
-                if let nn = at(pos + 2), (next == "r" && nn == "e") || (next == "v" && nn == "e") || (next == "l" && nn == "l") {
-                    add(pos + 3); continue
-                }
-            }
+            if let n = Self.contraction(c, pos, end, ignoringCase: false) { add(pos + n); continue }
             let space = cpt == " "
             var f2 = space ? Self.flags(at(pos + 1)) : flags
             if f2.letter {
@@ -187,7 +194,6 @@ public struct BPETokenizer: Sendable {
     private func llama3Split(_ c: [Unicode.Scalar], _ range: Range<Int>, maxDigits: Int, emit: (Range<Int>) -> Void) {
         let end = range.upperBound
         func at(_ i: Int) -> Unicode.Scalar? { i < end ? c[i] : nil }
-        func lower(_ s: Unicode.Scalar?) -> Unicode.Scalar? { s.flatMap { $0.properties.lowercaseMapping.unicodeScalars.first } }
         func isNewline(_ s: Unicode.Scalar?) -> Bool { s == "\r" || s == "\n" }
         var start = range.lowerBound
         var pos = start
@@ -199,12 +205,7 @@ public struct BPETokenizer: Sendable {
         while pos < end {
             let cpt = c[pos]
             let flags = Self.flags(cpt)
-            if cpt == "'", let next = lower(at(pos + 1)) {
-                if "stmd".unicodeScalars.contains(next) { add(pos + 2); continue }
-                if let nn = lower(at(pos + 2)), (next == "r" && nn == "e") || (next == "v" && nn == "e") || (next == "l" && nn == "l") {
-                    add(pos + 3); continue
-                }
-            }
+            if let n = Self.contraction(c, pos, end, ignoringCase: true) { add(pos + n); continue }
             if !(isNewline(cpt) || flags.number), flags.letter || Self.flags(at(pos + 1)).letter {
                 pos += 1
                 while Self.flags(at(pos)).letter { pos += 1 }
