@@ -29,11 +29,12 @@ let package = Package(
         // Mapped files, safetensors and GGUF readers, dtypes, codecs, compression.
         .target(name: "CheckpointIO", dependencies: ["CKernels", "CSystem", "CZstd", "CLZ4"]),
 
-        // f32 math over buffers: statistics now; norms, RoPE, matmul later.
+        // f32 buffers, the thread pool, matmul over any stored weight type, statistics.
         .target(name: "TensorMath", dependencies: ["CKernels"]),
 
-        // Model configs (HF config.json and GGUF metadata), tensor-name maps.
-        .target(name: "Models", dependencies: ["CheckpointIO"]),
+        // Model configs (HF config.json and GGUF metadata), tensor-name maps, tokenizers,
+        // one file per architecture, and the layer-streamed engine (LayerStream, eval).
+        .target(name: "Models", dependencies: ["CheckpointIO", "TensorMath", "CKernels"]),
 
         // Converting between formats, dtypes and shard layouts (a feature over Models and the writer).
         .target(name: "Conversion", dependencies: ["CheckpointIO", "Models", "CKernels"]),
@@ -50,7 +51,8 @@ let package = Package(
         // Hand-made test vectors (byte-level GGUF and safetensors builders) shared by the tests.
         .target(name: "TestSupport", dependencies: ["CheckpointIO"], path: "Tests/TestSupport"),
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "TensorMathTests", dependencies: ["TensorMath", "CKernels", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "ConversionTests", dependencies: ["Conversion", "Models", "CheckpointIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
     ]

@@ -60,6 +60,26 @@ public enum FileSystem {
         }
         return Array(file.bytes)
     }
+
+    /// Reads a file with read(2) until end of file: for /proc files and pipes, whose
+    /// size says nothing about their contents.
+    public static func readStream(_ path: String, limit: Int = 1 << 20) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw CheckpointError.system(path: path, operation: "open", errno: errno) }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while out.count < limit {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError.system(path: path, operation: "read", errno: errno)
+            }
+            if n == 0 { break }
+            out += chunk[0..<n]
+        }
+        return out
+    }
 }
 
 extension FileSystem {

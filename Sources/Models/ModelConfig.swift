@@ -21,6 +21,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var ropeScaling: RopeScaling?
     /// GGUF only: how many dimensions of each head RoPE rotates (`rope.dimension_count`).
     public var ropeDimensionCount: Int?
+    /// Gemma: attention scores are scaled by 1/sqrt(this) instead of 1/sqrt(head_dim).
+    public var queryPreAttnScalar: Double?
+    /// Gemma 2: tanh caps on attention scores and on final logits.
+    public var attnLogitSoftcapping: Double?
+    public var finalLogitSoftcapping: Double?
+    /// Gemma 3: RoPE base of the sliding-window layers, and one global layer in every N.
+    public var ropeLocalBaseFreq: Double?
+    public var slidingWindowPattern: Int?
+    /// `hidden_act` / `hidden_activation` ("silu", "gelu_pytorch_tanh", …).
+    public var hiddenAct: String?
 
     /// `rope_scaling` in `config.json` (`rope_type` or the older `type`).
     public struct RopeScaling: Codable, Sendable, Equatable {
@@ -28,10 +38,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         public var type: String?
         public var factor: Double?
         public var originalMaxPositionEmbeddings: Int?
+        /// Llama 3.1's smooth interpolation band.
+        public var lowFreqFactor: Double?
+        public var highFreqFactor: Double?
 
         enum CodingKeys: String, CodingKey {
             case ropeType = "rope_type", type, factor
             case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+            case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
         }
 
         public var kind: String? { ropeType ?? type }
@@ -46,6 +60,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case rmsNormEps = "rms_norm_eps", slidingWindow = "sliding_window"
         case tieWordEmbeddings = "tie_word_embeddings", ropeScaling = "rope_scaling"
         case ropeDimensionCount = "rope_dimension_count"
+        case queryPreAttnScalar = "query_pre_attn_scalar"
+        case attnLogitSoftcapping = "attn_logit_softcapping", finalLogitSoftcapping = "final_logit_softcapping"
+        case ropeLocalBaseFreq = "rope_local_base_freq", slidingWindowPattern = "sliding_window_pattern"
+        case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation"
         case textConfig = "text_config"
     }
 
@@ -78,6 +96,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         tieWordEmbeddings = try opt(.tieWordEmbeddings)
         ropeScaling = try opt(.ropeScaling)
         ropeDimensionCount = try opt(.ropeDimensionCount)
+        queryPreAttnScalar = try opt(.queryPreAttnScalar)
+        // Capping keys may be present as null (gemma3 configs).
+        attnLogitSoftcapping = try? c.decodeIfPresent(Double.self, forKey: .attnLogitSoftcapping)
+        finalLogitSoftcapping = try? c.decodeIfPresent(Double.self, forKey: .finalLogitSoftcapping)
+        ropeLocalBaseFreq = try opt(.ropeLocalBaseFreq)
+        slidingWindowPattern = try opt(.slidingWindowPattern)
+        hiddenAct = try opt(.hiddenActivation) ?? opt(.hiddenAct)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -98,6 +123,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
         try c.encodeIfPresent(ropeDimensionCount, forKey: .ropeDimensionCount)
+        try c.encodeIfPresent(queryPreAttnScalar, forKey: .queryPreAttnScalar)
+        try c.encodeIfPresent(attnLogitSoftcapping, forKey: .attnLogitSoftcapping)
+        try c.encodeIfPresent(finalLogitSoftcapping, forKey: .finalLogitSoftcapping)
+        try c.encodeIfPresent(ropeLocalBaseFreq, forKey: .ropeLocalBaseFreq)
+        try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
+        try c.encodeIfPresent(hiddenAct, forKey: .hiddenAct)
     }
 
     /// Decodes an HF `config.json`.
@@ -142,6 +173,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         rmsNormEps = value("attention.layer_norm_rms_epsilon")?.doubleValue
         slidingWindow = int("attention.sliding_window")
         ropeDimensionCount = int("rope.dimension_count")
+        attnLogitSoftcapping = value("attn_logit_softcapping")?.doubleValue
+        finalLogitSoftcapping = value("final_logit_softcapping")?.doubleValue
         if let kind = value("rope.scaling.type")?.stringValue, kind != "none" {
             var s = RopeScaling()
             s.ropeType = kind

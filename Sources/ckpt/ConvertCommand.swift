@@ -122,10 +122,11 @@ enum ConvertCommand {
         return w.text + "\n"
     }
 
-    /// "5GB" (10^9), "2GiB" (2^30), "500MB", "4096" (bytes).
+    /// "5GB" (10^9), "2GiB" and "2G" (2^30), "500MB", "4096" (bytes).
     static func parseSize(_ text: String) -> Int? {
         let units: [(String, Int)] = [("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("TIB", 1 << 40),
-                                      ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1)]
+                                      ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1),
+                                      ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)]
         let upper = text.uppercased()
         for (suffix, scale) in units where upper.hasSuffix(suffix) {
             guard let v = Double(upper.dropLast(suffix.count)), v >= 0, v * Double(scale) < 9e18 else { return nil }

@@ -6,6 +6,7 @@ import Darwin
 import CheckpointIO
 import CKernels
 import Conversion
+import Models
 
 let version = "0.1.0"
 
@@ -14,6 +15,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (InspectCommand.spec, InspectCommand.run),
     (ConvertCommand.spec, ConvertCommand.run),
     (TokenizeCommand.spec, TokenizeCommand.run),
+    (EvalCommand.spec, EvalCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {
@@ -75,7 +77,7 @@ func fail(_ message: String, code: ExitCode) -> Never {
         }
         // Any checkpoint named on the command line whose in-place rewrite was interrupted
         // is finished first, so no command ever reads a mixture of old and new shards.
-        for path in args.positionals {
+        for path in args.positionals + args.values("--model") {
             _ = try InPlaceRewrite.recoverIfNeeded(path: path) { Console.err("ckpt: \($0)\n") }
         }
         try command.run(args)
@@ -94,6 +96,13 @@ func fail(_ message: String, code: ExitCode) -> Never {
         default: code = .dataError
         }
         fail(e.description, code: code)
+    } catch let e as ModelError {
+        switch e {
+        case .unknownArchitecture, .unsupportedTensorType: fail(e.description, code: .unsupported)
+        default: fail(e.description, code: .dataError)
+        }
+    } catch let e as Perplexity.Failure {
+        fail(e.description, code: .dataError)
     } catch {
         fail("\(error)", code: .failure)
     }

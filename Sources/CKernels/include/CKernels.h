@@ -73,6 +73,63 @@ typedef struct {
 void ckpt_stats_f32(const float *x, int64_t n, ckpt_stats *out);
 void ckpt_stats_f32_scalar(const float *x, int64_t n, ckpt_stats *out);
 
+// ---- thread pool ---------------------------------------------------------------------------
+/// One task of a parallel loop: `task` in [0, ntasks), `thread` in [0, ckpt_pool_threads()).
+typedef void (*ckpt_task_fn)(void *ctx, int64_t task, int thread);
+/// Sets the number of threads (the caller counts as one); returns the number running.
+int ckpt_pool_set_threads(int n);
+int ckpt_pool_threads(void);
+/// Runs `ntasks` tasks on the pool and the calling thread; returns when all are done.
+/// Loops are serialised: a second caller waits for the first loop to finish.
+void ckpt_pool_run(int64_t ntasks, ckpt_task_fn fn, void *ctx);
+
+// ---- matrix × activations ------------------------------------------------------------------
+/// Rows of weights decoded per task of ckpt_matmul.
+#define CKPT_PANEL_ROWS 16
+/// Whether ckpt_matmul takes weights of this ggml type id.
+int ckpt_matmul_supported(int ggml_type);
+/// Floats of scratch ckpt_matmul needs per pool thread for rows of `k` elements.
+int64_t ckpt_matmul_scratch_floats(int64_t k);
+/// y[t*ldy + r] = Σ_i W[r][i] · x[t*ldx + i] for r < rows, t < ntok. W holds `rows` rows of
+/// `k` elements in the ggml type `ggml_type`, `row_bytes` apart. `scratch` holds
+/// ckpt_pool_threads() × ckpt_matmul_scratch_floats(k) floats. Runs on the pool.
+/// Returns -1 (and does nothing) for an unsupported type or a `k` that is not whole blocks.
+int ckpt_matmul(int ggml_type, const void *w, size_t row_bytes, int64_t rows, int64_t k,
+                const float *x, int64_t ldx, int64_t ntok, float *y, int64_t ldy, float *scratch);
+
+/// Single-threaded f32 GEMM: y[t*ldy + r] = Σ_i W(r, i) · x[t*ldx + i], where W(r, i) is
+/// w[r*ldw + i], or w[i*ldw + r] when `transposed`. `pack` holds CKPT_PANEL_ROWS·k + 16 floats.
+void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                   const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack);
+
+// ---- decoder-layer operations (f32) --------------------------------------------------------
+/// y = x / sqrt(mean(x²) + eps) · w, per row of n (w may be NULL). Sums in double, as ggml.
+void ckpt_rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int64_t rows, int64_t n, float eps);
+void ckpt_layernorm(const float *x, int64_t ldx, const float *w, const float *b, float *y, int64_t ldy,
+                    int64_t rows, int64_t n, float eps);
+/// Rotates the first n_rot dims of each of `nheads` heads of each token's row, with tables
+/// [ntok][n_rot/2]. neox != 0: pairs (i, i + n_rot/2) (HF's rotate_half); else (2i, 2i+1).
+void ckpt_rope(float *x, int64_t ld, int64_t ntok, int nheads, int head_dim, int n_rot,
+               const float *cos_table, const float *sin_table, int neox);
+/// y = silu(g) · u, and gelu_tanh(g) · u (u may be NULL for the bare activation).
+void ckpt_silu_mul(const float *g, const float *u, float *y, int64_t n);
+void ckpt_gelu_tanh_mul(const float *g, const float *u, float *y, int64_t n);
+/// x = cap · tanh(x / cap)
+void ckpt_softcap(float *x, int64_t n, float cap);
+/// Causal attention with grouped KV heads. Query i sits at position q_pos0 + i and sees keys
+/// max(0, pos - window + 1) … pos (window 0: all). Rows: q/out [nq][n_head·hd], k/v
+/// [nkv][n_head_kv·hd]. softcap > 0 caps the scaled scores (gemma2). scratch holds
+/// ckpt_pool_threads() × ckpt_attention_scratch_floats(nkv, head_dim) floats. Runs on the pool.
+void ckpt_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
+                    float *out, int64_t ldo, int64_t nq, int64_t q_pos0, int64_t nkv,
+                    int n_head, int n_head_kv, int head_dim, float scale, int window, float softcap,
+                    float *scratch);
+/// log Σ exp(x[i]), max-shifted, summed in double.
+double ckpt_logsumexp(const float *x, int64_t n);
+int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
+void ckpt_add(float *y, const float *x, int64_t n);
+void ckpt_scale(float *y, float s, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

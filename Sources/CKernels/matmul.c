@@ -1,0 +1,243 @@
+// Matrix × batch of activations for weights of any stored type.
+//
+// A batch of prompt tokens reuses every weight hundreds of times, so the weights are
+// decoded once per batch, a panel of rows at a time, into f32 (the bit-exact block
+// decoders of dequant.c), and multiplied against f32 activations by a register-blocked
+// kernel: 4 weight rows × 3 tokens per step, twelve 8-wide accumulators. Decoding costs
+// 1/ntok of the multiply; activations stay f32 (llama.cpp rounds them to 8-bit blocks
+// for quantized weights, which costs it about a logit at a few positions).
+//
+// Work is split over the thread pool by panels of rows; each thread decodes into its
+// own slice of the caller's scratch buffer.
+#include "CKernels.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
+    GGML_Q8_0 = 8, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13,
+    GGML_Q6_K = 14, GGML_IQ4_NL = 20, GGML_BF16 = 30,
+};
+
+static int block_elements(int type) {
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: return 1;
+    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL: return 32;
+    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+int ckpt_matmul_supported(int type) { return block_elements(type) > 0; }
+
+int64_t ckpt_matmul_scratch_floats(int64_t k) { return 2 * (int64_t)CKPT_PANEL_ROWS * k + 16; }
+
+static void decode_rows(int type, const uint8_t *src, float *dst, int64_t n) {
+    const int64_t nb = n / block_elements(type);
+    switch (type) {
+    case GGML_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case GGML_F16: ckpt_dequant_f16(src, dst, n); break;
+    case GGML_BF16: ckpt_dequant_bf16(src, dst, n); break;
+    case GGML_Q4_0: ckpt_dequant_q4_0(src, dst, nb); break;
+    case GGML_Q4_1: ckpt_dequant_q4_1(src, dst, nb); break;
+    case GGML_Q5_0: ckpt_dequant_q5_0(src, dst, nb); break;
+    case GGML_Q5_1: ckpt_dequant_q5_1(src, dst, nb); break;
+    case GGML_Q8_0: ckpt_dequant_q8_0(src, dst, nb); break;
+    case GGML_IQ4_NL: ckpt_dequant_iq4_nl(src, dst, nb); break;
+    case GGML_Q2_K: ckpt_dequant_q2_k(src, dst, nb); break;
+    case GGML_Q3_K: ckpt_dequant_q3_k(src, dst, nb); break;
+    case GGML_Q4_K: ckpt_dequant_q4_k(src, dst, nb); break;
+    case GGML_Q5_K: ckpt_dequant_q5_k(src, dst, nb); break;
+    case GGML_Q6_K: ckpt_dequant_q6_k(src, dst, nb); break;
+    }
+}
+
+// ---- panel kernels: y[t*ldy + r] = dot(w + r*k, x + t*ldx), r < nr, t < nt --------------
+
+static void panel_scalar(const float *w, int64_t nr, int64_t k, const float *x, int64_t ldx,
+                         int64_t nt, float *y, int64_t ldy) {
+    for (int64_t t = 0; t < nt; t++) {
+        const float *xt = x + t * ldx;
+        for (int64_t r = 0; r < nr; r++) {
+            const float *wr = w + r * k;
+            float s = 0;
+            for (int64_t i = 0; i < k; i++) s += wr[i] * xt[i];
+            y[t * ldy + r] = s;
+        }
+    }
+}
+
+// The weight panel transposed to [k][16]: 16 rows side by side, two vectors a column.
+static void pack_panel(const float *w, int64_t nr, int64_t k, float *packed) {
+    for (int64_t i = 0; i < k; i++) {
+        float *dst = packed + i * CKPT_PANEL_ROWS;
+        int64_t r = 0;
+        for (; r < nr; r++) dst[r] = w[r * k + i];
+        for (; r < CKPT_PANEL_ROWS; r++) dst[r] = 0;
+    }
+}
+
+// 16 rows × 6 tokens per step: each column of the packed panel (two vectors) meets six
+// broadcast activations in twelve independent FMAs; outputs come out row-contiguous.
+#if defined(__x86_64__)
+// Partial sums over one slice of k, added to y when `accumulate`.
+__attribute__((target("avx2,fma")))
+static inline void packed_6x16(const float *wp, int64_t k, const float *x0, int64_t ldx, float *y, int64_t ldy,
+                               int64_t nr, int accumulate) {
+    __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0;
+    __m256 a3 = a0, b3 = a0, a4 = a0, b4 = a0, a5 = a0, b5 = a0;
+    const float *w = wp;
+    for (int64_t i = 0; i < k; i++, w += CKPT_PANEL_ROWS) {
+        const __m256 lo = _mm256_load_ps(w), hi = _mm256_load_ps(w + 8);
+        __m256 v = _mm256_broadcast_ss(x0 + i);
+        a0 = _mm256_fmadd_ps(lo, v, a0); b0 = _mm256_fmadd_ps(hi, v, b0);
+        v = _mm256_broadcast_ss(x0 + ldx + i);
+        a1 = _mm256_fmadd_ps(lo, v, a1); b1 = _mm256_fmadd_ps(hi, v, b1);
+        v = _mm256_broadcast_ss(x0 + 2 * ldx + i);
+        a2 = _mm256_fmadd_ps(lo, v, a2); b2 = _mm256_fmadd_ps(hi, v, b2);
+        v = _mm256_broadcast_ss(x0 + 3 * ldx + i);
+        a3 = _mm256_fmadd_ps(lo, v, a3); b3 = _mm256_fmadd_ps(hi, v, b3);
+        v = _mm256_broadcast_ss(x0 + 4 * ldx + i);
+        a4 = _mm256_fmadd_ps(lo, v, a4); b4 = _mm256_fmadd_ps(hi, v, b4);
+        v = _mm256_broadcast_ss(x0 + 5 * ldx + i);
+        a5 = _mm256_fmadd_ps(lo, v, a5); b5 = _mm256_fmadd_ps(hi, v, b5);
+    }
+    float tmp[6][CKPT_PANEL_ROWS];
+    const int full = nr == CKPT_PANEL_ROWS;
+    __m256 acc[12] = {a0, b0, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5};
+    for (int j = 0; j < 6; j++) {
+        float *yt = y + j * ldy;
+        if (full) {
+            __m256 lo = acc[2 * j], hi = acc[2 * j + 1];
+            if (accumulate) { lo = _mm256_add_ps(lo, _mm256_loadu_ps(yt)); hi = _mm256_add_ps(hi, _mm256_loadu_ps(yt + 8)); }
+            _mm256_storeu_ps(yt, lo); _mm256_storeu_ps(yt + 8, hi);
+        } else {
+            _mm256_storeu_ps(tmp[j], acc[2 * j]); _mm256_storeu_ps(tmp[j] + 8, acc[2 * j + 1]);
+            for (int64_t r = 0; r < nr; r++) yt[r] = accumulate ? yt[r] + tmp[j][r] : tmp[j][r];
+        }
+    }
+}
+
+// Columns of k taken per pass, so the slice of the packed panel (KC × 16 floats) stays in L1.
+#define KC 256
+
+// 16 rows × 6 tokens per step: each column of the packed panel (two vectors) meets six
+// broadcast activations in twelve independent FMAs; outputs come out row-contiguous.
+__attribute__((target("avx2,fma")))
+static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, int64_t ldx,
+                        int64_t nt, float *y, int64_t ldy) {
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+        const int64_t kc = k - k0 < KC ? k - k0 : KC;
+        const float *w = wp + k0 * CKPT_PANEL_ROWS;
+        int64_t t = 0;
+        for (; t + 6 <= nt; t += 6) packed_6x16(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, nr, k0 > 0);
+        for (; t < nt; t++) {
+            const float *xt = x + t * ldx + k0;
+            __m256 a = _mm256_setzero_ps(), b = a;
+            const float *wq = w;
+            for (int64_t i = 0; i < kc; i++, wq += CKPT_PANEL_ROWS) {
+                const __m256 v = _mm256_broadcast_ss(xt + i);
+                a = _mm256_fmadd_ps(_mm256_load_ps(wq), v, a);
+                b = _mm256_fmadd_ps(_mm256_load_ps(wq + 8), v, b);
+            }
+            float tmp[CKPT_PANEL_ROWS];
+            _mm256_storeu_ps(tmp, a); _mm256_storeu_ps(tmp + 8, b);
+            float *yt = y + t * ldy;
+            for (int64_t r = 0; r < nr; r++) yt[r] = k0 > 0 ? yt[r] + tmp[r] : tmp[r];
+        }
+    }
+}
+
+#endif
+
+// ---- single-threaded f32 GEMM over strided operands (attention's QKᵀ and PV) -------------
+
+static void pack_panel_strided(const float *w, int64_t ldw, int transposed, int64_t nr, int64_t k, float *packed) {
+    for (int64_t i = 0; i < k; i++) {
+        float *dst = packed + i * CKPT_PANEL_ROWS;
+        int64_t r = 0;
+        if (transposed) { memcpy(dst, w + i * ldw, (size_t)nr * 4); r = nr; }
+        else for (; r < nr; r++) dst[r] = w[r * ldw + i];
+        for (; r < CKPT_PANEL_ROWS; r++) dst[r] = 0;
+    }
+}
+
+void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                   const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack) {
+    float *packed = pack + ((16 - ((uintptr_t)pack / 4) % 16) % 16);
+    for (int64_t r0 = 0; r0 < rows; r0 += CKPT_PANEL_ROWS) {
+        const int64_t nr = rows - r0 < CKPT_PANEL_ROWS ? rows - r0 : CKPT_PANEL_ROWS;
+        const float *wr = transposed ? w + r0 : w + r0 * ldw;
+#if defined(__x86_64__)
+        if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) {
+            pack_panel_strided(wr, ldw, transposed, nr, k, packed);
+            packed_avx2(packed, nr, k, x, ldx, nt, y + r0, ldy);
+            continue;
+        }
+#endif
+        for (int64_t t = 0; t < nt; t++)
+            for (int64_t r = 0; r < nr; r++) {
+                float acc = 0;
+                for (int64_t i = 0; i < k; i++) acc += (transposed ? wr[i * ldw + r] : wr[r * ldw + i]) * x[t * ldx + i];
+                y[t * ldy + r0 + r] = acc;
+            }
+    }
+}
+
+// ---- driver ----------------------------------------------------------------------------
+
+typedef struct {
+    int type;
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t rows, k;
+    const float *x;
+    int64_t ldx, ntok;
+    float *y;
+    int64_t ldy;
+    float *scratch;
+    int level;
+} matmul_job;
+
+// Tokens are taken in slices so a slice of activations stays in L2 while a panel of
+// decoded weights (CKPT_PANEL_ROWS × k floats) sits in L1/L2 beside it.
+#define TOKEN_SLICE 96
+
+static void matmul_task(void *ctx, int64_t task, int thread) {
+    const matmul_job *j = ctx;
+    const int64_t r0 = task * CKPT_PANEL_ROWS;
+    const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
+    float *slice = j->scratch + (int64_t)thread * ckpt_matmul_scratch_floats(j->k);
+    // 64-byte aligned start for the packed panel (the scratch itself is aligned).
+    float *packed = slice + ((16 - ((uintptr_t)slice / 4) % 16) % 16);
+    float *decoded = packed + CKPT_PANEL_ROWS * j->k;
+    const float *rows;
+    if (j->type == GGML_F32 && j->row_bytes == (size_t)j->k * 4) {
+        rows = (const float *)(j->w + (size_t)r0 * j->row_bytes);
+    } else {
+        decode_rows(j->type, j->w + (size_t)r0 * j->row_bytes, decoded, nr * j->k);
+        rows = decoded;
+    }
+#if defined(__x86_64__)
+    if (j->level >= CKPT_LEVEL_AVX2) {
+        pack_panel(rows, nr, j->k, packed);
+        for (int64_t t0 = 0; t0 < j->ntok; t0 += TOKEN_SLICE) {
+            const int64_t nt = j->ntok - t0 < TOKEN_SLICE ? j->ntok - t0 : TOKEN_SLICE;
+            packed_avx2(packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy);
+        }
+        return;
+    }
+#endif
+    panel_scalar(rows, nr, j->k, j->x, j->ldx, j->ntok, j->y + r0, j->ldy);
+}
+
+int ckpt_matmul(int type, const void *w, size_t row_bytes, int64_t rows, int64_t k,
+                const float *x, int64_t ldx, int64_t ntok, float *y, int64_t ldy, float *scratch) {
+    const int bs = block_elements(type);
+    if (bs == 0 || k % bs != 0) return -1;
+    matmul_job job = {type, w, row_bytes, rows, k, x, ldx, ntok, y, ldy, scratch, ckpt_kernel_level()};
+    ckpt_pool_run((rows + CKPT_PANEL_ROWS - 1) / CKPT_PANEL_ROWS, matmul_task, &job);
+    return 0;
+}

@@ -1,0 +1,27 @@
+import CheckpointIO
+
+/// Gemma 3 (text): Gemma 2's block with RMSNorm of q and k per head instead of score
+/// capping; five sliding-window layers for each global one; the sliding layers use RoPE
+/// base 10000 without scaling, the global ones the config's base and scaling. llama.cpp
+/// fixes the 10000 and the 5:1 pattern in code (llama-model.cpp), not in GGUF metadata.
+enum Gemma3 {
+    static let localRopeBase = 10000.0
+    static let defaultPattern = 6
+
+    static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+        var c = config
+        if c.ropeTheta == nil { c.ropeTheta = 1_000_000 }
+        var s = try DecoderSpec.common(c, architecture: "gemma3", format: format, ropeFactors: ropeFactors, path: path)
+        s.activation = .geluTanh
+        s.postNorms = true
+        s.qkNorm = true
+        s.hfNormOffset = 1
+        s.embeddingScale = Float(s.hidden).squareRoot()
+        s.ropeInvFreqLocal = RotaryFrequencies.base(config.ropeLocalBaseFreq ?? localRopeBase, dims: s.ropeDims)
+        s.slidingWindow = config.slidingWindow ?? 4096
+        let pattern = max(config.slidingWindowPattern ?? defaultPattern, 1)
+        s.slidingLayers = Set((0..<s.layers).filter { ($0 + 1) % pattern != 0 })
+        s.attentionScale = Gemma.attentionScale(config, spec: s, twentySevenBLayers: 62)
+        return s
+    }
+}

@@ -1,0 +1,199 @@
+import CKernels
+import CheckpointIO
+import TensorMath
+
+/// One decoder layer's weights, borrowed from the mapping (matrices) or decoded to f32
+/// (norms and biases, a few KB).
+struct LayerWeights {
+    let q, k, v, o, gate, up, down: WeightMatrix
+    let attnNorm, mlpNorm: FloatBuffer
+    let postAttnNorm, postMlpNorm: FloatBuffer?
+    let qNorm, kNorm: FloatBuffer?
+    let qBias, kBias, vBias: FloatBuffer?
+
+    init(model m: DecoderModel, layer i: Int) throws {
+        let off = m.checkpoint.format == .safetensors ? m.spec.hfNormOffset : 0
+        q = m.matrix(.layer(i, .attnQ)); k = m.matrix(.layer(i, .attnK)); v = m.matrix(.layer(i, .attnV))
+        o = m.matrix(.layer(i, .attnOutput))
+        gate = m.matrix(.layer(i, .mlpGate)); up = m.matrix(.layer(i, .mlpUp)); down = m.matrix(.layer(i, .mlpDown))
+        attnNorm = try m.vector(.layer(i, .attnNorm), offset: off)!
+        mlpNorm = try m.vector(.layer(i, .mlpNorm), offset: off)!
+        postAttnNorm = m.spec.postNorms ? try m.vector(.layer(i, .postAttnNorm), offset: off) : nil
+        postMlpNorm = m.spec.postNorms ? try m.vector(.layer(i, .postMlpNorm), offset: off) : nil
+        qNorm = m.spec.qkNorm ? try m.vector(.layer(i, .attnQNorm), offset: off) : nil
+        kNorm = m.spec.qkNorm ? try m.vector(.layer(i, .attnKNorm), offset: off) : nil
+        qBias = try m.vector(.layer(i, .attnQBias))
+        kBias = try m.vector(.layer(i, .attnKBias))
+        vBias = try m.vector(.layer(i, .attnVBias))
+    }
+}
+
+/// A run of consecutive tokens of the batch that form one sequence (or its continuation
+/// after `position0` cached tokens).
+public struct SequenceSpan: Sendable, Equatable {
+    public let start: Int
+    public let count: Int
+    public let position0: Int
+    public var rows: Range<Int> { start..<(start + count) }
+}
+
+/// Activations of a batch of tokens as a decoder layer works through them. Buffers hold
+/// one row per token; sized once for the largest batch and reused by every layer.
+final class LayerActivations {
+    let tokens: Int
+    let x, xn, q, k, v, att, proj, gate, up, act: FloatBuffer
+    let ropeCos, ropeSin, ropeCosLocal, ropeSinLocal: FloatBuffer
+    let attentionScratch: FloatBuffer
+    let matmul: MatmulScratch
+
+    init(spec s: DecoderSpec, tokens t: Int, maxKeys: Int) {
+        tokens = t
+        x = FloatBuffer(count: t * s.hidden); xn = FloatBuffer(count: t * s.hidden)
+        q = FloatBuffer(count: t * s.qDim); k = FloatBuffer(count: t * s.kvDim); v = FloatBuffer(count: t * s.kvDim)
+        att = FloatBuffer(count: t * s.qDim); proj = FloatBuffer(count: t * s.hidden)
+        gate = FloatBuffer(count: t * s.ffn); up = FloatBuffer(count: t * s.ffn); act = FloatBuffer(count: t * s.ffn)
+        let half = s.ropeDims / 2
+        ropeCos = FloatBuffer(count: t * half); ropeSin = FloatBuffer(count: t * half)
+        ropeCosLocal = FloatBuffer(count: t * half); ropeSinLocal = FloatBuffer(count: t * half)
+        attentionScratch = FloatBuffer(count: ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(max(maxKeys, 1)), Int32(s.headDim))), zeroed: false)
+        matmul = MatmulScratch(maxColumns: max(s.hidden, s.ffn, s.qDim))
+    }
+
+    /// cos/sin of every token's position times each inverse frequency.
+    func fillRope(spec s: DecoderSpec, spans: [SequenceSpan]) {
+        let half = s.ropeDims / 2
+        for span in spans {
+            for j in 0..<span.count {
+                let p = Double(span.position0 + j), row = (span.start + j) * half
+                for i in 0..<half {
+                    let a = p * s.ropeInvFreq[i], b = p * s.ropeInvFreqLocal[i]
+                    ropeCos[row + i] = Float(cos(a)); ropeSin[row + i] = Float(sin(a))
+                    ropeCosLocal[row + i] = Float(cos(b)); ropeSinLocal[row + i] = Float(sin(b))
+                }
+            }
+        }
+    }
+}
+
+/// Keys and values of earlier positions, per layer, for generation.
+public final class KVCache: @unchecked Sendable {
+    public let capacity: Int
+    public private(set) var count = 0
+    let keys: [FloatBuffer]
+    let values: [FloatBuffer]
+
+    public init(spec: DecoderSpec, capacity: Int) {
+        self.capacity = capacity
+        keys = (0..<spec.layers).map { _ in FloatBuffer(count: capacity * spec.kvDim, zeroed: false) }
+        values = (0..<spec.layers).map { _ in FloatBuffer(count: capacity * spec.kvDim, zeroed: false) }
+    }
+
+    func advance(by n: Int) { count += n }
+    public func reset() { count = 0 }
+}
+
+/// What a hook sees: one activation of every token of the batch, `width` floats a row.
+public struct LayerActivation {
+    public let layer: Int
+    public let width: Int
+    public let values: UnsafeBufferPointer<Float>
+    public let sequences: [SequenceSpan]
+}
+
+/// Read-only observers of a layer's internals (for importance statistics and teacher
+/// passes). Each is called once per layer with the whole batch.
+public struct LayerHooks {
+    /// The residual stream entering the layer.
+    public var layerInput: ((LayerActivation) -> Void)?
+    /// The normed input of attention (what Q, K and V are computed from).
+    public var attentionInput: ((LayerActivation) -> Void)?
+    /// Attention's per-head outputs, [heads × head_dim] a row: the input of the output projection.
+    public var headOutputs: ((LayerActivation) -> Void)?
+    /// The normed input of the MLP.
+    public var mlpInput: ((LayerActivation) -> Void)?
+    /// act(gate) × up: the input of the down projection.
+    public var mlpIntermediate: ((LayerActivation) -> Void)?
+    /// The residual stream leaving the layer.
+    public var layerOutput: ((LayerActivation) -> Void)?
+
+    public init() {}
+}
+
+enum DecoderLayer {
+    /// Runs the tokens in `a.x` (rows `0..<n`) through layer `index`, updating `a.x` in place.
+    static func forward(spec s: DecoderSpec, weights w: LayerWeights, index: Int, a: LayerActivations, n: Int,
+                        spans: [SequenceSpan], cache: KVCache?, hooks: LayerHooks?) {
+        let H = s.hidden, Q = s.qDim, KV = s.kvDim, F = s.ffn
+        func view(_ b: FloatBuffer, _ width: Int) -> LayerActivation {
+            LayerActivation(layer: index, width: width, values: UnsafeBufferPointer(start: b.pointer, count: n * width), sequences: spans)
+        }
+        hooks?.layerInput?(view(a.x, H))
+
+        // Attention block.
+        Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.attnNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        hooks?.attentionInput?(view(a.xn, H))
+        Kernels.matmul(w.q, a.xn.pointer, ldx: H, tokens: n, into: a.q.pointer, ldy: Q, scratch: a.matmul)
+        Kernels.matmul(w.k, a.xn.pointer, ldx: H, tokens: n, into: a.k.pointer, ldy: KV, scratch: a.matmul)
+        Kernels.matmul(w.v, a.xn.pointer, ldx: H, tokens: n, into: a.v.pointer, ldy: KV, scratch: a.matmul)
+        if let b = w.qBias { addRowBias(a.q, b, rows: n) }
+        if let b = w.kBias { addRowBias(a.k, b, rows: n) }
+        if let b = w.vBias { addRowBias(a.v, b, rows: n) }
+        if let qn = w.qNorm, let kn = w.kNorm {
+            ckpt_rmsnorm(a.q.pointer, Int64(s.headDim), qn.pointer, a.q.pointer, Int64(s.headDim), Int64(n * s.heads), Int64(s.headDim), s.normEps)
+            ckpt_rmsnorm(a.k.pointer, Int64(s.headDim), kn.pointer, a.k.pointer, Int64(s.headDim), Int64(n * s.kvHeads), Int64(s.headDim), s.normEps)
+        }
+        let sliding = s.slidingLayers.contains(index)
+        let (cosT, sinT) = sliding ? (a.ropeCosLocal, a.ropeSinLocal) : (a.ropeCos, a.ropeSin)
+        ckpt_rope(a.q.pointer, Int64(Q), Int64(n), Int32(s.heads), Int32(s.headDim), Int32(s.ropeDims), cosT.pointer, sinT.pointer, s.ropeNeox ? 1 : 0)
+        ckpt_rope(a.k.pointer, Int64(KV), Int64(n), Int32(s.kvHeads), Int32(s.headDim), Int32(s.ropeDims), cosT.pointer, sinT.pointer, s.ropeNeox ? 1 : 0)
+        let window = sliding ? Int32(s.slidingWindow) : 0
+        for span in spans {
+            let qp = a.q.pointer + span.start * Q, op = a.att.pointer + span.start * Q
+            if let cache {
+                // Append this step's keys and values, attend over everything cached.
+                let kc = cache.keys[index].pointer, vc = cache.values[index].pointer
+                (kc + span.position0 * KV).update(from: a.k.pointer + span.start * KV, count: span.count * KV)
+                (vc + span.position0 * KV).update(from: a.v.pointer + span.start * KV, count: span.count * KV)
+                ckpt_attention(qp, Int64(Q), kc, Int64(KV), vc, Int64(KV), op, Int64(Q), Int64(span.count), Int64(span.position0),
+                               Int64(span.position0 + span.count), Int32(s.heads), Int32(s.kvHeads), Int32(s.headDim),
+                               s.attentionScale, window, s.attentionSoftcap, a.attentionScratch.pointer)
+            } else {
+                precondition(span.position0 == 0, "a continuation needs a KV cache")
+                ckpt_attention(qp, Int64(Q), a.k.pointer + span.start * KV, Int64(KV), a.v.pointer + span.start * KV, Int64(KV),
+                               op, Int64(Q), Int64(span.count), 0, Int64(span.count), Int32(s.heads), Int32(s.kvHeads),
+                               Int32(s.headDim), s.attentionScale, window, s.attentionSoftcap, a.attentionScratch.pointer)
+            }
+        }
+        hooks?.headOutputs?(view(a.att, Q))
+        Kernels.matmul(w.o, a.att.pointer, ldx: Q, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul)
+        if let pn = w.postAttnNorm {
+            Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        }
+        ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
+
+        // MLP block.
+        Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.mlpNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        hooks?.mlpInput?(view(a.xn, H))
+        Kernels.matmul(w.gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul)
+        Kernels.matmul(w.up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul)
+        switch s.activation {
+        case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
+        case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
+        }
+        hooks?.mlpIntermediate?(view(a.act, F))
+        Kernels.matmul(w.down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul)
+        if let pn = w.postMlpNorm {
+            Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        }
+        ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
+        hooks?.layerOutput?(view(a.x, H))
+    }
+
+    private static func addRowBias(_ y: FloatBuffer, _ b: FloatBuffer, rows: Int) {
+        for r in 0..<rows { ckpt_add(y.pointer + r * b.count, b.pointer, Int64(b.count)) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,186 @@
+import CheckpointIO
+import TensorMath
+
+/// Engine-side errors about a model, as opposed to errors in its files.
+public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
+    case unknownArchitecture(path: String, name: String)
+    case missingTensors(path: String, names: [String])
+    case unsupportedTensorType(path: String, tensor: String, type: String)
+    case badShape(path: String, tensor: String, expected: [Int], found: [Int])
+    case tokenOutOfVocabulary(id: Int32, vocab: Int)
+    case contextTooLong(tokens: Int, context: Int)
+
+    public var description: String {
+        switch self {
+        case let .unknownArchitecture(path, name):
+            return "\(path): architecture '\(name)' is not one the engine runs (it runs \(ModelFamily.supported.joined(separator: ", ")))"
+        case let .missingTensors(path, names):
+            let shown = names.prefix(12).joined(separator: ", ")
+            return "\(path): \(names.count) tensor(s) the model needs are missing: \(shown)\(names.count > 12 ? ", …" : "")"
+        case let .unsupportedTensorType(path, tensor, type):
+            return "\(path): tensor '\(tensor)' is stored as \(type), which has no matrix kernel (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and Q2_K–Q6_K have)"
+        case let .badShape(path, tensor, expected, found):
+            return "\(path): tensor '\(tensor)' has shape \(found), the config implies \(expected)"
+        case let .tokenOutOfVocabulary(id, vocab):
+            return "token id \(id) is outside the vocabulary (0..<\(vocab))"
+        case let .contextTooLong(tokens, context):
+            return "a sequence of \(tokens) tokens is longer than the model's context of \(context)"
+        }
+    }
+}
+
+/// The families the engine runs, by GGUF architecture name.
+enum ModelFamily {
+    static let supported = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"]
+
+    static func spec(_ name: String, _ c: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec? {
+        switch name {
+        case "llama": return try Llama.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        case "mistral": return try Mistral.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        case "qwen2": return try Qwen2.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        case "qwen3": return try Qwen3.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        case "gemma2": return try Gemma2.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        case "gemma3": return try Gemma3.spec(c, format: format, ropeFactors: ropeFactors, path: path)
+        default: return nil
+        }
+    }
+}
+
+/// A decoder model opened for inference: its spec and its tensors by role, read in place
+/// from the mapped checkpoint (GGUF or safetensors, through the same name maps as
+/// `convert`). Nothing is loaded until a layer asks for it.
+public final class DecoderModel: @unchecked Sendable {
+    public let checkpoint: any Checkpoint
+    public let architecture: Architecture
+    public let spec: DecoderSpec
+    public let config: ModelConfig
+    private let byRole: [TensorRole: TensorView]
+
+    public var path: String { checkpoint.path }
+
+    public init(path: String) throws {
+        let ckpt = try openCheckpoint(path: path)
+        checkpoint = ckpt
+        let config: ModelConfig
+        let archName: String
+        switch ckpt.format {
+        case .gguf:
+            config = ModelConfig(gguf: ckpt.metadata)
+            archName = ckpt.metadata["general.architecture"]?.stringValue ?? "(none)"
+        case .safetensors:
+            guard let c = try ModelConfig.beside(checkpointPath: path) else {
+                throw CheckpointError.unsupported(path: path, reason: "no config.json beside the safetensors files; the engine needs one")
+            }
+            config = c
+            archName = c.modelType.flatMap { Architecture.hf(modelType: $0)?.ggufName } ?? c.modelType ?? "(none)"
+        }
+        guard let arch = Architecture.gguf(archName) else {
+            throw ModelError.unknownArchitecture(path: path, name: archName)
+        }
+        architecture = arch
+        var roles: [TensorRole: TensorView] = [:]
+        var ropeFactors: [Float]?
+        for t in ckpt.tensors {
+            if ckpt.format == .gguf, t.name == "rope_freqs.weight" {
+                var f = [Float](repeating: 0, count: t.elementCount)
+                try f.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
+                ropeFactors = f
+                continue
+            }
+            let role = ckpt.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name)
+            if let role { roles[role] = t }
+        }
+        byRole = roles
+        var c = config
+        if c.vocabSize == nil, let e = roles[.embed] { c.vocabSize = e.shape.first }
+        self.config = c
+        guard let spec = try ModelFamily.spec(arch.ggufName, c, format: ckpt.format, ropeFactors: ropeFactors, path: path) else {
+            throw ModelError.unknownArchitecture(path: path, name: archName)
+        }
+        self.spec = spec
+        try checkTensors()
+    }
+
+    private func name(_ role: TensorRole) -> String {
+        (checkpoint.format == .gguf ? architecture.ggufName(role) : architecture.hfName(role)) ?? role.description
+    }
+
+    /// Every tensor the forward pass reads, with the shape the spec implies.
+    private func required() -> [(TensorRole, [Int])] {
+        let s = spec
+        var out: [(TensorRole, [Int])] = [(.embed, [s.vocab, s.hidden]), (.finalNorm, [s.hidden])]
+        if byRole[.lmHead] != nil { out.append((.lmHead, [s.vocab, s.hidden])) }
+        for i in 0..<s.layers {
+            out += [
+                (.layer(i, .attnNorm), [s.hidden]), (.layer(i, .attnQ), [s.qDim, s.hidden]),
+                (.layer(i, .attnK), [s.kvDim, s.hidden]), (.layer(i, .attnV), [s.kvDim, s.hidden]),
+                (.layer(i, .attnOutput), [s.hidden, s.qDim]), (.layer(i, .mlpNorm), [s.hidden]),
+                (.layer(i, .mlpGate), [s.ffn, s.hidden]), (.layer(i, .mlpUp), [s.ffn, s.hidden]),
+                (.layer(i, .mlpDown), [s.hidden, s.ffn]),
+            ]
+            if s.qkNorm { out += [(.layer(i, .attnQNorm), [s.headDim]), (.layer(i, .attnKNorm), [s.headDim])] }
+            if s.postNorms { out += [(.layer(i, .postAttnNorm), [s.hidden]), (.layer(i, .postMlpNorm), [s.hidden])] }
+        }
+        return out
+    }
+
+    private func checkTensors() throws {
+        var missing: [String] = []
+        for (role, shape) in required() {
+            guard let t = byRole[role] else { missing.append(name(role)); continue }
+            // Vectors may be stored as [n] or [1, n]; matrices must match exactly.
+            let found = shape.count == 1 ? [t.elementCount] : t.shape
+            if found != shape { throw ModelError.badShape(path: t.file.path, tensor: t.name, expected: shape, found: t.shape) }
+            if shape.count == 2, role != .embed {
+                guard let id = Self.ggmlType(t.dtype), WeightMatrix.isSupported(ggmlType: id) else {
+                    throw ModelError.unsupportedTensorType(path: t.file.path, tensor: t.name, type: t.dtype.name)
+                }
+            } else if !TensorDecoder.canDecode(t.dtype) {
+                throw ModelError.unsupportedTensorType(path: t.file.path, tensor: t.name, type: t.dtype.name)
+            }
+        }
+        if !missing.isEmpty { throw ModelError.missingTensors(path: path, names: missing) }
+    }
+
+    static func ggmlType(_ d: TensorDType) -> Int32? {
+        switch d {
+        case let .gguf(t): return Int32(t.id)
+        case .safetensors(.F32): return 0
+        case .safetensors(.F16): return 1
+        case .safetensors(.BF16): return 30
+        default: return nil
+        }
+    }
+
+    public func tensor(_ role: TensorRole) -> TensorView? { byRole[role] }
+
+    /// The LM head: its own tensor, or the embedding when tied.
+    public var lmHeadView: TensorView { byRole[.lmHead] ?? byRole[.embed]! }
+
+    func matrix(_ role: TensorRole) -> WeightMatrix {
+        Self.matrix(role == .lmHead ? lmHeadView : byRole[role]!)
+    }
+
+    static func matrix(_ t: TensorView) -> WeightMatrix {
+        let rows = t.rowCount, cols = t.rowLength
+        return WeightMatrix(ggmlType: ggmlType(t.dtype)!, base: t.bytes.baseAddress!, rowBytes: t.byteCount / max(rows, 1),
+                            rows: rows, columns: cols)
+    }
+
+    /// A norm (or bias) vector as f32, with the HF gemma offset applied.
+    func vector(_ role: TensorRole, offset: Float = 0) throws -> FloatBuffer? {
+        guard let t = byRole[role] else { return nil }
+        let b = FloatBuffer(count: t.elementCount)
+        try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: b.pointer)
+        if offset != 0 { for i in 0..<b.count { b[i] += offset } }
+        return b
+    }
+
+    /// Bytes of every tensor of layer `i`, per file, for paging them in or out.
+    func layerRanges(_ i: Int) -> [(MappedFile, Range<Int>)] {
+        byRole.compactMap { role, t in
+            if case let .layer(l, _) = role, l == i { return (t.file, t.offset..<(t.offset + t.byteCount)) }
+            return nil
+        }
+    }
+}

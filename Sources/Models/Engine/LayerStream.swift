@@ -1,0 +1,126 @@
+import CKernels
+import CheckpointIO
+import TensorMath
+
+/// Runs batches of token sequences through a decoder one layer at a time, straight from
+/// the mapped checkpoint: layer i's weights are paged in, every token of the batch goes
+/// through them, and (in streaming mode) their pages are dropped before layer i+1. Peak
+/// memory is one layer's weights plus the batch's activations, whatever the model's size.
+public final class LayerStream {
+    public let model: DecoderModel
+    /// Drop each layer's pages after use (for models larger than the memory to spare).
+    public var releaseLayers: Bool
+    private var activations: LayerActivations?
+    private var layerCache: [Int: LayerWeights] = [:]
+
+    public init(model: DecoderModel, releaseLayers: Bool = false) {
+        self.model = model
+        self.releaseLayers = releaseLayers
+    }
+
+    public var spec: DecoderSpec { model.spec }
+
+    /// Which positions of which sequence want logits; nil: none (hooks only).
+    public typealias OutputRequest = (_ sequence: Int) -> Range<Int>?
+    /// Receives logits rows: the sequence, its first position, and `positions × vocab` floats.
+    public typealias LogitsConsumer = (_ sequence: Int, _ firstPosition: Int, _ logits: UnsafeBufferPointer<Float>) throws -> Void
+
+    /// Runs `sequences` (or their continuation after the tokens already in `cache`) through
+    /// every layer, calling `hooks`, then computes logits for the positions `outputs` asks
+    /// for, handing them to `consume` a slice at a time.
+    public func run(_ sequences: [[Int32]], hooks: LayerHooks? = nil, cache: KVCache? = nil,
+                    outputs: OutputRequest? = nil, consume: LogitsConsumer? = nil) throws {
+        let s = spec
+        var spans: [SequenceSpan] = []
+        var total = 0
+        for seq in sequences {
+            let p0 = cache?.count ?? 0
+            if p0 + seq.count > s.contextLength { throw ModelError.contextTooLong(tokens: p0 + seq.count, context: s.contextLength) }
+            if let cache, p0 + seq.count > cache.capacity { throw ModelError.contextTooLong(tokens: p0 + seq.count, context: cache.capacity) }
+            for t in seq where t < 0 || Int(t) >= s.vocab { throw ModelError.tokenOutOfVocabulary(id: t, vocab: s.vocab) }
+            spans.append(SequenceSpan(start: total, count: seq.count, position0: p0))
+            total += seq.count
+        }
+        precondition(cache == nil || sequences.count == 1, "a KV cache holds one sequence")
+        guard total > 0 else { return }
+        let maxKeys = (cache?.capacity ?? 0) + (sequences.map(\.count).max() ?? 0)
+        let a: LayerActivations
+        if let have = activations, have.tokens >= total, have.attentionScratch.count >= ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(maxKeys), Int32(s.headDim))) {
+            a = have
+        } else {
+            a = LayerActivations(spec: s, tokens: total, maxKeys: maxKeys)
+            activations = a
+        }
+        a.fillRope(spec: s, spans: spans)
+        try embed(sequences, into: a.x)
+
+        for i in 0..<s.layers {
+            let w = try layerWeights(i)
+            if releaseLayers, i + 1 < s.layers {
+                for (file, range) in model.layerRanges(i + 1) { try? file.advise(.willNeed, range: range) }
+            }
+            DecoderLayer.forward(spec: s, weights: w, index: i, a: a, n: total, spans: spans, cache: cache, hooks: hooks)
+            if releaseLayers {
+                for (file, range) in model.layerRanges(i) { try file.advise(.dontNeed, range: range) }
+                layerCache[i] = nil
+            }
+        }
+        cache?.advance(by: total)
+        guard let outputs, let consume else { return }
+        try logits(a, spans: spans, outputs: outputs, consume: consume)
+    }
+
+    private func layerWeights(_ i: Int) throws -> LayerWeights {
+        if let w = layerCache[i] { return w }
+        let w = try LayerWeights(model: model, layer: i)
+        if !releaseLayers { layerCache[i] = w }
+        return w
+    }
+
+    private func embed(_ sequences: [[Int32]], into x: FloatBuffer) throws {
+        let s = spec, e = model.tensor(.embed)!
+        var row = 0
+        for seq in sequences {
+            for t in seq {
+                try TensorDecoder.decodeRows(e, rows: Int(t)..<(Int(t) + 1), into: x.pointer + row * s.hidden)
+                row += 1
+            }
+        }
+        if s.embeddingScale != 1 { ckpt_scale(x.pointer, s.embeddingScale, Int64(row * s.hidden)) }
+        if releaseLayers { try e.file.advise(.dontNeed, range: e.offset..<(e.offset + e.byteCount)) }
+    }
+
+    /// Rows of logits computed per pass over the LM head: bounds the logits buffer
+    /// (rows × vocab floats) while reading the head's weights few times.
+    public static let logitRowsPerPass = 128
+
+    private func logits(_ a: LayerActivations, spans: [SequenceSpan], outputs: OutputRequest,
+                        consume: LogitsConsumer) throws {
+        let s = spec
+        let norm = try model.vector(.finalNorm, offset: model.checkpoint.format == .safetensors ? s.hfNormOffset : 0)!
+        let head = model.matrix(.lmHead)
+        let slice = Self.logitRowsPerPass
+        let normed = FloatBuffer(count: slice * s.hidden, zeroed: false)
+        let out = FloatBuffer(count: slice * s.vocab, zeroed: false)
+        let scratch = MatmulScratch(maxColumns: s.hidden)
+        for (si, span) in spans.enumerated() {
+            guard let want = outputs(si), !want.isEmpty else { continue }
+            precondition(want.lowerBound >= span.position0 && want.upperBound <= span.position0 + span.count, "logits asked for positions not in the batch")
+            var p = want.lowerBound
+            while p < want.upperBound {
+                let n = min(slice, want.upperBound - p)
+                let row = span.start + (p - span.position0)
+                Kernels.rmsNorm(a.x.pointer + row * s.hidden, ldx: s.hidden, weight: norm.pointer, into: normed.pointer,
+                                ldy: s.hidden, rows: n, width: s.hidden, eps: s.normEps)
+                Kernels.matmul(head, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer, ldy: s.vocab, scratch: scratch)
+                if s.finalSoftcap > 0 { ckpt_softcap(out.pointer, Int64(n * s.vocab), s.finalSoftcap) }
+                try consume(si, p, UnsafeBufferPointer(start: out.pointer, count: n * s.vocab))
+                p += n
+            }
+        }
+        if releaseLayers {
+            let h = model.lmHeadView
+            try h.file.advise(.dontNeed, range: h.offset..<(h.offset + h.byteCount))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import CKernels
+
+/// An owned, 64-byte aligned run of f32 values: activations, scratch, small weights.
+/// A class so large buffers are never copied by accident.
+public final class FloatBuffer: @unchecked Sendable {
+    public let count: Int
+    public let pointer: UnsafeMutablePointer<Float>
+
+    public init(count: Int, zeroed: Bool = true) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        if zeroed { pointer.initialize(repeating: 0, count: count) }
+    }
+
+    public convenience init(_ values: [Float]) {
+        self.init(count: values.count, zeroed: false)
+        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+
+    public subscript(i: Int) -> Float {
+        get { pointer[i] }
+        set { pointer[i] = newValue }
+    }
+
+    public var buffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
+    public var array: [Float] { Array(buffer) }
+
+    public func fill(_ v: Float) { pointer.update(repeating: v, count: count) }
+}
+
+/// The worker threads every kernel runs on (the caller counts as one).
+public enum ThreadPool {
+    /// Sets the thread count; returns how many run (thread creation can fail).
+    @discardableResult
+    public static func setThreads(_ n: Int) -> Int { Int(ckpt_pool_set_threads(Int32(clamping: n))) }
+    public static var threads: Int { Int(ckpt_pool_threads()) }
+}
+
+/// A weight matrix as stored: `rows` rows of `columns` elements of a ggml type, read in
+/// place from a mapping. Not owning: the caller keeps the mapping alive.
+public struct WeightMatrix: @unchecked Sendable {
+    /// ggml type id (0 F32, 1 F16, 30 BF16, 2/3/6/7/8 Q4_0…Q8_0, 12–14 Q4_K…Q6_K, …).
+    public let ggmlType: Int32
+    public let base: UnsafeRawPointer
+    public let rowBytes: Int
+    public let rows: Int
+    public let columns: Int
+
+    public init(ggmlType: Int32, base: UnsafeRawPointer, rowBytes: Int, rows: Int, columns: Int) {
+        self.ggmlType = ggmlType
+        self.base = base
+        self.rowBytes = rowBytes
+        self.rows = rows
+        self.columns = columns
+    }
+
+    public static func isSupported(ggmlType: Int32) -> Bool { ckpt_matmul_supported(ggmlType) != 0 }
+}
+
+/// Scratch the matrix kernels decode weight panels into: one slice per pool thread.
+public final class MatmulScratch: @unchecked Sendable {
+    let buffer: FloatBuffer
+    public let maxColumns: Int
+    public init(maxColumns: Int) {
+        self.maxColumns = maxColumns
+        buffer = FloatBuffer(count: max(ThreadPool.threads, 1) * Int(ckpt_matmul_scratch_floats(Int64(maxColumns))), zeroed: false)
+    }
+}
+
+public enum Kernels {
+    /// y[t][r] = W[r] · x[t] for `tokens` rows of x (stride ldx) into y (stride ldy).
+    public static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, ldx: Int, tokens: Int,
+                              into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: MatmulScratch) {
+        precondition(w.columns <= scratch.maxColumns && ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(w.columns))) <= scratch.buffer.count,
+                     "matmul scratch too small")
+        let rc = ckpt_matmul(w.ggmlType, w.base, w.rowBytes, Int64(w.rows), Int64(w.columns),
+                             x, Int64(ldx), Int64(tokens), y, Int64(ldy), scratch.buffer.pointer)
+        precondition(rc == 0, "matmul called with an unsupported weight type \(w.ggmlType)")
+    }
+
+    public static func rmsNorm(_ x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,
+                               ldy: Int, rows: Int, width: Int, eps: Float) {
+        ckpt_rmsnorm(x, Int64(ldx), weight, y, Int64(ldy), Int64(rows), Int64(width), eps)
+    }
+}

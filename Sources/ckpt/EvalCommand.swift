@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CheckpointIO
+import Models
+import TensorMath
+
+/// `ckpt eval`: perplexity of a model on a text file, computed as llama-perplexity does.
+enum EvalCommand {
+    static let spec = CommandSpec(
+        name: "eval",
+        summary: "Perplexity of a model on a text, the way llama-perplexity computes it.",
+        usage: "eval --model <model> --file <file> [--ctx 512] [--chunks N] [--batch B] [--threads T] [--max-resident SIZE] [--json]",
+        discussion: """
+        Tokenizes the whole file (BOS first when the model adds one), cuts it into
+        non-overlapping chunks of --ctx tokens (the first token of each replaced by BOS when
+        the model adds one) and scores positions ctx/2 … ctx-2 of each chunk, each
+        predicting the next token. tokens/s is chunks × ctx over the forward time, loading
+        and tokenizing excluded, as llama.cpp reports it. --batch chunks go through each
+        layer together, so each layer's weights are read once per batch.
+        With --max-resident below the model's size, each layer's pages are dropped after
+        use: the model streams through memory one layer at a time.
+        """,
+        options: [
+            .init("--model", value: "model", help: "GGUF file, or HF safetensors directory / file with config.json."),
+            .init("--file", value: "file", help: "UTF-8 text to score."),
+            .init("--ctx", value: "n", help: "Tokens per chunk (default 512)."),
+            .init("--chunks", value: "n", help: "Score at most this many chunks (default: all)."),
+            .init("--batch", value: "n", help: "Chunks per pass through the layers (default: 2048 tokens' worth)."),
+            .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
+            .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (e.g. 64M, 2G)."),
+            .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes."),
+        ],
+        positionals: 0...0
+    )
+
+    static func run(_ args: ParsedArguments) throws {
+        guard let modelPath = args.value("--model") else { throw UsageError(message: "eval needs --model", command: "eval") }
+        guard let file = args.value("--file") else { throw UsageError(message: "eval needs --file", command: "eval") }
+        let ctx = try intOption(args, "--ctx", default: 512, min: 4)
+        let maxChunks = try args.value("--chunks").map { _ in try intOption(args, "--chunks", default: 0, min: 1) }
+        let batch = try intOption(args, "--batch", default: max(1, 2048 / ctx), min: 1)
+        let threads = try intOption(args, "--threads", default: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), min: 1)
+        let cap = try args.value("--max-resident").map { text in
+            guard let v = ConvertCommand.parseSize(text), v > 0 else {
+                throw UsageError(message: "--max-resident takes a size such as 64M, 500MB or 2GiB, not '\(text)'", command: "eval")
+            }
+            return v
+        }
+        ThreadPool.setThreads(threads)
+
+        let model = try DecoderModel(path: modelPath)
+        let tokenizer = try BPETokenizer.forModel(path: modelPath)
+        let bytes = try FileSystem.readFile(file, limit: 1 << 32)
+        if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
+        var tokens = tokenizer.encode(String(decoding: bytes, as: UTF8.self))
+        let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
+        if let bos { tokens.insert(bos, at: 0) }
+
+        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
+        let total = min(tokens.count / ctx, maxChunks ?? Int.max)
+        let bar = ProgressBar(label: "eval", total: total, totalBytes: 0)
+        let result = try Perplexity.evaluate(stream: stream, tokens: tokens, ctx: ctx, maxChunks: maxChunks, batch: batch, bos: bos) {
+            done, all, seconds in
+            bar.update(done: done, bytesDone: 0, force: done == all)
+            _ = seconds
+        }
+        bar.finish()
+        let peak = peakResidentBytes()
+        if args.flag("--json") {
+            var w = JSONWriter()
+            w.beginObject()
+            w.double(result.ppl, key: "ppl")
+            w.double(result.nll, key: "nll")
+            w.int(result.scored, key: "tokens")
+            w.double(result.tokensPerSecond, key: "tokens_per_s")
+            w.int(result.chunks, key: "chunks")
+            w.int(ctx, key: "ctx")
+            w.double(result.forwardSeconds, key: "seconds")
+            w.int(threads, key: "threads")
+            w.bool(stream.releaseLayers, key: "streamed")
+            if let peak { w.int(peak, key: "peak_rss_bytes") }
+            w.endObject()
+            Console.out(w.text + "\n")
+        } else {
+            Console.out("""
+            model        \(modelPath) (\(model.spec.architecture), \(model.spec.layers) layers)
+            text         \(file): \(tokens.count) tokens, \(result.chunks) chunks of \(ctx)
+            perplexity   \(formatFixed(result.ppl, digits: 4))
+            nll          \(formatFixed(result.nll, digits: 6)) nats/token over \(result.scored) tokens
+            speed        \(formatFixed(result.tokensPerSecond, digits: 1)) tokens/s (\(threads) threads, \(formatFixed(result.forwardSeconds, digits: 2)) s)
+            peak memory  \(peak.map(formatBytes) ?? "?")\(stream.releaseLayers ? " (layers streamed)" : "")
+
+            """)
+        }
+    }
+
+    static func intOption(_ args: ParsedArguments, _ name: String, default d: Int, min: Int) throws -> Int {
+        guard let s = args.value(name) else { return d }
+        guard let v = Int(s), v >= min else {
+            throw UsageError(message: "\(name) must be an integer ≥ \(min), got '\(s)'", command: "eval")
+        }
+        return v
+    }
+}
+
+/// Peak resident set size of this process (VmHWM in /proc/self/status).
+func peakResidentBytes() -> Int? {
+    guard let bytes = try? FileSystem.readStream("/proc/self/status") else { return nil }
+    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first
+        return kb.map { $0 * 1024 }
+    }
+    return nil
+}
+

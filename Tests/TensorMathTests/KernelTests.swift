@@ -1,0 +1,225 @@
+import CheckpointIO
+import CKernels
+import TensorMath
+import TestSupport
+import XCTest
+
+/// The engine's kernels against plain double-precision loops written here, on every
+/// instruction-set path this CPU has, single- and multi-threaded.
+final class KernelTests: XCTestCase {
+    override func tearDown() {
+        ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+        ThreadPool.setThreads(1)
+    }
+
+    /// Deterministic values in [-1, 1) (SplitMix64).
+    struct Random {
+        var state: UInt64
+        mutating func next() -> Float {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return Float(z >> 40) / Float(1 << 23) - 1
+        }
+        mutating func values(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in next() * scale } }
+    }
+
+    static let levels: [Int32] = [Int32(CKPT_LEVEL_SCALAR), Int32(CKPT_LEVEL_AVX512)]
+
+    /// Weights of every type: the fixture blocks (gguf-py's decodings are the truth), or
+    /// for float types, random values; rows of `k`, multiplied by random activations.
+    func testMatmulMatchesDecodedWeightsForEveryType() throws {
+        var rng = Random(state: 7)
+        let types = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+        for name in types {
+            let type = try XCTUnwrap(GGMLType.named(name))
+            var blocks: [UInt8]
+            var decoded: [Float]
+            let k: Int
+            if type.isQuantized {
+                // The fixture's few blocks, rearranged into 37 rows of two blocks each.
+                let raw = try FileSystem.readFile(fixturesPath + "/dequant/\(name).blocks")
+                let f = try FileSystem.readFile(fixturesPath + "/dequant/\(name).f32")
+                let values = f.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                let nb = raw.count / type.bytesPerBlock, bs = type.blockSize, bb = type.bytesPerBlock
+                k = 2 * bs
+                blocks = []; decoded = []
+                for r in 0..<37 { for j in 0..<2 {
+                    let b = (3 * r + j) % nb
+                    blocks += raw[(b * bb)..<((b + 1) * bb)]
+                    decoded += values[(b * bs)..<((b + 1) * bs)]
+                } }
+            } else {
+                k = 72
+                decoded = rng.values(37 * k)
+                switch name {
+                case "F16": blocks = decoded.flatMap { withUnsafeBytes(of: ckpt_f32_to_f16($0).littleEndian, Array.init) }
+                case "BF16": blocks = decoded.flatMap { withUnsafeBytes(of: ckpt_f32_to_bf16($0).littleEndian, Array.init) }
+                default: blocks = decoded.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+                }
+                if name != "F32" { decoded = (0..<decoded.count).map { i in
+                    let h = UInt16(blocks[2 * i]) | UInt16(blocks[2 * i + 1]) << 8
+                    return name == "F16" ? ckpt_f16_to_f32(h) : ckpt_bf16_to_f32(h)
+                } }
+            }
+            let rows = decoded.count / k
+            XCTAssertGreaterThan(rows, 16, "\(name): enough rows for a full and a partial panel")
+            let rowBytes = blocks.count / rows
+            for tokens in [1, 5, 13] {
+                let x = rng.values(tokens * k)
+                var expected = [Double](repeating: 0, count: tokens * rows)
+                for t in 0..<tokens { for r in 0..<rows {
+                    var s = 0.0
+                    for i in 0..<k { s += Double(decoded[r * k + i]) * Double(x[t * k + i]) }
+                    expected[t * rows + r] = s
+                } }
+                for level in Self.levels { for threads in [1, 2] {
+                    ckpt_set_kernel_level(level)
+                    ThreadPool.setThreads(threads)
+                    let y = try matmul(blocks, typeID: Int32(type.id), rowBytes: rowBytes, rows: rows, k: k, x: x, tokens: tokens)
+                    for i in y.indices {
+                        let scale = max(1, abs(expected[i]))
+                        XCTAssertEqual(Double(y[i]), expected[i], accuracy: 2e-5 * scale * Double(k).squareRoot(),
+                                       "\(name) level \(level) threads \(threads) tokens \(tokens) out \(i)")
+                    }
+                } }
+            }
+        }
+    }
+
+    func matmul(_ blocks: [UInt8], typeID: Int32, rowBytes: Int, rows: Int, k: Int, x: [Float], tokens: Int) throws -> [Float] {
+        let scratch = MatmulScratch(maxColumns: k)
+        var y = [Float](repeating: .nan, count: tokens * rows)
+        blocks.withUnsafeBytes { w in
+            let m = WeightMatrix(ggmlType: typeID, base: w.baseAddress!, rowBytes: rowBytes, rows: rows, columns: k)
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                Kernels.matmul(m, xp.baseAddress!, ldx: k, tokens: tokens, into: yp.baseAddress!, ldy: rows, scratch: scratch)
+            } }
+        }
+        return y
+    }
+
+    func testMatmulRejectsUnsupportedTypesAndPartialBlocks() {
+        XCTAssertEqual(ckpt_matmul_supported(16), 0, "IQ2_XXS has no kernel")
+        var y = [Float](repeating: 0, count: 4)
+        let x = [Float](repeating: 1, count: 48)
+        let w = [UInt8](repeating: 0, count: 34 * 2)
+        let rc = w.withUnsafeBytes { wp in
+            ckpt_matmul(8, wp.baseAddress, 34, 1, 48, x, 48, 1, &y, 1, nil)
+        }
+        XCTAssertEqual(rc, -1, "48 is not a whole number of Q8_0 blocks")
+    }
+
+    /// Causal attention with grouped heads, a sliding window, soft-capping and a cached
+    /// prefix, against a direct double-precision softmax.
+    func testAttentionMatchesDirectSoftmax() {
+        var rng = Random(state: 11)
+        let heads = 4, kvHeads = 2, hd = 16, past = 5, nq = 70
+        let nkv = past + nq
+        let q = rng.values(nq * heads * hd), k = rng.values(nkv * kvHeads * hd), v = rng.values(nkv * kvHeads * hd)
+        for (window, softcap) in [(0, Float(0)), (9, Float(0)), (0, Float(3)), (40, Float(2))] {
+            var expected = [Double](repeating: 0, count: nq * heads * hd)
+            for i in 0..<nq { for h in 0..<heads {
+                let pos = past + i, kh = h / (heads / kvHeads)
+                let lo = window > 0 ? max(0, pos - window + 1) : 0
+                var scores: [Double] = []
+                for j in lo...pos {
+                    var s = 0.0
+                    for d in 0..<hd { s += Double(q[(i * heads + h) * hd + d]) * Double(k[(j * kvHeads + kh) * hd + d]) }
+                    s *= 0.25
+                    if softcap > 0 { s = Double(softcap) * tanh(s / Double(softcap)) }
+                    scores.append(s)
+                }
+                let m = scores.max()!
+                let e = scores.map { exp($0 - m) }, z = e.reduce(0, +)
+                for d in 0..<hd {
+                    var o = 0.0
+                    for (n, j) in (lo...pos).enumerated() { o += e[n] / z * Double(v[(j * kvHeads + kh) * hd + d]) }
+                    expected[(i * heads + h) * hd + d] = o
+                }
+            } }
+            for level in Self.levels { for threads in [1, 2] {
+                ckpt_set_kernel_level(level)
+                ThreadPool.setThreads(threads)
+                let scratch = [Float](repeating: 0, count: threads * Int(ckpt_attention_scratch_floats(Int64(nkv), Int32(hd))))
+                var out = [Float](repeating: .nan, count: nq * heads * hd)
+                var sc = scratch
+                ckpt_attention(q, Int64(heads * hd), k, Int64(kvHeads * hd), v, Int64(kvHeads * hd), &out, Int64(heads * hd),
+                               Int64(nq), Int64(past), Int64(nkv), Int32(heads), Int32(kvHeads), Int32(hd), 0.25,
+                               Int32(window), softcap, &sc)
+                for i in out.indices {
+                    XCTAssertEqual(Double(out[i]), expected[i], accuracy: 2e-5, "window \(window) cap \(softcap) level \(level) threads \(threads) at \(i)")
+                }
+            } }
+        }
+    }
+
+    func testRopeLayoutsRotateTheRightPairs() {
+        var rng = Random(state: 3)
+        let heads = 2, hd = 8, rot = 6, tokens = 3
+        let x = rng.values(tokens * heads * hd)
+        let angles = (0..<tokens).flatMap { t in (0..<(rot / 2)).map { i in Double(t + 1) * pow(100, -Double(2 * i) / Double(rot)) } }
+        let cosT = angles.map { Float(cos($0)) }, sinT = angles.map { Float(sin($0)) }
+        for neox in [0, 1] {
+            var y = x
+            ckpt_rope(&y, Int64(heads * hd), Int64(tokens), Int32(heads), Int32(hd), Int32(rot), cosT, sinT, Int32(neox))
+            for t in 0..<tokens { for h in 0..<heads {
+                let base = (t * heads + h) * hd
+                for i in 0..<(rot / 2) {
+                    let (a, b) = neox == 1 ? (base + i, base + i + rot / 2) : (base + 2 * i, base + 2 * i + 1)
+                    let c = cos(angles[t * rot / 2 + i]), s = sin(angles[t * rot / 2 + i])
+                    XCTAssertEqual(Double(y[a]), Double(x[a]) * c - Double(x[b]) * s, accuracy: 1e-6)
+                    XCTAssertEqual(Double(y[b]), Double(x[a]) * s + Double(x[b]) * c, accuracy: 1e-6)
+                }
+                for d in rot..<hd { XCTAssertEqual(y[base + d], x[base + d], "dims past n_rot stay") }
+            } }
+        }
+    }
+
+    func testNormsAndGatesMatchDefinitions() {
+        var rng = Random(state: 5)
+        let n = 100
+        let x = rng.values(2 * n, scale: 4), w = rng.values(n), u = rng.values(2 * n)
+        var y = [Float](repeating: 0, count: 2 * n)
+        ckpt_rmsnorm(x, Int64(n), w, &y, Int64(n), 2, Int64(n), 1e-5)
+        for r in 0..<2 {
+            let ms = (0..<n).map { Double(x[r * n + $0] * x[r * n + $0]) }.reduce(0, +) / Double(n)
+            for i in 0..<n { XCTAssertEqual(Double(y[r * n + i]), Double(x[r * n + i]) / (ms + 1e-5).squareRoot() * Double(w[i]), accuracy: 1e-5) }
+        }
+        for level in Self.levels {
+            ckpt_set_kernel_level(level)
+            var s = [Float](repeating: 0, count: 2 * n), g = s
+            ckpt_silu_mul(x, u, &s, Int64(2 * n))
+            ckpt_gelu_tanh_mul(x, u, &g, Int64(2 * n))
+            for i in 0..<(2 * n) {
+                let xv = Double(x[i])
+                XCTAssertEqual(Double(s[i]), xv / (1 + exp(-xv)) * Double(u[i]), accuracy: 1e-5, "silu \(level)")
+                let gelu = 0.5 * xv * (1 + tanh(0.7978845608028654 * (xv + 0.044715 * xv * xv * xv)))
+                XCTAssertEqual(Double(g[i]), gelu * Double(u[i]), accuracy: 1e-5, "gelu \(level)")
+            }
+            let lse = ckpt_logsumexp(x, Int64(2 * n))
+            let m = Double(x.max()!)
+            XCTAssertEqual(lse, m + log(x.map { exp(Double($0) - m) }.reduce(0, +)), accuracy: 1e-5)
+        }
+    }
+
+    /// Every task runs exactly once whatever the thread count, and loops can follow each
+    /// other without a pause.
+    func testPoolRunsEveryTaskOnce() {
+        let hits = UnsafeMutablePointer<Int32>.allocate(capacity: 1000)
+        defer { hits.deallocate() }
+        for threads in [1, 2, 3] {
+            ThreadPool.setThreads(threads)
+            XCTAssertEqual(ThreadPool.threads, threads)
+            for _ in 0..<50 {
+                hits.initialize(repeating: 0, count: 1000)
+                ckpt_pool_run(1000, { ctx, task, _ in
+                    ctx!.assumingMemoryBound(to: Int32.self)[Int(task)] += 1
+                }, hits)
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: hits, count: 1000)), [Int32](repeating: 1, count: 1000))
+            }
+        }
+    }
+}
