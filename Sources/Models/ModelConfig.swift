@@ -31,6 +31,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var slidingWindowPattern: Int?
     /// `hidden_act` / `hidden_activation` ("silu", "gelu_pytorch_tanh", …).
     public var hiddenAct: String?
+    /// Per-layer attention kind in newer HF configs ("sliding_attention" / "full_attention").
+    public var layerTypes: [String]?
 
     /// `rope_scaling` in `config.json` (`rope_type` or the older `type`).
     public struct RopeScaling: Codable, Sendable, Equatable {
@@ -64,6 +66,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case attnLogitSoftcapping = "attn_logit_softcapping", finalLogitSoftcapping = "final_logit_softcapping"
         case ropeLocalBaseFreq = "rope_local_base_freq", slidingWindowPattern = "sliding_window_pattern"
         case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation"
+        case layerTypes = "layer_types"
         case textConfig = "text_config"
     }
 
@@ -103,6 +106,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         ropeLocalBaseFreq = try opt(.ropeLocalBaseFreq)
         slidingWindowPattern = try opt(.slidingWindowPattern)
         hiddenAct = try opt(.hiddenActivation) ?? opt(.hiddenAct)
+        layerTypes = try opt(.layerTypes)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -129,6 +133,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(ropeLocalBaseFreq, forKey: .ropeLocalBaseFreq)
         try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
         try c.encodeIfPresent(hiddenAct, forKey: .hiddenAct)
+        try c.encodeIfPresent(layerTypes, forKey: .layerTypes)
     }
 
     /// Decodes an HF `config.json`.

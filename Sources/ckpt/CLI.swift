@@ -154,22 +154,31 @@ enum Console {
 
     static func err(_ s: String) { _ = write(fd: 2, s) }
 
+    /// Raw bytes to stdout (a generated token may be part of a UTF-8 sequence).
+    static func outBytes(_ b: [UInt8]) {
+        let code = b.withUnsafeBufferPointer { writeAll(fd: 1, $0) }
+        if code == EPIPE { exit(0) }
+        if code != 0 { exit(ExitCode.ioError.rawValue) }
+    }
+
     /// Writes all of `s`, retrying short writes and EINTR; returns 0 or the errno.
     /// Output is built whole and written once, so no stdio buffering is involved.
     private static func write(fd: Int32, _ s: String) -> Int32 {
         var s = s
-        return s.withUTF8 { buf -> Int32 in
-            var done = 0
-            while done < buf.count {
-                let n = Glibc.write(fd, buf.baseAddress! + done, buf.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                done += n
+        return s.withUTF8 { writeAll(fd: fd, $0) }
+    }
+
+    private static func writeAll(fd: Int32, _ buf: UnsafeBufferPointer<UInt8>) -> Int32 {
+        var done = 0
+        while done < buf.count {
+            let n = Glibc.write(fd, buf.baseAddress! + done, buf.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
             }
-            return 0
+            done += n
         }
+        return 0
     }
 
     static var stderrIsTerminal: Bool { isatty(2) != 0 }

@@ -95,10 +95,10 @@ enum EvalCommand {
         }
     }
 
-    static func intOption(_ args: ParsedArguments, _ name: String, default d: Int, min: Int) throws -> Int {
+    static func intOption(_ args: ParsedArguments, _ name: String, default d: Int, min: Int, command: String = "eval") throws -> Int {
         guard let s = args.value(name) else { return d }
         guard let v = Int(s), v >= min else {
-            throw UsageError(message: "\(name) must be an integer ≥ \(min), got '\(s)'", command: "eval")
+            throw UsageError(message: "\(name) must be an integer ≥ \(min), got '\(s)'", command: command)
         }
         return v
     }

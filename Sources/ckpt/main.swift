@@ -16,6 +16,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (ConvertCommand.spec, ConvertCommand.run),
     (TokenizeCommand.spec, TokenizeCommand.run),
     (EvalCommand.spec, EvalCommand.run),
+    (GenerateCommand.spec, GenerateCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {

@@ -15,6 +15,9 @@ enum Gemma2 {
         s.slidingWindow = config.slidingWindow ?? 4096
         // llama.cpp: swa pattern 2 (layer il slides when il % 2 == 0), as HF's is_sliding.
         s.slidingLayers = Set((0..<s.layers).filter { $0 % 2 == 0 })
+        if let types = config.layerTypes, types.count == s.layers {
+            s.slidingLayers = Set(types.indices.filter { types[$0] == "sliding_attention" })
+        }
         s.attentionScale = Gemma.attentionScale(config, spec: s, twentySevenBLayers: 46)
         return s
     }

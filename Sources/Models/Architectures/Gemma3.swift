@@ -21,6 +21,9 @@ enum Gemma3 {
         s.slidingWindow = config.slidingWindow ?? 4096
         let pattern = max(config.slidingWindowPattern ?? defaultPattern, 1)
         s.slidingLayers = Set((0..<s.layers).filter { ($0 + 1) % pattern != 0 })
+        if let types = config.layerTypes, types.count == s.layers {
+            s.slidingLayers = Set(types.indices.filter { types[$0] == "sliding_attention" })
+        }
         s.attentionScale = Gemma.attentionScale(config, spec: s, twentySevenBLayers: 62)
         return s
     }

@@ -99,7 +99,8 @@ public final class LayerStream {
         let s = spec
         let norm = try model.vector(.finalNorm, offset: model.checkpoint.format == .safetensors ? s.hfNormOffset : 0)!
         let head = model.matrix(.lmHead)
-        let slice = Self.logitRowsPerPass
+        let wanted = spans.indices.map { outputs($0)?.count ?? 0 }.max() ?? 0
+        let slice = min(Self.logitRowsPerPass, max(wanted, 1))
         let normed = FloatBuffer(count: slice * s.hidden, zeroed: false)
         let out = FloatBuffer(count: slice * s.vocab, zeroed: false)
         let scratch = MatmulScratch(maxColumns: s.hidden)

@@ -10,6 +10,9 @@ public struct BPETokenizer: Sendable {
     private let ranks: [String: Int]
     private let byteSymbols: [String]
     private let userDefined: [(String, Int32)]
+    /// User-defined and control tokens, longest first: what `special: true` matches.
+    private let specials: [(String, Int32)]
+    private let byteValues: [Character: UInt8]
 
     public init(_ files: TokenizerFiles) throws {
         guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2"].contains(files.pre) else {
@@ -26,6 +29,12 @@ public struct BPETokenizer: Sendable {
         userDefined = files.types.enumerated().filter { $0.element == .userDefined }
             .map { (files.tokens[$0.offset], Int32($0.offset)) }
             .sorted { $0.0.utf8.count > $1.0.utf8.count }
+        specials = files.types.enumerated().filter { $0.element == .userDefined || $0.element == .control }
+            .map { (files.tokens[$0.offset], Int32($0.offset)) }
+            .sorted { $0.0.utf8.count > $1.0.utf8.count }
+        var byteValues: [Character: UInt8] = [:]
+        for (b, sym) in byteSymbols.enumerated() { byteValues[Character(sym)] = UInt8(b) }
+        self.byteValues = byteValues
     }
 
     /// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others for
@@ -41,10 +50,11 @@ public struct BPETokenizer: Sendable {
         return out
     }
 
-    /// Token ids of `text`.
-    public func encode(_ text: String) -> [Int32] {
+    /// Token ids of `text`. With `special`, control tokens written in the text (`<|im_start|>`,
+    /// `<bos>`, …) become their ids, as llama.cpp's `parse_special`; user-defined tokens always do.
+    public func encode(_ text: String, special: Bool = false) -> [Int32] {
         var out: [Int32] = []
-        for fragment in splitUserDefined(text) {
+        for fragment in splitUserDefined(text, special ? specials : userDefined) {
             switch fragment {
             case let .token(id): out.append(id)
             case let .text(t):
@@ -56,9 +66,9 @@ public struct BPETokenizer: Sendable {
 
     enum Fragment { case text(String), token(Int32) }
 
-    private func splitUserDefined(_ text: String) -> [Fragment] {
+    private func splitUserDefined(_ text: String, _ matched: [(String, Int32)]) -> [Fragment] {
         var fragments: [Fragment] = [.text(text)]
-        for (content, id) in userDefined where !content.isEmpty {
+        for (content, id) in matched where !content.isEmpty {
             let needle = Array(content.utf8)
             var next: [Fragment] = []
             for f in fragments {
@@ -80,6 +90,28 @@ public struct BPETokenizer: Sendable {
             fragments = next
         }
         return fragments
+    }
+
+    /// The bytes a token stands for: byte-level symbols mapped back to bytes; user-defined
+    /// tokens as written; control tokens as nothing unless `special`.
+    public func bytes(of id: Int32, special: Bool = false) -> [UInt8] {
+        guard id >= 0, Int(id) < files.tokens.count else { return [] }
+        let text = files.tokens[Int(id)]
+        switch files.types[Int(id)] {
+        case .control: return special ? Array(text.utf8) : []
+        case .userDefined: return Array(text.utf8)
+        default:
+            var out: [UInt8] = []
+            for ch in text {
+                if let b = byteValues[ch] { out.append(b) } else { out += Array(String(ch).utf8) }
+            }
+            return out
+        }
+    }
+
+    /// The text of `ids` (invalid UTF-8 across token boundaries becomes U+FFFD).
+    public func decode(_ ids: [Int32], special: Bool = false) -> String {
+        String(decoding: ids.flatMap { bytes(of: $0, special: special) }, as: UTF8.self)
     }
 
     // MARK: pre-tokenizer
