@@ -10,6 +10,7 @@
 // Work is split over the thread pool by panels of rows; each thread decodes into its
 // own slice of the caller's scratch buffer.
 #include "CKernels.h"
+#include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -240,4 +241,58 @@ int ckpt_matmul(int type, const void *w, size_t row_bytes, int64_t rows, int64_t
     matmul_job job = {type, w, row_bytes, rows, k, x, ldx, ntok, y, ldy, scratch, ckpt_kernel_level()};
     ckpt_pool_run((rows + CKPT_PANEL_ROWS - 1) / CKPT_PANEL_ROWS, matmul_task, &job);
     return 0;
+}
+
+// ---- llama.cpp's activation rounding ----------------------------------------------------
+// For quantized weights llama.cpp multiplies against activations quantized to 8-bit
+// blocks (Q8_0/Q8_1 with an f16 scale for 32-blocks, Q8_K with an f32 scale for
+// K-quants), for F16/BF16 weights against activations rounded to that type. Rounding the
+// f32 activations the same way before the f32 kernel reproduces its numbers up to the
+// order of additions. Ties round to even, as its AVX2 quantizers do.
+
+static void round_q8_32(const float *x, float *y, int64_t n) {
+    for (int64_t b = 0; b + 32 <= n; b += 32) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) { const float a = fabsf(x[b + i]); if (a > amax) amax = a; }
+        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+        const float dh = ckpt_f16_to_f32(ckpt_f32_to_f16(d));
+        for (int i = 0; i < 32; i++) y[b + i] = nearbyintf(x[b + i] * id) * dh;
+    }
+}
+
+static void round_q8_k(const float *x, float *y, int64_t n) {
+    for (int64_t b = 0; b + 256 <= n; b += 256) {
+        float amax = 0, max = 0;
+        for (int i = 0; i < 256; i++) { const float a = fabsf(x[b + i]); if (a > amax) { amax = a; max = x[b + i]; } }
+        if (amax == 0) { for (int i = 0; i < 256; i++) y[b + i] = 0; continue; }
+        const float iscale = -127.0f / max, d = 1.0f / iscale;
+        for (int i = 0; i < 256; i++) {
+            float v = nearbyintf(iscale * x[b + i]);
+            if (v > 127) v = 127;
+            y[b + i] = v * d;
+        }
+    }
+}
+
+int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy) {
+    switch (type) {
+    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL:
+        if (k % 32) return 0;
+        for (int64_t r = 0; r < rows; r++) round_q8_32(x + r * ldx, y + r * ldy, k);
+        return 1;
+    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+        if (k % 256) return 0;
+        for (int64_t r = 0; r < rows; r++) round_q8_k(x + r * ldx, y + r * ldy, k);
+        return 1;
+    case GGML_F16:
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < k; i++) y[r * ldy + i] = ckpt_f16_to_f32(ckpt_f32_to_f16(x[r * ldx + i]));
+        return 1;
+    case GGML_BF16:
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < k; i++) y[r * ldy + i] = ckpt_bf16_to_f32(ckpt_f32_to_bf16(x[r * ldx + i]));
+        return 1;
+    default:
+        return 0;
+    }
 }

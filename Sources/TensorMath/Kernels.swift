@@ -64,16 +64,37 @@ public struct WeightMatrix: @unchecked Sendable {
 public final class MatmulScratch: @unchecked Sendable {
     let buffer: FloatBuffer
     public let maxColumns: Int
+    /// Rounded activations (see `Kernels.matmul`), grown on demand.
+    var rounded: FloatBuffer?
+
     public init(maxColumns: Int) {
         self.maxColumns = maxColumns
         buffer = FloatBuffer(count: max(ThreadPool.threads, 1) * Int(ckpt_matmul_scratch_floats(Int64(maxColumns))), zeroed: false)
+    }
+
+    func roundedBuffer(_ count: Int) -> FloatBuffer {
+        if let r = rounded, r.count >= count { return r }
+        let r = FloatBuffer(count: count, zeroed: false)
+        rounded = r
+        return r
     }
 }
 
 public enum Kernels {
     /// y[t][r] = W[r] · x[t] for `tokens` rows of x (stride ldx) into y (stride ldy).
+    /// With `llamaCppRounding`, x is first rounded as llama.cpp rounds activations for
+    /// this weight type (8-bit blocks, f16, bf16), so results match its numbers.
     public static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, ldx: Int, tokens: Int,
-                              into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: MatmulScratch) {
+                              into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: MatmulScratch,
+                              llamaCppRounding: Bool = false) {
+        var x = x, ldx = ldx
+        if llamaCppRounding {
+            let r = scratch.roundedBuffer(tokens * w.columns)
+            if ckpt_round_activations(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), r.pointer, Int64(w.columns)) != 0 {
+                x = UnsafePointer(r.pointer)
+                ldx = w.columns
+            }
+        }
         precondition(w.columns <= scratch.maxColumns && ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(w.columns))) <= scratch.buffer.count,
                      "matmul scratch too small")
         let rc = ckpt_matmul(w.ggmlType, w.base, w.rowBytes, Int64(w.rows), Int64(w.columns),

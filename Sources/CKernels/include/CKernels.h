@@ -97,6 +97,11 @@ int64_t ckpt_matmul_scratch_floats(int64_t k);
 int ckpt_matmul(int ggml_type, const void *w, size_t row_bytes, int64_t rows, int64_t k,
                 const float *x, int64_t ldx, int64_t ntok, float *y, int64_t ldy, float *scratch);
 
+/// Rounds rows of f32 activations as llama.cpp does before multiplying them with weights
+/// of `ggml_type` (8-bit blocks for quantized types, f16/bf16 for those); returns 0, and
+/// writes nothing, when llama.cpp uses them as they are (F32 weights).
+int ckpt_round_activations(int ggml_type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy);
+
 /// Single-threaded f32 GEMM: y[t*ldy + r] = Σ_i W(r, i) · x[t*ldx + i], where W(r, i) is
 /// w[r*ldw + i], or w[i*ldw + r] when `transposed`. `pack` holds CKPT_PANEL_ROWS·k + 16 floats.
 void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,

@@ -45,6 +45,8 @@ final class LayerActivations {
     let ropeCos, ropeSin, ropeCosLocal, ropeSinLocal: FloatBuffer
     let attentionScratch: FloatBuffer
     let matmul: MatmulScratch
+    /// Round activations as llama.cpp does (8-bit blocks before quantized weights, f16 K/V).
+    var llamaCppRounding = true
 
     init(spec s: DecoderSpec, tokens t: Int, maxKeys: Int) {
         tokens = t
@@ -132,9 +134,9 @@ enum DecoderLayer {
         // Attention block.
         Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.attnNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         hooks?.attentionInput?(view(a.xn, H))
-        Kernels.matmul(w.q, a.xn.pointer, ldx: H, tokens: n, into: a.q.pointer, ldy: Q, scratch: a.matmul)
-        Kernels.matmul(w.k, a.xn.pointer, ldx: H, tokens: n, into: a.k.pointer, ldy: KV, scratch: a.matmul)
-        Kernels.matmul(w.v, a.xn.pointer, ldx: H, tokens: n, into: a.v.pointer, ldy: KV, scratch: a.matmul)
+        Kernels.matmul(w.q, a.xn.pointer, ldx: H, tokens: n, into: a.q.pointer, ldy: Q, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        Kernels.matmul(w.k, a.xn.pointer, ldx: H, tokens: n, into: a.k.pointer, ldy: KV, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        Kernels.matmul(w.v, a.xn.pointer, ldx: H, tokens: n, into: a.v.pointer, ldy: KV, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         if let b = w.qBias { addRowBias(a.q, b, rows: n) }
         if let b = w.kBias { addRowBias(a.k, b, rows: n) }
         if let b = w.vBias { addRowBias(a.v, b, rows: n) }
@@ -146,6 +148,12 @@ enum DecoderLayer {
         let (cosT, sinT) = sliding ? (a.ropeCosLocal, a.ropeSinLocal) : (a.ropeCos, a.ropeSin)
         ckpt_rope(a.q.pointer, Int64(Q), Int64(n), Int32(s.heads), Int32(s.headDim), Int32(s.ropeDims), cosT.pointer, sinT.pointer, s.ropeNeox ? 1 : 0)
         ckpt_rope(a.k.pointer, Int64(KV), Int64(n), Int32(s.kvHeads), Int32(s.headDim), Int32(s.ropeDims), cosT.pointer, sinT.pointer, s.ropeNeox ? 1 : 0)
+        if a.llamaCppRounding {
+            // llama.cpp's KV cache holds f16, and Q meets K as f16.
+            ckpt_round_activations(1, a.q.pointer, Int64(Q), Int64(n), Int64(Q), a.q.pointer, Int64(Q))
+            ckpt_round_activations(1, a.k.pointer, Int64(KV), Int64(n), Int64(KV), a.k.pointer, Int64(KV))
+            ckpt_round_activations(1, a.v.pointer, Int64(KV), Int64(n), Int64(KV), a.v.pointer, Int64(KV))
+        }
         let window = sliding ? Int32(s.slidingWindow) : 0
         for span in spans {
             let qp = a.q.pointer + span.start * Q, op = a.att.pointer + span.start * Q
@@ -165,7 +173,7 @@ enum DecoderLayer {
             }
         }
         hooks?.headOutputs?(view(a.att, Q))
-        Kernels.matmul(w.o, a.att.pointer, ldx: Q, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul)
+        Kernels.matmul(w.o, a.att.pointer, ldx: Q, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         if let pn = w.postAttnNorm {
             Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         }
@@ -174,14 +182,14 @@ enum DecoderLayer {
         // MLP block.
         Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.mlpNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         hooks?.mlpInput?(view(a.xn, H))
-        Kernels.matmul(w.gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul)
-        Kernels.matmul(w.up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul)
+        Kernels.matmul(w.gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        Kernels.matmul(w.up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         switch s.activation {
         case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
         case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
         }
         hooks?.mlpIntermediate?(view(a.act, F))
-        Kernels.matmul(w.down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul)
+        Kernels.matmul(w.down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         if let pn = w.postMlpNorm {
             Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         }

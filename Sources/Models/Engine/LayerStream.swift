@@ -10,6 +10,10 @@ public final class LayerStream {
     public let model: DecoderModel
     /// Drop each layer's pages after use (for models larger than the memory to spare).
     public var releaseLayers: Bool
+    /// Round activations the way llama.cpp does (8-bit blocks before quantized weights,
+    /// f16 or bf16 before such weights, f16 keys and values), to reproduce its numbers.
+    /// Off: f32 throughout, slightly more accurate.
+    public var llamaCppRounding = true
     private var activations: LayerActivations?
     private var layerCache: [Int: LayerWeights] = [:]
 
@@ -51,6 +55,7 @@ public final class LayerStream {
             a = LayerActivations(spec: s, tokens: total, maxKeys: maxKeys)
             activations = a
         }
+        a.llamaCppRounding = llamaCppRounding
         a.fillRope(spec: s, spans: spans)
         try embed(sequences, into: a.x)
 
@@ -113,7 +118,8 @@ public final class LayerStream {
                 let row = span.start + (p - span.position0)
                 Kernels.rmsNorm(a.x.pointer + row * s.hidden, ldx: s.hidden, weight: norm.pointer, into: normed.pointer,
                                 ldy: s.hidden, rows: n, width: s.hidden, eps: s.normEps)
-                Kernels.matmul(head, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer, ldy: s.vocab, scratch: scratch)
+                Kernels.matmul(head, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer, ldy: s.vocab, scratch: scratch,
+                               llamaCppRounding: llamaCppRounding)
                 if s.finalSoftcap > 0 { ckpt_softcap(out.pointer, Int64(n * s.vocab), s.finalSoftcap) }
                 try consume(si, p, UnsafeBufferPointer(start: out.pointer, count: n * s.vocab))
                 p += n
