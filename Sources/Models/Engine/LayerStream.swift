@@ -98,6 +98,8 @@ public final class LayerStream {
     /// Rows of logits computed per pass over the LM head: bounds the logits buffer
     /// (rows × vocab floats) while reading the head's weights few times.
     public static let logitRowsPerPass = 128
+    /// LM-head rows multiplied, then released, at a time when streaming.
+    static let headRowsPerRange = 4096
 
     private func logits(_ a: LayerActivations, spans: [SequenceSpan], outputs: OutputRequest,
                         consume: LogitsConsumer) throws {
@@ -118,8 +120,25 @@ public final class LayerStream {
                 let row = span.start + (p - span.position0)
                 Kernels.rmsNorm(a.x.pointer + row * s.hidden, ldx: s.hidden, weight: norm.pointer, into: normed.pointer,
                                 ldy: s.hidden, rows: n, width: s.hidden, eps: s.normEps)
-                Kernels.matmul(head, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer, ldy: s.vocab, scratch: scratch,
-                               llamaCppRounding: llamaCppRounding)
+                if releaseLayers {
+                    // The head can be as large as a layer or larger: stream it in row ranges too.
+                    let view = model.lmHeadView
+                    let rowBytes = view.byteCount / max(view.rowCount, 1)
+                    var r0 = 0
+                    while r0 < head.rows {
+                        let nr = min(Self.headRowsPerRange, head.rows - r0)
+                        let part = WeightMatrix(ggmlType: head.ggmlType, base: head.base + r0 * rowBytes, rowBytes: rowBytes,
+                                                rows: nr, columns: head.columns)
+                        Kernels.matmul(part, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer + r0, ldy: s.vocab,
+                                       scratch: scratch, llamaCppRounding: llamaCppRounding)
+                        let start = view.offset + r0 * rowBytes
+                        try view.file.advise(.dontNeed, range: start..<(start + nr * rowBytes))
+                        r0 += nr
+                    }
+                } else {
+                    Kernels.matmul(head, normed.pointer, ldx: s.hidden, tokens: n, into: out.pointer, ldy: s.vocab, scratch: scratch,
+                                   llamaCppRounding: llamaCppRounding)
+                }
                 if s.finalSoftcap > 0 { ckpt_softcap(out.pointer, Int64(n * s.vocab), s.finalSoftcap) }
                 try consume(si, p, UnsafeBufferPointer(start: out.pointer, count: n * s.vocab))
                 p += n
