@@ -151,6 +151,34 @@ static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, 
     }
 }
 
+
+// Few tokens (generation): no packing, which would cost more than the products. Rows
+// are decoded (in L1) and dotted with each token's activations.
+__attribute__((target("avx2,fma")))
+static void rows_dot_avx2(const float *w, int64_t nr, int64_t k, const float *x, int64_t ldx,
+                          int64_t nt, float *y, int64_t ldy) {
+    const int64_t k8 = k & ~(int64_t)7;
+    for (int64_t r = 0; r < nr; r++) {
+        const float *wr = w + r * k;
+        for (int64_t t = 0; t < nt; t++) {
+            const float *xt = x + t * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            int64_t i = 0;
+            for (; i + 16 <= k8; i += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i), _mm256_loadu_ps(xt + i), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i + 8), _mm256_loadu_ps(xt + i + 8), a1);
+            }
+            for (; i < k8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i), _mm256_loadu_ps(xt + i), a0);
+            a0 = _mm256_add_ps(a0, a1);
+            __m128 s = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            float acc = _mm_cvtss_f32(s);
+            for (; i < k; i++) acc += wr[i] * xt[i];
+            y[t * ldy + r] = acc;
+        }
+    }
+}
 #endif
 
 // ---- single-threaded f32 GEMM over strided operands (attention's QKᵀ and PV) -------------
@@ -205,6 +233,8 @@ typedef struct {
 // Tokens are taken in slices so a slice of activations stays in L2 while a panel of
 // decoded weights (CKPT_PANEL_ROWS × k floats) sits in L1/L2 beside it.
 #define TOKEN_SLICE 96
+// Below this many tokens, packing a panel costs more than it saves.
+#define FEW_TOKENS 4
 
 static void matmul_task(void *ctx, int64_t task, int thread) {
     const matmul_job *j = ctx;
@@ -222,6 +252,10 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
         rows = decoded;
     }
 #if defined(__x86_64__)
+    if (j->level >= CKPT_LEVEL_AVX2 && j->ntok < FEW_TOKENS) {
+        rows_dot_avx2(rows, nr, j->k, j->x, j->ldx, j->ntok, j->y + r0, j->ldy);
+        return;
+    }
     if (j->level >= CKPT_LEVEL_AVX2) {
         pack_panel(rows, nr, j->k, packed);
         for (int64_t t0 = 0; t0 < j->ntok; t0 += TOKEN_SLICE) {
@@ -274,25 +308,120 @@ static void round_q8_k(const float *x, float *y, int64_t n) {
     }
 }
 
+static void round_f16(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ckpt_f16_to_f32(ckpt_f32_to_f16(x[i]));
+}
+
+static void round_bf16(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ckpt_bf16_to_f32(ckpt_f32_to_bf16(x[i]));
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Same arithmetic as the scalar versions: one product and one rounding per value.
+__attribute__((target("avx2,fma,f16c")))
+static void round_q8_32_avx2(const float *x, float *y, int64_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b + 32 <= n; b += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) { v[j] = _mm256_loadu_ps(x + b + 8 * j); m = _mm256_max_ps(m, _mm256_and_ps(v[j], abs_mask)); }
+        const float amax = hmax8(m);
+        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+        const float dh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT)));
+        const __m256 idv = _mm256_set1_ps(id), dv = _mm256_set1_ps(dh);
+        for (int j = 0; j < 4; j++) {
+            const __m256 q = _mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm256_storeu_ps(y + b + 8 * j, _mm256_mul_ps(q, dv));
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void round_f16_avx2(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    round_f16(x + i, y + i, n - i);
+}
+
+// Round to nearest even on the upper 16 bits; NaN passes through (activations have none).
+__attribute__((target("avx2,fma")))
+static void round_bf16_avx2(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF), hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256i b = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), one);
+        const __m256i r = _mm256_and_si256(_mm256_add_epi32(b, _mm256_add_epi32(bias, lsb)), hi);
+        const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+        _mm256_storeu_ps(y + i, _mm256_blendv_ps(_mm256_castsi256_ps(r), v, nan));
+    }
+    round_bf16(x + i, y + i, n - i);
+}
+#endif
+
+typedef struct {
+    int type;
+    const float *x;
+    int64_t ldx, rows, k;
+    float *y;
+    int64_t ldy;
+} round_job;
+
+#define ROUND_ROWS 16
+
+static void round_task(void *ctx, int64_t task, int thread) {
+    (void)thread;
+    const round_job *j = ctx;
+    const int64_t r1 = (task + 1) * ROUND_ROWS < j->rows ? (task + 1) * ROUND_ROWS : j->rows;
+    const int avx2 = ckpt_kernel_level() >= CKPT_LEVEL_AVX2;
+    for (int64_t r = task * ROUND_ROWS; r < r1; r++) {
+        const float *x = j->x + r * j->ldx;
+        float *y = j->y + r * j->ldy;
+        switch (j->type) {
+        case GGML_F16:
+#if defined(__x86_64__)
+            if (avx2) { round_f16_avx2(x, y, j->k); break; }
+#endif
+            round_f16(x, y, j->k); break;
+        case GGML_BF16:
+#if defined(__x86_64__)
+            if (avx2) { round_bf16_avx2(x, y, j->k); break; }
+#endif
+            round_bf16(x, y, j->k); break;
+        case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+            round_q8_k(x, y, j->k); break;
+        default:
+#if defined(__x86_64__)
+            if (avx2) { round_q8_32_avx2(x, y, j->k); break; }
+#endif
+            round_q8_32(x, y, j->k); break;
+        }
+    }
+}
+
 int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy) {
     switch (type) {
     case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL:
         if (k % 32) return 0;
-        for (int64_t r = 0; r < rows; r++) round_q8_32(x + r * ldx, y + r * ldy, k);
-        return 1;
+        break;
     case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
         if (k % 256) return 0;
-        for (int64_t r = 0; r < rows; r++) round_q8_k(x + r * ldx, y + r * ldy, k);
-        return 1;
-    case GGML_F16:
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < k; i++) y[r * ldy + i] = ckpt_f16_to_f32(ckpt_f32_to_f16(x[r * ldx + i]));
-        return 1;
-    case GGML_BF16:
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < k; i++) y[r * ldy + i] = ckpt_bf16_to_f32(ckpt_f32_to_bf16(x[r * ldx + i]));
-        return 1;
+        break;
+    case GGML_F16: case GGML_BF16:
+        break;
     default:
         return 0;
     }
+    round_job job = {type, x, ldx, rows, k, y, ldy};
+    ckpt_pool_run((rows + ROUND_ROWS - 1) / ROUND_ROWS, round_task, &job);
+    return 1;
 }

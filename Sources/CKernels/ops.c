@@ -253,10 +253,12 @@ static void attention_block_gemm(const attention_job *j, int h, int64_t i0, int6
         const int64_t lo = (j->window > 0 && pos - j->window + 1 > first) ? pos - j->window + 1 - first : 0;
         const int64_t hi = pos - first;  // last visible key, inclusive
         for (int64_t c = 0; c < lo; c++) row[c] = -INFINITY;
-        for (int64_t c = lo; c <= hi; c++) {
-            float v = row[c] * j->scale;
-            if (j->softcap > 0) v = j->softcap * tanhf(v / j->softcap);
-            row[c] = v;
+        // Two loops, not a branch inside one: with the branch inside, the compiler calls
+        // tanhf for every score (if-conversion) even when there is no cap.
+        if (j->softcap > 0) {
+            for (int64_t c = lo; c <= hi; c++) row[c] = j->softcap * tanhf(row[c] * j->scale / j->softcap);
+        } else {
+            for (int64_t c = lo; c <= hi; c++) row[c] *= j->scale;
         }
         for (int64_t c = hi + 1; c < nk; c++) row[c] = -INFINITY;
 #if defined(__x86_64__)

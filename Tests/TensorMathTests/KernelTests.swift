@@ -207,6 +207,40 @@ final class KernelTests: XCTestCase {
 
     /// Every task runs exactly once whatever the thread count, and loops can follow each
     /// other without a pause.
+    /// llama.cpp's activation rounding: 8-bit blocks with an f16 scale (32-blocks) or an f32
+    /// scale of -127/max (K-quant blocks of 256), f16, bf16; vector path equal to the scalar
+    /// one bit for bit, each value within half a step of its input.
+    func testActivationRoundingFollowsLlamaCppQuantizers() {
+        var rng = Random(state: 9)
+        let rows = 20, k = 512
+        let x = rng.values(rows * k, scale: 3)
+        for (type, block) in [(8, 32), (3, 32), (12, 256), (1, 1), (30, 1)] {
+            var outs: [[Float]] = []
+            for level in Self.levels {
+                ckpt_set_kernel_level(level)
+                ThreadPool.setThreads(2)
+                var y = [Float](repeating: .nan, count: rows * k)
+                XCTAssertEqual(ckpt_round_activations(Int32(type), x, Int64(k), Int64(rows), Int64(k), &y, Int64(k)), 1)
+                outs.append(y)
+            }
+            XCTAssertEqual(outs[0].map(\.bitPattern), outs[1].map(\.bitPattern), "type \(type): scalar and vector paths")
+            let y = outs[0]
+            for b in stride(from: 0, to: rows * k, by: max(block, 1)) where block > 1 {
+                let amax = x[b..<(b + block)].map(abs).max()!
+                let step = amax / 127
+                let levels = Set(y[b..<(b + block)].map { ($0 / (block == 32 ? Float(Float16(step)) : step)).rounded() })
+                XCTAssertLessThanOrEqual(levels.count, 255, "at most 255 levels per block")
+                // Half a step, plus the scale's own f16 rounding times the largest level.
+                let scaleError = block == 32 ? 127 * abs(step - Float(Float16(step))) : 0
+                for i in b..<(b + block) { XCTAssertEqual(y[i], x[i], accuracy: step * 0.501 + scaleError, "type \(type) at \(i)") }
+            }
+            if type == 1 { for i in x.indices { XCTAssertEqual(y[i], Float(Float16(x[i]))) } }
+            if type == 30 { for i in x.indices { XCTAssertEqual(y[i].bitPattern & 0xFFFF, 0); XCTAssertEqual(y[i], x[i], accuracy: abs(x[i]) / 256) } }
+        }
+        var y = [Float](repeating: 0, count: k)
+        XCTAssertEqual(ckpt_round_activations(0, x, Int64(k), 1, Int64(k), &y, Int64(k)), 0, "F32 weights: activations stay")
+    }
+
     func testPoolRunsEveryTaskOnce() {
         let hits = UnsafeMutablePointer<Int32>.allocate(capacity: 1000)
         defer { hits.deallocate() }
