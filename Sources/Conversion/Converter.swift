@@ -257,6 +257,7 @@ public final class Converter {
             extraFiles.append(("generation_config.json", Array((g.text + "\n").utf8)))
             do {
                 if let tokenizer = try TokenizerFiles(gguf: source.metadata) {
+                    try tokenizer.checkConvertibleToHF()
                     extraFiles.append(("tokenizer.json", tokenizer.tokenizerJSON()))
                     extraFiles.append(("tokenizer_config.json", tokenizer.tokenizerConfigJSON(contextLength: config.maxPositionEmbeddings)))
                 }

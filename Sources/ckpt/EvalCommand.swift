@@ -54,10 +54,11 @@ enum EvalCommand {
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)
-        let tokenizer = try BPETokenizer.forModel(path: modelPath)
+        let tokenizer = try Tokenizers.forModel(path: modelPath)
         let bytes = try FileSystem.readFile(file, limit: 1 << 32)
         if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
-        var tokens = tokenizer.encode(String(decoding: bytes, as: UTF8.self))
+        // As llama-perplexity reads -f: one trailing newline dropped, bytes tokenized as they are.
+        var tokens = tokenizer.encode(bytes: bytes.last == 10 ? Array(bytes.dropLast()) : bytes, special: false)
         let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
         if let bos { tokens.insert(bos, at: 0) }
 

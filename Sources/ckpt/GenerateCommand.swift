@@ -53,7 +53,7 @@ enum GenerateCommand {
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)
-        let tokenizer = try BPETokenizer.forModel(path: modelPath)
+        let tokenizer = try Tokenizers.forModel(path: modelPath)
         var text = prompt
         var special = args.flag("--special")
         if args.flag("--chat") {

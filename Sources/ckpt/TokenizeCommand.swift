@@ -6,17 +6,20 @@ enum TokenizeCommand {
     static let spec = CommandSpec(
         name: "tokenize",
         summary: "Print the token ids of a text with a model's tokenizer.",
-        usage: "tokenize --model <model> (--text <text> | --file <file>) [--json]",
+        usage: "tokenize --model <model> (--text <text> | --file <file>) [--special] [--json]",
         discussion: """
         <model> is a GGUF file or an HF directory with tokenizer.json. Ids equal llama.cpp's
         tokenize(text, add_bos=False, special=False): control tokens written in the text
-        are plain text. Byte-level BPE vocabularies (GPT-2, SmolLM, StarCoder, Llama 3,
-        Qwen2 pre-tokenizers) for now; SentencePiece is not yet supported.
+        are plain text unless --special. Byte-level BPE vocabularies (GPT-2, SmolLM,
+        StarCoder, Llama 3, Qwen2 pre-tokenizers) and SentencePiece ones (GGUF models
+        'llama': SPM with byte fallback, and 't5': unigram). Invalid UTF-8 in a --file is
+        tokenized as llama.cpp does (each bad byte becomes U+FFFD).
         """,
         options: [
             .init("--model", value: "model", help: "GGUF file or HF directory whose tokenizer to use."),
             .init("--text", value: "text", help: "The text to tokenize."),
             .init("--file", value: "file", help: "A UTF-8 file to tokenize."),
+            .init("--special", help: "Parse control tokens written in the text (<|im_start|>, <bos>, …) as llama.cpp's parse_special."),
             .init("--json", help: "Print {\"ids\": [...], \"pieces\": [...]} instead of the ids."),
         ],
         positionals: 0...0
@@ -26,10 +29,10 @@ enum TokenizeCommand {
         guard let model = args.value("--model") else {
             throw UsageError(message: "tokenize needs --model", command: "tokenize")
         }
-        let text: String
+        let text: [UInt8]
         switch (args.value("--text"), args.value("--file")) {
-        case let (t?, nil): text = t
-        case let (nil, f?): text = String(decoding: try FileSystem.readFile(f, limit: 1 << 30), as: UTF8.self)
+        case let (t?, nil): text = Array(t.utf8)
+        case let (nil, f?): text = try FileSystem.readFile(f, limit: 1 << 30)
         default: throw UsageError(message: "give exactly one of --text and --file", command: "tokenize")
         }
         let files: TokenizerFiles?
@@ -45,11 +48,11 @@ enum TokenizeCommand {
         guard let files else {
             throw CheckpointError.unsupported(path: model, reason: "it carries no tokenizer")
         }
-        let tokenizer: BPETokenizer
-        do { tokenizer = try BPETokenizer(files) } catch let e as TokenizerFiles.Unsupported {
+        let tokenizer: any Tokenizer
+        do { tokenizer = try Tokenizers.make(files) } catch let e as TokenizerFiles.Unsupported {
             throw CheckpointError.unsupported(path: model, reason: e.description)
         }
-        let ids = tokenizer.encode(text)
+        let ids = tokenizer.encode(bytes: text, special: args.flag("--special"))
         if args.flag("--json") {
             var w = JSONWriter()
             w.beginObject()

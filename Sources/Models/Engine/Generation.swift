@@ -91,12 +91,12 @@ public struct Sampler: Sendable {
 /// Text generation with a KV cache: the prompt in one batch, then a token at a time.
 public final class Generator {
     public let stream: LayerStream
-    public let tokenizer: BPETokenizer
+    public let tokenizer: any Tokenizer
     public var sampler: Sampler
     /// Tokens that end generation: EOS and the end-of-turn markers of chat formats.
     public let stopTokens: Set<Int32>
 
-    public init(stream: LayerStream, tokenizer: BPETokenizer, sampler: Sampler) {
+    public init(stream: LayerStream, tokenizer: any Tokenizer, sampler: Sampler) {
         self.stream = stream
         self.tokenizer = tokenizer
         self.sampler = sampler

@@ -4,7 +4,7 @@
 /// rank first (leftmost on ties). Ids match llama.cpp's `tokenize(text, add_bos=false,
 /// special=false)`: control tokens written in the text are plain text; user-defined
 /// vocabulary entries are matched first.
-public struct BPETokenizer: Sendable {
+public struct BPETokenizer: Tokenizer {
     public let files: TokenizerFiles
     private let ids: [String: Int32]
     private let ranks: [String: Int]
@@ -15,6 +15,9 @@ public struct BPETokenizer: Sendable {
     private let byteValues: [Character: UInt8]
 
     public init(_ files: TokenizerFiles) throws {
+        guard files.model == .bpe else {
+            throw TokenizerFiles.Unsupported(description: "a '\(files.model.rawValue)' vocabulary is SentencePiece, not byte-level BPE")
+        }
         guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2"].contains(files.pre) else {
             throw TokenizerFiles.Unsupported(description: "pre-tokenizer '\(files.pre)' is not implemented in the engine yet")
         }
@@ -53,31 +56,39 @@ public struct BPETokenizer: Sendable {
     /// Token ids of `text`. With `special`, control tokens written in the text (`<|im_start|>`,
     /// `<bos>`, …) become their ids, as llama.cpp's `parse_special`; user-defined tokens always do.
     public func encode(_ text: String, special: Bool = false) -> [Int32] {
+        encode(bytes: Array(text.utf8), special: special)
+    }
+
+    /// Token ids of arbitrary bytes. As llama.cpp, the bytes are decoded to code points first
+    /// (each byte of an invalid sequence becomes U+FFFD: `LlamaUTF8.codePoints`), then pre-tokenized.
+    public func encode(bytes: [UInt8], special: Bool = false) -> [Int32] {
         var out: [Int32] = []
-        for fragment in splitUserDefined(text, special ? specials : userDefined) {
+        for fragment in splitUserDefined(bytes, special ? specials : userDefined) {
             switch fragment {
             case let .token(id): out.append(id)
             case let .text(t):
-                for word in preTokenize(Array(t.unicodeScalars)) { encodeWord(word, into: &out) }
+                let cpts = LlamaUTF8.codePoints(t)
+                // Surrogates get through llama.cpp's decoder and class as \p{C}, as U+FFFF does here.
+                let scalars = cpts.map { Unicode.Scalar($0) ?? "\u{FFFF}" }
+                for word in preTokenize(scalars) { encodeWord(LlamaUTF8.encode(cpts[word.indices]), into: &out) }
             }
         }
         return out
     }
 
-    enum Fragment { case text(String), token(Int32) }
+    enum Fragment { case text([UInt8]), token(Int32) }
 
-    private func splitUserDefined(_ text: String, _ matched: [(String, Int32)]) -> [Fragment] {
+    private func splitUserDefined(_ text: [UInt8], _ matched: [(String, Int32)]) -> [Fragment] {
         var fragments: [Fragment] = [.text(text)]
         for (content, id) in matched where !content.isEmpty {
             let needle = Array(content.utf8)
             var next: [Fragment] = []
             for f in fragments {
-                guard case let .text(t) = f else { next.append(f); continue }
-                let hay = Array(t.utf8)
+                guard case let .text(hay) = f else { next.append(f); continue }
                 var start = 0, i = 0
                 while i + needle.count <= hay.count {
                     if hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle {
-                        if i > start { next.append(.text(String(decoding: hay[start..<i], as: UTF8.self))) }
+                        if i > start { next.append(.text(Array(hay[start..<i]))) }
                         next.append(.token(id))
                         i += needle.count
                         start = i
@@ -85,7 +96,7 @@ public struct BPETokenizer: Sendable {
                         i += 1
                     }
                 }
-                if start < hay.count { next.append(.text(String(decoding: hay[start...], as: UTF8.self))) }
+                if start < hay.count { next.append(.text(Array(hay[start...]))) }
             }
             fragments = next
         }
@@ -107,11 +118,6 @@ public struct BPETokenizer: Sendable {
             }
             return out
         }
-    }
-
-    /// The text of `ids` (invalid UTF-8 across token boundaries becomes U+FFFD).
-    public func decode(_ ids: [Int32], special: Bool = false) -> String {
-        String(decoding: ids.flatMap { bytes(of: $0, special: special) }, as: UTF8.self)
     }
 
     // MARK: pre-tokenizer
@@ -275,10 +281,8 @@ public struct BPETokenizer: Sendable {
 
     // MARK: BPE
 
-    private func encodeWord(_ word: ArraySlice<Unicode.Scalar>, into out: inout [Int32]) {
+    private func encodeWord(_ utf8: [UInt8], into out: inout [Int32]) {
         var symbols: [String] = []
-        var utf8: [UInt8] = []
-        for s in word { utf8.append(contentsOf: String(Character(s)).utf8) }
         symbols.reserveCapacity(utf8.count)
         for b in utf8 { symbols.append(byteSymbols[Int(b)]) }
         if files.pre == "llama-bpe", let id = ids[symbols.joined()] {

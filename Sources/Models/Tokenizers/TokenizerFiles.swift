@@ -2,9 +2,21 @@ import CheckpointIO
 
 /// A tokenizer's vocabulary and settings, as both GGUF and HF store them: converts
 /// GGUF's `tokenizer.ggml.*` keys to `tokenizer.json` + `tokenizer_config.json` and
-/// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) is
-/// handled; SentencePiece models are not yet.
+/// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) is handled
+/// both ways; SentencePiece vocabularies (GGUF `llama`: Llama 2, Mistral, Gemma …; `t5`:
+/// T5 and other unigram models) are read from GGUF for the engine's tokenizer, but not
+/// converted to or from `tokenizer.json` yet.
 public struct TokenizerFiles: Sendable, Equatable {
+    /// The vocabulary's kind, as GGUF's `tokenizer.ggml.model` names it.
+    public enum Model: String, Sendable {
+        /// Byte-level BPE (llama.cpp's LLAMA_VOCAB_TYPE_BPE).
+        case bpe = "gpt2"
+        /// SentencePiece BPE: merges by score, byte fallback (LLAMA_VOCAB_TYPE_SPM).
+        case spm = "llama"
+        /// SentencePiece unigram with a precompiled normalizer (LLAMA_VOCAB_TYPE_UGM).
+        case ugm = "t5"
+    }
+
     /// GGUF token types (llama.cpp's `llama_token_type`).
     public enum TokenType: Int32, Sendable {
         case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
@@ -24,6 +36,17 @@ public struct TokenizerFiles: Sendable, Equatable {
     public var addBOS: Bool?
     public var addEOS: Bool?
     public var chatTemplate: String?
+    public var model: Model
+    /// `tokenizer.ggml.scores` (SentencePiece: merge priority or log-probability per token;
+    /// empty for byte-level BPE).
+    public var scores: [Float]
+    /// `tokenizer.ggml.add_space_prefix`; nil where the file does not say (llama.cpp then
+    /// prefixes a space for `llama` vocabularies and not for `t5`).
+    public var addSpacePrefix: Bool?
+    /// `tokenizer.ggml.remove_extra_whitespaces` (used by `t5` vocabularies only).
+    public var removeExtraWhitespaces: Bool?
+    /// `tokenizer.ggml.precompiled_charsmap`: SentencePiece's normalizer (`t5` only).
+    public var precompiledCharsmap: [UInt8]
 
     public struct Unsupported: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -55,36 +78,70 @@ public struct TokenizerFiles: Sendable, Equatable {
     }()
 
     public init(tokens: [String], types: [TokenType], merges: [String], pre: String, bosID: Int? = nil, eosID: Int? = nil,
-                unknownID: Int? = nil, paddingID: Int? = nil, addBOS: Bool? = nil, addEOS: Bool? = nil, chatTemplate: String? = nil) {
+                unknownID: Int? = nil, paddingID: Int? = nil, addBOS: Bool? = nil, addEOS: Bool? = nil, chatTemplate: String? = nil,
+                model: Model = .bpe, scores: [Float] = [], addSpacePrefix: Bool? = nil, removeExtraWhitespaces: Bool? = nil,
+                precompiledCharsmap: [UInt8] = []) {
         self.tokens = tokens; self.types = types; self.merges = merges; self.pre = pre
         self.bosID = bosID; self.eosID = eosID; self.unknownID = unknownID; self.paddingID = paddingID
         self.addBOS = addBOS; self.addEOS = addEOS; self.chatTemplate = chatTemplate
+        self.model = model; self.scores = scores; self.addSpacePrefix = addSpacePrefix
+        self.removeExtraWhitespaces = removeExtraWhitespaces; self.precompiledCharsmap = precompiledCharsmap
     }
 
-    /// From GGUF metadata; nil when the file carries no tokenizer.
+    /// From GGUF metadata; nil when the file carries no tokenizer. Special-token ids the
+    /// file leaves out take llama.cpp's defaults for the vocabulary kind (`llama`: BOS 1,
+    /// EOS 2, UNK 0; `t5`: EOS 1, UNK 2, PAD 0).
     public init?(gguf metadata: [MetadataEntry]) throws {
-        guard let model = metadata["tokenizer.ggml.model"]?.stringValue else { return nil }
-        guard model == "gpt2" else {
-            throw Unsupported(description: "GGUF tokenizer model '\(model)' (only byte-level BPE, 'gpt2', is converted yet)")
+        guard let name = metadata["tokenizer.ggml.model"]?.stringValue else { return nil }
+        guard let model = Model(rawValue: name) else {
+            throw Unsupported(description: "GGUF tokenizer model '\(name)' (byte-level BPE 'gpt2' and SentencePiece 'llama' and 't5' are handled)")
         }
-        guard let tokens = metadata["tokenizer.ggml.tokens"]?.arrayValue?.strings(),
-              let merges = metadata["tokenizer.ggml.merges"]?.arrayValue?.strings() else {
-            throw Unsupported(description: "the GGUF tokenizer has no tokens or merges")
+        guard let tokens = metadata["tokenizer.ggml.tokens"]?.arrayValue?.strings() else {
+            throw Unsupported(description: "the GGUF tokenizer has no tokens")
+        }
+        let merges = metadata["tokenizer.ggml.merges"]?.arrayValue?.strings()
+        if model == .bpe && merges == nil {
+            throw Unsupported(description: "the GGUF tokenizer has no merges")
         }
         let rawTypes = metadata["tokenizer.ggml.token_type"]?.arrayValue?.values().map { $0.intValue ?? 1 } ?? []
         self.tokens = tokens
         self.types = tokens.indices.map { i in i < rawTypes.count ? TokenType(rawValue: Int32(rawTypes[i])) ?? .normal : .normal }
-        self.merges = merges
+        self.merges = merges ?? []
+        self.model = model
+        let rawScores = metadata["tokenizer.ggml.scores"]?.arrayValue?.values() ?? []
+        scores = rawScores.count >= tokens.count ? rawScores.prefix(tokens.count).map { Float($0.doubleValue ?? 0) } : []
         self.pre = metadata["tokenizer.ggml.pre"]?.stringValue ?? "default"
-        bosID = metadata["tokenizer.ggml.bos_token_id"]?.intValue
-        eosID = metadata["tokenizer.ggml.eos_token_id"]?.intValue
-        unknownID = metadata["tokenizer.ggml.unknown_token_id"]?.intValue
-        paddingID = metadata["tokenizer.ggml.padding_token_id"]?.intValue
+        func id(_ key: String, default value: Int?) -> Int? {
+            let v = metadata["tokenizer.ggml.\(key)"]?.intValue
+            if let v, v < tokens.count { return v }
+            return value.flatMap { $0 < tokens.count ? $0 : nil }
+        }
+        bosID = id("bos_token_id", default: model == .spm ? 1 : nil)
+        eosID = id("eos_token_id", default: model == .spm ? 2 : model == .ugm ? 1 : nil)
+        unknownID = id("unknown_token_id", default: model == .spm ? 0 : model == .ugm ? 2 : nil)
+        paddingID = id("padding_token_id", default: model == .ugm ? 0 : nil)
         addBOS = metadata["tokenizer.ggml.add_bos_token"]?.boolValue
         addEOS = metadata["tokenizer.ggml.add_eos_token"]?.boolValue
         chatTemplate = metadata["tokenizer.chat_template"]?.stringValue
-        guard Self.preTokenizers[pre] != nil else {
+        addSpacePrefix = metadata["tokenizer.ggml.add_space_prefix"]?.boolValue
+        removeExtraWhitespaces = metadata["tokenizer.ggml.remove_extra_whitespaces"]?.boolValue
+        precompiledCharsmap = metadata["tokenizer.ggml.precompiled_charsmap"]?.arrayValue?.values().compactMap { v -> UInt8? in
+            switch v {
+            case let .uint8(b): return b
+            case let .int8(b): return UInt8(bitPattern: b)
+            default: return nil
+            }
+        } ?? []
+        guard model != .bpe || Self.preTokenizers[pre] != nil else {
             throw Unsupported(description: "pre-tokenizer '\(pre)' has no tokenizer.json equivalent here yet")
+        }
+    }
+
+    /// Throws `Unsupported` unless `tokenizerJSON()` can describe this vocabulary (byte-level
+    /// BPE only: SentencePiece vocabularies are not converted to tokenizer.json yet).
+    public func checkConvertibleToHF() throws {
+        guard model == .bpe else {
+            throw Unsupported(description: "SentencePiece vocabulary (GGUF tokenizer model '\(model.rawValue)'): only byte-level BPE is converted to tokenizer.json yet")
         }
     }
 
@@ -230,6 +287,11 @@ public struct TokenizerFiles: Sendable, Equatable {
         }
         if case let .bool(b)? = config["add_eos_token"] { addEOS = b } else { addEOS = nil }
         chatTemplate = config["chat_template"]?.stringValue
+        model = .bpe
+        scores = []
+        addSpacePrefix = nil
+        removeExtraWhitespaces = nil
+        precompiledCharsmap = []
     }
 
     /// Pads the vocabulary to `count` entries with unused `[PAD{i}]` tokens, as llama.cpp's
@@ -240,23 +302,35 @@ public struct TokenizerFiles: Sendable, Equatable {
         for i in tokens.count..<count {
             tokens.append("[PAD\(i)]")
             types.append(.unused)
+            if !scores.isEmpty { scores.append(-1000) }
         }
     }
 
     /// The `tokenizer.ggml.*` keys llama.cpp reads.
     public func ggufMetadata() -> [MetadataEntry] {
         var out: [MetadataEntry] = [
-            MetadataEntry(key: "tokenizer.ggml.model", value: .string("gpt2")),
+            MetadataEntry(key: "tokenizer.ggml.model", value: .string(model.rawValue)),
             MetadataEntry(key: "tokenizer.ggml.pre", value: .string(pre)),
             MetadataEntry(key: "tokenizer.ggml.tokens", value: .array(MetadataArray(values: tokens.map { .string($0) }, elementType: "string"))),
-            MetadataEntry(key: "tokenizer.ggml.token_type", value: .array(MetadataArray(values: types.map { .int32($0.rawValue) }, elementType: "int32"))),
-            MetadataEntry(key: "tokenizer.ggml.merges", value: .array(MetadataArray(values: merges.map { .string($0) }, elementType: "string"))),
         ]
+        if !scores.isEmpty {
+            out.append(MetadataEntry(key: "tokenizer.ggml.scores", value: .array(MetadataArray(values: scores.map { .float32($0) }, elementType: "float32"))))
+        }
+        out.append(MetadataEntry(key: "tokenizer.ggml.token_type", value: .array(MetadataArray(values: types.map { .int32($0.rawValue) }, elementType: "int32"))))
+        if model == .bpe {
+            out.append(MetadataEntry(key: "tokenizer.ggml.merges", value: .array(MetadataArray(values: merges.map { .string($0) }, elementType: "string"))))
+        }
         for (key, id) in [("bos_token_id", bosID), ("eos_token_id", eosID), ("unknown_token_id", unknownID), ("padding_token_id", paddingID)] {
             if let id, id >= 0 { out.append(MetadataEntry(key: "tokenizer.ggml.\(key)", value: .uint32(UInt32(id)))) }
         }
         if let addBOS { out.append(MetadataEntry(key: "tokenizer.ggml.add_bos_token", value: .bool(addBOS))) }
         if let addEOS { out.append(MetadataEntry(key: "tokenizer.ggml.add_eos_token", value: .bool(addEOS))) }
+        if let addSpacePrefix { out.append(MetadataEntry(key: "tokenizer.ggml.add_space_prefix", value: .bool(addSpacePrefix))) }
+        if let removeExtraWhitespaces { out.append(MetadataEntry(key: "tokenizer.ggml.remove_extra_whitespaces", value: .bool(removeExtraWhitespaces))) }
+        if !precompiledCharsmap.isEmpty {
+            out.append(MetadataEntry(key: "tokenizer.ggml.precompiled_charsmap",
+                                     value: .array(MetadataArray(values: precompiledCharsmap.map { .uint8($0) }, elementType: "uint8"))))
+        }
         if let chatTemplate { out.append(MetadataEntry(key: "tokenizer.chat_template", value: .string(chatTemplate))) }
         return out
     }
