@@ -425,3 +425,47 @@ int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, 
     ckpt_pool_run((rows + ROUND_ROWS - 1) / ROUND_ROWS, round_task, &job);
     return 1;
 }
+
+// ---- per-head contribution norms (importance of attention heads) ---------------------------
+// norms[t*heads + h] = ‖ W[:, h·hd : (h+1)·hd] · o[t, h·hd : (h+1)·hd] ‖₂: the length of what
+// head h adds to the residual stream at token t. One task per (head, block of tokens).
+
+#define CONTRIB_TOKENS 64
+
+typedef struct {
+    const float *w;
+    int64_t ldw, rows;
+    const float *o;
+    int64_t ldo, ntok;
+    int heads, hd;
+    float *norms;
+    float *scratch;
+} contrib_job;
+
+int64_t ckpt_head_contribution_scratch_floats(int64_t rows, int head_dim) {
+    return CONTRIB_TOKENS * rows + (int64_t)CKPT_PANEL_ROWS * head_dim + 64;
+}
+
+static void contrib_task(void *ctx, int64_t task, int thread) {
+    const contrib_job *j = ctx;
+    const int64_t nblocks = (j->ntok + CONTRIB_TOKENS - 1) / CONTRIB_TOKENS;
+    const int h = (int)(task / nblocks);
+    const int64_t t0 = (task % nblocks) * CONTRIB_TOKENS;
+    const int64_t nt = j->ntok - t0 < CONTRIB_TOKENS ? j->ntok - t0 : CONTRIB_TOKENS;
+    float *y = j->scratch + (int64_t)thread * ckpt_head_contribution_scratch_floats(j->rows, j->hd);
+    float *pack = y + CONTRIB_TOKENS * j->rows;
+    ckpt_gemm_f32(j->w + (int64_t)h * j->hd, j->ldw, 0, j->rows, j->hd, j->o + t0 * j->ldo + (int64_t)h * j->hd, j->ldo,
+                  nt, y, j->rows, pack);
+    for (int64_t t = 0; t < nt; t++) {
+        double s = 0;
+        for (int64_t r = 0; r < j->rows; r++) { const double v = y[t * j->rows + r]; s += v * v; }
+        j->norms[(t0 + t) * j->heads + h] = (float)sqrt(s);
+    }
+}
+
+void ckpt_head_contribution_norms(const float *w, int64_t ldw, int64_t rows, const float *o, int64_t ldo, int64_t ntok,
+                                  int heads, int head_dim, float *norms, float *scratch) {
+    contrib_job job = {w, ldw, rows, o, ldo, ntok, heads, head_dim, norms, scratch};
+    const int64_t nblocks = (ntok + CONTRIB_TOKENS - 1) / CONTRIB_TOKENS;
+    ckpt_pool_run(nblocks * heads, contrib_task, &job);
+}

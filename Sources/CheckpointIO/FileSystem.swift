@@ -117,6 +117,23 @@ extension FileSystem {
         }
     }
 
+    /// Replaces (or creates) `path` with `bytes` so that a crash leaves the old file or the
+    /// new one, never a torn one: a temporary file beside it, fsync, rename, fsync of the
+    /// directory.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
+        let dir = directoryName(path)
+        let temp = join(dir, ".\(baseName(path)).ckpt-tmp-\(getpid())")
+        unlink(temp)
+        do {
+            try writeNewFile(temp, bytes)
+            try rename(temp, path)
+        } catch {
+            unlink(temp)
+            throw error
+        }
+        try syncDirectory(dir)
+    }
+
     /// Writes `bytes` to a new file at `path` (which must not exist) and fsyncs it.
     public static func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
         let file = try OutputFile(creating: path)

@@ -107,6 +107,14 @@ int ckpt_round_activations(int ggml_type, const float *x, int64_t ldx, int64_t r
 void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
                    const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack);
 
+/// For attention-head importance: norms[t·heads + h] = ‖W[:, h·hd … (h+1)·hd) · o[t, h·hd … (h+1)·hd)‖₂,
+/// with W the f32 output projection (`rows` = hidden rows, row stride ldw) and o the
+/// per-head attention outputs (row stride ldo). `scratch` holds ckpt_pool_threads() ×
+/// ckpt_head_contribution_scratch_floats(rows, head_dim) floats. Runs on the pool.
+void ckpt_head_contribution_norms(const float *w, int64_t ldw, int64_t rows, const float *o, int64_t ldo, int64_t ntok,
+                                  int heads, int head_dim, float *norms, float *scratch);
+int64_t ckpt_head_contribution_scratch_floats(int64_t rows, int head_dim);
+
 // ---- decoder-layer operations (f32) --------------------------------------------------------
 /// y = x / sqrt(mean(x²) + eps) · w, per row of n (w may be NULL). Sums in double, as ggml.
 void ckpt_rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int64_t rows, int64_t n, float eps);

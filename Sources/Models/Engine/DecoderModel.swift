@@ -154,6 +154,16 @@ public final class DecoderModel: @unchecked Sendable {
 
     public func tensor(_ role: TensorRole) -> TensorView? { byRole[role] }
 
+    /// A fingerprint of the model: its resolved spec and its tensor index (names, dtypes,
+    /// shapes, in file order). Statistics and caches made from one model refuse another.
+    public var identity: String {
+        var h = FNV1a64()
+        let s = spec
+        h.add("\(s.architecture) L\(s.layers) H\(s.hidden) h\(s.heads) kv\(s.kvHeads) d\(s.headDim) f\(s.ffn) V\(s.vocab)")
+        for t in checkpoint.tensors { h.add("\(t.name) \(t.dtype.name) \(t.shape)") }
+        return h.hex
+    }
+
     /// The LM head: its own tensor, or the embedding when tied.
     public var lmHeadView: TensorView { byRole[.lmHead] ?? byRole[.embed]! }
 

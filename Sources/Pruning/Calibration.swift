@@ -1,0 +1,208 @@
+import CKernels
+import CheckpointIO
+import Models
+import TensorMath
+
+/// Runs calibration text through a model layer by layer and accumulates the activation
+/// statistics importance scores are made from. Each sample's contribution is computed
+/// from its own tokens only (the kernels treat every token alike whatever the batch), so
+/// a shard of the samples yields exactly its part of the full run's sums.
+public enum Calibration {
+    /// `samples` sequences of `seq` tokens cut from the start of `tokens`, each starting with
+    /// BOS when the model adds one (it replaces the first token, as llama-perplexity does).
+    public static func samples(from tokens: [Int32], count: Int, seq: Int, bos: Int32?, path: String) throws -> [[Int32]] {
+        guard tokens.count >= count * seq else {
+            throw ImportanceError.calibrationTooShort(path: path, tokens: tokens.count, needed: count * seq, samples: count, seq: seq)
+        }
+        return (0..<count).map { i in
+            var s = Array(tokens[(i * seq)..<((i + 1) * seq)])
+            if let bos { s[0] = bos }
+            return s
+        }
+    }
+
+    /// A fingerprint of the calibration samples (all of them, whatever shard is run).
+    public static func identity(of samples: [[Int32]]) -> String {
+        var h = FNV1a64()
+        for s in samples {
+            for t in s { withUnsafeBytes(of: t.littleEndian) { h.add($0) } }
+            h.add("|")
+        }
+        return h.hex
+    }
+
+    /// `--shard i/N`: the contiguous range of sample indices shard i of N covers.
+    public static func shardRange(_ text: String, samples: Int) throws -> Range<Int> {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n > 0, i >= 0, i < n else {
+            throw ImportanceError.badShard(text)
+        }
+        return (i * samples / n)..<((i + 1) * samples / n)
+    }
+
+    /// Runs samples `range` of `samples` through `model`, `batch` samples per pass.
+    public static func run(model: DecoderModel, samples: [[Int32]], range: Range<Int>, batch: Int, releaseLayers: Bool = false,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> ImportanceStats {
+        let s = model.spec
+        let shape = ShapeSummary(architecture: s.architecture, layers: s.layers, hidden: s.hidden, heads: s.heads,
+                                 kvHeads: s.kvHeads, headDim: s.headDim, ffn: s.ffn)
+        var stats = ImportanceStats(modelIdentity: model.identity, shape: shape, sequenceLength: samples.first?.count ?? 0,
+                                    totalSamples: samples.count, calibrationIdentity: identity(of: samples), sampleRanges: [range])
+        let collector = Collector(model: model)
+        let stream = LayerStream(model: model, releaseLayers: releaseLayers)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let n = min(max(batch, 1), range.upperBound - i)
+            collector.reset(layers: s.layers, shape: shape)
+            try stream.run(Array(samples[i..<(i + n)]), hooks: collector.hooks())
+            for l in 0..<s.layers { stats.layers[l].merge(collector.layers[l]) }
+            stats.tokens += samples[i..<(i + n)].reduce(0) { $0 + $1.count }
+            i += n
+            progress?(i - range.lowerBound, range.count)
+        }
+        return stats
+    }
+}
+
+/// Turns hook callbacks into per-layer sums for one batch.
+final class Collector {
+    let model: DecoderModel
+    var layers: [LayerSums] = []
+    private var layerInput: [Float] = []
+    private var outputProjection: FloatBuffer?
+    private var outputProjectionLayer = -1
+    private var norms: FloatBuffer?
+    private var contributionScratch: FloatBuffer?
+
+    init(model: DecoderModel) { self.model = model }
+
+    func reset(layers n: Int, shape: ShapeSummary) {
+        layers = (0..<n).map { _ in LayerSums(spec: shape) }
+    }
+
+    func hooks() -> LayerHooks {
+        var h = LayerHooks()
+        h.layerInput = { [unowned self] a in self.layerInput = Array(a.values) }
+        h.attentionInput = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].attentionInput) }
+        h.mlpInput = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].mlpInput) }
+        h.mlpIntermediate = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].neurons) }
+        h.headOutputs = { [unowned self] a in self.heads(a) }
+        h.layerOutput = { [unowned self] a in self.blockInfluence(a) }
+        return h
+    }
+
+    /// Per sample: mean over its tokens of |a| per channel, and Σ a².
+    static func accumulate(_ a: LayerActivation, into sums: inout ChannelSums) {
+        let w = a.width
+        var meanAbs = [Double](repeating: 0, count: w), sq = [Double](repeating: 0, count: w)
+        for span in a.sequences {
+            for c in 0..<w { meanAbs[c] = 0; sq[c] = 0 }
+            meanAbs.withUnsafeMutableBufferPointer { m in sq.withUnsafeMutableBufferPointer { q in
+                for t in span.rows {
+                    let row = a.values.baseAddress! + t * w
+                    for c in 0..<w {
+                        let v = Double(row[c])
+                        m[c] += abs(v)
+                        q[c] += v * v
+                    }
+                }
+            } }
+            add(meanAbs: meanAbs, squares: sq, tokens: span.count, into: &sums)
+        }
+    }
+
+    static func add(meanAbs: [Double], squares: [Double], tokens: Int, into sums: inout ChannelSums) {
+        let n = Double(max(tokens, 1))
+        for c in 0..<meanAbs.count {
+            let m = meanAbs[c] / n
+            // Non-finite activations (a broken model) add nothing rather than abort the run.
+            if let f = FixedSum.fixed(m) { sums.sumMeanAbs[c] += f }
+            if let f = FixedSum.fixed(m * m) { sums.sumMeanAbsSquared[c] += f }
+            if let f = FixedSum.fixed(squares[c]) { sums.sumSquares[c] += f }
+        }
+    }
+
+    /// Head statistics from the per-head attention outputs.
+    private func heads(_ a: LayerActivation) {
+        let s = model.spec
+        let (nh, hd, T) = (s.heads, s.headDim, a.values.count / a.width)
+        Self.accumulate(a, into: &layers[a.layer].attentionChannels)
+        // ‖o_h‖ over head_dim per token.
+        let n = norms(T * nh)
+        for t in 0..<T {
+            for h in 0..<nh {
+                var q: Double = 0
+                let row = a.values.baseAddress! + t * a.width + h * hd
+                for d in 0..<hd { q += Double(row[d]) * Double(row[d]) }
+                n[t * nh + h] = Float(q.squareRoot())
+            }
+        }
+        addNorms(n, heads: nh, a: a, into: &layers[a.layer].headOutput)
+        // ‖W_o,h · o_h‖ over hidden per token.
+        let wo = outputProjection(layer: a.layer)
+        let need = ThreadPool.threads * Int(ckpt_head_contribution_scratch_floats(Int64(s.hidden), Int32(hd)))
+        if contributionScratch == nil || contributionScratch!.count < need { contributionScratch = FloatBuffer(count: need, zeroed: false) }
+        ckpt_head_contribution_norms(wo.pointer, Int64(s.qDim), Int64(s.hidden), a.values.baseAddress!, Int64(a.width), Int64(T),
+                                     Int32(nh), Int32(hd), n.pointer, contributionScratch!.pointer)
+        addNorms(n, heads: nh, a: a, into: &layers[a.layer].headContribution)
+    }
+
+    private func norms(_ count: Int) -> FloatBuffer {
+        if let b = norms, b.count >= count { return b }
+        let b = FloatBuffer(count: count, zeroed: false)
+        norms = b
+        return b
+    }
+
+    private func addNorms(_ n: FloatBuffer, heads nh: Int, a: LayerActivation, into sums: inout ChannelSums) {
+        var meanAbs = [Double](repeating: 0, count: nh), sq = meanAbs
+        for span in a.sequences {
+            for h in 0..<nh { meanAbs[h] = 0; sq[h] = 0 }
+            for t in span.rows {
+                for h in 0..<nh {
+                    let v = Double(n[t * nh + h])
+                    meanAbs[h] += v
+                    sq[h] += v * v
+                }
+            }
+            Self.add(meanAbs: meanAbs, squares: sq, tokens: span.count, into: &sums)
+        }
+    }
+
+    /// Layer `i`'s output projection as f32 [hidden][heads·head_dim], decoded once per layer.
+    private func outputProjection(layer i: Int) -> FloatBuffer {
+        if outputProjectionLayer == i, let w = outputProjection { return w }
+        let t = model.tensor(.layer(i, .attnOutput))!
+        let w = outputProjection.flatMap { $0.count == t.elementCount ? $0 : nil } ?? FloatBuffer(count: t.elementCount, zeroed: false)
+        // The engine checked at load that every matrix decodes.
+        try! TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: w.pointer)
+        outputProjection = w
+        outputProjectionLayer = i
+        return w
+    }
+
+    /// 1 − cos(input, output) per token, summed per sample.
+    private func blockInfluence(_ a: LayerActivation) {
+        let w = a.width
+        for span in a.sequences {
+            var sum = 0.0
+            var degenerate = 0
+            layerInput.withUnsafeBufferPointer { x in
+                for t in span.rows {
+                    var dot = 0.0, nx = 0.0, ny = 0.0
+                    for c in 0..<w {
+                        let u = Double(x[t * w + c]), v = Double(a.values[t * w + c])
+                        dot += u * v; nx += u * u; ny += v * v
+                    }
+                    if nx > 0, ny > 0, (nx * ny).isFinite {
+                        sum += 1 - dot / (nx.squareRoot() * ny.squareRoot())
+                    } else {
+                        degenerate += 1
+                    }
+                }
+            }
+            if let f = FixedSum.fixed(sum) { layers[a.layer].blockInfluence += f }
+            layers[a.layer].degenerateTokens += degenerate
+        }
+    }
+}

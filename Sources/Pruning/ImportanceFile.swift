@@ -1,0 +1,142 @@
+import CheckpointIO
+
+/// Reading and writing `ImportanceStats` (Formats/importance.md): an 8-byte magic, a
+/// JSON header, then every sum as a 16-byte little-endian two's-complement integer, in
+/// the order the header's `arrays` lists them.
+public enum ImportanceFile {
+    static let magic: [UInt8] = Array("CKPTIMP".utf8) + [1]
+    static let channelArrays = ["attention_input", "mlp_input", "head_output", "head_contribution", "attention_channels", "neurons"]
+    static let sumNames = ["sum_mean_abs", "sum_mean_abs_squared", "sum_squares"]
+
+    static func channelSums(_ l: LayerSums) -> [ChannelSums] {
+        [l.attentionInput, l.mlpInput, l.headOutput, l.headContribution, l.attentionChannels, l.neurons]
+    }
+
+    public static func encode(_ s: ImportanceStats) -> [UInt8] {
+        var w = JSONWriter(pretty: true)
+        w.beginObject()
+        w.string("ckpt-importance", key: "format")
+        w.int(1, key: "version")
+        w.beginObject(key: "model")
+        w.string(s.modelIdentity, key: "identity")
+        w.string(s.shape.architecture, key: "architecture")
+        w.int(s.shape.layers, key: "layers")
+        w.int(s.shape.hidden, key: "hidden")
+        w.int(s.shape.heads, key: "heads")
+        w.int(s.shape.kvHeads, key: "kv_heads")
+        w.int(s.shape.headDim, key: "head_dim")
+        w.int(s.shape.ffn, key: "ffn")
+        w.endObject()
+        w.beginObject(key: "calibration")
+        w.string(s.calibrationIdentity, key: "identity")
+        w.int(s.sequenceLength, key: "seq")
+        w.int(s.totalSamples, key: "samples")
+        w.beginArray(key: "covered")
+        for r in s.sampleRanges { w.raw("[\(r.lowerBound), \(r.upperBound)]") }
+        w.endArray()
+        w.int(s.tokens, key: "tokens")
+        w.endObject()
+        w.int(FixedSum.fractionBits, key: "fraction_bits")
+        w.beginArray(key: "layers")
+        for l in s.layers {
+            w.beginObject()
+            w.string(String(l.blockInfluence), key: "block_influence")
+            w.int(l.degenerateTokens, key: "degenerate_tokens")
+            w.endObject()
+        }
+        w.endArray()
+        w.beginArray(key: "arrays")
+        for (i, l) in s.layers.enumerated() {
+            for (name, sums) in zip(channelArrays, channelSums(l)) {
+                for sum in sumNames { w.raw("[\"layers.\(i).\(name).\(sum)\", \(sums.channels)]") }
+            }
+        }
+        w.endArray()
+        w.endObject()
+        var header = Array((w.text + "\n").utf8)
+        while (16 + header.count) % 16 != 0 { header.append(0x20) }
+        var out = magic
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
+        out += header
+        for l in s.layers {
+            for sums in channelSums(l) {
+                for values in [sums.sumMeanAbs, sums.sumMeanAbsSquared, sums.sumSquares] {
+                    for v in values { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+                }
+            }
+        }
+        return out
+    }
+
+    public static func write(_ s: ImportanceStats, to path: String) throws {
+        try FileSystem.writeAtomically(path, encode(s))
+    }
+
+    public static func read(_ path: String) throws -> ImportanceStats {
+        let bytes = try FileSystem.readFile(path, limit: 1 << 34)
+        func bad(_ why: String) -> CheckpointError { .malformed(path: path, reason: why) }
+        guard bytes.count >= 16, Array(bytes[0..<8]) == magic else {
+            throw CheckpointError.unrecognizedFormat(path: path, reason: "not a ckpt importance file (no CKPTIMP\\1 magic)")
+        }
+        let n = bytes[8..<16].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+        guard n <= UInt64(bytes.count - 16) else { throw bad("header length \(n) runs past the end of the file") }
+        let header: JSONValue
+        do { header = try JSONParser.parse(Array(bytes[16..<(16 + Int(n))])) } catch { throw bad("header is not JSON: \(error)") }
+        guard header["format"]?.stringValue == "ckpt-importance" else { throw bad("header format is not ckpt-importance") }
+        guard header["version"]?.nonNegativeInt == 1 else { throw CheckpointError.unsupported(path: path, reason: "importance file version \(header["version"].map { "\($0)" } ?? "?")") }
+        guard header["fraction_bits"]?.nonNegativeInt == FixedSum.fractionBits else { throw bad("fraction_bits is not \(FixedSum.fractionBits)") }
+        func int(_ v: JSONValue?, _ what: String) throws -> Int {
+            guard let i = v?.nonNegativeInt else { throw bad("\(what) missing or not a non-negative integer") }
+            return i
+        }
+        let m = header["model"], c = header["calibration"]
+        let shape = ShapeSummary(architecture: m?["architecture"]?.stringValue ?? "", layers: try int(m?["layers"], "model.layers"),
+                                 hidden: try int(m?["hidden"], "model.hidden"), heads: try int(m?["heads"], "model.heads"),
+                                 kvHeads: try int(m?["kv_heads"], "model.kv_heads"), headDim: try int(m?["head_dim"], "model.head_dim"),
+                                 ffn: try int(m?["ffn"], "model.ffn"))
+        guard shape.layers < 1 << 16, shape.hidden < 1 << 24, shape.heads < 1 << 16, shape.headDim < 1 << 16, shape.ffn < 1 << 26 else {
+            throw bad("model shape out of range")
+        }
+        var ranges: [Range<Int>] = []
+        for r in c?["covered"]?.arrayValue ?? [] {
+            guard let pair = r.arrayValue, pair.count == 2, let a = pair[0].nonNegativeInt, let b = pair[1].nonNegativeInt, a <= b else {
+                throw bad("calibration.covered holds something other than [start, end] pairs")
+            }
+            ranges.append(a..<b)
+        }
+        var s = ImportanceStats(modelIdentity: m?["identity"]?.stringValue ?? "", shape: shape, sequenceLength: try int(c?["seq"], "calibration.seq"),
+                                totalSamples: try int(c?["samples"], "calibration.samples"),
+                                calibrationIdentity: c?["identity"]?.stringValue ?? "", sampleRanges: ranges)
+        s.tokens = try int(c?["tokens"], "calibration.tokens")
+        let layerInfo = header["layers"]?.arrayValue ?? []
+        guard layerInfo.count == shape.layers else { throw bad("\(layerInfo.count) layer entries for \(shape.layers) layers") }
+        var offset = 16 + Int(n)
+        let expected = offset + s.layers.reduce(0) { $0 + channelSums($1).reduce(0) { $0 + 3 * 16 * $1.channels } }
+        guard bytes.count == expected else { throw bad("\(bytes.count) bytes, the header implies \(expected)") }
+        func readArray(_ count: Int) -> [Int128] {
+            defer { offset += 16 * count }
+            return bytes[offset..<(offset + 16 * count)].withUnsafeBytes { raw in
+                (0..<count).map { Int128(littleEndian: raw.loadUnaligned(fromByteOffset: 16 * $0, as: Int128.self)) }
+            }
+        }
+        for i in 0..<shape.layers {
+            guard let bi = layerInfo[i]["block_influence"]?.stringValue.flatMap({ Int128($0) }) else {
+                throw bad("layers[\(i)].block_influence is not a decimal integer")
+            }
+            s.layers[i].blockInfluence = bi
+            s.layers[i].degenerateTokens = try int(layerInfo[i]["degenerate_tokens"], "layers[\(i)].degenerate_tokens")
+            func fill(_ sums: inout ChannelSums) {
+                sums.sumMeanAbs = readArray(sums.channels)
+                sums.sumMeanAbsSquared = readArray(sums.channels)
+                sums.sumSquares = readArray(sums.channels)
+            }
+            fill(&s.layers[i].attentionInput)
+            fill(&s.layers[i].mlpInput)
+            fill(&s.layers[i].headOutput)
+            fill(&s.layers[i].headContribution)
+            fill(&s.layers[i].attentionChannels)
+            fill(&s.layers[i].neurons)
+        }
+        return s
+    }
+}

@@ -1,0 +1,180 @@
+import CheckpointIO
+
+/// Exact sums of activation statistics. Every per-sample quantity is rounded once to a
+/// fixed-point integer (2⁻⁶⁰ resolution, in an Int128) and added as an integer, so sums
+/// are associative: the statistics of N calibration shards, merged in any order, are
+/// bit-identical to one run over all samples.
+public struct FixedSum: Sendable, Equatable {
+    public static let fractionBits = 60
+    static let scale = Double(sign: .plus, exponent: fractionBits, significand: 1)
+    /// Largest magnitude one addend may have (keeps 2²⁷ addends far from Int128's range).
+    public static let limit = 1e20
+
+    /// The fixed-point integer of `v`, or nil when `v` is not finite or too large.
+    @inline(__always)
+    static func fixed(_ v: Double) -> Int128? {
+        guard v.isFinite, abs(v) <= limit else { return nil }
+        return Int128((v * scale).rounded())
+    }
+
+    @inline(__always)
+    static func double(_ v: Int128) -> Double { Double(v) / scale }
+}
+
+/// Per-channel sums over calibration samples for one activation: Σ over samples of the
+/// mean |a| over the sample's tokens, Σ of its square, and Σ over all tokens of a².
+/// `mean` / `l2` / `variance` aggregations and Wanda's ‖X‖ all come from these.
+public struct ChannelSums: Sendable, Equatable {
+    public var sumMeanAbs: [Int128]
+    public var sumMeanAbsSquared: [Int128]
+    public var sumSquares: [Int128]
+
+    public init(channels: Int) {
+        sumMeanAbs = [Int128](repeating: 0, count: channels)
+        sumMeanAbsSquared = sumMeanAbs
+        sumSquares = sumMeanAbs
+    }
+
+    public var channels: Int { sumMeanAbs.count }
+
+    mutating func merge(_ o: ChannelSums) {
+        for i in 0..<channels {
+            sumMeanAbs[i] += o.sumMeanAbs[i]
+            sumMeanAbsSquared[i] += o.sumMeanAbsSquared[i]
+            sumSquares[i] += o.sumSquares[i]
+        }
+    }
+}
+
+/// The statistics of one decoder layer.
+public struct LayerSums: Sendable, Equatable {
+    /// Normed input of attention and of the MLP (hidden channels).
+    public var attentionInput: ChannelSums
+    public var mlpInput: ChannelSums
+    /// Per query head: ‖o_h‖₂ over head_dim (Minitron), and ‖W_o,h · o_h‖₂ over hidden.
+    public var headOutput: ChannelSums
+    public var headContribution: ChannelSums
+    /// Per channel of the output projection's input (heads × head_dim).
+    public var attentionChannels: ChannelSums
+    /// Per MLP neuron: act(gate) × up, the input of the down projection.
+    public var neurons: ChannelSums
+    /// Σ over tokens of 1 − cos(layer input, layer output) (Block Influence).
+    public var blockInfluence: Int128 = 0
+    /// Tokens whose cosine was 0/0 (a zero vector): scored as cos = 1, counted to warn.
+    public var degenerateTokens: Int = 0
+
+    public init(spec: ShapeSummary) {
+        attentionInput = ChannelSums(channels: spec.hidden)
+        mlpInput = ChannelSums(channels: spec.hidden)
+        headOutput = ChannelSums(channels: spec.heads)
+        headContribution = ChannelSums(channels: spec.heads)
+        attentionChannels = ChannelSums(channels: spec.heads * spec.headDim)
+        neurons = ChannelSums(channels: spec.ffn)
+    }
+
+    mutating func merge(_ o: LayerSums) {
+        attentionInput.merge(o.attentionInput)
+        mlpInput.merge(o.mlpInput)
+        headOutput.merge(o.headOutput)
+        headContribution.merge(o.headContribution)
+        attentionChannels.merge(o.attentionChannels)
+        neurons.merge(o.neurons)
+        blockInfluence += o.blockInfluence
+        degenerateTokens += o.degenerateTokens
+    }
+}
+
+/// The model shape statistics are laid out by.
+public struct ShapeSummary: Sendable, Equatable {
+    public var architecture: String
+    public var layers, hidden, heads, kvHeads, headDim, ffn: Int
+
+    public init(architecture: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, ffn: Int) {
+        self.architecture = architecture
+        self.layers = layers; self.hidden = hidden; self.heads = heads; self.kvHeads = kvHeads
+        self.headDim = headDim; self.ffn = ffn
+    }
+}
+
+/// Activation statistics of a calibration run (or of several merged): what `ckpt
+/// importance` writes and `ckpt prune` reads. See Formats/importance.md.
+public struct ImportanceStats: Sendable, Equatable {
+    /// `DecoderModel.identity` of the model measured.
+    public var modelIdentity: String
+    public var shape: ShapeSummary
+    /// Calibration settings: sequence length, the samples the full run has, the
+    /// fingerprint of the calibration tokens, and which samples these sums cover.
+    public var sequenceLength: Int
+    public var totalSamples: Int
+    public var calibrationIdentity: String
+    /// Sample ranges covered, sorted and disjoint (one per merged shard).
+    public var sampleRanges: [Range<Int>]
+    public var tokens: Int
+    public var layers: [LayerSums]
+
+    public init(modelIdentity: String, shape: ShapeSummary, sequenceLength: Int, totalSamples: Int,
+                calibrationIdentity: String, sampleRanges: [Range<Int>]) {
+        self.modelIdentity = modelIdentity
+        self.shape = shape
+        self.sequenceLength = sequenceLength
+        self.totalSamples = totalSamples
+        self.calibrationIdentity = calibrationIdentity
+        self.sampleRanges = sampleRanges
+        tokens = 0
+        layers = (0..<shape.layers).map { _ in LayerSums(spec: shape) }
+    }
+
+    public var samples: Int { sampleRanges.reduce(0) { $0 + $1.count } }
+
+    /// Why two sets of statistics cannot be added, or nil.
+    public func mergeConflict(with o: ImportanceStats) -> String? {
+        if modelIdentity != o.modelIdentity { return "they come from different models (identity \(modelIdentity) vs \(o.modelIdentity))" }
+        if shape != o.shape { return "the model shapes differ" }
+        if sequenceLength != o.sequenceLength || totalSamples != o.totalSamples || calibrationIdentity != o.calibrationIdentity {
+            return "the calibration settings differ (sequence length, sample count or calibration text)"
+        }
+        for a in sampleRanges { for b in o.sampleRanges where a.overlaps(b) {
+            return "both cover samples \(max(a.lowerBound, b.lowerBound))..<\(min(a.upperBound, b.upperBound))"
+        } }
+        return nil
+    }
+
+    /// Adds `o`'s sums (refused with a reason when they do not belong together).
+    public mutating func merge(_ o: ImportanceStats) throws {
+        if let why = mergeConflict(with: o) { throw ImportanceError.mismatch(reason: why) }
+        for i in layers.indices { layers[i].merge(o.layers[i]) }
+        tokens += o.tokens
+        sampleRanges = Self.coalesce(sampleRanges + o.sampleRanges)
+    }
+
+    static func coalesce(_ ranges: [Range<Int>]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+            if let last = out.last, last.upperBound == r.lowerBound {
+                out[out.count - 1] = last.lowerBound..<r.upperBound
+            } else {
+                out.append(r)
+            }
+        }
+        return out
+    }
+}
+
+/// Errors of importance estimation and of statistics files.
+public enum ImportanceError: Error, CustomStringConvertible, Sendable, Equatable {
+    case mismatch(reason: String)
+    case calibrationTooShort(path: String, tokens: Int, needed: Int, samples: Int, seq: Int)
+    case badShard(String)
+    case wrongModel(path: String, expected: String, found: String)
+
+    public var description: String {
+        switch self {
+        case let .mismatch(reason): return "cannot merge these statistics: \(reason)"
+        case let .calibrationTooShort(path, tokens, needed, samples, seq):
+            return "\(path): \(tokens) tokens, fewer than the \(needed) that \(samples) samples of \(seq) need (use fewer --samples or a shorter --seq)"
+        case let .badShard(s): return "--shard takes i/N with 0 ≤ i < N, got '\(s)'"
+        case let .wrongModel(path, expected, found):
+            return "\(path): these statistics were measured on another model (identity \(found), this model is \(expected))"
+        }
+    }
+}

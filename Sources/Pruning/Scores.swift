@@ -1,0 +1,88 @@
+/// Importance scores from activation statistics, as NVIDIA's Minitron / ModelOpt define
+/// them: per sample the mean of |activation| over the sequence, then aggregated over
+/// samples (L2 by default).
+public enum Aggregation: String, Sendable, CaseIterable {
+    /// Mean over samples of the per-sample mean |a|.
+    case mean
+    /// L2 norm over samples of the per-sample mean |a| (Minitron's choice).
+    case l2
+    /// Variance over samples of the per-sample mean |a|.
+    case variance
+}
+
+/// How attention heads are scored.
+public enum HeadMetric: String, Sendable, CaseIterable {
+    /// ‖o_h‖₂ over head_dim: the input of the output projection (Minitron).
+    case output
+    /// ‖W_o,h · o_h‖₂ over hidden: what the head adds to the residual stream.
+    case contribution
+}
+
+extension ChannelSums {
+    /// One score per channel.
+    public func scores(_ agg: Aggregation, samples: Int) -> [Double] {
+        let n = Double(max(samples, 1))
+        return (0..<channels).map { c in
+            let s1 = FixedSum.double(sumMeanAbs[c]), s2 = FixedSum.double(sumMeanAbsSquared[c])
+            switch agg {
+            case .mean: return s1 / n
+            case .l2: return s2.squareRoot()
+            case .variance: return max(0, s2 / n - (s1 / n) * (s1 / n))
+            }
+        }
+    }
+
+    /// ‖X_c‖₂ over every calibration token: Wanda's per-input-channel norm.
+    public var inputNorms: [Double] { sumSquares.map { FixedSum.double($0).squareRoot() } }
+}
+
+extension ImportanceStats {
+    public func neuronScores(layer: Int, _ agg: Aggregation = .l2) -> [Double] {
+        layers[layer].neurons.scores(agg, samples: samples)
+    }
+
+    public func headScores(layer: Int, metric: HeadMetric = .contribution, _ agg: Aggregation = .l2) -> [Double] {
+        switch metric {
+        case .output: return layers[layer].headOutput.scores(agg, samples: samples)
+        case .contribution: return layers[layer].headContribution.scores(agg, samples: samples)
+        }
+    }
+
+    /// Embedding channels: the normed inputs of every attention and MLP block, summed over layers.
+    public func channelScores(_ agg: Aggregation = .l2) -> [Double] {
+        var out = [Double](repeating: 0, count: shape.hidden)
+        for l in layers {
+            for (i, v) in l.attentionInput.scores(agg, samples: samples).enumerated() { out[i] += v }
+            for (i, v) in l.mlpInput.scores(agg, samples: samples).enumerated() { out[i] += v }
+        }
+        return out
+    }
+
+    /// Block Influence per layer: mean over calibration tokens of 1 − cos(input, output).
+    /// Higher means the layer changes the residual stream more: more important.
+    public var blockInfluence: [Double] {
+        layers.map { FixedSum.double($0.blockInfluence) / Double(max(tokens, 1)) }
+    }
+
+    /// The contiguous run of `k` layers with the least total Block Influence: the block
+    /// to drop. Returns its first layer.
+    public func leastInfluentialBlock(of k: Int) -> Int? {
+        let bi = blockInfluence
+        guard k > 0, k <= bi.count else { return nil }
+        var best = 0, bestSum = Double.infinity
+        for start in 0...(bi.count - k) {
+            let s = bi[start..<(start + k)].reduce(0, +)
+            if s < bestSum { bestSum = s; best = start }
+        }
+        return best
+    }
+
+    /// Tokens whose layer input or output was a zero vector, per layer (scored as cos = 1).
+    public var degenerateTokens: [Int] { layers.map(\.degenerateTokens) }
+}
+
+/// Indices of the `keep` largest scores, in ascending index order (ties: lower index wins).
+public func topIndices(_ scores: [Double], keep: Int) -> [Int] {
+    let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+    return Array(order.prefix(keep)).sorted()
+}
