@@ -112,3 +112,84 @@ void ckpt_stats_f32(const float *x, int64_t n, ckpt_stats *out) {
 #endif
     ckpt_stats_f32_scalar(x, n, out);
 }
+
+// ---- activation statistics for importance estimation ---------------------------------------
+// Summed in double. Every output element is accumulated over the rows in row order by one
+// thread, whatever the thread count, so results do not depend on threading.
+
+typedef struct {
+    const float *x;
+    int64_t ldx, rows, width;
+    double *sum_abs, *sum_sq;
+} moments_job;
+
+#define MOMENT_COLUMNS 256
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static void moments_avx2(const moments_job *j, int64_t c0, int64_t c1) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    int64_t c = c0;
+    for (; c + 4 <= c1; c += 4) {
+        __m256d a = _mm256_setzero_pd(), q = a;
+        for (int64_t r = 0; r < j->rows; r++) {
+            const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(j->x + r * j->ldx + c));
+            a = _mm256_add_pd(a, _mm256_andnot_pd(sign, v));
+            q = _mm256_add_pd(q, _mm256_mul_pd(v, v));
+        }
+        _mm256_storeu_pd(j->sum_abs + c, a);
+        _mm256_storeu_pd(j->sum_sq + c, q);
+    }
+    for (; c < c1; c++) {
+        double a = 0, q = 0;
+        for (int64_t r = 0; r < j->rows; r++) { const double v = j->x[r * j->ldx + c]; a += fabs(v); q += v * v; }
+        j->sum_abs[c] = a;
+        j->sum_sq[c] = q;
+    }
+}
+#endif
+
+static void moments_task(void *ctx, int64_t task, int thread) {
+    (void)thread;
+    const moments_job *j = ctx;
+    const int64_t c0 = task * MOMENT_COLUMNS;
+    const int64_t c1 = c0 + MOMENT_COLUMNS < j->width ? c0 + MOMENT_COLUMNS : j->width;
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { moments_avx2(j, c0, c1); return; }
+#endif
+    for (int64_t c = c0; c < c1; c++) {
+        double a = 0, q = 0;
+        for (int64_t r = 0; r < j->rows; r++) { const double v = j->x[r * j->ldx + c]; a += fabs(v); q += v * v; }
+        j->sum_abs[c] = a;
+        j->sum_sq[c] = q;
+    }
+}
+
+void ckpt_column_moments(const float *x, int64_t ldx, int64_t rows, int64_t width, double *sum_abs, double *sum_sq) {
+    moments_job job = {x, ldx, rows, width, sum_abs, sum_sq};
+    ckpt_pool_run((width + MOMENT_COLUMNS - 1) / MOMENT_COLUMNS, moments_task, &job);
+}
+
+void ckpt_segment_norms(const float *x, int64_t ldx, int64_t rows, int segments, int length, float *out) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int s = 0; s < segments; s++) {
+            const float *v = x + r * ldx + (int64_t)s * length;
+            double q = 0;
+            for (int i = 0; i < length; i++) q += (double)v[i] * v[i];
+            out[r * segments + s] = (float)sqrt(q);
+        }
+}
+
+double ckpt_one_minus_cosine_sum(const float *a, const float *b, int64_t ld, int64_t rows, int64_t width, int64_t *degenerate) {
+    double total = 0;
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *u = a + r * ld, *v = b + r * ld;
+        double d = 0, nu = 0, nv = 0;
+        for (int64_t c = 0; c < width; c++) { const double x = u[c], y = v[c]; d += x * y; nu += x * x; nv += y * y; }
+        if (nu > 0 && nv > 0 && isfinite(nu * nv)) total += 1 - d / (sqrt(nu) * sqrt(nv));
+        else bad++;
+    }
+    *degenerate = bad;
+    return total;
+}

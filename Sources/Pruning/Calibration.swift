@@ -82,7 +82,10 @@ final class Collector {
 
     func hooks() -> LayerHooks {
         var h = LayerHooks()
-        h.layerInput = { [unowned self] a in self.layerInput = Array(a.values) }
+        h.layerInput = { [unowned self] a in
+            if self.layerInput.count != a.values.count { self.layerInput = [Float](repeating: 0, count: a.values.count) }
+            self.layerInput.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: a.values.baseAddress!, count: a.values.count) }
+        }
         h.attentionInput = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].attentionInput) }
         h.mlpInput = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].mlpInput) }
         h.mlpIntermediate = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].neurons) }
@@ -94,20 +97,10 @@ final class Collector {
     /// Per sample: mean over its tokens of |a| per channel, and Σ a².
     static func accumulate(_ a: LayerActivation, into sums: inout ChannelSums) {
         let w = a.width
-        var meanAbs = [Double](repeating: 0, count: w), sq = [Double](repeating: 0, count: w)
+        var sumAbs = [Double](repeating: 0, count: w), sq = [Double](repeating: 0, count: w)
         for span in a.sequences {
-            for c in 0..<w { meanAbs[c] = 0; sq[c] = 0 }
-            meanAbs.withUnsafeMutableBufferPointer { m in sq.withUnsafeMutableBufferPointer { q in
-                for t in span.rows {
-                    let row = a.values.baseAddress! + t * w
-                    for c in 0..<w {
-                        let v = Double(row[c])
-                        m[c] += abs(v)
-                        q[c] += v * v
-                    }
-                }
-            } }
-            add(meanAbs: meanAbs, squares: sq, tokens: span.count, into: &sums)
+            ckpt_column_moments(a.values.baseAddress! + span.start * w, Int64(w), Int64(span.count), Int64(w), &sumAbs, &sq)
+            add(meanAbs: sumAbs, squares: sq, tokens: span.count, into: &sums)
         }
     }
 
@@ -129,14 +122,7 @@ final class Collector {
         Self.accumulate(a, into: &layers[a.layer].attentionChannels)
         // ‖o_h‖ over head_dim per token.
         let n = norms(T * nh)
-        for t in 0..<T {
-            for h in 0..<nh {
-                var q: Double = 0
-                let row = a.values.baseAddress! + t * a.width + h * hd
-                for d in 0..<hd { q += Double(row[d]) * Double(row[d]) }
-                n[t * nh + h] = Float(q.squareRoot())
-            }
-        }
+        ckpt_segment_norms(a.values.baseAddress!, Int64(a.width), Int64(T), Int32(nh), Int32(hd), n.pointer)
         addNorms(n, heads: nh, a: a, into: &layers[a.layer].headOutput)
         // ‖W_o,h · o_h‖ over hidden per token.
         let wo = outputProjection(layer: a.layer)
@@ -155,17 +141,10 @@ final class Collector {
     }
 
     private func addNorms(_ n: FloatBuffer, heads nh: Int, a: LayerActivation, into sums: inout ChannelSums) {
-        var meanAbs = [Double](repeating: 0, count: nh), sq = meanAbs
+        var sumAbs = [Double](repeating: 0, count: nh), sq = sumAbs
         for span in a.sequences {
-            for h in 0..<nh { meanAbs[h] = 0; sq[h] = 0 }
-            for t in span.rows {
-                for h in 0..<nh {
-                    let v = Double(n[t * nh + h])
-                    meanAbs[h] += v
-                    sq[h] += v * v
-                }
-            }
-            Self.add(meanAbs: meanAbs, squares: sq, tokens: span.count, into: &sums)
+            ckpt_column_moments(n.pointer + span.start * nh, Int64(nh), Int64(span.count), Int64(nh), &sumAbs, &sq)
+            Self.add(meanAbs: sumAbs, squares: sq, tokens: span.count, into: &sums)
         }
     }
 
@@ -184,25 +163,14 @@ final class Collector {
     /// 1 − cos(input, output) per token, summed per sample.
     private func blockInfluence(_ a: LayerActivation) {
         let w = a.width
-        for span in a.sequences {
-            var sum = 0.0
-            var degenerate = 0
-            layerInput.withUnsafeBufferPointer { x in
-                for t in span.rows {
-                    var dot = 0.0, nx = 0.0, ny = 0.0
-                    for c in 0..<w {
-                        let u = Double(x[t * w + c]), v = Double(a.values[t * w + c])
-                        dot += u * v; nx += u * u; ny += v * v
-                    }
-                    if nx > 0, ny > 0, (nx * ny).isFinite {
-                        sum += 1 - dot / (nx.squareRoot() * ny.squareRoot())
-                    } else {
-                        degenerate += 1
-                    }
-                }
+        layerInput.withUnsafeBufferPointer { x in
+            for span in a.sequences {
+                var degenerate: Int64 = 0
+                let sum = ckpt_one_minus_cosine_sum(x.baseAddress! + span.start * w, a.values.baseAddress! + span.start * w,
+                                                    Int64(w), Int64(span.count), Int64(w), &degenerate)
+                if let f = FixedSum.fixed(sum) { layers[a.layer].blockInfluence += f }
+                layers[a.layer].degenerateTokens += Int(degenerate)
             }
-            if let f = FixedSum.fixed(sum) { layers[a.layer].blockInfluence += f }
-            layers[a.layer].degenerateTokens += degenerate
         }
     }
 }

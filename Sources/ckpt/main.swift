@@ -7,6 +7,7 @@ import CheckpointIO
 import CKernels
 import Conversion
 import Models
+import Pruning
 
 let version = "0.1.0"
 
@@ -17,6 +18,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (TokenizeCommand.spec, TokenizeCommand.run),
     (EvalCommand.spec, EvalCommand.run),
     (GenerateCommand.spec, GenerateCommand.run),
+    (ImportanceCommand.spec, ImportanceCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {
@@ -100,6 +102,11 @@ func fail(_ message: String, code: ExitCode) -> Never {
     } catch let e as ModelError {
         switch e {
         case .unknownArchitecture, .unsupportedTensorType: fail(e.description, code: .unsupported)
+        default: fail(e.description, code: .dataError)
+        }
+    } catch let e as ImportanceError {
+        switch e {
+        case .badShard: fail(e.description, code: .usage)
         default: fail(e.description, code: .dataError)
         }
     } catch let e as Perplexity.Failure {

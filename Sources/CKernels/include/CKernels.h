@@ -143,6 +143,16 @@ int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);
 
+// ---- activation statistics (importance) ------------------------------------------------------
+/// Per column c < width over `rows` rows: Σ|x| and Σx², in double. Runs on the pool; the
+/// result does not depend on the thread count.
+void ckpt_column_moments(const float *x, int64_t ldx, int64_t rows, int64_t width, double *sum_abs, double *sum_sq);
+/// out[r·segments + s] = ‖x[r, s·length … (s+1)·length)‖₂ (per-head norms).
+void ckpt_segment_norms(const float *x, int64_t ldx, int64_t rows, int segments, int length, float *out);
+/// Σ over rows of 1 − cos(a_r, b_r); rows where either is zero (or the product overflows)
+/// are skipped and counted in *degenerate.
+double ckpt_one_minus_cosine_sum(const float *a, const float *b, int64_t ld, int64_t rows, int64_t width, int64_t *degenerate);
+
 #ifdef __cplusplus
 }
 #endif
