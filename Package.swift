@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["CheckpointIO", "TensorMath", "CKernels"]),
 
         // Activation statistics, importance scores, prune plans and surgery (a feature over the engine).
-        .target(name: "Pruning", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels"]),
+        .target(name: "Pruning", dependencies: ["Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // Converting between formats, dtypes and shard layouts (a feature over Models and the writer).
         .target(name: "Conversion", dependencies: ["CheckpointIO", "Models", "CKernels"]),
@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "TensorMathTests", dependencies: ["TensorMath", "CKernels", "CheckpointIO", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
-        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Conversion", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
         .testTarget(name: "ConversionTests", dependencies: ["Conversion", "Models", "CheckpointIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
     ]

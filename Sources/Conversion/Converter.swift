@@ -36,6 +36,8 @@ public struct ConversionOptions: Sendable {
     public var overwrite = false
     /// Carry config.json, generation_config.json and other small files along.
     public var includeSideFiles = true
+    /// A structural rewrite (pruning) applied on the way; same format in and out.
+    public var edit: CheckpointEdit?
 
     public init(target: CheckpointFormat) { self.target = target }
 }
@@ -68,7 +70,10 @@ public final class Converter {
     struct Job {
         let source: TensorView
         let plan: TensorPlan
+        /// Output row r is source row rowMap[r].
         let rowMap: [Int]?
+        /// Output column c is source column columns[c] (ascending).
+        var columns: [Int]? = nil
         let offset: Float
     }
 
@@ -98,12 +103,22 @@ public final class Converter {
             config = try ModelConfig.beside(checkpointPath: source.path) ?? ModelConfig()
             architecture = config.modelType.flatMap { Architecture.hf(modelType: $0) }
         }
+        if options.edit != nil, source.format != options.target {
+            throw CheckpointError.unsupported(path: output, reason: "a structural edit keeps the format (GGUF to GGUF, safetensors to safetensors)")
+        }
         if case .quantized = options.dtype, options.target != .gguf {
             throw CheckpointError.unsupported(path: output, reason: "quantized types are for GGUF output only; safetensors takes f32, f16 or bf16")
         }
         try planTensors()
         try planSideFiles()
         if !options.includeSideFiles { extraFiles = []; sideFilePaths = [] }
+        if let edit = options.edit {
+            let keys = Set(edit.ggufMetadata.map(\.key))
+            outputMetadata = outputMetadata.filter { !keys.contains($0.key) } + edit.ggufMetadata
+            let names = Set(edit.files.map(\.name))
+            sideFilePaths = sideFilePaths.filter { !names.contains($0.0) }
+            extraFiles = extraFiles.filter { !names.contains($0.0) } + edit.files.map { ($0.name, $0.contents) }
+        }
         if options.target == .gguf, case let .quantized(q) = options.dtype {
             outputMetadata = outputMetadata.filter { $0.key != "general.file_type" }
             if let code = Self.fileTypeCodes[q.name] { outputMetadata.append(MetadataEntry(key: "general.file_type", value: .uint32(code))) }
@@ -125,8 +140,10 @@ public final class Converter {
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
         for t in source.tensors {
-            var name = t.name
-            var rowMap: [Int]?
+            let edit = options.edit?.tensors[t.name]
+            if edit?.drop == true { continue }
+            var name = edit?.name ?? t.name
+            var rowMap: [Int]? = t.shape.count >= 2 ? edit?.rows : nil
             var offset: Float = 0
             if crossesFormats, let arch = architecture {
                 let role = source.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name)
@@ -142,9 +159,22 @@ public final class Converter {
                     warnings.append("tensor '\(t.name)' has no \(arch.ggufName) role: written under the same name")
                 }
             }
-            let dtype = try outputDType(for: t)
-            let plan = try TensorPlan(name: name, dtype: dtype, shape: t.shape)
-            jobs.append(Job(source: t, plan: plan, rowMap: rowMap, offset: offset))
+            var shape = t.shape
+            if let rows = rowMap, t.shape.count >= 2 {
+                guard t.shape.count == 2, rows.allSatisfy({ $0 >= 0 && $0 < t.shape[0] }) else {
+                    throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "row selection outside its \(t.shape[0]) rows")
+                }
+                shape[0] = rows.count
+            }
+            if let cols = edit?.columns {
+                guard let last = t.shape.last, zip(cols, cols.dropFirst()).allSatisfy({ $0 < $1 }), cols.allSatisfy({ $0 >= 0 && $0 < last }) else {
+                    throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "column selection is not ascending within its \(t.shape.last ?? 0) columns")
+                }
+                shape[shape.count - 1] = cols.count
+            }
+            let dtype = try outputDType(for: t, rowLength: shape.last ?? 1)
+            let plan = try TensorPlan(name: name, dtype: dtype, shape: shape)
+            jobs.append(Job(source: t, plan: plan, rowMap: rowMap, columns: edit?.columns, offset: offset))
         }
         for (change, tensors) in fallbacks.sorted(by: { $0.key < $1.key }) {
             warnings.append("\(tensors.count) tensors (e.g. '\(tensors[0])') have rows that do not split into 256-element blocks: \(change), as llama.cpp falls back")
@@ -155,13 +185,24 @@ public final class Converter {
         }
     }
 
-    private func outputDType(for t: TensorView) throws -> TensorDType {
+    private func outputDType(for t: TensorView, rowLength: Int) throws -> TensorDType {
         // Only floating-point weights change type: integer, boolean and 8-bit-float tensors
         // (position ids, packed GPTQ/AWQ weights, FP8 scales) keep their encoding.
         if !Self.isConvertibleFloat(t.dtype) && options.dtype != .keep {
-            return try outputDType(for: t, choice: .keep)
+            return try outputDType(for: t, choice: .keep, rowLength: rowLength)
         }
-        return try outputDType(for: t, choice: options.dtype)
+        var choice = options.dtype
+        // Pruned columns: a block type whose blocks no longer fit the rows is requantized
+        // to the nearest type that fits (llama.cpp's fallbacks), else to F16.
+        if choice == .keep, case let .gguf(g) = t.dtype, g.isQuantized, rowLength % g.blockSize != 0 {
+            if let f = Self.fallback[g.name].flatMap(GGMLType.named), rowLength % f.blockSize == 0 {
+                choice = .quantized(g)
+            } else {
+                fallbacks["\(g.name) → F16 (rows of \(rowLength))", default: []].append(t.name)
+                choice = .f16
+            }
+        }
+        return try outputDType(for: t, choice: choice, rowLength: rowLength)
     }
 
     /// Float types whose values `--dtype` may re-encode.
@@ -172,7 +213,7 @@ public final class Converter {
         }
     }
 
-    private func outputDType(for t: TensorView, choice: DTypeChoice) throws -> TensorDType {
+    private func outputDType(for t: TensorView, choice: DTypeChoice, rowLength: Int) throws -> TensorDType {
         func reject(_ why: String) -> CheckpointError {
             .unsupported(path: source.path, reason: "tensor '\(t.name)' (\(t.dtype.name)): \(why)")
         }
@@ -186,14 +227,14 @@ public final class Converter {
         case (.gguf, .bf16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("BF16")!)
         case let (.gguf, .quantized(q)):
             if isVector { return .gguf(GGMLType.named("F32")!) }
-            if t.rowLength % q.blockSize == 0 { return .gguf(q) }
+            if rowLength % q.blockSize == 0 { return .gguf(q) }
             // As llama.cpp does: a K-quant whose 256-element blocks do not fit the rows
             // falls back to a 32-element type of about the same precision.
-            if let fallback = Self.fallback[q.name].flatMap(GGMLType.named), t.rowLength % fallback.blockSize == 0 {
+            if let fallback = Self.fallback[q.name].flatMap(GGMLType.named), rowLength % fallback.blockSize == 0 {
                 fallbacks["\(q.name) → \(fallback.name)", default: []].append(t.name)
                 return .gguf(fallback)
             }
-            throw reject("rows of \(t.rowLength) elements do not split into \(q.name) blocks of \(q.blockSize)")
+            throw reject("rows of \(rowLength) elements do not split into \(q.name) blocks of \(q.blockSize)")
         case (_, .quantized):
             throw reject("quantized types are for GGUF output only")
         case (.safetensors, .keep):
@@ -306,7 +347,11 @@ public final class Converter {
         case .safetensors:
             // Safetensors to safetensors keeps the source's __metadata__; otherwise HF's usual one.
             let kept = source.format == .safetensors ? source.metadata.compactMap { e in e.value.stringValue.map { (e.key, $0) } } : []
-            let metadata = kept.isEmpty ? [("format", "pt")] : kept
+            var metadata = kept.isEmpty ? [("format", "pt")] : kept
+            if let extra = options.edit?.safetensorsMetadata {
+                let keys = Set(extra.map(\.0))
+                metadata = metadata.filter { !keys.contains($0.0) } + extra
+            }
             if output.hasSuffix(".safetensors") {
                 if !extraFiles.isEmpty || !sideFilePaths.isEmpty {
                     warnings.append("a single .safetensors file has no room for \((extraFiles.map(\.0) + sideFilePaths.map(\.0)).joined(separator: ", ")): write to a directory to keep them")
@@ -347,8 +392,21 @@ public final class Converter {
         let t = job.source
         defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
         try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
+        // Whole rows kept, same encoding: copy the kept rows' bytes (whole quantization
+        // blocks), a run of consecutive rows at a time.
+        if let map = job.rowMap, job.columns == nil, job.offset == 0, t.shape.count == 2, Self.sameEncoding(t.dtype, job.plan.dtype) {
+            let rowBytes = t.byteCount / max(t.rowCount, 1)
+            var r = 0
+            while r < map.count {
+                var e = r + 1
+                while e < map.count && map[e] == map[e - 1] + 1 { e += 1 }
+                try writer.copy(job.plan.name, from: t.file, sourceOffset: t.offset + map[r] * rowBytes, count: (e - r) * rowBytes)
+                r = e
+            }
+            return
+        }
         // Same bytes in and out: the kernel copies them file to file.
-        if job.rowMap == nil && job.offset == 0 && Self.sameEncoding(t.dtype, job.plan.dtype) {
+        if job.rowMap == nil && job.columns == nil && job.offset == 0 && Self.sameEncoding(t.dtype, job.plan.dtype) {
             if t.byteCount > 0 {
                 try writer.copy(job.plan.name, from: t.file, sourceOffset: t.offset, count: t.byteCount)
             }
@@ -358,6 +416,18 @@ public final class Converter {
             throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': no decoder for \(t.dtype.name) yet")
         }
         guard t.elementCount > 0 else { return }
+        if let cols = job.columns, t.shape.count <= 1 {
+            // A vector (norm, bias): keep the selected elements.
+            guard t.elementCount <= Self.bufferElements else {
+                throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': too long to select from")
+            }
+            let src = encoded.assumingMemoryBound(to: Float.self)
+            try TensorDecoder.decodeRows(t, rows: 0..<1, into: src)
+            for (k, c) in cols.enumerated() { buffer[k] = src[c] + job.offset }
+            let bytes = try Self.encode(buffer, count: cols.count, as: job.plan.dtype, into: encoded)
+            try writer.write(job.plan.name, UnsafeRawBufferPointer(start: encoded, count: bytes))
+            return
+        }
         if let map = job.rowMap, t.shape.count == 1 {
             // A bias: its elements are the "rows" to reorder.
             guard t.elementCount <= Self.bufferElements else {
@@ -371,7 +441,7 @@ public final class Converter {
             return
         }
         let rowLength = max(t.rowLength, 1)
-        let rows = t.rowCount
+        let rows = job.rowMap?.count ?? t.rowCount
         guard rowLength <= Self.bufferElements else {
             throw CheckpointError.unsupported(path: t.file.path, reason: "tensor '\(t.name)': rows of \(rowLength) elements are longer than the conversion buffer")
         }
@@ -390,7 +460,15 @@ public final class Converter {
                 let rowBytes = t.byteCount / rows
                 try? t.file.advise(.dontNeed, range: (t.offset + row * rowBytes)..<(t.offset + end * rowBytes))
             }
-            let n = (end - row) * rowLength
+            var n = (end - row) * rowLength
+            if let cols = job.columns {
+                // Keep the selected columns of each row, compacting in place (ascending).
+                for r in 0..<(end - row) {
+                    let src = buffer + r * rowLength, dst = buffer + r * cols.count
+                    for (k, c) in cols.enumerated() { dst[k] = src[c] }
+                }
+                n = (end - row) * cols.count
+            }
             if job.offset != 0 {
                 for k in 0..<n { buffer[k] += job.offset }
             }

@@ -19,6 +19,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (EvalCommand.spec, EvalCommand.run),
     (GenerateCommand.spec, GenerateCommand.run),
     (ImportanceCommand.spec, ImportanceCommand.run),
+    (PruneCommand.spec, PruneCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {
@@ -109,6 +110,8 @@ func fail(_ message: String, code: ExitCode) -> Never {
         case .badShard: fail(e.description, code: .usage)
         default: fail(e.description, code: .dataError)
         }
+    } catch let e as PruneError {
+        fail(e.description, code: .usage)
     } catch let e as Perplexity.Failure {
         fail(e.description, code: .dataError)
     } catch {

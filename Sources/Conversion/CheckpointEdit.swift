@@ -1,0 +1,32 @@
+import CheckpointIO
+
+/// What to change about one tensor while a checkpoint is rewritten.
+public struct TensorEdit: Sendable, Equatable {
+    /// The output name (layers renumbered); nil keeps the name.
+    public var name: String?
+    /// Source rows to keep, in output order (outermost dimension of a matrix); nil: all.
+    public var rows: [Int]?
+    /// Source columns to keep, ascending (innermost dimension; a vector's elements); nil: all.
+    public var columns: [Int]?
+    /// Leave the tensor out.
+    public var drop = false
+
+    public init(name: String? = nil, rows: [Int]? = nil, columns: [Int]? = nil, drop: Bool = false) {
+        self.name = name; self.rows = rows; self.columns = columns; self.drop = drop
+    }
+}
+
+/// A structural rewrite of a checkpoint (pruning): per-tensor row and column selections,
+/// renames and drops, plus the metadata that describes the new shape.
+public struct CheckpointEdit: Sendable {
+    /// By source tensor name. Tensors not named are copied as they are.
+    public var tensors: [String: TensorEdit] = [:]
+    /// GGUF keys to set (replacing keys of the same name).
+    public var ggufMetadata: [MetadataEntry] = []
+    /// Files to write beside safetensors output instead of the source's (e.g. config.json).
+    public var files: [(name: String, contents: [UInt8])] = []
+    /// Entries added to safetensors `__metadata__`.
+    public var safetensorsMetadata: [(String, String)] = []
+
+    public init() {}
+}

@@ -1,0 +1,275 @@
+import CheckpointIO
+import Models
+
+/// How channels are ranked for width pruning.
+public enum PruneMethod: String, Sendable, CaseIterable {
+    /// Activation statistics from calibration (Minitron).
+    case activation
+    /// Weight norms only.
+    case magnitude
+    /// |W| · ‖X‖ per channel (Wanda).
+    case wanda
+    /// Seeded random choice: the baseline every score must beat.
+    case random
+}
+
+/// What to cut, as counts; nil leaves a dimension alone.
+public struct PruneTarget: Sendable, Equatable {
+    public var ffn: Int?
+    public var headsPerGroup: Int?
+    public var hidden: Int?
+    public var layers: Int?
+    /// Explicit layers to drop (overrides `layers`).
+    public var dropLayers: [Int]?
+
+    public init(ffn: Int? = nil, headsPerGroup: Int? = nil, hidden: Int? = nil, layers: Int? = nil, dropLayers: [Int]? = nil) {
+        self.ffn = ffn; self.headsPerGroup = headsPerGroup; self.hidden = hidden; self.layers = layers; self.dropLayers = dropLayers
+    }
+}
+
+/// The channels, heads and layers a pruned model keeps, in source indices.
+public struct PrunePlan: Sendable, Equatable {
+    public var keptLayers: [Int]
+    /// Per kept layer (same order as keptLayers): MLP neurons kept, ascending.
+    public var neurons: [[Int]]
+    /// Per kept layer: query heads kept, grouped by KV head (each group keeps the same count).
+    public var heads: [[Int]]
+    /// Hidden channels kept, ascending.
+    public var hiddenChannels: [Int]
+    public var method: PruneMethod
+
+    public init(keptLayers: [Int], neurons: [[Int]], heads: [[Int]], hiddenChannels: [Int], method: PruneMethod) {
+        self.keptLayers = keptLayers; self.neurons = neurons; self.heads = heads
+        self.hiddenChannels = hiddenChannels; self.method = method
+    }
+
+    /// Parameters of the decoder the plan leaves (matrices and norms, embeddings included).
+    public func parameterCount(spec s: DecoderSpec, tiedHead: Bool) -> Int {
+        let h = hiddenChannels.count
+        var n = s.vocab * h * (tiedHead ? 1 : 2) + h
+        for (i, _) in keptLayers.enumerated() {
+            let q = heads[i].count * s.headDim, kv = s.kvDim
+            n += h * q * 2 + h * kv * 2 + 3 * h * neurons[i].count + 2 * h
+        }
+        return n
+    }
+}
+
+/// Errors in a pruning request.
+public enum PruneError: Error, CustomStringConvertible, Sendable, Equatable {
+    case targetTooLarge(what: String, requested: Int, current: Int)
+    case headsNotDivisible(heads: Int, groups: Int)
+    case noLayersLeft
+    case badLayerList(String)
+    case needsStatistics(method: String)
+    case hiddenBlocks(hidden: Int, block: Int, type: String)
+
+    public var description: String {
+        switch self {
+        case let .targetTooLarge(what, requested, current):
+            return "--\(what) \(requested) is not smaller than the model's \(current) (pruning only removes)"
+        case let .headsNotDivisible(heads, groups):
+            return "--heads \(heads) does not split evenly over the \(groups) KV groups (GQA keeps every KV head and the same number of query heads per group)"
+        case .noLayersLeft: return "the plan drops every layer"
+        case let .badLayerList(s): return "--drop-layers takes layer numbers and ranges such as 3,20-25, got '\(s)'"
+        case let .needsStatistics(method): return "--method \(method) needs --importance STATS (from ckpt importance)"
+        case let .hiddenBlocks(hidden, block, type):
+            return "--hidden \(hidden) is not a multiple of \(block), which \(type) rows need; choose a multiple of \(block) or --dtype f16"
+        }
+    }
+}
+
+/// Scores by method, then the plan.
+public enum PrunePlanner {
+    /// Parses "3,20-25" into sorted layer indices.
+    public static func parseLayers(_ text: String, layers: Int) throws -> [Int] {
+        var out = Set<Int>()
+        for part in text.split(separator: ",") {
+            let ends = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard ends.count <= 2, let a = Int(ends[0]), let b = Int(ends.last!), a >= 0, a <= b, b < layers else {
+                throw PruneError.badLayerList(text)
+            }
+            for i in a...b { out.insert(i) }
+        }
+        if out.isEmpty { throw PruneError.badLayerList(text) }
+        return out.sorted()
+    }
+
+    public static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
+                            headMetric: HeadMetric = .contribution, seed: UInt64 = 0) throws -> PrunePlan {
+        let s = model.spec
+        if method != .random && method != .magnitude && stats == nil { throw PruneError.needsStatistics(method: method.rawValue) }
+        if let st = stats, st.modelIdentity != model.identity {
+            throw ImportanceError.wrongModel(path: model.path, expected: model.identity, found: st.modelIdentity)
+        }
+        let groups = s.kvHeads, perGroup = s.heads / s.kvHeads
+        if let f = target.ffn, f >= s.ffn || f < 1 { throw PruneError.targetTooLarge(what: "ffn", requested: f, current: s.ffn) }
+        if let h = target.hidden, h >= s.hidden || h < 1 { throw PruneError.targetTooLarge(what: "hidden", requested: h, current: s.hidden) }
+        if let g = target.headsPerGroup, g >= perGroup || g < 1 {
+            throw PruneError.targetTooLarge(what: "heads-per-group", requested: g, current: perGroup)
+        }
+        if let l = target.layers, l >= s.layers || l < 1 {
+            throw l < 1 ? PruneError.noLayersLeft : PruneError.targetTooLarge(what: "layers", requested: l, current: s.layers)
+        }
+        var rng = SplitMix(seed: seed)
+        let scorer = WeightScores(model: model)
+
+        // Depth.
+        var kept = Array(0..<s.layers)
+        if let drop = target.dropLayers {
+            kept = kept.filter { !drop.contains($0) }
+        } else if let n = target.layers {
+            let bi: [Double]
+            switch method {
+            case .random: bi = (0..<s.layers).map { _ in rng.next() }
+            case .magnitude: bi = try (0..<s.layers).map { try scorer.layerNorm($0) }
+            default: bi = stats!.blockInfluence
+            }
+            kept = topIndices(bi, keep: n)
+        }
+        if kept.isEmpty { throw PruneError.noLayersLeft }
+
+        var neurons: [[Int]] = [], heads: [[Int]] = []
+        for l in kept {
+            if let f = target.ffn {
+                let scores: [Double]
+                switch method {
+                case .activation: scores = stats!.neuronScores(layer: l)
+                case .magnitude: scores = try scorer.neuronNorms(layer: l)
+                case .wanda: scores = try scorer.wandaNeurons(layer: l, inputNorms: stats!.layers[l].neurons.inputNorms)
+                case .random: scores = (0..<s.ffn).map { _ in rng.next() }
+                }
+                neurons.append(topIndices(scores, keep: f))
+            } else {
+                neurons.append(Array(0..<s.ffn))
+            }
+            if let g = target.headsPerGroup {
+                let scores: [Double]
+                switch method {
+                case .activation: scores = stats!.headScores(layer: l, metric: headMetric)
+                case .magnitude: scores = try scorer.headNorms(layer: l)
+                case .wanda: scores = try scorer.wandaHeads(layer: l, inputNorms: stats!.layers[l].attentionChannels.inputNorms)
+                case .random: scores = (0..<s.heads).map { _ in rng.next() }
+                }
+                var keep: [Int] = []
+                for grp in 0..<groups {
+                    let members = Array((grp * perGroup)..<((grp + 1) * perGroup))
+                    let best = topIndices(members.map { scores[$0] }, keep: g)
+                    keep += best.map { members[$0] }
+                }
+                heads.append(keep)
+            } else {
+                heads.append(Array(0..<s.heads))
+            }
+        }
+        var hidden = Array(0..<s.hidden)
+        if let h = target.hidden {
+            let scores: [Double]
+            switch method {
+            case .activation: scores = stats!.channelScores()
+            case .magnitude: scores = try scorer.channelNorms()
+            case .wanda:
+                scores = try scorer.wandaChannels(layers: kept, attentionNorms: kept.map { stats!.layers[$0].attentionInput.inputNorms },
+                                                  mlpNorms: kept.map { stats!.layers[$0].mlpInput.inputNorms })
+            case .random: scores = (0..<s.hidden).map { _ in rng.next() }
+            }
+            hidden = topIndices(scores, keep: h)
+        }
+        return PrunePlan(keptLayers: kept, neurons: neurons, heads: heads, hiddenChannels: hidden, method: method)
+    }
+}
+
+/// SplitMix64: the seeded generator of the random baseline.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Double(z >> 11) / Double(1 << 53)
+    }
+}
+
+/// Weight-only scores (magnitude, and Wanda's |W| factor), read a tensor at a time.
+struct WeightScores {
+    let model: DecoderModel
+
+    /// A matrix as f32 rows (one tensor: bounded by the largest matrix of a layer).
+    func matrix(_ role: TensorRole) throws -> (rows: Int, cols: Int, values: [Float]) {
+        let t = role == .lmHead ? model.lmHeadView : model.tensor(role)!
+        var v = [Float](repeating: 0, count: t.elementCount)
+        try v.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
+        defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
+        return (t.rowCount, t.rowLength, v)
+    }
+
+    func rowNorms(_ m: (rows: Int, cols: Int, values: [Float])) -> [Double] {
+        (0..<m.rows).map { r in
+            var q = 0.0
+            for c in 0..<m.cols { let x = Double(m.values[r * m.cols + c]); q += x * x }
+            return q.squareRoot()
+        }
+    }
+
+    func columnSums(_ m: (rows: Int, cols: Int, values: [Float]), absolute: Bool, squared: Bool) -> [Double] {
+        var out = [Double](repeating: 0, count: m.cols)
+        for r in 0..<m.rows {
+            for c in 0..<m.cols {
+                let x = Double(m.values[r * m.cols + c])
+                out[c] += squared ? x * x : (absolute ? abs(x) : x)
+            }
+        }
+        return out
+    }
+
+    func neuronNorms(layer l: Int) throws -> [Double] {
+        let gate = rowNorms(try matrix(.layer(l, .mlpGate))), up = rowNorms(try matrix(.layer(l, .mlpUp)))
+        let down = columnSums(try matrix(.layer(l, .mlpDown)), absolute: false, squared: true).map { $0.squareRoot() }
+        return (0..<gate.count).map { gate[$0] + up[$0] + down[$0] }
+    }
+
+    func headNorms(layer l: Int) throws -> [Double] {
+        let s = model.spec
+        let q = rowNorms(try matrix(.layer(l, .attnQ)))
+        let o = columnSums(try matrix(.layer(l, .attnOutput)), absolute: false, squared: true)
+        return (0..<s.heads).map { h in
+            let r = (h * s.headDim)..<((h + 1) * s.headDim)
+            return r.map { q[$0] * q[$0] }.reduce(0, +).squareRoot() + r.map { o[$0] }.reduce(0, +).squareRoot()
+        }
+    }
+
+    func channelNorms() throws -> [Double] {
+        columnSums(try matrix(.embed), absolute: false, squared: true).map { $0.squareRoot() }
+    }
+
+    func layerNorm(_ l: Int) throws -> Double {
+        try [LayerTensor.attnOutput, .mlpDown].map { p in rowNorms(try matrix(.layer(l, p))).map { $0 * $0 }.reduce(0, +) }.reduce(0, +)
+    }
+
+    /// Wanda for an input channel c of W: Σ_i |W[i, c]| · ‖X_c‖.
+    func wandaNeurons(layer l: Int, inputNorms: [Double]) throws -> [Double] {
+        let a = columnSums(try matrix(.layer(l, .mlpDown)), absolute: true, squared: false)
+        return a.indices.map { a[$0] * inputNorms[$0] }
+    }
+
+    func wandaHeads(layer l: Int, inputNorms: [Double]) throws -> [Double] {
+        let s = model.spec
+        let a = columnSums(try matrix(.layer(l, .attnOutput)), absolute: true, squared: false)
+        return (0..<s.heads).map { h in ((h * s.headDim)..<((h + 1) * s.headDim)).map { a[$0] * inputNorms[$0] }.reduce(0, +) }
+    }
+
+    func wandaChannels(layers: [Int], attentionNorms: [[Double]], mlpNorms: [[Double]]) throws -> [Double] {
+        var out = [Double](repeating: 0, count: model.spec.hidden)
+        for (i, l) in layers.enumerated() {
+            for (part, norms) in [(LayerTensor.attnQ, attentionNorms[i]), (.attnK, attentionNorms[i]), (.attnV, attentionNorms[i]),
+                                  (.mlpGate, mlpNorms[i]), (.mlpUp, mlpNorms[i])] {
+                let a = columnSums(try matrix(.layer(l, part)), absolute: true, squared: false)
+                for c in out.indices { out[c] += a[c] * norms[c] }
+            }
+        }
+        return out
+    }
+}

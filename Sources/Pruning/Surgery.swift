@@ -1,0 +1,124 @@
+import CheckpointIO
+import Conversion
+import Models
+
+/// Turns a `PrunePlan` into a rewrite of the checkpoint: which rows and columns of which
+/// tensors stay, how layers are renumbered, and the metadata of the new shape. The
+/// rewrite itself is `Converter`'s (streamed by blocks of rows, staged, published
+/// atomically, or in place under the journal).
+public enum Surgery {
+    public static func edit(model: DecoderModel, plan: PrunePlan, provenance: String) throws -> CheckpointEdit {
+        let s = model.spec, arch = model.architecture, ckpt = model.checkpoint
+        let gguf = ckpt.format == .gguf
+        let hiddenPruned = plan.hiddenChannels.count != s.hidden
+        let hidden: [Int]? = hiddenPruned ? plan.hiddenChannels : nil
+        var edit = CheckpointEdit()
+        let newIndex = Dictionary(uniqueKeysWithValues: plan.keptLayers.enumerated().map { ($1, $0) })
+        func headRows(_ heads: [Int]) -> [Int] { heads.flatMap { h in (h * s.headDim)..<((h + 1) * s.headDim) } }
+        for t in ckpt.tensors {
+            guard let role = gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) else { continue }
+            switch role {
+            case .embed, .lmHead, .finalNorm:
+                if hiddenPruned { edit.tensors[t.name] = TensorEdit(columns: hidden) }
+            case let .layer(i, part):
+                guard let j = newIndex[i] else {
+                    edit.tensors[t.name] = TensorEdit(drop: true)
+                    continue
+                }
+                let k = plan.keptLayers.firstIndex(of: i)!
+                let name = (gguf ? arch.ggufName(.layer(j, part)) : arch.hfName(.layer(j, part))) ?? t.name
+                let neurons = plan.neurons[k].count == s.ffn ? nil : plan.neurons[k]
+                let qRows = plan.heads[k].count == s.heads ? nil : headRows(plan.heads[k])
+                var e = TensorEdit(name: name == t.name ? nil : name)
+                switch part {
+                case .attnNorm, .mlpNorm, .postAttnNorm, .postMlpNorm: e.columns = hidden
+                case .attnQ: e.rows = qRows; e.columns = hidden
+                case .attnQBias: e.columns = qRows
+                case .attnK, .attnV: e.columns = hidden
+                case .attnKBias, .attnVBias, .attnQNorm, .attnKNorm: break
+                case .attnOutput: e.rows = hidden; e.columns = qRows
+                case .mlpGate, .mlpUp: e.rows = neurons; e.columns = hidden
+                case .mlpDown: e.rows = hidden; e.columns = neurons
+                }
+                if e != TensorEdit() { edit.tensors[t.name] = e }
+            }
+        }
+        let newHeads = plan.heads.first?.count ?? s.heads
+        let newFFN = plan.neurons.first?.count ?? s.ffn
+        if gguf {
+            let a = arch.ggufName
+            func u32(_ key: String, _ v: Int) -> MetadataEntry { MetadataEntry(key: "\(a).\(key)", value: .uint32(UInt32(v))) }
+            edit.ggufMetadata = [
+                u32("block_count", plan.keptLayers.count), u32("embedding_length", plan.hiddenChannels.count),
+                u32("feed_forward_length", newFFN), u32("attention.head_count", newHeads),
+                u32("attention.head_count_kv", s.kvHeads), u32("attention.key_length", s.headDim),
+                u32("attention.value_length", s.headDim), u32("rope.dimension_count", s.ropeDims),
+                MetadataEntry(key: "ckpt.prune", value: .string(provenance)),
+            ]
+        } else {
+            let dir = try FileSystem.checkpointDirectory(ckpt.path)
+            let path = FileSystem.join(dir, "config.json")
+            let json = try JSONParser.parse(FileSystem.readFile(path, limit: 16 << 20))
+            var replacements: [String: JSONValue] = [
+                "hidden_size": .number(String(plan.hiddenChannels.count)), "intermediate_size": .number(String(newFFN)),
+                "num_attention_heads": .number(String(newHeads)), "num_key_value_heads": .number(String(s.kvHeads)),
+                "head_dim": .number(String(s.headDim)), "num_hidden_layers": .number(String(plan.keptLayers.count)),
+            ]
+            if let types = model.config.layerTypes, types.count == s.layers {
+                replacements["layer_types"] = .array(plan.keptLayers.map { .string(types[$0]) })
+            }
+            edit.files = [("config.json", Array((serialize(json, replacing: replacements) + "\n").utf8))]
+            edit.safetensorsMetadata = [("ckpt_prune", provenance)]
+        }
+        return edit
+    }
+
+    /// `json` with top-level keys replaced (or added), keeping order and every other field.
+    static func serialize(_ json: JSONValue, replacing: [String: JSONValue]) -> String {
+        guard case var .object(fields) = json else { return "{}" }
+        var seen = Set<String>()
+        for i in fields.indices where replacing[fields[i].key] != nil {
+            fields[i].value = replacing[fields[i].key]!
+            seen.insert(fields[i].key)
+        }
+        for (k, v) in replacing.sorted(by: { $0.key < $1.key }) where !seen.contains(k) { fields.append((k, v)) }
+        var w = JSONWriter(pretty: true)
+        write(.object(fields), to: &w, key: nil)
+        return w.text
+    }
+
+    static func write(_ v: JSONValue, to w: inout JSONWriter, key: String?) {
+        switch v {
+        case let .object(fields):
+            w.beginObject(key: key)
+            for f in fields { write(f.value, to: &w, key: f.key) }
+            w.endObject()
+        case let .array(items):
+            w.beginArray(key: key)
+            for item in items { write(item, to: &w, key: nil) }
+            w.endArray()
+        case let .string(s): w.string(s, key: key)
+        case let .number(n): w.raw(n, key: key)
+        case let .bool(b): w.bool(b, key: key)
+        case .null: w.null(key: key)
+        }
+    }
+
+    /// The plan as one line of JSON (recorded in the output's metadata and printed by --dry-run --json).
+    public static func describe(_ plan: PrunePlan, spec s: DecoderSpec, source: String, importance: String?) -> String {
+        var w = JSONWriter()
+        w.beginObject()
+        w.string(source, key: "source")
+        if let importance { w.string(importance, key: "importance") }
+        w.string(plan.method.rawValue, key: "method")
+        w.raw("[" + plan.keptLayers.map(String.init).joined(separator: ",") + "]", key: "kept_layers")
+        w.int(plan.hiddenChannels.count, key: "hidden")
+        w.int(plan.neurons.first?.count ?? s.ffn, key: "ffn")
+        w.int(plan.heads.first?.count ?? s.heads, key: "heads")
+        w.beginArray(key: "heads_kept")
+        for h in plan.heads { w.raw("[" + h.map(String.init).joined(separator: ",") + "]") }
+        w.endArray()
+        w.endObject()
+        return w.text
+    }
+}

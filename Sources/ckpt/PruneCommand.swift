@@ -1,0 +1,126 @@
+import CheckpointIO
+import Conversion
+import Models
+import Pruning
+
+/// `ckpt prune`: width and depth pruning by importance, written as a new checkpoint.
+enum PruneCommand {
+    static let spec = CommandSpec(
+        name: "prune",
+        summary: "Cut MLP neurons, attention heads, hidden channels or layers, keeping the most important.",
+        usage: "prune --model <model> [--importance STATS] [--method activation|magnitude|wanda|random] [--ffn N] [--heads-per-group N | --heads N] [--hidden N] [--layers N | --drop-layers a-b,…] [--dtype keep|…] [--dry-run] [--json] [--force] -o <out>",
+        discussion: """
+        Ranks channels with --method (activation statistics from 'ckpt importance' by
+        default; magnitude and random need none) and keeps the best: --ffn MLP neurons per
+        layer; --heads-per-group query heads in every KV group (GQA: KV heads all stay,
+        head_dim stays and is written explicitly; --heads N is N / KV heads per group);
+        --hidden embedding channels (removed from the embedding, every norm, every input
+        projection's columns, every output projection's rows and the LM head); --layers N
+        keeps the N layers of highest Block Influence, --drop-layers removes the listed ones.
+        Layers are renumbered and the shape metadata (GGUF keys or config.json) updated.
+        GGUF in, GGUF out; safetensors in, safetensors out. Rows of quantized tensors are
+        copied as whole blocks; where columns go, rows are requantized to the same type
+        (or llama.cpp's fallback when blocks no longer fit). --dry-run prints the plan.
+        """,
+        options: [
+            .init("--model", value: "model", help: "GGUF file, or HF safetensors directory with config.json."),
+            .init("--importance", value: "stats", help: "Statistics from 'ckpt importance' of this model."),
+            .init("--method", value: "method", help: "activation (default), magnitude, wanda or random."),
+            .init("--head-metric", value: "kind", help: "Head score for --method activation: contribution (default) or output."),
+            .init("--ffn", value: "n", help: "MLP neurons to keep per layer."),
+            .init("--heads-per-group", value: "n", help: "Query heads to keep per KV group."),
+            .init("--heads", value: "n", help: "Query heads to keep per layer (a multiple of the KV heads)."),
+            .init("--hidden", value: "n", help: "Hidden (embedding) channels to keep."),
+            .init("--layers", value: "n", help: "Layers to keep (the most influential)."),
+            .init("--drop-layers", value: "list", help: "Layers to drop, e.g. 20-25 or 3,7."),
+            .init("--seed", value: "n", help: "Seed for --method random (default 0)."),
+            .init("--dtype", value: "type", help: "Output type of rewritten tensors (default keep)."),
+            .init("--dry-run", help: "Print the plan (shapes, parameter counts, what goes) and write nothing."),
+            .init("--json", help: "Print the plan / summary as JSON."),
+            .init("--force", help: "Replace an existing output."),
+            .init("-o", value: "out", help: "Output path (.gguf file, or a safetensors directory)."),
+            .init("--output", value: "out", help: "Same as -o."),
+        ],
+        positionals: 0...0
+    )
+
+    static func run(_ args: ParsedArguments) throws {
+        guard let modelPath = args.value("--model") else { throw UsageError(message: "prune needs --model", command: "prune") }
+        let model = try DecoderModel(path: modelPath)
+        let s = model.spec
+        guard let method = PruneMethod(rawValue: args.value("--method") ?? "activation") else {
+            throw UsageError(message: "--method is activation, magnitude, wanda or random", command: "prune")
+        }
+        guard let metric = HeadMetric(rawValue: args.value("--head-metric") ?? "contribution") else {
+            throw UsageError(message: "--head-metric is contribution or output", command: "prune")
+        }
+        func count(_ name: String) throws -> Int? {
+            try args.value(name).map { _ in try EvalCommand.intOption(args, name, default: 0, min: 0, command: "prune") }
+        }
+        var target = PruneTarget(ffn: try count("--ffn"), headsPerGroup: try count("--heads-per-group"), hidden: try count("--hidden"),
+                                 layers: try count("--layers"))
+        if let h = try count("--heads") {
+            if target.headsPerGroup != nil { throw UsageError(message: "give --heads or --heads-per-group, not both", command: "prune") }
+            guard h % s.kvHeads == 0 else { throw PruneError.headsNotDivisible(heads: h, groups: s.kvHeads) }
+            target.headsPerGroup = h / s.kvHeads
+        }
+        if let d = args.value("--drop-layers") {
+            if target.layers != nil { throw UsageError(message: "give --layers or --drop-layers, not both", command: "prune") }
+            target.dropLayers = try PrunePlanner.parseLayers(d, layers: s.layers)
+            if target.dropLayers!.count >= s.layers { throw PruneError.noLayersLeft }
+        }
+        if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers or --drop-layers", command: "prune") }
+        let importancePath = args.value("--importance")
+        let stats = try importancePath.map { try ImportanceFile.read($0) }
+        let seed = try EvalCommand.intOption(args, "--seed", default: 0, min: 0, command: "prune")
+        let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed))
+        let tied = model.tensor(.lmHead) == nil
+        let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
+                               heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method)
+        let provenance = Surgery.describe(plan, spec: s, source: "\(modelPath) (\(model.identity))",
+                                          importance: importancePath.map { "\($0) (\(stats!.calibrationIdentity))" })
+        let summary = """
+        plan (\(method.rawValue)): layers \(s.layers) → \(plan.keptLayers.count), hidden \(s.hidden) → \(plan.hiddenChannels.count), \
+        ffn \(s.ffn) → \(plan.neurons.first?.count ?? s.ffn), heads \(s.heads) → \(plan.heads.first?.count ?? s.heads) (KV \(s.kvHeads)); \
+        parameters \(formatCount(before.parameterCount(spec: s, tiedHead: tied))) → \(formatCount(plan.parameterCount(spec: s, tiedHead: tied)))
+        """
+        let dropped = (0..<s.layers).filter { !plan.keptLayers.contains($0) }
+        if args.flag("--dry-run") {
+            if args.flag("--json") { Console.out(provenance + "\n") } else {
+                var text = summary + "\n"
+                if !dropped.isEmpty { text += "layers dropped: \(dropped.map(String.init).joined(separator: " "))\n" }
+                if target.headsPerGroup != nil {
+                    for (k, l) in plan.keptLayers.enumerated() {
+                        let gone = (0..<s.heads).filter { !plan.heads[k].contains($0) }
+                        text += "layer \(l): heads dropped \(gone.map(String.init).joined(separator: " "))\n"
+                    }
+                }
+                Console.out(text)
+            }
+            return
+        }
+        guard let out = args.value("-o") ?? args.value("--output") else {
+            throw UsageError(message: "prune needs -o <out> (or --dry-run)", command: "prune")
+        }
+        var options = ConversionOptions(target: model.checkpoint.format)
+        if model.checkpoint.format == .gguf && !out.hasSuffix(".gguf") {
+            throw UsageError(message: "a GGUF model is pruned into a .gguf file: '\(out)'", command: "prune")
+        }
+        if let d = args.value("--dtype") {
+            guard let choice = DTypeChoice.parse(d) else { throw UsageError(message: "unknown --dtype '\(d)'", command: "prune") }
+            options.dtype = choice
+        }
+        options.overwrite = args.flag("--force")
+        options.edit = try Surgery.edit(model: model, plan: plan, provenance: provenance)
+        let converter = try Converter(source: model.checkpoint, output: out, options: options)
+        for w in converter.warnings { Console.err("warning: \(w)\n") }
+        let bar = ProgressBar(label: "prune", total: model.checkpoint.tensors.count, totalBytes: model.checkpoint.tensorBytes)
+        let result = try converter.run { done, bytes in bar.update(done: done, bytesDone: bytes) }
+        bar.finish()
+        if args.flag("--json") {
+            Console.out(ConvertCommand.summaryJSON(result, fields: [("model", modelPath), ("output", out), ("plan", provenance)], inPlace: false))
+        } else {
+            Console.err(summary + "\npruned \(result.tensors) tensors, \(formatBytes(result.bytesRead)) → \(formatBytes(result.bytesWritten)) in \(formatFixed(result.seconds, digits: 2)) s: \(out)\n")
+        }
+    }
+}
