@@ -1,0 +1,74 @@
+import CheckpointIO
+import Foundation
+import TestSupport
+import XCTest
+
+/// `ckpt importance` and `ckpt prune` as a user runs them, on the tiny fixture models.
+final class PruneCLITests: XCTestCase {
+    var tinyLlama: String { fixturesPath + "/engine/tiny-llama.gguf" }
+    var calib: String { repositoryRoot + "/Formats/gguf.md" }
+
+    /// Four shards as four processes, merged, are byte-identical to one run.
+    func testShardedImportanceMergesToTheSameFile() throws {
+        let dir = makeTemporaryDirectory()
+        let common = ["importance", "--model", tinyLlama, "--calib", calib, "--samples", "8", "--seq", "32", "--threads", "2"]
+        let whole = try runCkpt(common + ["-o", dir + "/whole.imp"])
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        for i in 0..<4 {
+            let r = try runCkpt(common + ["--shard", "\(i)/4", "--batch", "1", "-o", dir + "/s\(i).imp"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let m = try runCkpt(["importance", "merge", dir + "/s2.imp", dir + "/s0.imp", dir + "/s3.imp", dir + "/s1.imp", "-o", dir + "/merged.imp"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(try FileSystem.readFile(dir + "/merged.imp"), try FileSystem.readFile(dir + "/whole.imp"))
+        let again = try runCkpt(["importance", "merge", dir + "/s0.imp", dir + "/s0.imp", "-o", dir + "/bad.imp"])
+        XCTAssertEqual(again.status, 65, again.stderr)
+        XCTAssertTrue(again.stderr.contains("s0.imp") && again.stderr.contains("both cover"), again.stderr)
+        let show = try runCkpt(["importance", "show", dir + "/whole.imp", "--json", "--plot", dir + "/p.svg"])
+        XCTAssertEqual(show.status, 0, show.stderr)
+        let json = try JSONParser.parse(Array(show.stdout.utf8))
+        XCTAssertEqual(json["layers"]?.arrayValue?.count, 2)
+        XCTAssertEqual(json["layers"]?.arrayValue?.first?["heads"]?.arrayValue?.count, 4)
+        XCTAssertTrue(String(decoding: try FileSystem.readFile(dir + "/p.svg"), as: UTF8.self).hasPrefix("<svg"))
+        let short = try runCkpt(["importance", "--model", tinyLlama, "--calib", calib, "--samples", "100000", "--seq", "64", "-o", dir + "/x.imp"])
+        XCTAssertEqual(short.status, 65)
+        XCTAssertTrue(short.stderr.contains("fewer than"), short.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/x.imp"), .missing)
+    }
+
+    func testPruneWritesALoadableModelAndRefusesBadTargets() throws {
+        let dir = makeTemporaryDirectory()
+        XCTAssertEqual(try runCkpt(["importance", "--model", tinyLlama, "--calib", calib, "--samples", "4", "--seq", "32", "-o", dir + "/s.imp"]).status, 0)
+        let dry = try runCkpt(["prune", "--model", tinyLlama, "--importance", dir + "/s.imp", "--ffn", "64", "--heads-per-group", "1", "--dry-run"])
+        XCTAssertEqual(dry.status, 0, dry.stderr)
+        XCTAssertTrue(dry.stdout.contains("ffn 128 → 64") && dry.stdout.contains("heads 4 → 2"), dry.stdout)
+        let p = try runCkpt(["prune", "--model", tinyLlama, "--importance", dir + "/s.imp", "--ffn", "64", "--layers", "1", "-o", dir + "/p.gguf"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        let listing = try JSONParser.parse(Array(try runCkpt(["inspect", dir + "/p.gguf", "--json"]).stdout.utf8))
+        XCTAssertEqual(listing["config"]?["layers"]?.nonNegativeInt, 1)
+        XCTAssertEqual(listing["config"]?["intermediate_size"]?.nonNegativeInt, 64)
+        let e = try runCkpt(["eval", "--model", dir + "/p.gguf", "--file", calib, "--ctx", "64", "--chunks", "2", "--json"])
+        XCTAssertEqual(e.status, 0, e.stderr)
+
+        let bad: [([String], String)] = [
+            (["--ffn", "128"], "not smaller"),
+            (["--heads", "3"], "does not split evenly"),
+            (["--drop-layers", "0-1"], "every layer"),
+            (["--drop-layers", "7"], "--drop-layers"),
+            (["--hidden", "0", "--method", "random"], "not smaller"),
+            ([], "nothing to prune"),
+        ]
+        for (extra, message) in bad {
+            let r = try runCkpt(["prune", "--model", tinyLlama, "--importance", dir + "/s.imp", "-o", dir + "/bad.gguf"] + extra)
+            XCTAssertEqual(r.status, 64, "\(extra): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(extra): \(r.stderr)")
+            XCTAssertEqual(try FileSystem.kind(of: dir + "/bad.gguf"), .missing, "nothing written")
+        }
+        let other = try runCkpt(["prune", "--model", fixturesPath + "/engine/tiny-qwen2.gguf", "--importance", dir + "/s.imp", "--ffn", "64", "-o", dir + "/bad.gguf"])
+        XCTAssertEqual(other.status, 65, other.stderr)
+        XCTAssertTrue(other.stderr.contains("another model"), other.stderr)
+        let noStats = try runCkpt(["prune", "--model", tinyLlama, "--ffn", "64", "-o", dir + "/bad.gguf"])
+        XCTAssertEqual(noStats.status, 64, noStats.stderr)
+        XCTAssertTrue(noStats.stderr.contains("--importance"), noStats.stderr)
+    }
+}
