@@ -15,6 +15,7 @@ enum ImportanceCommand {
         importance --model <model> --calib <file> [--samples 1024] [--seq 512] [--batch B] [--tokenizer T] [--shard i/N] [--threads T] [--max-resident SIZE] -o <stats>
                ckpt importance merge <stats>... -o <stats>
                ckpt importance show <stats> [--json] [--plot FILE.svg] [--agg l2|mean|variance] [--head-metric contribution|output]
+               ckpt importance export <stats> --imatrix <file.gguf> [--force]
         """,
         discussion: """
         Runs --samples sequences of --seq tokens from the start of --calib through the model
@@ -25,7 +26,8 @@ enum ImportanceCommand {
         channel (Wanda), and Block Influence (1 − cos between a layer's input and output).
         The sums are exact, so shards run with --shard i/N (contiguous sample ranges) and
         merged with 'ckpt importance merge' equal one run bit for bit. Format:
-        Formats/importance.md.
+        Formats/importance.md. 'export --imatrix' writes llama.cpp's importance matrix
+        (GGUF form: <weight>.in_sum2 and .counts per matrix) for llama-quantize --imatrix.
         """,
         options: [
             .init("--model", value: "model", help: "GGUF file, or HF safetensors directory / file with config.json."),
@@ -43,6 +45,8 @@ enum ImportanceCommand {
             .init("--plot", value: "file.svg", help: "show: draw head and neuron heatmaps and the layer-importance curve."),
             .init("--agg", value: "kind", help: "show: aggregation over samples, l2 (default), mean or variance."),
             .init("--head-metric", value: "kind", help: "show: contribution (default) or output."),
+            .init("--imatrix", value: "file.gguf", help: "export: llama.cpp importance-matrix output."),
+            .init("--force", help: "export: replace an existing file."),
         ],
         positionals: 0...4096
     )
@@ -51,6 +55,7 @@ enum ImportanceCommand {
         switch args.positionals.first {
         case "merge": try merge(args)
         case "show": try show(args)
+        case "export": try export(args)
         case nil: try measure(args)
         case let other?: throw UsageError(message: "unknown importance action '\(other)' (merge, show, or none to measure)", command: "importance")
         }
@@ -124,6 +129,14 @@ enum ImportanceCommand {
         if merged.samples < merged.totalSamples {
             Console.err("note: \(merged.totalSamples - merged.samples) sample(s) of the calibration set are not covered yet\n")
         }
+    }
+
+    static func export(_ args: ParsedArguments) throws {
+        guard args.positionals.count == 2 else { throw UsageError(message: "importance export takes one statistics file", command: "importance") }
+        guard let out = args.value("--imatrix") else { throw UsageError(message: "importance export needs --imatrix <file.gguf>", command: "importance") }
+        let stats = try ImportanceFile.read(args.positionals[1])
+        try Imatrix.write(stats, to: out, dataset: "ckpt calibration \(stats.calibrationIdentity)", overwrite: args.flag("--force"))
+        Console.err("wrote llama.cpp importance matrix for \(stats.shape.layers) layers (\(stats.tokens) tokens) → \(out)\n")
     }
 
     static func show(_ args: ParsedArguments) throws {

@@ -138,3 +138,31 @@ final class ImportanceTests: XCTestCase {
         XCTAssertEqual(try Calibration.shardRange("3/4", samples: 10), 7..<10)
     }
 }
+
+final class ImatrixTests: XCTestCase {
+    /// llama.cpp's GGUF importance matrix: per weight `<name>.in_sum2` [1, n_cols] of Σx² and
+    /// `<name>.counts` [1, 1] of tokens, F32, with the imatrix.* keys llama-quantize requires.
+    func testExportWritesLlamaCppImatrixLayout() throws {
+        let model = try DecoderModel(path: fixturesPath + "/engine/tiny-llama.gguf")
+        let text = try FileSystem.readFile(repositoryRoot + "/Formats/gguf.md").map { Int32($0) }
+        let samples = try Calibration.samples(from: text, count: 2, seq: 16, bos: nil, path: "gguf.md")
+        let stats = try Calibration.run(model: model, samples: samples, range: 0..<2, batch: 2)
+        let path = makeTemporaryDirectory() + "/imatrix.gguf"
+        try Imatrix.write(stats, to: path, dataset: "test", overwrite: false)
+        let g = try openCheckpoint(path: path)
+        XCTAssertEqual(g.metadata["general.type"]?.stringValue, "imatrix")
+        XCTAssertEqual(g.metadata["imatrix.chunk_count"], .uint32(2))
+        XCTAssertEqual(g.metadata["imatrix.chunk_size"], .uint32(16))
+        XCTAssertEqual(g.tensors.count, 2 * 7 * 2, "7 matrices per layer, 2 layers, sums and counts")
+        let down = try XCTUnwrap(g.tensor(named: "blk.1.ffn_down.weight.in_sum2"))
+        XCTAssertEqual(down.shape, [1, 128])
+        var v = [Float](repeating: 0, count: 128)
+        try v.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(down, rows: 0..<1, into: $0.baseAddress!) }
+        let expected = stats.layers[1].neurons.inputNorms.map { Float($0 * $0) }
+        for i in 0..<128 { XCTAssertEqual(v[i], expected[i], accuracy: 1e-5 * max(1, expected[i])) }
+        let counts = try XCTUnwrap(g.tensor(named: "blk.0.attn_q.weight.counts"))
+        var c: [Float] = [0]
+        try c.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(counts, rows: 0..<1, into: $0.baseAddress!) }
+        XCTAssertEqual(c[0], 32)
+    }
+}
