@@ -8,7 +8,7 @@ enum PruneCommand {
     static let spec = CommandSpec(
         name: "prune",
         summary: "Cut MLP neurons, attention heads, hidden channels or layers, keeping the most important.",
-        usage: "prune --model <model> [--importance STATS] [--method activation|magnitude|wanda|random] [--ffn N] [--heads-per-group N | --heads N] [--hidden N] [--layers N | --drop-layers a-b,…] [--dtype keep|…] [--dry-run] [--json] [--force] -o <out>",
+        usage: "prune --model <model> [--importance STATS] [--method activation|magnitude|wanda|random] [--ffn N] [--heads-per-group N | --heads N] [--hidden N] [--layers N | --drop-layers a-b,…] [--dtype keep|…] [--dry-run] [--json] [--force] (-o <out> | --in-place)",
         discussion: """
         Ranks channels with --method (activation statistics from 'ckpt importance' by
         default; magnitude and random need none) and keeps the best: --ffn MLP neurons per
@@ -38,6 +38,7 @@ enum PruneCommand {
             .init("--dry-run", help: "Print the plan (shapes, parameter counts, what goes) and write nothing."),
             .init("--json", help: "Print the plan / summary as JSON."),
             .init("--force", help: "Replace an existing output."),
+            .init("--in-place", help: "Replace the model file itself (a single GGUF or .safetensors file), atomically."),
             .init("-o", value: "out", help: "Output path (.gguf file, or a safetensors directory)."),
             .init("--output", value: "out", help: "Same as -o."),
         ],
@@ -99,8 +100,20 @@ enum PruneCommand {
             }
             return
         }
-        guard let out = args.value("-o") ?? args.value("--output") else {
-            throw UsageError(message: "prune needs -o <out> (or --dry-run)", command: "prune")
+        let out: String
+        if args.flag("--in-place") {
+            if args.value("-o") != nil || args.value("--output") != nil {
+                throw UsageError(message: "--in-place replaces the model; it takes no -o", command: "prune")
+            }
+            guard try FileSystem.kind(of: modelPath) == .file, !modelPath.hasSuffix(".index.json") else {
+                throw CheckpointError.unsupported(path: modelPath, reason: "prune --in-place rewrites a single GGUF or .safetensors file; for a shard directory write to a new path (-o)")
+            }
+            out = modelPath
+        } else {
+            guard let o = args.value("-o") ?? args.value("--output") else {
+                throw UsageError(message: "prune needs -o <out> (or --dry-run, or --in-place)", command: "prune")
+            }
+            out = o
         }
         var options = ConversionOptions(target: model.checkpoint.format)
         if model.checkpoint.format == .gguf && !out.hasSuffix(".gguf") {
@@ -110,7 +123,9 @@ enum PruneCommand {
             guard let choice = DTypeChoice.parse(d) else { throw UsageError(message: "unknown --dtype '\(d)'", command: "prune") }
             options.dtype = choice
         }
-        options.overwrite = args.flag("--force")
+        // In place: the new file is staged beside the model and renamed over it; the old
+        // inode stays mapped (and readable) until the rewrite is done.
+        options.overwrite = args.flag("--force") || args.flag("--in-place")
         options.edit = try Surgery.edit(model: model, plan: plan, provenance: provenance)
         let converter = try Converter(source: model.checkpoint, output: out, options: options)
         for w in converter.warnings { Console.err("warning: \(w)\n") }
