@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CheckpointIO
 import Conversion
 import Models
@@ -35,6 +38,10 @@ enum PruneCommand {
             .init("--drop-layers", value: "list", help: "Layers to drop, e.g. 20-25 or 3,7."),
             .init("--seed", value: "n", help: "Seed for --method random (default 0)."),
             .init("--dtype", value: "type", help: "Output type of rewritten tensors (default keep)."),
+            .init("--target-params", value: "n", help: "Search shapes near this many parameters (e.g. 90M, 8B) and rank them by held-out perplexity."),
+            .init("--eval-file", value: "file", help: "Held-out text for --target-params (the calibration's hold-out)."),
+            .init("--eval-chunks", value: "n", help: "Chunks of 256 tokens scored per candidate (default 4)."),
+            .init("--pick", value: "best", help: "With --target-params: write the best candidate to -o."),
             .init("--dry-run", help: "Print the plan (shapes, parameter counts, what goes) and write nothing."),
             .init("--json", help: "Print the plan / summary as JSON."),
             .init("--force", help: "Replace an existing output."),
@@ -70,10 +77,14 @@ enum PruneCommand {
             target.dropLayers = try PrunePlanner.parseLayers(d, layers: s.layers)
             if target.dropLayers!.count >= s.layers { throw PruneError.noLayersLeft }
         }
-        if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers or --drop-layers", command: "prune") }
         let importancePath = args.value("--importance")
         let stats = try importancePath.map { try ImportanceFile.read($0) }
         let seed = try EvalCommand.intOption(args, "--seed", default: 0, min: 0, command: "prune")
+        if let goal = args.value("--target-params") {
+            guard target == PruneTarget() else { throw UsageError(message: "--target-params chooses the shape; drop --ffn/--heads/--hidden/--layers", command: "prune") }
+            target = try search(args, model: model, goal: goal, method: method, metric: metric, stats: stats, seed: UInt64(seed))
+        }
+        if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers, --drop-layers or --target-params", command: "prune") }
         let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed))
         let tied = model.tensor(.lmHead) == nil
         let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
@@ -137,5 +148,57 @@ enum PruneCommand {
         } else {
             Console.err(summary + "\npruned \(result.tensors) tensors, \(formatBytes(result.bytesRead)) → \(formatBytes(result.bytesWritten)) in \(formatFixed(result.seconds, digits: 2)) s: \(out)\n")
         }
+    }
+
+    /// Ranks candidate shapes near `goal` parameters by perplexity on --eval-file: each is
+    /// pruned to a temporary file beside the output, evaluated, and deleted. Returns the
+    /// best one's target when --pick best is given (and prints the table either way).
+    static func search(_ args: ParsedArguments, model: DecoderModel, goal text: String, method: PruneMethod, metric: HeadMetric,
+                       stats: ImportanceStats?, seed: UInt64) throws -> PruneTarget {
+        // Decimal multiples, as parameter counts are written: 90M, 1.5B, 8e9.
+        let scales: [Character: Double] = ["K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12]
+        var number = Substring(text), scale = 1.0
+        if let last = text.last.map({ Character($0.uppercased()) }), let m = scales[last] { scale = m; number = text.dropLast() }
+        guard let v = Double(number), v > 0, v * scale < 1e15 else {
+            throw UsageError(message: "--target-params takes a count such as 90M or 8B, not '\(text)'", command: "prune")
+        }
+        let goal = Int(v * scale)
+        guard let evalFile = args.value("--eval-file") else {
+            throw UsageError(message: "--target-params needs --eval-file (held-out text to rank the candidates on)", command: "prune")
+        }
+        let s = model.spec
+        let tied = model.tensor(.lmHead) == nil
+        let candidates = ArchitectureSearch.candidates(spec: s, tiedHead: tied, parameters: goal)
+        if candidates.isEmpty {
+            throw CheckpointError.unsupported(path: model.path, reason: "no shape of this model comes within 5% of \(formatCount(goal)) parameters")
+        }
+        let chunks = try EvalCommand.intOption(args, "--eval-chunks", default: 4, min: 1, command: "prune")
+        let tokenizer = try Tokenizers.forModel(path: model.path)
+        let tokens = tokenizer.encode(bytes: try FileSystem.readFile(evalFile, limit: 1 << 32), special: false)
+        let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
+        let dir = FileSystem.directoryName(args.value("-o") ?? args.value("--output") ?? model.path)
+        let ext = model.checkpoint.format == .gguf ? ".gguf" : ""
+        var results: [(ArchitectureSearch.Candidate, Double)] = []
+        for (i, c) in candidates.enumerated() {
+            let temp = FileSystem.join(dir, ".ckpt-search-\(getpid())-\(i)\(ext)")
+            defer { FileSystem.removeTree(temp) }
+            let plan = try PrunePlanner.plan(model: model, target: c.target, method: method, stats: stats, headMetric: metric, seed: seed)
+            var options = ConversionOptions(target: model.checkpoint.format)
+            options.edit = try Surgery.edit(model: model, plan: plan, provenance: "{\"search\": true}")
+            _ = try Converter(source: model.checkpoint, output: temp, options: options).run()
+            let pruned = try DecoderModel(path: temp)
+            let r = try Perplexity.evaluate(stream: LayerStream(model: pruned), tokens: tokens, ctx: 256, maxChunks: chunks, batch: chunks, bos: bos)
+            results.append((c, r.ppl))
+            Console.err("candidate \(i + 1)/\(candidates.count): \(c.label): \(formatCount(c.parameters)) parameters, ppl \(formatFixed(r.ppl, digits: 2))\n")
+        }
+        results.sort { $0.1 < $1.1 }
+        var table = "shape".padding(to: 48) + "parameters".leftPadding(to: 12) + "ppl".leftPadding(to: 12) + "\n"
+        for (c, p) in results { table += c.label.padding(to: 48) + formatCount(c.parameters).leftPadding(to: 12) + formatFixed(p, digits: 2).leftPadding(to: 12) + "\n" }
+        Console.out(table)
+        guard args.value("--pick") == "best" else {
+            Console.err("(--pick best writes the first row)\n")
+            exit(0)
+        }
+        return results[0].0.target
     }
 }
