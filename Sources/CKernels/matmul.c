@@ -10,6 +10,7 @@
 // Work is split over the thread pool by panels of rows; each thread decodes into its
 // own slice of the caller's scratch buffer.
 #include "CKernels.h"
+#include "simd.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -169,11 +170,7 @@ static void rows_dot_avx2(const float *w, int64_t nr, int64_t k, const float *x,
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i + 8), _mm256_loadu_ps(xt + i + 8), a1);
             }
             for (; i < k8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i), _mm256_loadu_ps(xt + i), a0);
-            a0 = _mm256_add_ps(a0, a1);
-            __m128 s = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
-            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            float acc = _mm_cvtss_f32(s);
+            float acc = hsum8(_mm256_add_ps(a0, a1));
             for (; i < k; i++) acc += wr[i] * xt[i];
             y[t * ldy + r] = acc;
         }
@@ -317,14 +314,6 @@ static void round_bf16(const float *x, float *y, int64_t n) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma")))
-static inline float hmax8(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // Same arithmetic as the scalar versions: one product and one rounding per value.
 __attribute__((target("avx2,fma,f16c")))
 static void round_q8_32_avx2(const float *x, float *y, int64_t n) {

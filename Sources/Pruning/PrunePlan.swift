@@ -1,5 +1,6 @@
 import CheckpointIO
 import Models
+import TensorMath
 
 /// How channels are ranked for width pruning.
 public enum PruneMethod: String, Sendable, CaseIterable {
@@ -111,7 +112,7 @@ public enum PrunePlanner {
         if let l = target.layers, l >= s.layers || l < 1 {
             throw l < 1 ? PruneError.noLayersLeft : PruneError.targetTooLarge(what: "layers", requested: l, current: s.layers)
         }
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let scorer = WeightScores(model: model)
 
         // Depth.
@@ -121,7 +122,7 @@ public enum PrunePlanner {
         } else if let n = target.layers {
             let bi: [Double]
             switch method {
-            case .random: bi = (0..<s.layers).map { _ in rng.next() }
+            case .random: bi = (0..<s.layers).map { _ in rng.uniform() }
             case .magnitude: bi = try (0..<s.layers).map { try scorer.layerNorm($0) }
             default: bi = stats!.blockInfluence
             }
@@ -137,7 +138,7 @@ public enum PrunePlanner {
                 case .activation: scores = stats!.neuronScores(layer: l)
                 case .magnitude: scores = try scorer.neuronNorms(layer: l)
                 case .wanda: scores = try scorer.wandaNeurons(layer: l, inputNorms: stats!.layers[l].neurons.inputNorms)
-                case .random: scores = (0..<s.ffn).map { _ in rng.next() }
+                case .random: scores = (0..<s.ffn).map { _ in rng.uniform() }
                 }
                 neurons.append(topIndices(scores, keep: f))
             } else {
@@ -149,7 +150,7 @@ public enum PrunePlanner {
                 case .activation: scores = stats!.headScores(layer: l, metric: headMetric)
                 case .magnitude: scores = try scorer.headNorms(layer: l)
                 case .wanda: scores = try scorer.wandaHeads(layer: l, inputNorms: stats!.layers[l].attentionChannels.inputNorms)
-                case .random: scores = (0..<s.heads).map { _ in rng.next() }
+                case .random: scores = (0..<s.heads).map { _ in rng.uniform() }
                 }
                 var keep: [Int] = []
                 for grp in 0..<groups {
@@ -171,25 +172,11 @@ public enum PrunePlanner {
             case .wanda:
                 scores = try scorer.wandaChannels(layers: kept, attentionNorms: kept.map { stats!.layers[$0].attentionInput.inputNorms },
                                                   mlpNorms: kept.map { stats!.layers[$0].mlpInput.inputNorms })
-            case .random: scores = (0..<s.hidden).map { _ in rng.next() }
+            case .random: scores = (0..<s.hidden).map { _ in rng.uniform() }
             }
             hidden = topIndices(scores, keep: h)
         }
         return PrunePlan(keptLayers: kept, neurons: neurons, heads: heads, hiddenChannels: hidden, method: method)
-    }
-}
-
-/// SplitMix64: the seeded generator of the random baseline.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Double(z >> 11) / Double(1 << 53)
     }
 }
 

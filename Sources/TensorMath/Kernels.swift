@@ -107,3 +107,21 @@ public enum Kernels {
         ckpt_rmsnorm(x, Int64(ldx), weight, y, Int64(ldy), Int64(rows), Int64(width), eps)
     }
 }
+
+/// SplitMix64: a small seeded generator for sampling and for random baselines, so runs
+/// with the same seed repeat exactly.
+public struct SplitMix64: Sendable {
+    public private(set) var state: UInt64
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}

@@ -43,22 +43,13 @@ public struct Sampler: Sendable {
     public var temperature: Float
     public var topK: Int
     public var topP: Float
-    private var state: UInt64
+    private var random: SplitMix64
 
     public init(temperature: Float = 0.8, topK: Int = 40, topP: Float = 0.95, seed: UInt64 = 0) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
-        self.state = seed
-    }
-
-    mutating func uniform() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Double(z >> 11) / Double(1 << 53)
+        self.random = SplitMix64(seed: seed)
     }
 
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
@@ -79,7 +70,7 @@ public struct Sampler: Sendable {
             if acc >= Double(topP) { cut = i + 1; break }
         }
         let total = probs.prefix(cut).reduce(0, +)
-        var u = uniform() * total
+        var u = random.uniform() * total
         for (i, p) in probs.prefix(cut).enumerated() {
             u -= p
             if u <= 0 { return Int32(kept[kept.startIndex + i]) }
