@@ -357,6 +357,13 @@ static void round_bf16_avx2(const float *x, float *y, int64_t n) {
 }
 #endif
 
+void ckpt_round_f16(float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { round_f16_avx2(x, x, n); return; }
+#endif
+    round_f16(x, x, n);
+}
+
 typedef struct {
     int type;
     const float *x;

@@ -161,6 +161,7 @@ typedef struct {
     float *scratch;       // per thread: nkv floats
     int64_t nkv;
     int level;
+    int round_probs;
 } attention_job;
 
 #define QUERY_BLOCK 32
@@ -249,6 +250,7 @@ static void attention_block_gemm(const attention_job *j, int h, int64_t i0, int6
         for (int64_t c = hi + 1; c < nk; c++) row[c] = -INFINITY;
 #if defined(__x86_64__)
         softmax_row_avx2(row, nk);
+        if (j->round_probs) ckpt_round_f16(row, nk);  // not the pooled rounding: this runs inside a pool task
 #endif
     }
     ckpt_gemm_f32(j->v + first * j->ldv + kv_off, j->ldv, 1, hd, nk, sc, nk, nq,
@@ -279,9 +281,9 @@ static void attention_task(void *ctx, int64_t task, int thread) {
 void ckpt_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
                     float *out, int64_t ldo, int64_t nq, int64_t q_pos0, int64_t nkv,
                     int n_head, int n_head_kv, int head_dim, float scale, int window, float softcap,
-                    float *scratch) {
+                    int round_probs, float *scratch) {
     attention_job job = {q, k, v, ldq, ldk, ldv, ldo, out, nq, q_pos0, n_head, n_head_kv, head_dim, window,
-                         scale, softcap, scratch, nkv, ckpt_kernel_level()};
+                         scale, softcap, scratch, nkv, ckpt_kernel_level(), round_probs};
     const int64_t nblocks = (nq + QUERY_BLOCK - 1) / QUERY_BLOCK;
     ckpt_pool_run(nblocks * n_head, attention_task, &job);
 }

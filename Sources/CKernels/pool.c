@@ -31,6 +31,10 @@ static pool_state pool = {
     .nthreads = 1,
 };
 static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
+// Set while a thread runs a task: a loop started from inside a task runs inline instead
+// of waiting for a pool that is busy running its caller (which would deadlock).
+static _Thread_local int inside_task;
+static _Thread_local int current_thread;
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__)
@@ -39,11 +43,14 @@ static inline void cpu_relax(void) {
 }
 
 static void drain(int thread) {
+    inside_task = 1;
+    current_thread = thread;
     for (;;) {
         int64_t t = atomic_fetch_add_explicit(&pool.next_task, 1, memory_order_relaxed);
         if (t >= pool.ntasks) break;
         pool.fn(pool.ctx, t, thread);
     }
+    inside_task = 0;
 }
 
 static void *worker_main(void *arg) {
@@ -101,6 +108,12 @@ int ckpt_pool_threads(void) { return pool.nthreads; }
 
 void ckpt_pool_run(int64_t ntasks, ckpt_task_fn fn, void *ctx) {
     if (ntasks <= 0) return;
+    if (inside_task) {
+        // Nested: run serially on this thread, under this thread's index, so per-thread
+        // scratch of the nested loop is this thread's slot and no one else's.
+        for (int64_t t = 0; t < ntasks; t++) fn(ctx, t, current_thread);
+        return;
+    }
     pthread_mutex_lock(&run_lock);
     if (pool.nthreads == 1 || ntasks == 1) {
         for (int64_t t = 0; t < ntasks; t++) fn(ctx, t, 0);

@@ -148,7 +148,7 @@ final class KernelTests: XCTestCase {
                 var sc = scratch
                 ckpt_attention(q, Int64(heads * hd), k, Int64(kvHeads * hd), v, Int64(kvHeads * hd), &out, Int64(heads * hd),
                                Int64(nq), Int64(past), Int64(nkv), Int32(heads), Int32(kvHeads), Int32(hd), 0.25,
-                               Int32(window), softcap, &sc)
+                               Int32(window), softcap, 0, &sc)
                 for i in out.indices {
                     XCTAssertEqual(Double(out[i]), expected[i], accuracy: 2e-5, "window \(window) cap \(softcap) level \(level) threads \(threads) at \(i)")
                 }
@@ -254,6 +254,13 @@ final class KernelTests: XCTestCase {
                 }, hits)
                 XCTAssertEqual(Array(UnsafeBufferPointer(start: hits, count: 1000)), [Int32](repeating: 1, count: 1000))
             }
+            // A loop started inside a task runs inline rather than deadlocking on the busy pool.
+            hits.initialize(repeating: 0, count: 1000)
+            ckpt_pool_run(10, { ctx, outer, _ in
+                let base = ctx!.assumingMemoryBound(to: Int32.self) + Int(outer) * 100
+                ckpt_pool_run(100, { inner, task, _ in inner!.assumingMemoryBound(to: Int32.self)[Int(task)] += 1 }, base)
+            }, hits)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: hits, count: 1000)), [Int32](repeating: 1, count: 1000))
         }
     }
 }

@@ -102,6 +102,9 @@ int ckpt_matmul(int ggml_type, const void *w, size_t row_bytes, int64_t rows, in
 /// writes nothing, when llama.cpp uses them as they are (F32 weights).
 int ckpt_round_activations(int ggml_type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy);
 
+/// Rounds n floats to f16 precision in place, on the calling thread (safe inside pool tasks).
+void ckpt_round_f16(float *x, int64_t n);
+
 /// Single-threaded f32 GEMM: y[t*ldy + r] = Σ_i W(r, i) · x[t*ldx + i], where W(r, i) is
 /// w[r*ldw + i], or w[i*ldw + r] when `transposed`. `pack` holds CKPT_PANEL_ROWS·k + 16 floats.
 void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
@@ -131,12 +134,14 @@ void ckpt_gelu_tanh_mul(const float *g, const float *u, float *y, int64_t n);
 void ckpt_softcap(float *x, int64_t n, float cap);
 /// Causal attention with grouped KV heads. Query i sits at position q_pos0 + i and sees keys
 /// max(0, pos - window + 1) … pos (window 0: all). Rows: q/out [nq][n_head·hd], k/v
-/// [nkv][n_head_kv·hd]. softcap > 0 caps the scaled scores (gemma2). scratch holds
+/// [nkv][n_head_kv·hd]. softcap > 0 caps the scaled scores (gemma2). round_probs != 0
+/// rounds the attention weights to f16 before P·V, as llama.cpp's non-flash path does (on
+/// the vector path; the scalar reference keeps them f32). scratch holds
 /// ckpt_pool_threads() × ckpt_attention_scratch_floats(nkv, head_dim) floats. Runs on the pool.
 void ckpt_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
                     float *out, int64_t ldo, int64_t nq, int64_t q_pos0, int64_t nkv,
                     int n_head, int n_head_kv, int head_dim, float scale, int window, float softcap,
-                    float *scratch);
+                    int round_probs, float *scratch);
 /// log Σ exp(x[i]), max-shifted, summed in double.
 double ckpt_logsumexp(const float *x, int64_t n);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);

@@ -164,12 +164,12 @@ enum DecoderLayer {
                 (vc + span.position0 * KV).update(from: a.v.pointer + span.start * KV, count: span.count * KV)
                 ckpt_attention(qp, Int64(Q), kc, Int64(KV), vc, Int64(KV), op, Int64(Q), Int64(span.count), Int64(span.position0),
                                Int64(span.position0 + span.count), Int32(s.heads), Int32(s.kvHeads), Int32(s.headDim),
-                               s.attentionScale, window, s.attentionSoftcap, a.attentionScratch.pointer)
+                               s.attentionScale, window, s.attentionSoftcap, a.llamaCppRounding ? 1 : 0, a.attentionScratch.pointer)
             } else {
                 precondition(span.position0 == 0, "a continuation needs a KV cache")
                 ckpt_attention(qp, Int64(Q), a.k.pointer + span.start * KV, Int64(KV), a.v.pointer + span.start * KV, Int64(KV),
                                op, Int64(Q), Int64(span.count), 0, Int64(span.count), Int32(s.heads), Int32(s.kvHeads),
-                               Int32(s.headDim), s.attentionScale, window, s.attentionSoftcap, a.attentionScratch.pointer)
+                               Int32(s.headDim), s.attentionScale, window, s.attentionSoftcap, a.llamaCppRounding ? 1 : 0, a.attentionScratch.pointer)
             }
         }
         hooks?.headOutputs?(view(a.att, Q))
