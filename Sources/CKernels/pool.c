@@ -116,7 +116,10 @@ void ckpt_pool_run(int64_t ntasks, ckpt_task_fn fn, void *ctx) {
     }
     pthread_mutex_lock(&run_lock);
     if (pool.nthreads == 1 || ntasks == 1) {
+        inside_task = 1;
+        current_thread = 0;
         for (int64_t t = 0; t < ntasks; t++) fn(ctx, t, 0);
+        inside_task = 0;
         pthread_mutex_unlock(&run_lock);
         return;
     }
