@@ -96,10 +96,19 @@ public enum PrunePlanner {
         return out.sorted()
     }
 
+    /// `layerLoss` / `headLoss`: drop-one losses (from `DropOneLoss`) used instead of the
+    /// statistics' Block Influence / head scores when given.
     public static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
-                            headMetric: HeadMetric = .contribution, seed: UInt64 = 0) throws -> PrunePlan {
+                            headMetric: HeadMetric = .contribution, seed: UInt64 = 0,
+                            layerLoss: [Double]? = nil, headLoss: [Int: [Double]]? = nil) throws -> PrunePlan {
         let s = model.spec
-        if method != .random && method != .magnitude && stats == nil { throw PruneError.needsStatistics(method: method.rawValue) }
+        if stats == nil && (method == .activation || method == .wanda) {
+            // Drop-one losses stand in for statistics on the axes they cover.
+            let needs = target.ffn != nil || target.hidden != nil
+                || (target.headsPerGroup != nil && (headLoss == nil || method == .wanda))
+                || (target.layers != nil && target.dropLayers == nil && layerLoss == nil)
+            if needs { throw PruneError.needsStatistics(method: method.rawValue) }
+        }
         if let st = stats, st.modelIdentity != model.identity {
             throw ImportanceError.wrongModel(path: model.path, expected: model.identity, found: st.modelIdentity)
         }
@@ -124,7 +133,7 @@ public enum PrunePlanner {
             switch method {
             case .random: bi = (0..<s.layers).map { _ in rng.uniform() }
             case .magnitude: bi = try (0..<s.layers).map { try scorer.layerNorm($0) }
-            default: bi = stats!.blockInfluence
+            default: bi = layerLoss ?? stats!.blockInfluence
             }
             kept = topIndices(bi, keep: n)
         }
@@ -147,7 +156,7 @@ public enum PrunePlanner {
             if let g = target.headsPerGroup {
                 let scores: [Double]
                 switch method {
-                case .activation: scores = stats!.headScores(layer: l, metric: headMetric)
+                case .activation: scores = headLoss?[l] ?? stats!.headScores(layer: l, metric: headMetric)
                 case .magnitude: scores = try scorer.headNorms(layer: l)
                 case .wanda: scores = try scorer.wandaHeads(layer: l, inputNorms: stats!.layers[l].attentionChannels.inputNorms)
                 case .random: scores = (0..<s.heads).map { _ in rng.uniform() }

@@ -16,6 +16,16 @@ public enum HeadMetric: String, Sendable, CaseIterable {
     case output
     /// ‖W_o,h · o_h‖₂ over hidden: what the head adds to the residual stream.
     case contribution
+    /// Held-out loss increase when the head alone is zeroed (`DropOneLoss`; not in statistics).
+    case loss
+}
+
+/// How layers are scored for depth pruning.
+public enum DepthMetric: String, Sendable, CaseIterable {
+    /// Block Influence from the statistics (1 − cos of a layer's input and output).
+    case blockInfluence = "bi"
+    /// Held-out loss increase when the layer alone is skipped (`DropOneLoss`).
+    case loss
 }
 
 extension ChannelSums {
@@ -44,7 +54,7 @@ extension ImportanceStats {
     public func headScores(layer: Int, metric: HeadMetric = .contribution, _ agg: Aggregation = .l2) -> [Double] {
         switch metric {
         case .output: return layers[layer].headOutput.scores(agg, samples: samples)
-        case .contribution: return layers[layer].headContribution.scores(agg, samples: samples)
+        case .contribution, .loss: return layers[layer].headContribution.scores(agg, samples: samples)
         }
     }
 

@@ -29,7 +29,8 @@ enum PruneCommand {
             .init("--model", value: "model", help: "GGUF file, or HF safetensors directory with config.json."),
             .init("--importance", value: "stats", help: "Statistics from 'ckpt importance' of this model."),
             .init("--method", value: "method", help: "activation (default), magnitude, wanda or random."),
-            .init("--head-metric", value: "kind", help: "Head score for --method activation: contribution (default) or output."),
+            .init("--head-metric", value: "kind", help: "Head score for --method activation: contribution (default), output, or loss (drop-one, needs --eval-file)."),
+            .init("--depth-metric", value: "kind", help: "Layer score for --layers: bi (Block Influence, default) or loss (drop-one, needs --eval-file)."),
             .init("--ffn", value: "n", help: "MLP neurons to keep per layer."),
             .init("--heads-per-group", value: "n", help: "Query heads to keep per KV group."),
             .init("--heads", value: "n", help: "Query heads to keep per layer (a multiple of the KV heads)."),
@@ -60,7 +61,7 @@ enum PruneCommand {
             throw UsageError(message: "--method is activation, magnitude, wanda or random", command: "prune")
         }
         guard let metric = HeadMetric(rawValue: args.value("--head-metric") ?? "contribution") else {
-            throw UsageError(message: "--head-metric is contribution or output", command: "prune")
+            throw UsageError(message: "--head-metric is contribution, output or loss", command: "prune")
         }
         func count(_ name: String) throws -> Int? {
             try args.value(name).map { _ in try EvalCommand.intOption(args, name, default: 0, min: 0, command: "prune") }
@@ -85,7 +86,31 @@ enum PruneCommand {
             target = try search(args, model: model, goal: goal, method: method, metric: metric, stats: stats, seed: UInt64(seed))
         }
         if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers, --drop-layers or --target-params", command: "prune") }
-        let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed))
+        guard let depthMetric = DepthMetric(rawValue: args.value("--depth-metric") ?? "bi") else {
+            throw UsageError(message: "--depth-metric is bi or loss", command: "prune")
+        }
+        var layerLoss: [Double]?, headLoss: [Int: [Double]]?
+        if depthMetric == .loss || metric == .loss {
+            guard let evalFile = args.value("--eval-file") else {
+                throw UsageError(message: "drop-one loss metrics need --eval-file (held-out text)", command: "prune")
+            }
+            let tokenizer = try Tokenizers.forModel(path: modelPath)
+            let tokens = tokenizer.encode(bytes: try FileSystem.readFile(evalFile, limit: 1 << 32), special: false)
+            let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
+            let chunks = try EvalCommand.intOption(args, "--eval-chunks", default: 2, min: 1, command: "prune")
+            if depthMetric == .loss && target.layers != nil {
+                let bar = ProgressBar(label: "drop-one layers", total: s.layers, totalBytes: 0)
+                layerLoss = try DropOneLoss.layers(model: model, tokens: tokens, chunks: chunks, bos: bos) { d, t in bar.update(done: d, bytesDone: 0, force: d == t) }
+                bar.finish()
+            }
+            if metric == .loss && target.headsPerGroup != nil {
+                let bar = ProgressBar(label: "drop-one heads", total: s.layers * s.heads, totalBytes: 0)
+                headLoss = try DropOneLoss.heads(model: model, layers: Array(0..<s.layers), tokens: tokens, chunks: chunks, bos: bos) { d, t in bar.update(done: d, bytesDone: 0, force: d == t) }
+                bar.finish()
+            }
+        }
+        let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed),
+                                         layerLoss: layerLoss, headLoss: headLoss)
         let tied = model.tensor(.lmHead) == nil
         let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
                                heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method)

@@ -47,6 +47,8 @@ final class LayerActivations {
     let matmul: MatmulScratch
     /// Round activations as llama.cpp does (8-bit blocks before quantized weights, f16 K/V).
     var llamaCppRounding = true
+    /// Query heads of the current layer whose outputs are zeroed (drop-one-head studies).
+    var maskedHeads: Set<Int> = []
 
     init(spec s: DecoderSpec, tokens t: Int, maxKeys: Int) {
         tokens = t
@@ -171,6 +173,9 @@ enum DecoderLayer {
                                op, Int64(Q), Int64(span.count), 0, Int64(span.count), Int32(s.heads), Int32(s.kvHeads),
                                Int32(s.headDim), s.attentionScale, window, s.attentionSoftcap, a.llamaCppRounding ? 1 : 0, a.attentionScratch.pointer)
             }
+        }
+        for h in a.maskedHeads where h >= 0 && h < s.heads {
+            for t in 0..<n { (a.att.pointer + t * Q + h * s.headDim).update(repeating: 0, count: s.headDim) }
         }
         hooks?.headOutputs?(view(a.att, Q))
         Kernels.matmul(w.o, a.att.pointer, ldx: Q, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)

@@ -14,6 +14,11 @@ public final class LayerStream {
     /// f16 or bf16 before such weights, f16 keys and values), to reproduce its numbers.
     /// Off: f32 throughout, slightly more accurate.
     public var llamaCppRounding = true
+    /// Layers left out of the forward pass (drop-one-layer importance, depth what-ifs).
+    public var skipLayers: Set<Int> = []
+    /// Per layer, query heads whose outputs are zeroed before the output projection
+    /// (drop-one-head importance).
+    public var maskedHeads: [Int: Set<Int>] = [:]
     private var activations: LayerActivations?
     private var layerCache: [Int: LayerWeights] = [:]
 
@@ -59,11 +64,12 @@ public final class LayerStream {
         a.fillRope(spec: s, spans: spans)
         try embed(sequences, into: a.x)
 
-        for i in 0..<s.layers {
+        for i in 0..<s.layers where !skipLayers.contains(i) {
             let w = try layerWeights(i)
             if releaseLayers, i + 1 < s.layers {
                 for (file, range) in model.layerRanges(i + 1) { try? file.advise(.willNeed, range: range) }
             }
+            a.maskedHeads = maskedHeads[i] ?? []
             DecoderLayer.forward(spec: s, weights: w, index: i, a: a, n: total, spans: spans, cache: cache, hooks: hooks)
             if releaseLayers {
                 for (file, range) in model.layerRanges(i) { try file.advise(.dontNeed, range: range) }
