@@ -194,15 +194,23 @@ static void attend_row_scalar(const attention_job *j, const float *qr, int64_t k
     for (int d = 0; d < hd; d++) o[d] *= inv;
 }
 
-// Softmax of one row of scores in place (already scaled and capped; masked entries -inf).
+// Largest of n floats (-inf for none).
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma")))
-static void softmax_row_avx2(float *x, int64_t n) {
+static float max_avx2(const float *x, int64_t n) {
     __m256 m8 = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
     float mx = hmax8(m8);
     for (; i < n; i++) if (x[i] > mx) mx = x[i];
+    return mx;
+}
+
+// Softmax of one row of scores in place (already scaled and capped; masked entries -inf).
+__attribute__((target("avx2,fma")))
+static void softmax_row_avx2(float *x, int64_t n) {
+    const float mx = max_avx2(x, n);
+    int64_t i;
     const __m256 mv = _mm256_set1_ps(mx);
     __m256 s8 = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
@@ -303,11 +311,8 @@ void ckpt_scale(float *y, float s, int64_t n) {
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma")))
 static double logsumexp_avx2(const float *x, int64_t n) {
-    __m256 m8 = _mm256_set1_ps(-INFINITY);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
-    float mx = hmax8(m8);
-    for (; i < n; i++) if (x[i] > mx) mx = x[i];
+    const float mx = max_avx2(x, n);
+    int64_t i;
     const __m256 mv = _mm256_set1_ps(mx);
     double sum = 0;
     for (i = 0; i + 8 <= n; i += 8) {
