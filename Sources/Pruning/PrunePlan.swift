@@ -100,7 +100,8 @@ public enum PrunePlanner {
     /// statistics' Block Influence / head scores when given.
     public static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
                             headMetric: HeadMetric = .contribution, seed: UInt64 = 0,
-                            layerLoss: [Double]? = nil, headLoss: [Int: [Double]]? = nil) throws -> PrunePlan {
+                            layerLoss: [Double]? = nil, headLoss: [Int: [Double]]? = nil,
+                            aggregation agg: Aggregation = .l2) throws -> PrunePlan {
         let s = model.spec
         if stats == nil && (method == .activation || method == .wanda) {
             // Drop-one losses stand in for statistics on the axes they cover.
@@ -144,7 +145,7 @@ public enum PrunePlanner {
             if let f = target.ffn {
                 let scores: [Double]
                 switch method {
-                case .activation: scores = stats!.neuronScores(layer: l)
+                case .activation: scores = stats!.neuronScores(layer: l, agg)
                 case .magnitude: scores = try scorer.neuronNorms(layer: l)
                 case .wanda: scores = try scorer.wandaNeurons(layer: l, inputNorms: stats!.layers[l].neurons.inputNorms)
                 case .random: scores = (0..<s.ffn).map { _ in rng.uniform() }
@@ -156,7 +157,7 @@ public enum PrunePlanner {
             if let g = target.headsPerGroup {
                 let scores: [Double]
                 switch method {
-                case .activation: scores = headLoss?[l] ?? stats!.headScores(layer: l, metric: headMetric)
+                case .activation: scores = headLoss?[l] ?? stats!.headScores(layer: l, metric: headMetric, agg)
                 case .magnitude: scores = try scorer.headNorms(layer: l)
                 case .wanda: scores = try scorer.wandaHeads(layer: l, inputNorms: stats!.layers[l].attentionChannels.inputNorms)
                 case .random: scores = (0..<s.heads).map { _ in rng.uniform() }
@@ -176,7 +177,7 @@ public enum PrunePlanner {
         if let h = target.hidden {
             let scores: [Double]
             switch method {
-            case .activation: scores = stats!.channelScores()
+            case .activation: scores = stats!.channelScores(agg)
             case .magnitude: scores = try scorer.channelNorms()
             case .wanda:
                 scores = try scorer.wandaChannels(layers: kept, attentionNorms: kept.map { stats!.layers[$0].attentionInput.inputNorms },

@@ -30,6 +30,7 @@ enum PruneCommand {
             .init("--importance", value: "stats", help: "Statistics from 'ckpt importance' of this model."),
             .init("--method", value: "method", help: "activation (default), magnitude, wanda or random."),
             .init("--head-metric", value: "kind", help: "Head score for --method activation: contribution (default), output, or loss (drop-one, needs --eval-file)."),
+            .init("--agg", value: "kind", help: "Aggregation of activation statistics over samples: l2 (default), mean or variance."),
             .init("--depth-metric", value: "kind", help: "Layer score for --layers: bi (Block Influence, default) or loss (drop-one, needs --eval-file)."),
             .init("--ffn", value: "n", help: "MLP neurons to keep per layer."),
             .init("--heads-per-group", value: "n", help: "Query heads to keep per KV group."),
@@ -86,6 +87,9 @@ enum PruneCommand {
             target = try search(args, model: model, goal: goal, method: method, metric: metric, stats: stats, seed: UInt64(seed))
         }
         if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers, --drop-layers or --target-params", command: "prune") }
+        guard let agg = Aggregation(rawValue: args.value("--agg") ?? "l2") else {
+            throw UsageError(message: "--agg is l2, mean or variance", command: "prune")
+        }
         guard let depthMetric = DepthMetric(rawValue: args.value("--depth-metric") ?? "bi") else {
             throw UsageError(message: "--depth-metric is bi or loss", command: "prune")
         }
@@ -110,7 +114,7 @@ enum PruneCommand {
             }
         }
         let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed),
-                                         layerLoss: layerLoss, headLoss: headLoss)
+                                         layerLoss: layerLoss, headLoss: headLoss, aggregation: agg)
         let tied = model.tensor(.lmHead) == nil
         let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
                                heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method)

@@ -56,6 +56,7 @@ final class PruneCLITests: XCTestCase {
             (["--drop-layers", "0-1"], "every layer"),
             (["--drop-layers", "7"], "--drop-layers"),
             (["--hidden", "0", "--method", "random"], "not smaller"),
+            (["--ffn", "64", "--agg", "median"], "--agg"),
             ([], "nothing to prune"),
         ]
         for (extra, message) in bad {
