@@ -126,6 +126,10 @@ enum PruneCommand {
         parameters \(formatCount(before.parameterCount(spec: s, tiedHead: tied))) → \(formatCount(plan.parameterCount(spec: s, tiedHead: tied)))
         """
         let dropped = (0..<s.layers).filter { !plan.keptLayers.contains($0) }
+        let newHeads = plan.heads.first?.count ?? s.heads
+        if model.checkpoint.format == .safetensors, plan.hiddenChannels.count % newHeads != 0 {
+            Console.err("warning: hidden size \(plan.hiddenChannels.count) is not a multiple of \(newHeads) attention heads: transformers (5.x) refuses such a config.json even with head_dim given; choose --hidden as a multiple of \(newHeads)\n")
+        }
         if args.flag("--dry-run") {
             if args.flag("--json") { Console.out(provenance + "\n") } else {
                 var text = summary + "\n"
