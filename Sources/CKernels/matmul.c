@@ -71,12 +71,17 @@ static void panel_scalar(const float *w, int64_t nr, int64_t k, const float *x, 
     }
 }
 
-// The weight panel transposed to [k][16]: 16 rows side by side, two vectors a column.
-static void pack_panel(const float *w, int64_t nr, int64_t k, float *packed) {
+// The first 64-byte aligned float at or after p (scratch buffers carry 16 floats of slack).
+static inline float *align64(float *p) { return p + ((16 - ((uintptr_t)p / 4) % 16) % 16); }
+
+// A panel of up to 16 rows transposed to [k][16]: 16 rows side by side, two vectors a
+// column. Rows are w[r*ldw + i], or w[i*ldw + r] when `transposed`; missing rows are zero.
+static void pack_panel(const float *w, int64_t ldw, int transposed, int64_t nr, int64_t k, float *packed) {
     for (int64_t i = 0; i < k; i++) {
         float *dst = packed + i * CKPT_PANEL_ROWS;
         int64_t r = 0;
-        for (; r < nr; r++) dst[r] = w[r * k + i];
+        if (transposed) { memcpy(dst, w + i * ldw, (size_t)nr * 4); r = nr; }
+        else for (; r < nr; r++) dst[r] = w[r * ldw + i];
         for (; r < CKPT_PANEL_ROWS; r++) dst[r] = 0;
     }
 }
@@ -180,25 +185,15 @@ static void rows_dot_avx2(const float *w, int64_t nr, int64_t k, const float *x,
 
 // ---- single-threaded f32 GEMM over strided operands (attention's QKᵀ and PV) -------------
 
-static void pack_panel_strided(const float *w, int64_t ldw, int transposed, int64_t nr, int64_t k, float *packed) {
-    for (int64_t i = 0; i < k; i++) {
-        float *dst = packed + i * CKPT_PANEL_ROWS;
-        int64_t r = 0;
-        if (transposed) { memcpy(dst, w + i * ldw, (size_t)nr * 4); r = nr; }
-        else for (; r < nr; r++) dst[r] = w[r * ldw + i];
-        for (; r < CKPT_PANEL_ROWS; r++) dst[r] = 0;
-    }
-}
-
 void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
                    const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack) {
-    float *packed = pack + ((16 - ((uintptr_t)pack / 4) % 16) % 16);
+    float *packed = align64(pack);
     for (int64_t r0 = 0; r0 < rows; r0 += CKPT_PANEL_ROWS) {
         const int64_t nr = rows - r0 < CKPT_PANEL_ROWS ? rows - r0 : CKPT_PANEL_ROWS;
         const float *wr = transposed ? w + r0 : w + r0 * ldw;
 #if defined(__x86_64__)
         if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) {
-            pack_panel_strided(wr, ldw, transposed, nr, k, packed);
+            pack_panel(wr, ldw, transposed, nr, k, packed);
             packed_avx2(packed, nr, k, x, ldx, nt, y + r0, ldy);
             continue;
         }
@@ -238,8 +233,7 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
     const int64_t r0 = task * CKPT_PANEL_ROWS;
     const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
     float *slice = j->scratch + (int64_t)thread * ckpt_matmul_scratch_floats(j->k);
-    // 64-byte aligned start for the packed panel (the scratch itself is aligned).
-    float *packed = slice + ((16 - ((uintptr_t)slice / 4) % 16) % 16);
+    float *packed = align64(slice);
     float *decoded = packed + CKPT_PANEL_ROWS * j->k;
     const float *rows;
     if (j->type == GGML_F32 && j->row_bytes == (size_t)j->k * 4) {
@@ -254,7 +248,7 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
         return;
     }
     if (j->level >= CKPT_LEVEL_AVX2) {
-        pack_panel(rows, nr, j->k, packed);
+        pack_panel(rows, j->k, 0, nr, j->k, packed);
         for (int64_t t0 = 0; t0 < j->ntok; t0 += TOKEN_SLICE) {
             const int64_t nt = j->ntok - t0 < TOKEN_SLICE ? j->ntok - t0 : TOKEN_SLICE;
             packed_avx2(packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy);
