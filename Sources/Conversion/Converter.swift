@@ -339,7 +339,7 @@ public final class Converter {
     /// Runs the conversion. `progress` receives (tensors done, bytes of source read).
     public func run(progress: (Int, Int) -> Void = { _, _ in },
                     beforePublish: (CheckpointWriter) throws -> Void = { _ in }) throws -> ConversionSummary {
-        let start = monotonicNow()
+        let start = monotonicSeconds()
         let layout: OutputLayout
         switch options.target {
         case .gguf:
@@ -382,7 +382,7 @@ public final class Converter {
         try beforePublish(writer)
         try writer.publish()
         summary.tensors = jobs.count
-        summary.seconds = monotonicNow() - start
+        summary.seconds = monotonicSeconds() - start
         summary.outputFiles = writer.outputFiles
         summary.warnings = warnings
         return summary
@@ -502,10 +502,4 @@ public final class Converter {
             throw CheckpointError.unsupported(path: "(output)", reason: "no encoder for \(dtype.name) yet")
         }
     }
-}
-
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

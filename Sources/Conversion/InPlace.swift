@@ -162,7 +162,7 @@ public enum InPlaceRewrite {
 
     private static func complete(_ journal: inout Journal, in dir: String, log: (String) -> Void) throws -> ConversionSummary {
         var summary = ConversionSummary()
-        let start = monotonicNow()
+        let start = monotonicSeconds()
         for i in journal.files.indices where journal.files[i].state != .new {
             let name = journal.files[i].name
             let filePath = FileSystem.join(dir, name)
@@ -208,7 +208,7 @@ public enum InPlaceRewrite {
         }
         FileSystem.removeTree(FileSystem.join(dir, journalName))
         try FileSystem.syncDirectory(dir)
-        summary.seconds = monotonicNow() - start
+        summary.seconds = monotonicSeconds() - start
         return summary
     }
 

@@ -221,12 +221,6 @@ final class ProgressBar {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 func formatDuration(_ s: Double) -> String {
     if !s.isFinite { return "?" }
     let t = Int(s.rounded())

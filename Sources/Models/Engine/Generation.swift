@@ -108,11 +108,11 @@ public final class Generator {
         let cache = KVCache(spec: stream.spec, capacity: capacity)
         var next: Int32 = 0
         var sampler = self.sampler
-        let t0 = Perplexity.now()
+        let t0 = monotonicSeconds()
         try stream.run([prompt], cache: cache, outputs: { _ in (prompt.count - 1)..<prompt.count }) { _, _, logits in
             next = sampler.sample(logits)
         }
-        let t1 = Perplexity.now()
+        let t1 = monotonicSeconds()
         var out: [Int32] = []
         while out.count < maxTokens {
             if stopTokens.contains(next) { break }
@@ -125,6 +125,6 @@ public final class Generator {
             }
         }
         self.sampler = sampler
-        return (out, t1 - t0, Perplexity.now() - t1)
+        return (out, t1 - t0, monotonicSeconds() - t1)
     }
 }

@@ -62,7 +62,7 @@ public enum Perplexity {
                 seqs.append(chunk)
             }
             var chunkNLL = [Double](repeating: 0, count: nb)
-            let t0 = now()
+            let t0 = monotonicSeconds()
             try stream.run(seqs, outputs: { _ in first..<(ctx - 1) }) { seq, p0, logits in
                 let v = stream.spec.vocab
                 let rows = logits.count / v
@@ -72,7 +72,7 @@ public enum Perplexity {
                     chunkNLL[seq] += ckpt_logsumexp(row, Int64(v)) - Double(row[next])
                 }
             }
-            seconds += now() - t0
+            seconds += monotonicSeconds() - t0
             for j in 0..<nb {
                 nll += chunkNLL[j]
                 count += ctx - 1 - first
@@ -82,11 +82,5 @@ public enum Perplexity {
             progress?(c, nChunks, seconds)
         }
         return Result(chunks: nChunks, ctx: ctx, scored: count, nll: nll / Double(count), forwardSeconds: seconds, runningPPL: running)
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 }
