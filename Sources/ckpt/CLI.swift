@@ -66,6 +66,8 @@ struct CommandSpec: Sendable {
 
 /// Parsed arguments of one subcommand.
 struct ParsedArguments {
+    /// The subcommand parsed for, named in usage errors.
+    let command: String
     var positionals: [String] = []
     /// `--help` or `-h` appeared as an option (not as an option's value, not after `--`).
     private(set) var wantsHelp = false
@@ -75,6 +77,7 @@ struct ParsedArguments {
     /// Parses `args` against `spec`. `--name=value` and `--name value` both work;
     /// `--` ends options.
     init(_ args: [String], spec: CommandSpec) throws {
+        command = spec.name
         var i = 0
         var onlyPositionals = false
         while i < args.count {
@@ -127,6 +130,38 @@ struct ParsedArguments {
     func flag(_ name: String) -> Bool { flags.contains(name) }
     func value(_ name: String) -> String? { values[name]?.last }
     func values(_ name: String) -> [String] { values[name] ?? [] }
+
+    /// An integer option (at least `min`), or `default` when absent.
+    func int(_ name: String, default d: Int, min: Int) throws -> Int {
+        guard let s = value(name) else { return d }
+        guard let v = Int(s), v >= min else {
+            throw UsageError(message: "\(name) must be an integer ≥ \(min), got '\(s)'", command: command)
+        }
+        return v
+    }
+
+    /// An integer option that may be absent.
+    func optionalInt(_ name: String, min: Int) throws -> Int? {
+        try value(name).map { _ in try int(name, default: 0, min: min) }
+    }
+
+    /// `--threads`: at least 1, all online CPUs by default.
+    func threads() throws -> Int {
+        try int("--threads", default: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), min: 1)
+    }
+
+    /// A positive size option ("64M", "500MB", "2GiB"), or nil when absent.
+    func size(_ name: String) throws -> Int? {
+        try value(name).map { text in
+            guard let v = ConvertCommand.parseSize(text), v > 0 else {
+                throw UsageError(message: "\(name) takes a size such as 64M, 500MB or 2GiB, not '\(text)'", command: command)
+            }
+            return v
+        }
+    }
+
+    /// The output path, given as `-o` or `--output`.
+    var output: String? { value("-o") ?? value("--output") }
 }
 
 extension String {

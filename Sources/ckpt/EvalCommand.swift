@@ -41,16 +41,11 @@ enum EvalCommand {
     static func run(_ args: ParsedArguments) throws {
         guard let modelPath = args.value("--model") else { throw UsageError(message: "eval needs --model", command: "eval") }
         guard let file = args.value("--file") else { throw UsageError(message: "eval needs --file", command: "eval") }
-        let ctx = try intOption(args, "--ctx", default: 512, min: 4)
-        let maxChunks = try args.value("--chunks").map { _ in try intOption(args, "--chunks", default: 0, min: 1) }
-        let batch = try intOption(args, "--batch", default: max(1, 2048 / ctx), min: 1)
-        let threads = try intOption(args, "--threads", default: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), min: 1)
-        let cap = try args.value("--max-resident").map { text in
-            guard let v = ConvertCommand.parseSize(text), v > 0 else {
-                throw UsageError(message: "--max-resident takes a size such as 64M, 500MB or 2GiB, not '\(text)'", command: "eval")
-            }
-            return v
-        }
+        let ctx = try args.int("--ctx", default: 512, min: 4)
+        let maxChunks = try args.optionalInt("--chunks", min: 1)
+        let batch = try args.int("--batch", default: max(1, 2048 / ctx), min: 1)
+        let threads = try args.threads()
+        let cap = try args.size("--max-resident")
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)
@@ -99,14 +94,6 @@ enum EvalCommand {
 
             """)
         }
-    }
-
-    static func intOption(_ args: ParsedArguments, _ name: String, default d: Int, min: Int, command: String = "eval") throws -> Int {
-        guard let s = args.value(name) else { return d }
-        guard let v = Int(s), v >= min else {
-            throw UsageError(message: "\(name) must be an integer ≥ \(min), got '\(s)'", command: command)
-        }
-        return v
     }
 }
 

@@ -37,10 +37,10 @@ enum GenerateCommand {
     static func run(_ args: ParsedArguments) throws {
         guard let modelPath = args.value("--model") else { throw UsageError(message: "generate needs --model", command: "generate") }
         guard let prompt = args.value("--prompt") else { throw UsageError(message: "generate needs --prompt", command: "generate") }
-        let maxTokens = try EvalCommand.intOption(args, "--max-tokens", default: 128, min: 1, command: "generate")
-        let threads = try EvalCommand.intOption(args, "--threads", default: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), min: 1, command: "generate")
-        let topK = try EvalCommand.intOption(args, "--top-k", default: 40, min: 0, command: "generate")
-        let seed = try EvalCommand.intOption(args, "--seed", default: 0, min: 0, command: "generate")
+        let maxTokens = try args.int("--max-tokens", default: 128, min: 1)
+        let threads = try args.threads()
+        let topK = try args.int("--top-k", default: 40, min: 0)
+        let seed = try args.int("--seed", default: 0, min: 0)
         func float(_ name: String, _ d: Float, _ range: ClosedRange<Float>) throws -> Float {
             guard let s = args.value(name) else { return d }
             guard let v = Float(s), range.contains(v) else {

@@ -62,7 +62,7 @@ enum ImportanceCommand {
     }
 
     static func output(_ args: ParsedArguments) throws -> String {
-        guard let o = args.value("-o") ?? args.value("--output") else {
+        guard let o = args.output else {
             throw UsageError(message: "importance needs -o <stats>", command: "importance")
         }
         return o
@@ -72,17 +72,11 @@ enum ImportanceCommand {
         guard let modelPath = args.value("--model") else { throw UsageError(message: "importance needs --model", command: "importance") }
         guard let calib = args.value("--calib") else { throw UsageError(message: "importance needs --calib", command: "importance") }
         let out = try output(args)
-        let count = try EvalCommand.intOption(args, "--samples", default: 1024, min: 1, command: "importance")
-        let seq = try EvalCommand.intOption(args, "--seq", default: 512, min: 2, command: "importance")
-        let batch = try EvalCommand.intOption(args, "--batch", default: max(1, 2048 / seq), min: 1, command: "importance")
-        let threads = try EvalCommand.intOption(args, "--threads", default: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), min: 1, command: "importance")
-        ThreadPool.setThreads(threads)
-        let cap = try args.value("--max-resident").map { text in
-            guard let v = ConvertCommand.parseSize(text), v > 0 else {
-                throw UsageError(message: "--max-resident takes a size such as 64M, 500MB or 2GiB, not '\(text)'", command: "importance")
-            }
-            return v
-        }
+        let count = try args.int("--samples", default: 1024, min: 1)
+        let seq = try args.int("--seq", default: 512, min: 2)
+        let batch = try args.int("--batch", default: max(1, 2048 / seq), min: 1)
+        ThreadPool.setThreads(try args.threads())
+        let cap = try args.size("--max-resident")
         let model = try DecoderModel(path: modelPath)
         if seq > model.spec.contextLength { throw ModelError.contextTooLong(tokens: seq, context: model.spec.contextLength) }
         let tokenizer = try Tokenizers.forModel(path: args.value("--tokenizer") ?? modelPath)

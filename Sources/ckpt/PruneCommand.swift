@@ -65,7 +65,7 @@ enum PruneCommand {
             throw UsageError(message: "--head-metric is contribution, output or loss", command: "prune")
         }
         func count(_ name: String) throws -> Int? {
-            try args.value(name).map { _ in try EvalCommand.intOption(args, name, default: 0, min: 0, command: "prune") }
+            try args.optionalInt(name, min: 0)
         }
         var target = PruneTarget(ffn: try count("--ffn"), headsPerGroup: try count("--heads-per-group"), hidden: try count("--hidden"),
                                  layers: try count("--layers"))
@@ -81,7 +81,7 @@ enum PruneCommand {
         }
         let importancePath = args.value("--importance")
         let stats = try importancePath.map { try ImportanceFile.read($0) }
-        let seed = try EvalCommand.intOption(args, "--seed", default: 0, min: 0, command: "prune")
+        let seed = try args.int("--seed", default: 0, min: 0)
         if let goal = args.value("--target-params") {
             guard target == PruneTarget() else { throw UsageError(message: "--target-params chooses the shape; drop --ffn/--heads/--hidden/--layers", command: "prune") }
             target = try search(args, model: model, goal: goal, method: method, metric: metric, stats: stats, seed: UInt64(seed))
@@ -101,7 +101,7 @@ enum PruneCommand {
             let tokenizer = try Tokenizers.forModel(path: modelPath)
             let tokens = tokenizer.encode(bytes: try FileSystem.readFile(evalFile, limit: 1 << 32), special: false)
             let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
-            let chunks = try EvalCommand.intOption(args, "--eval-chunks", default: 2, min: 1, command: "prune")
+            let chunks = try args.int("--eval-chunks", default: 2, min: 1)
             if depthMetric == .loss && target.layers != nil {
                 let bar = ProgressBar(label: "drop-one layers", total: s.layers, totalBytes: 0)
                 layerLoss = try DropOneLoss.layers(model: model, tokens: tokens, chunks: chunks, bos: bos) { d, t in bar.update(done: d, bytesDone: 0, force: d == t) }
@@ -146,7 +146,7 @@ enum PruneCommand {
         }
         let out: String
         if args.flag("--in-place") {
-            if args.value("-o") != nil || args.value("--output") != nil {
+            if args.output != nil {
                 throw UsageError(message: "--in-place replaces the model; it takes no -o", command: "prune")
             }
             guard try FileSystem.kind(of: modelPath) == .file, !modelPath.hasSuffix(".index.json") else {
@@ -154,7 +154,7 @@ enum PruneCommand {
             }
             out = modelPath
         } else {
-            guard let o = args.value("-o") ?? args.value("--output") else {
+            guard let o = args.output else {
                 throw UsageError(message: "prune needs -o <out> (or --dry-run, or --in-place)", command: "prune")
             }
             out = o
@@ -205,11 +205,11 @@ enum PruneCommand {
         if candidates.isEmpty {
             throw CheckpointError.unsupported(path: model.path, reason: "no shape of this model comes within 5% of \(formatCount(goal)) parameters")
         }
-        let chunks = try EvalCommand.intOption(args, "--eval-chunks", default: 4, min: 1, command: "prune")
+        let chunks = try args.int("--eval-chunks", default: 4, min: 1)
         let tokenizer = try Tokenizers.forModel(path: model.path)
         let tokens = tokenizer.encode(bytes: try FileSystem.readFile(evalFile, limit: 1 << 32), special: false)
         let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
-        let dir = FileSystem.directoryName(args.value("-o") ?? args.value("--output") ?? model.path)
+        let dir = FileSystem.directoryName(args.output ?? model.path)
         let ext = model.checkpoint.format == .gguf ? ".gguf" : ""
         var results: [(ArchitectureSearch.Candidate, Double)] = []
         for (i, c) in candidates.enumerated() {
