@@ -190,71 +190,82 @@ public enum PrunePlanner {
     }
 }
 
-/// Weight-only scores (magnitude, and Wanda's |W| factor), read a tensor at a time.
+/// Weight-only scores (magnitude, and Wanda's |W| factor). Each matrix is read once, a
+/// block of rows at a time, so memory stays one block however large the matrix (a 15B
+/// model's embedding is 1.5 GB).
 struct WeightScores {
     let model: DecoderModel
+    /// Floats decoded per block (16 MiB).
+    static let blockElements = 1 << 22
 
-    /// A matrix as f32 rows (one tensor: bounded by the largest matrix of a layer).
-    func matrix(_ role: TensorRole) throws -> (rows: Int, cols: Int, values: [Float]) {
+    /// Per row Σx², per column Σ|x| and Σx², summed in double in row-major order.
+    struct MatrixSums {
+        var rowSquares: [Double]
+        var columnAbs: [Double]
+        var columnSquares: [Double]
+    }
+
+    func sums(_ role: TensorRole) throws -> MatrixSums {
         let t = role == .lmHead ? model.lmHeadView : model.tensor(role)!
-        var v = [Float](repeating: 0, count: t.elementCount)
-        try v.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
+        let rows = t.rowCount, cols = t.rowLength
+        var out = MatrixSums(rowSquares: [Double](repeating: 0, count: rows), columnAbs: [Double](repeating: 0, count: cols),
+                             columnSquares: [Double](repeating: 0, count: cols))
+        let perBlock = max(1, Self.blockElements / max(cols, 1))
+        var buffer = [Float](repeating: 0, count: min(rows, perBlock) * cols)
         defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
-        return (t.rowCount, t.rowLength, v)
-    }
-
-    func rowNorms(_ m: (rows: Int, cols: Int, values: [Float])) -> [Double] {
-        (0..<m.rows).map { r in
-            var q = 0.0
-            for c in 0..<m.cols { let x = Double(m.values[r * m.cols + c]); q += x * x }
-            return q.squareRoot()
-        }
-    }
-
-    func columnSums(_ m: (rows: Int, cols: Int, values: [Float]), absolute: Bool, squared: Bool) -> [Double] {
-        var out = [Double](repeating: 0, count: m.cols)
-        for r in 0..<m.rows {
-            for c in 0..<m.cols {
-                let x = Double(m.values[r * m.cols + c])
-                out[c] += squared ? x * x : (absolute ? abs(x) : x)
+        var r0 = 0
+        while r0 < rows {
+            let r1 = min(rows, r0 + perBlock)
+            try buffer.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: r0..<r1, into: $0.baseAddress!) }
+            for r in r0..<r1 {
+                var q = 0.0
+                for c in 0..<cols {
+                    let x = Double(buffer[(r - r0) * cols + c])
+                    q += x * x
+                    out.columnAbs[c] += abs(x)
+                    out.columnSquares[c] += x * x
+                }
+                out.rowSquares[r] = q
             }
+            r0 = r1
         }
         return out
     }
 
+    /// ‖gate row‖ + ‖up row‖ + ‖down column‖ per neuron.
     func neuronNorms(layer l: Int) throws -> [Double] {
-        let gate = rowNorms(try matrix(.layer(l, .mlpGate))), up = rowNorms(try matrix(.layer(l, .mlpUp)))
-        let down = columnSums(try matrix(.layer(l, .mlpDown)), absolute: false, squared: true).map { $0.squareRoot() }
-        return (0..<gate.count).map { gate[$0] + up[$0] + down[$0] }
+        let gate = try sums(.layer(l, .mlpGate)).rowSquares, up = try sums(.layer(l, .mlpUp)).rowSquares
+        let down = try sums(.layer(l, .mlpDown)).columnSquares
+        return (0..<gate.count).map { gate[$0].squareRoot() + up[$0].squareRoot() + down[$0].squareRoot() }
     }
 
     func headNorms(layer l: Int) throws -> [Double] {
         let s = model.spec
-        let q = rowNorms(try matrix(.layer(l, .attnQ)))
-        let o = columnSums(try matrix(.layer(l, .attnOutput)), absolute: false, squared: true)
+        let q = try sums(.layer(l, .attnQ)).rowSquares
+        let o = try sums(.layer(l, .attnOutput)).columnSquares
         return (0..<s.heads).map { h in
             let r = (h * s.headDim)..<((h + 1) * s.headDim)
-            return r.map { q[$0] * q[$0] }.reduce(0, +).squareRoot() + r.map { o[$0] }.reduce(0, +).squareRoot()
+            return r.map { q[$0] }.reduce(0, +).squareRoot() + r.map { o[$0] }.reduce(0, +).squareRoot()
         }
     }
 
     func channelNorms() throws -> [Double] {
-        columnSums(try matrix(.embed), absolute: false, squared: true).map { $0.squareRoot() }
+        try sums(.embed).columnSquares.map { $0.squareRoot() }
     }
 
     func layerNorm(_ l: Int) throws -> Double {
-        try [LayerTensor.attnOutput, .mlpDown].map { p in rowNorms(try matrix(.layer(l, p))).map { $0 * $0 }.reduce(0, +) }.reduce(0, +)
+        try [LayerTensor.attnOutput, .mlpDown].map { p in try sums(.layer(l, p)).rowSquares.reduce(0, +) }.reduce(0, +)
     }
 
     /// Wanda for an input channel c of W: Σ_i |W[i, c]| · ‖X_c‖.
     func wandaNeurons(layer l: Int, inputNorms: [Double]) throws -> [Double] {
-        let a = columnSums(try matrix(.layer(l, .mlpDown)), absolute: true, squared: false)
+        let a = try sums(.layer(l, .mlpDown)).columnAbs
         return a.indices.map { a[$0] * inputNorms[$0] }
     }
 
     func wandaHeads(layer l: Int, inputNorms: [Double]) throws -> [Double] {
         let s = model.spec
-        let a = columnSums(try matrix(.layer(l, .attnOutput)), absolute: true, squared: false)
+        let a = try sums(.layer(l, .attnOutput)).columnAbs
         return (0..<s.heads).map { h in ((h * s.headDim)..<((h + 1) * s.headDim)).map { a[$0] * inputNorms[$0] }.reduce(0, +) }
     }
 
@@ -263,7 +274,7 @@ struct WeightScores {
         for (i, l) in layers.enumerated() {
             for (part, norms) in [(LayerTensor.attnQ, attentionNorms[i]), (.attnK, attentionNorms[i]), (.attnV, attentionNorms[i]),
                                   (.mlpGate, mlpNorms[i]), (.mlpUp, mlpNorms[i])] {
-                let a = columnSums(try matrix(.layer(l, part)), absolute: true, squared: false)
+                let a = try sums(.layer(l, part)).columnAbs
                 for c in out.indices { out[c] += a[c] * norms[c] }
             }
         }
