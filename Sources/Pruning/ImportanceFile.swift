@@ -5,12 +5,6 @@ import CheckpointIO
 /// the order the header's `arrays` lists them.
 public enum ImportanceFile {
     static let magic: [UInt8] = Array("CKPTIMP".utf8) + [1]
-    static let channelArrays = ["attention_input", "mlp_input", "head_output", "head_contribution", "attention_channels", "neurons"]
-    static let sumNames = ["sum_mean_abs", "sum_mean_abs_squared", "sum_squares"]
-
-    static func channelSums(_ l: LayerSums) -> [ChannelSums] {
-        [l.attentionInput, l.mlpInput, l.headOutput, l.headContribution, l.attentionChannels, l.neurons]
-    }
 
     public static func encode(_ s: ImportanceStats) -> [UInt8] {
         var w = JSONWriter(pretty: true)
@@ -47,8 +41,8 @@ public enum ImportanceFile {
         w.endArray()
         w.beginArray(key: "arrays")
         for (i, l) in s.layers.enumerated() {
-            for (name, sums) in zip(channelArrays, channelSums(l)) {
-                for sum in sumNames { w.raw("[\"layers.\(i).\(name).\(sum)\", \(sums.channels)]") }
+            for (name, a) in LayerSums.activations {
+                for (sum, _) in ChannelSums.sums { w.raw("[\"layers.\(i).\(name).\(sum)\", \(l[keyPath: a].channels)]") }
             }
         }
         w.endArray()
@@ -59,9 +53,9 @@ public enum ImportanceFile {
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
         out += header
         for l in s.layers {
-            for sums in channelSums(l) {
-                for values in [sums.sumMeanAbs, sums.sumMeanAbsSquared, sums.sumSquares] {
-                    for v in values { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+            for (_, a) in LayerSums.activations {
+                for (_, p) in ChannelSums.sums {
+                    for v in l[keyPath: a][keyPath: p] { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
                 }
             }
         }
@@ -111,7 +105,9 @@ public enum ImportanceFile {
         let layerInfo = header["layers"]?.arrayValue ?? []
         guard layerInfo.count == shape.layers else { throw bad("\(layerInfo.count) layer entries for \(shape.layers) layers") }
         var offset = 16 + Int(n)
-        let expected = offset + s.layers.reduce(0) { $0 + channelSums($1).reduce(0) { $0 + 3 * 16 * $1.channels } }
+        let expected = offset + s.layers.reduce(0) { l, layer in
+            l + LayerSums.activations.reduce(0) { $0 + ChannelSums.sums.count * 16 * layer[keyPath: $1.path].channels }
+        }
         guard bytes.count == expected else { throw bad("\(bytes.count) bytes, the header implies \(expected)") }
         func readArray(_ count: Int) -> [Int128] {
             defer { offset += 16 * count }
@@ -125,17 +121,10 @@ public enum ImportanceFile {
             }
             s.layers[i].blockInfluence = bi
             s.layers[i].degenerateTokens = try int(layerInfo[i]["degenerate_tokens"], "layers[\(i)].degenerate_tokens")
-            func fill(_ sums: inout ChannelSums) {
-                sums.sumMeanAbs = readArray(sums.channels)
-                sums.sumMeanAbsSquared = readArray(sums.channels)
-                sums.sumSquares = readArray(sums.channels)
+            for (_, a) in LayerSums.activations {
+                let n = s.layers[i][keyPath: a].channels
+                for (_, p) in ChannelSums.sums { s.layers[i][keyPath: a][keyPath: p] = readArray(n) }
             }
-            fill(&s.layers[i].attentionInput)
-            fill(&s.layers[i].mlpInput)
-            fill(&s.layers[i].headOutput)
-            fill(&s.layers[i].headContribution)
-            fill(&s.layers[i].attentionChannels)
-            fill(&s.layers[i].neurons)
         }
         return s
     }

@@ -37,11 +37,14 @@ public struct ChannelSums: Sendable, Equatable {
 
     public var channels: Int { sumMeanAbs.count }
 
+    /// The three sums, with their names in Formats/importance.md, in file order.
+    static var sums: [(name: String, path: WritableKeyPath<ChannelSums, [Int128]>)] {
+        [("sum_mean_abs", \.sumMeanAbs), ("sum_mean_abs_squared", \.sumMeanAbsSquared), ("sum_squares", \.sumSquares)]
+    }
+
     mutating func merge(_ o: ChannelSums) {
-        for i in 0..<channels {
-            sumMeanAbs[i] += o.sumMeanAbs[i]
-            sumMeanAbsSquared[i] += o.sumMeanAbsSquared[i]
-            sumSquares[i] += o.sumSquares[i]
+        for (_, p) in Self.sums {
+            for i in 0..<channels { self[keyPath: p][i] += o[keyPath: p][i] }
         }
     }
 }
@@ -72,13 +75,14 @@ public struct LayerSums: Sendable, Equatable {
         neurons = ChannelSums(channels: spec.ffn)
     }
 
+    /// The per-channel activations, with their names in Formats/importance.md, in file order.
+    static var activations: [(name: String, path: WritableKeyPath<LayerSums, ChannelSums>)] {
+        [("attention_input", \.attentionInput), ("mlp_input", \.mlpInput), ("head_output", \.headOutput),
+         ("head_contribution", \.headContribution), ("attention_channels", \.attentionChannels), ("neurons", \.neurons)]
+    }
+
     mutating func merge(_ o: LayerSums) {
-        attentionInput.merge(o.attentionInput)
-        mlpInput.merge(o.mlpInput)
-        headOutput.merge(o.headOutput)
-        headContribution.merge(o.headContribution)
-        attentionChannels.merge(o.attentionChannels)
-        neurons.merge(o.neurons)
+        for (_, p) in Self.activations { self[keyPath: p].merge(o[keyPath: p]) }
         blockInfluence += o.blockInfluence
         degenerateTokens += o.degenerateTokens
     }
