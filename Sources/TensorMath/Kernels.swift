@@ -64,12 +64,15 @@ public struct WeightMatrix: @unchecked Sendable {
 public final class MatmulScratch: @unchecked Sendable {
     let buffer: FloatBuffer
     public let maxColumns: Int
+    /// Pool threads it has a slice for.
+    public let threads: Int
     /// Rounded activations (see `Kernels.matmul`), grown on demand.
     var rounded: FloatBuffer?
 
     public init(maxColumns: Int) {
         self.maxColumns = maxColumns
-        buffer = FloatBuffer(count: max(ThreadPool.threads, 1) * Int(ckpt_matmul_scratch_floats(Int64(maxColumns))), zeroed: false)
+        threads = max(ThreadPool.threads, 1)
+        buffer = FloatBuffer(count: threads * Int(ckpt_matmul_scratch_floats(Int64(maxColumns))), zeroed: false)
     }
 
     func roundedBuffer(_ count: Int) -> FloatBuffer {

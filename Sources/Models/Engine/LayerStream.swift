@@ -21,6 +21,13 @@ public final class LayerStream {
     public var maskedHeads: [Int: Set<Int>] = [:]
     private var activations: LayerActivations?
     private var layerCache: [Int: LayerWeights] = [:]
+    /// The final norm and the LM head's working buffers, sized for `rows` positions per pass.
+    private struct HeadBuffers {
+        let rows: Int
+        let norm, normed, out: FloatBuffer
+        let scratch: MatmulScratch
+    }
+    private var headBuffers: HeadBuffers?
 
     public init(model: DecoderModel, releaseLayers: Bool = false) {
         self.model = model
@@ -54,7 +61,7 @@ public final class LayerStream {
         guard total > 0 else { return }
         let maxKeys = (cache?.capacity ?? 0) + (sequences.map(\.count).max() ?? 0)
         let a: LayerActivations
-        if let have = activations, have.tokens >= total, have.attentionScratch.count >= ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(maxKeys), Int32(s.headDim))) {
+        if let have = activations, have.tokens >= total, have.matmul.threads >= ThreadPool.threads, have.attentionScratch.count >= ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(maxKeys), Int32(s.headDim))) {
             a = have
         } else {
             a = LayerActivations(spec: s, tokens: total, maxKeys: maxKeys)
@@ -110,13 +117,18 @@ public final class LayerStream {
     private func logits(_ a: LayerActivations, spans: [SequenceSpan], outputs: OutputRequest,
                         consume: LogitsConsumer) throws {
         let s = spec
-        let norm = try model.vector(.finalNorm, offset: model.checkpoint.format == .safetensors ? s.hfNormOffset : 0)!
         let head = model.matrix(.lmHead)
         let wanted = spans.indices.map { outputs($0)?.count ?? 0 }.max() ?? 0
         let slice = min(Self.logitRowsPerPass, max(wanted, 1))
-        let normed = FloatBuffer(count: slice * s.hidden, zeroed: false)
-        let out = FloatBuffer(count: slice * s.vocab, zeroed: false)
-        let scratch = MatmulScratch(maxColumns: s.hidden)
+        // Kept between runs: generation asks for one row of logits per token.
+        if headBuffers == nil || headBuffers!.rows < slice || headBuffers!.scratch.threads < ThreadPool.threads {
+            headBuffers = HeadBuffers(
+                rows: slice,
+                norm: try model.vector(.finalNorm, offset: model.checkpoint.format == .safetensors ? s.hfNormOffset : 0)!,
+                normed: FloatBuffer(count: slice * s.hidden, zeroed: false), out: FloatBuffer(count: slice * s.vocab, zeroed: false),
+                scratch: MatmulScratch(maxColumns: s.hidden))
+        }
+        let (norm, normed, out, scratch) = (headBuffers!.norm, headBuffers!.normed, headBuffers!.out, headBuffers!.scratch)
         for (si, span) in spans.enumerated() {
             guard let want = outputs(si), !want.isEmpty else { continue }
             precondition(want.lowerBound >= span.position0 && want.upperBound <= span.position0 + span.count, "logits asked for positions not in the batch")
