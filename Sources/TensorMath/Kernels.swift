@@ -13,11 +13,6 @@ public final class FloatBuffer: @unchecked Sendable {
         if zeroed { pointer.initialize(repeating: 0, count: count) }
     }
 
-    public convenience init(_ values: [Float]) {
-        self.init(count: values.count, zeroed: false)
-        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
-    }
-
     deinit { UnsafeMutableRawPointer(pointer).deallocate() }
 
     public subscript(i: Int) -> Float {
@@ -25,10 +20,6 @@ public final class FloatBuffer: @unchecked Sendable {
         set { pointer[i] = newValue }
     }
 
-    public var buffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
-    public var array: [Float] { Array(buffer) }
-
-    public func fill(_ v: Float) { pointer.update(repeating: v, count: count) }
 }
 
 /// The worker threads every kernel runs on (the caller counts as one).
