@@ -155,6 +155,13 @@ public final class OutputFile {
         if fd < 0 { throw CheckpointError.system(path: path, operation: "create", errno: errno) }
     }
 
+    /// Opens an existing file for writing, to append to or truncate (a resumed build).
+    public init(existing path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw CheckpointError.system(path: path, operation: "open for writing", errno: errno) }
+    }
+
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {

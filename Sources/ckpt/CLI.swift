@@ -235,7 +235,7 @@ final class ProgressBar {
         self.totalBytes = totalBytes
     }
 
-    func update(done: Int, bytesDone: Int, force: Bool = false) {
+    func update(done: Int, bytesDone: Int, force: Bool = false, detail: String? = nil) {
         guard enabled else { return }
         let now = monotonicSeconds()
         if !force && now - lastDraw < 0.1 { return }
@@ -247,7 +247,7 @@ final class ProgressBar {
         let rate = min(Double(bytesDone) / elapsed, 1e18)
         let eta = frac > 0 ? elapsed * (1 - frac) / frac : 0
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        Console.err("\r\(label) \(bar) \(Int(frac * 100))% \(done)/\(total) \(formatBytes(Int(rate)))/s ETA \(formatDuration(eta))\u{1B}[K")
+        Console.err("\r\(label) \(bar) \(Int(frac * 100))% \(done)/\(total) \(detail ?? "\(formatBytes(Int(rate)))/s") ETA \(formatDuration(eta))\u{1B}[K")
     }
 
     func finish() {

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CheckpointIO
+import Distillation
 import CKernels
 import Conversion
 import Models
@@ -20,6 +21,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (GenerateCommand.spec, GenerateCommand.run),
     (ImportanceCommand.spec, ImportanceCommand.run),
     (PruneCommand.spec, PruneCommand.run),
+    (LogitsCommand.spec, LogitsCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {
@@ -112,6 +114,14 @@ func fail(_ message: String, code: ExitCode) -> Never {
         }
     } catch let e as PruneError {
         fail(e.description, code: .usage)
+    } catch let e as LogitCacheError {
+        switch e {
+        case .badSettings: fail(e.description, code: .usage)
+        case .exists: fail(e.description, code: .cannotCreate)
+        default: fail(e.description, code: .dataError)
+        }
+    } catch let e as CompressionCodec.Failure {
+        fail(e.description, code: .dataError)
     } catch let e as Perplexity.Failure {
         fail(e.description, code: .dataError)
     } catch {

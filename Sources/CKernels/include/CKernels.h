@@ -144,6 +144,21 @@ void ckpt_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, co
                     int round_probs, float *scratch);
 /// log Σ exp(x[i]), max-shifted, summed in double.
 double ckpt_logsumexp(const float *x, int64_t n);
+
+// ---- teacher distributions (logit cache) ------------------------------------------------------
+/// CRC-32C of `n` bytes, continuing from `crc` (0 to start): the iSCSI / ext4 checksum,
+/// "123456789" → 0xE3069283.
+uint32_t ckpt_crc32c(uint32_t crc, const void *data, int64_t n);
+/// For each of `rows` rows of logits: the `k` largest (descending, ties by lower id) as ids and
+/// log-probabilities of softmax(logits × inv_temperature), and log(1 − their mass) in
+/// tail_logprob (−inf when nothing is left). scratch: ckpt_pool_threads() × vocab floats.
+void ckpt_topk_logprobs(const float *logits, int64_t rows, int64_t vocab, int k, float inv_temperature,
+                        int32_t *ids, float *logprobs, double *tail_logprob, float *scratch);
+/// For each row: `draws` ids drawn from softmax(logits × inv_temperature) with a SplitMix64
+/// stream seeded by seeds[row], returned as unique[row] ascending ids with counts (rows ×
+/// draws slots each). scratch: threads × vocab floats; uniforms: threads × draws doubles.
+void ckpt_sample_ids(const float *logits, int64_t rows, int64_t vocab, float inv_temperature, int draws,
+                     const uint64_t *seeds, int32_t *ids, int32_t *counts, int32_t *unique, float *scratch, double *uniforms);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);
