@@ -16,7 +16,8 @@ public enum CacheFidelity {
         public var klMean: Double?
         /// Mean teacher probability mass on the ids the record lists.
         public var coveredMass = 0.0
-        /// Fraction of positions whose most probable teacher id is the record's top id.
+        /// Fraction of positions whose most probable teacher id holds the record's top value
+        /// (top log-probability, or most draws; quantization can tie several ids there).
         public var top1Agreement = 0.0
         /// topk: mean |stored − exact| log-probability over the kept ids.
         public var logprobErrorMean: Double?
@@ -76,28 +77,24 @@ public enum CacheFidelity {
         if let student, student.spec.vocab != V {
             throw LogitCacheError.mismatch(path: reader.path, other: student.model.path, reason: "the student's vocabulary has \(student.spec.vocab) tokens, the cache's \(V)")
         }
-        // Positions: a random sequence, then a random position in it.
+        // Whole random sequences (a position's logits need its whole prefix run anyway),
+        // the last one cut to a random subset so that exactly `positions` are checked.
         var rng = SplitMix64(seed: seed)
-        var wanted: [Int: [Int]] = [:]
-        let seqs = h.sequences
-        guard !seqs.isEmpty else { return Report() }
-        for _ in 0..<positions {
-            let s = seqs.lowerBound + Int(rng.next() % UInt64(seqs.count))
-            wanted[s, default: []].append(-1)
-        }
+        var order = Array(h.sequences)
+        for i in order.indices.reversed() where i > 0 { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         var report = Report()
         var kl = 0.0, covered = 0.0, top1 = 0.0, lpErr = 0.0, lpCount = 0, tv = 0.0
         var lossErrors: [Double] = [], gradRel = 0.0, gradCos = 0.0, gradProj = 0.0
-        var chunkCache: (Int, LogitChunk)?
         let invT = 1 / h.temperature
-        for s in wanted.keys.sorted() {
+        for s in order where report.positions < positions {
             guard let ci = reader.chunkIndex(forSequence: s) else { continue }
-            if chunkCache?.0 != ci { chunkCache = (ci, try reader.chunk(ci)) }
-            let chunk = chunkCache!.1
+            let chunk = try reader.chunk(ci)
             let si = s - chunk.firstSequence
             let start = chunk.sequenceStarts[si], n = chunk.sequenceLengths[si]
             let tokens = Array(chunk.tokens[start..<(start + n)])
-            let picks = wanted[s]!.map { _ in Int(rng.next() % UInt64(n)) }
+            var all = Array(0..<n)
+            for i in all.indices.reversed() where i > 0 { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            let picks = Array(all.prefix(positions - report.positions)).sorted()
             let last = picks.max()! + 1
             let prefix = Array(tokens[0..<last])
             func logitsAt(_ stream: LayerStream) throws -> [Int: [Float]] {
@@ -132,8 +129,9 @@ public enum CacheFidelity {
                     z += tail
                     for j in q.indices { q[j] /= z }
                     tail /= z
-                    let best = e.max { chunk.logprobs[$0] != chunk.logprobs[$1] ? chunk.logprobs[$0] < chunk.logprobs[$1] : chunk.ids[$0] > chunk.ids[$1] }!
-                    if Int(chunk.ids[best]) == argmax { top1 += 1 }
+                    // Quantization can tie the top ids: the teacher's argmax agrees when it holds the top value.
+                    let top = e.map { chunk.logprobs[$0] }.max()!
+                    if e.contains(where: { Int(chunk.ids[$0]) == argmax && chunk.logprobs[$0] == top }) { top1 += 1 }
                     for i in e { lpErr += abs(Double(chunk.logprobs[i]) - pLog[Int(chunk.ids[i])]); lpCount += 1 }
                     // KL(p ‖ q): kept ids use q, every other id tail / (V − k).
                     let rest = V - ids.count
@@ -146,8 +144,8 @@ public enum CacheFidelity {
                     kl += d
                 case let .sample(draws, _):
                     for (j, i) in e.enumerated() { q[j] = Double(chunk.counts[i]) / Double(draws) }
-                    let best = e.max { chunk.counts[$0] != chunk.counts[$1] ? chunk.counts[$0] < chunk.counts[$1] : chunk.ids[$0] > chunk.ids[$1] }!
-                    if Int(chunk.ids[best]) == argmax { top1 += 1 }
+                    let top = e.map { chunk.counts[$0] }.max()!
+                    if e.contains(where: { Int(chunk.ids[$0]) == argmax && chunk.counts[$0] == top }) { top1 += 1 }
                     var d = 1.0 - mass
                     for (j, id) in ids.enumerated() { d += abs(q[j] - exp(pLog[id])) }
                     tv += d / 2

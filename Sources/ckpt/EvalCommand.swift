@@ -31,6 +31,7 @@ enum EvalCommand {
             .init("--chunks", value: "n", help: "Score at most this many chunks (default: all)."),
             .init("--batch", value: "n", help: "Chunks per pass through the layers (default: 2048 tokens' worth)."),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
+            .init("--all-positions", help: "Compute logits at every position and score positions 0 … ctx-2 (a teacher pass's work)."),
             .init("--f32-activations", help: "Keep activations f32 instead of rounding them as llama.cpp does."),
             .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (e.g. 64M, 2G)."),
             .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes."),
@@ -61,7 +62,8 @@ enum EvalCommand {
         stream.llamaCppRounding = !args.flag("--f32-activations")
         let total = min(tokens.count / ctx, maxChunks ?? Int.max)
         let bar = ProgressBar(label: "eval", total: total, totalBytes: 0)
-        let result = try Perplexity.evaluate(stream: stream, tokens: tokens, ctx: ctx, maxChunks: maxChunks, batch: batch, bos: bos) {
+        let result = try Perplexity.evaluate(stream: stream, tokens: tokens, ctx: ctx, maxChunks: maxChunks, batch: batch, bos: bos,
+                                                   allPositions: args.flag("--all-positions")) {
             done, all, seconds in
             bar.update(done: done, bytesDone: 0, force: done == all)
             _ = seconds

@@ -109,4 +109,20 @@ final class LogitsCLITests: XCTestCase {
         XCTAssertTrue(m.stderr.contains("teacher"), m.stderr)
         XCTAssertEqual(try FileSystem.kind(of: dir + "/m.cache"), .missing)
     }
+
+    func testFullDiskStopsCleanlyAndTheBuildResumes() throws {
+        let dir = makeTemporaryDirectory()
+        let common = ["logits", "build", "--model", model, "--file", text, "--seq", "32", "--encoding", "topk", "--k", "8", "--chunk-sequences", "4"]
+        XCTAssertEqual(try runCkpt(common + ["-o", dir + "/whole.cache"]).status, 0)
+        let out = dir + "/full.cache"
+        // Room for the header and a few chunks, not for all of them.
+        let r = try runCkpt(common + ["-o", out], wrapper: ["/usr/bin/prlimit", "--fsize=6000"])
+        XCTAssertEqual(r.status, 74, r.stderr)
+        XCTAssertTrue(r.stderr.contains("full.cache.partial") && r.stderr.contains("File too large"), r.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: out), .missing)
+        let again = try runCkpt(common + ["-o", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stderr.contains("resuming"), again.stderr)
+        XCTAssertEqual(try FileSystem.readFile(out), try FileSystem.readFile(dir + "/whole.cache"))
+    }
 }

@@ -350,3 +350,29 @@ final class LogitCacheTests: XCTestCase {
         XCTAssertNil(r.chunkIndex(forSequence: 11))
     }
 }
+
+/// Chunks streamed in order and shuffled, with and without the prefetch thread.
+final class ChunkStreamTests: XCTestCase {
+    func testStreamsEveryChunkOnceInTheAskedOrder() throws {
+        let path = fixturesPath + "/logits/tiny-sample.cache"
+        let reader = try LogitCacheReader(path: path)
+        let direct = try (0..<reader.chunks.count).map { try reader.chunk($0) }
+        for prefetch in [false, true] {
+            let s = ChunkStream(reader: reader, order: .sequential, prefetch: prefetch)
+            var got: [LogitChunk] = []
+            while let c = try s.nextChunk() { got.append(c) }
+            XCTAssertEqual(got, direct)
+            let shuffled = ChunkStream(reader: reader, order: .shuffled(seed: 9), prefetch: prefetch)
+            XCTAssertEqual(shuffled.order.sorted(), Array(0..<reader.chunks.count))
+            XCTAssertNotEqual(shuffled.order, Array(0..<reader.chunks.count))
+            var seen: [LogitChunk] = []
+            while let c = try shuffled.nextChunk() { seen.append(c) }
+            XCTAssertEqual(seen, shuffled.order.map { direct[$0] })
+            XCTAssertEqual(ChunkStream(reader: reader, order: .shuffled(seed: 9), prefetch: false).order, shuffled.order)
+        }
+        // Closing early stops the thread.
+        let early = ChunkStream(reader: reader)
+        _ = try early.nextChunk()
+        early.close()
+    }
+}

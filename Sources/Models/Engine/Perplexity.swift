@@ -42,14 +42,16 @@ public enum Perplexity {
 
     /// Scores `tokens`. `batch` chunks go through each layer together (weights read once
     /// per batch). `progress(chunksDone, chunksTotal)` is called after every batch.
+    /// With `allPositions`, logits are computed at every position of a chunk and positions
+    /// 0 … ctx−2 are scored (a teacher pass's work, for comparison).
     public static func evaluate(stream: LayerStream, tokens: [Int32], ctx: Int, maxChunks: Int? = nil, batch: Int = 1,
-                                bos: Int32?, progress: ((Int, Int, Double) -> Void)? = nil) throws -> Result {
+                                bos: Int32?, allPositions: Bool = false, progress: ((Int, Int, Double) -> Void)? = nil) throws -> Result {
         guard ctx >= 4 else { throw Failure.badContext(ctx: ctx) }
         if ctx > stream.spec.contextLength { throw ModelError.contextTooLong(tokens: ctx, context: stream.spec.contextLength) }
         var nChunks = tokens.count / ctx
         if let m = maxChunks { nChunks = min(nChunks, m) }
         guard nChunks > 0 else { throw Failure.tooFewTokens(have: tokens.count, ctx: ctx) }
-        let first = ctx / 2
+        let first = allPositions ? 0 : ctx / 2
         var nll = 0.0, count = 0, seconds = 0.0
         var running: [Double] = []
         var c = 0
@@ -63,10 +65,10 @@ public enum Perplexity {
             }
             var chunkNLL = [Double](repeating: 0, count: nb)
             let t0 = monotonicSeconds()
-            try stream.run(seqs, outputs: { _ in first..<(ctx - 1) }) { seq, p0, logits in
+            try stream.run(seqs, outputs: { _ in first..<(allPositions ? ctx : ctx - 1) }) { seq, p0, logits in
                 let v = stream.spec.vocab
                 let rows = logits.count / v
-                for r in 0..<rows {
+                for r in 0..<rows where p0 + r + 1 < ctx {
                     let row = logits.baseAddress! + r * v
                     let next = Int(seqs[seq][p0 + r + 1])
                     chunkNLL[seq] += ckpt_logsumexp(row, Int64(v)) - Double(row[next])
