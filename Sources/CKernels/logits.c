@@ -100,7 +100,10 @@ static double exp_row_avx2(const float *x, int64_t n, float shift, float scale, 
 }
 #endif
 
-static double exp_row(const float *x, int64_t n, float shift, float scale, float *e) {
+double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale, float *e);
+static double exp_row(const float *x, int64_t n, float shift, float scale, float *e) { return ckpt_exp_row_shifted(x, n, shift, scale, e); }
+
+double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale, float *e) {
 #if defined(__x86_64__)
     if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) return exp_row_avx2(x, n, shift, scale, e);
 #endif

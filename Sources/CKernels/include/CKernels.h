@@ -159,6 +159,21 @@ void ckpt_topk_logprobs(const float *logits, int64_t rows, int64_t vocab, int k,
 /// draws slots each). scratch: threads × vocab floats; uniforms: threads × draws doubles.
 void ckpt_sample_ids(const float *logits, int64_t rows, int64_t vocab, float inv_temperature, int draws,
                      const uint64_t *seeds, int32_t *ids, int32_t *counts, int32_t *unique, float *scratch, double *uniforms);
+
+// ---- distillation losses ------------------------------------------------------------------------
+enum { CKPT_KD_FORWARD = 0, CKPT_KD_REVERSE = 1, CKPT_KD_JSD = 2, CKPT_KD_TVD = 3 };
+/// For each row: the loss of softmax(z × inv_temperature), bucketed into the row's listed
+/// ids (ids/q at offsets[r] … offsets[r+1]) and one tail bucket (tails[r]: the target mass
+/// of all other ids), against the target: forward KL(q‖s), reverse KL(s‖q), JSD (β = ½) or
+/// TVD. Adds scale × dLoss/dz into grad (rows × vocab); losses[r] gets the unscaled loss.
+/// scratch: pool threads × vocab floats; mask: pool threads × vocab bytes, all zero.
+void ckpt_kd_loss_rows(const float *z, int64_t rows, int64_t vocab, float inv_temperature, int kind, const int32_t *ids,
+                       const float *q, const int64_t *offsets, const float *tails, float scale, float *grad, double *losses,
+                       float *scratch, uint8_t *mask);
+/// Cross-entropy of softmax(z) against labels (−1: no label, no loss or gradient); adds
+/// scale × gradient into grad. scratch: pool threads × vocab floats.
+void ckpt_ce_loss_rows(const float *z, int64_t rows, int64_t vocab, const int32_t *labels, float scale, float *grad,
+                       double *losses, float *scratch);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);
