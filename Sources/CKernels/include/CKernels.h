@@ -174,6 +174,28 @@ void ckpt_kd_loss_rows(const float *z, int64_t rows, int64_t vocab, float inv_te
 /// scale × gradient into grad. scratch: pool threads × vocab floats.
 void ckpt_ce_loss_rows(const float *z, int64_t rows, int64_t vocab, const int32_t *labels, float scale, float *grad,
                        double *losses, float *scratch);
+
+// ---- training: forward and backward of each operation (backprop.c) ---------------------------
+/// y[ntok, out] = x[ntok, in] · W[out, in]ᵀ, on the pool.
+void ckpt_linear_forward(const float *x, int64_t ntok, int64_t in, const float *w, int64_t out, float *y);
+/// dx = dy · W (overwritten; NULL to skip), dW += dyᵀ · x (NULL to skip), on the pool.
+void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64_t ntok, int64_t in, int64_t out,
+                          float *dx, float *dw);
+/// y = x · rstd · w per row, rstd = 1/√(mean(x²) + eps) kept for the backward pass.
+void ckpt_rmsnorm_forward(const float *x, const float *w, int64_t ntok, int64_t c, float eps, float *y, float *rstd);
+/// dx overwritten (NULL to skip), dw added into (NULL to skip).
+void ckpt_rmsnorm_backward(const float *dy, const float *x, const float *w, const float *rstd, int64_t ntok, int64_t c,
+                           float *dx, float *dw);
+/// Gradients of y = silu(g) · u (forward: ckpt_silu_mul); dg and du overwritten.
+void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du);
+/// Causal attention of one sequence: q [ntok, heads·d], k and v [ntok, kv_heads·d], out
+/// [ntok, heads·d]; probs [heads, ntok, ntok] keeps the softmax rows for the backward
+/// pass. window > 0 limits each query to its last `window` keys. On the pool.
+void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
+                            float scale, int window, float *out, float *probs);
+/// dq, dk, dv overwritten. On the pool (one task per KV head).
+void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
+                             int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);

@@ -1,0 +1,218 @@
+// Forward and backward passes of the decoder's trainable operations, side by side as in
+// llm.c: f32 activations [tokens, channels] row-major, weights [out, in]. Backward
+// functions overwrite input gradients and add into weight gradients (so micro-batches
+// accumulate). Matrix products run on the pool through ckpt_gemm_f32's packed panels.
+#include "CKernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *checked_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) abort();  // out of memory: nothing sensible to return from a kernel
+    return p;
+}
+
+// ---- linear: y = x · Wᵀ ----------------------------------------------------------------------
+
+typedef struct {
+    const float *w;
+    int64_t ldw;
+    int transposed;
+    int64_t rows, k;
+    const float *x;
+    int64_t ldx, nt;
+    float *y;
+    int64_t ldy;
+    float *packs;
+    int64_t pack_floats;
+    int accumulate;
+    float *tiles;
+} gemm_job;
+
+static void gemm_task(void *ctx, int64_t task, int thread) {
+    const gemm_job *j = ctx;
+    const int64_t r0 = task * CKPT_PANEL_ROWS;
+    const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
+    const float *w = j->transposed ? j->w + r0 : j->w + r0 * j->ldw;
+    float *pack = j->packs + (int64_t)thread * j->pack_floats;
+    if (!j->accumulate) {
+        ckpt_gemm_f32(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, j->y + r0, j->ldy, pack);
+        return;
+    }
+    float *tile = j->tiles + (int64_t)thread * j->nt * CKPT_PANEL_ROWS;
+    ckpt_gemm_f32(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, tile, CKPT_PANEL_ROWS, pack);
+    for (int64_t t = 0; t < j->nt; t++)
+        for (int64_t r = 0; r < nr; r++) j->y[t * j->ldy + r0 + r] += tile[t * CKPT_PANEL_ROWS + r];
+}
+
+// y[t·ldy + r] (=, or += when accumulate) Σ_i W(r, i) · x[t·ldx + i], on the pool.
+static void gemm_mt(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k, const float *x, int64_t ldx, int64_t nt,
+                    float *y, int64_t ldy, int accumulate) {
+    const int threads = ckpt_pool_threads();
+    const int64_t pack_floats = CKPT_PANEL_ROWS * k + 32;
+    gemm_job j = { w, ldw, transposed, rows, k, x, ldx, nt, y, ldy, NULL, pack_floats, accumulate, NULL };
+    j.packs = checked_malloc(sizeof(float) * (size_t)(threads * pack_floats));
+    if (accumulate) j.tiles = checked_malloc(sizeof(float) * (size_t)(threads * nt * CKPT_PANEL_ROWS));
+    ckpt_pool_run((rows + CKPT_PANEL_ROWS - 1) / CKPT_PANEL_ROWS, gemm_task, &j);
+    free(j.packs);
+    free(j.tiles);
+}
+
+void ckpt_linear_forward(const float *x, int64_t ntok, int64_t in, const float *w, int64_t out, float *y) {
+    gemm_mt(w, in, 0, out, in, x, in, ntok, y, out, 0);
+}
+
+void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64_t ntok, int64_t in, int64_t out,
+                          float *dx, float *dw) {
+    // dx[t, i] = Σ_o dy[t, o] W[o, i]: W read transposed.
+    if (dx) gemm_mt(w, in, 1, in, out, dy, out, ntok, dx, in, 0);
+    if (dw) {
+        // dW[o, i] += Σ_t dy[t, o] x[t, i]: rows i of xᵀ against "tokens" o of dyᵀ.
+        float *dyt = checked_malloc(sizeof(float) * (size_t)(ntok * out));
+        for (int64_t t = 0; t < ntok; t++)
+            for (int64_t o = 0; o < out; o++) dyt[o * ntok + t] = dy[t * out + o];
+        gemm_mt(x, in, 1, in, ntok, dyt, ntok, out, dw, in, 1);
+        free(dyt);
+    }
+}
+
+// ---- RMSNorm: y = x · rstd · w, rstd = 1/√(mean(x²) + eps) ----------------------------------
+
+void ckpt_rmsnorm_forward(const float *x, const float *w, int64_t ntok, int64_t c, float eps, float *y, float *rstd) {
+    for (int64_t t = 0; t < ntok; t++) {
+        const float *xr = x + t * c;
+        double ss = 0;
+        for (int64_t i = 0; i < c; i++) ss += (double)xr[i] * xr[i];
+        const float r = 1.0f / sqrtf((float)(ss / (double)c) + eps);
+        rstd[t] = r;
+        for (int64_t i = 0; i < c; i++) y[t * c + i] = xr[i] * r * w[i];
+    }
+}
+
+void ckpt_rmsnorm_backward(const float *dy, const float *x, const float *w, const float *rstd, int64_t ntok, int64_t c,
+                           float *dx, float *dw) {
+    for (int64_t t = 0; t < ntok; t++) {
+        const float *xr = x + t * c, *g = dy + t * c;
+        const float r = rstd[t];
+        // dx = r·(w⊙dy) − r³/c · x · Σ(x⊙w⊙dy)
+        double dot = 0;
+        for (int64_t i = 0; i < c; i++) dot += (double)xr[i] * w[i] * g[i];
+        const float k = (float)(dot / (double)c) * r * r * r;
+        for (int64_t i = 0; i < c; i++) {
+            if (dx) dx[t * c + i] = r * w[i] * g[i] - k * xr[i];
+            if (dw) dw[i] += xr[i] * r * g[i];
+        }
+    }
+}
+
+// ---- SwiGLU: y = silu(g) · u -----------------------------------------------------------------
+
+void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du) {
+    for (int64_t i = 0; i < n; i++) {
+        const float sg = 1.0f / (1.0f + expf(-g[i]));
+        const float silu = g[i] * sg;
+        du[i] = dy[i] * silu;
+        dg[i] = dy[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+    }
+}
+
+// ---- causal attention with grouped KV heads --------------------------------------------------
+// q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). probs [H, T, T]
+// keeps each row's softmax (row t uses keys 0 … t; window > 0 keeps only the last
+// `window` keys) for the backward pass.
+
+typedef struct {
+    const float *q, *k, *v, *dout;
+    float *out, *probs, *dq, *dk, *dv;
+    int64_t ntok;
+    int heads, kv_heads, d, window;
+    float scale;
+} attn_job;
+
+static inline int64_t first_key(int64_t t, int window) { return window > 0 && t + 1 > window ? t + 1 - window : 0; }
+
+static void attn_forward_task(void *ctx, int64_t h, int thread) {
+    (void)thread;
+    const attn_job *j = ctx;
+    const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
+    const int64_t kvh = h / (j->heads / j->kv_heads);
+    float *P = j->probs + h * T * T;
+    for (int64_t t = 0; t < T; t++) {
+        const float *qt = j->q + t * ldq + h * d;
+        float *p = P + t * T;
+        const int64_t k0 = first_key(t, j->window);
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < T; s++) {
+            if (s < k0 || s > t) { p[s] = 0; continue; }
+            const float *ks = j->k + s * ldk + kvh * d;
+            float acc = 0;
+            for (int64_t i = 0; i < d; i++) acc += qt[i] * ks[i];
+            p[s] = acc * j->scale;
+            if (p[s] > mx) mx = p[s];
+        }
+        double sum = 0;
+        for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t s = k0; s <= t; s++) p[s] *= inv;
+        float *o = j->out + t * ldq + h * d;
+        for (int64_t i = 0; i < d; i++) o[i] = 0;
+        for (int64_t s = k0; s <= t; s++) {
+            const float *vs = j->v + s * ldk + kvh * d;
+            for (int64_t i = 0; i < d; i++) o[i] += p[s] * vs[i];
+        }
+    }
+}
+
+void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
+                            float scale, int window, float *out, float *probs) {
+    attn_job j = { q, k, v, NULL, out, probs, NULL, NULL, NULL, ntok, heads, kv_heads, head_dim, window, scale };
+    ckpt_pool_run(heads, attn_forward_task, &j);
+}
+
+// One task per KV head, so the query heads sharing it add into its dk and dv alone.
+static void attn_backward_task(void *ctx, int64_t kvh, int thread) {
+    (void)thread;
+    const attn_job *j = ctx;
+    const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
+    const int group = j->heads / j->kv_heads;
+    float *dp = malloc(sizeof(float) * (size_t)T);
+    if (!dp) abort();
+    for (int64_t s = 0; s < T; s++)
+        for (int64_t i = 0; i < d; i++) { j->dk[s * ldk + kvh * d + i] = 0; j->dv[s * ldk + kvh * d + i] = 0; }
+    for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float *P = j->probs + h * T * T;
+        for (int64_t t = 0; t < T; t++) {
+            const float *p = P + t * T;
+            const float *go = j->dout + t * ldq + h * d;
+            const float *qt = j->q + t * ldq + h * d;
+            float *gq = j->dq + t * ldq + h * d;
+            const int64_t k0 = first_key(t, j->window);
+            // dP = dout · vᵀ; dS = P ⊙ (dP − Σ P⊙dP); dv += Pᵀ dout.
+            double dot = 0;
+            for (int64_t s = k0; s <= t; s++) {
+                const float *vs = j->v + s * ldk + kvh * d;
+                float acc = 0;
+                for (int64_t i = 0; i < d; i++) acc += go[i] * vs[i];
+                dp[s] = acc;
+                dot += (double)acc * p[s];
+                float *gv = j->dv + s * ldk + kvh * d;
+                for (int64_t i = 0; i < d; i++) gv[i] += p[s] * go[i];
+            }
+            for (int64_t i = 0; i < d; i++) gq[i] = 0;
+            for (int64_t s = k0; s <= t; s++) {
+                const float ds = p[s] * (dp[s] - (float)dot) * j->scale;
+                const float *ks = j->k + s * ldk + kvh * d;
+                float *gk = j->dk + s * ldk + kvh * d;
+                for (int64_t i = 0; i < d; i++) { gq[i] += ds * ks[i]; gk[i] += ds * qt[i]; }
+            }
+        }
+    }
+    free(dp);
+}
+
+void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
+                             int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv) {
+    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dk, dv, ntok, heads, kv_heads, head_dim, window, scale };
+    ckpt_pool_run(kv_heads, attn_backward_task, &j);
+}
