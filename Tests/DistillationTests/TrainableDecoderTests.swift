@@ -1,0 +1,95 @@
+import CKernels
+import CheckpointIO
+@testable import Distillation
+import Models
+import TensorMath
+import TestSupport
+import XCTest
+
+/// The whole student's backward pass against finite differences, and its forward pass
+/// against the inference engine, on the tiny llama and qwen2 (biases) fixtures.
+final class TrainableDecoderTests: XCTestCase {
+    func lossHead(_ student: TrainableDecoder, tokens: [Int32], targets: KDTargets) -> TrainableDecoder.LossHead {
+        let k = LossKernels(vocab: student.spec.vocab)
+        return { r0, n, logits, grad in
+            var sub = KDTargets()
+            for r in r0..<(r0 + n) {
+                for i in Int(targets.offsets[r])..<Int(targets.offsets[r + 1]) { sub.ids.append(targets.ids[i]); sub.probabilities.append(targets.probabilities[i]) }
+                sub.tails.append(targets.tails[r]); sub.offsets.append(Int64(sub.ids.count))
+            }
+            let kd = k.distillation(.forwardKL, logits: logits, targets: sub, temperature: 1.3, scale: 0.7, grad: grad)
+            let labels = (r0..<(r0 + n)).map { $0 + 1 < tokens.count ? tokens[$0 + 1] : -1 }
+            let ce = k.crossEntropy(logits: logits, labels: labels, scale: 0.3, grad: grad)
+            return zip(kd, ce).reduce(0) { $0 + 0.7 * $1.0 + 0.3 * $1.1 }
+        }
+    }
+
+    func randomTargets(rows: Int, vocab: Int, seed: UInt64) -> KDTargets {
+        var rng = SplitMix64(seed: seed)
+        var t = KDTargets()
+        for _ in 0..<rows {
+            var ids = Set<Int32>()
+            while ids.count < 6 { ids.insert(Int32(rng.next() % UInt64(vocab))) }
+            var left = 1.0  // targets sum to 1, as KDTargets makes them
+            for id in ids.sorted() {
+                let p = left * Double(rng.next() % 500 + 100) / 1000
+                t.ids.append(id); t.probabilities.append(Float(p)); left -= p
+            }
+            t.tails.append(Float(left)); t.offsets.append(Int64(t.ids.count))
+        }
+        return t
+    }
+
+    func testGradientsMatchFiniteDifferences() throws {
+        for name in ["tiny-llama", "tiny-qwen2"] {
+            let model = try DecoderModel(path: fixturesPath + "/engine/\(name).gguf")
+            let student = try TrainableDecoder(model: model)
+            student.logitRows = 5  // several head blocks per sequence
+            let tokens: [Int32] = [1, 17, 200, 45, 45, 9, 130, 77, 3, 250, 64, 12]
+            let targets = randomTargets(rows: tokens.count, vocab: student.spec.vocab, seed: 4)
+            let head = lossHead(student, tokens: tokens, targets: targets)
+            student.zeroGrads()
+            _ = student.forwardBackward(tokens, loss: head)
+            let analytic = Array(UnsafeBufferPointer(start: student.grads.pointer, count: student.grads.count))
+            var rng = SplitMix64(seed: 8)
+            var checked = 0
+            for slot in student.slots {
+                for _ in 0..<4 {
+                    let i = slot.offset + Int(rng.next() % UInt64(slot.count))
+                    let keep = student.weights[i]
+                    let h: Float = 1e-2
+                    student.weights[i] = keep + h
+                    let up = student.forwardBackward(tokens, loss: head)
+                    student.weights[i] = keep - h
+                    let down = student.forwardBackward(tokens, loss: head)
+                    student.weights[i] = keep
+                    let fd = (up - down) / Double(2 * h)
+                    XCTAssertLessThan(abs(fd - Double(analytic[i])), 2e-3 + 2e-2 * abs(fd),
+                                      "\(name) \(slot.name)[\(i - slot.offset)]: finite difference \(fd), backward \(analytic[i])")
+                    checked += 1
+                }
+            }
+            XCTAssertEqual(checked, 4 * student.slots.count)
+        }
+    }
+
+    func testForwardMatchesTheEngine() throws {
+        for name in ["tiny-llama", "tiny-qwen2"] {
+            let model = try DecoderModel(path: fixturesPath + "/engine/\(name).gguf")
+            let student = try TrainableDecoder(model: model)
+            let tokens: [Int32] = [1, 5, 99, 240, 7, 7, 31, 180]
+            var ours = [Float]()
+            _ = student.forwardBackward(tokens) { _, n, logits, _ in
+                ours += UnsafeBufferPointer(start: logits, count: n * student.spec.vocab)
+                return 0
+            }
+            let stream = LayerStream(model: model)
+            stream.llamaCppRounding = false
+            var engine = [Float]()
+            try stream.run([tokens], outputs: { _ in 0..<tokens.count }) { _, _, rows in engine += rows }
+            XCTAssertEqual(ours.count, engine.count)
+            let worst = zip(ours, engine).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-3, name)
+        }
+    }
+}
