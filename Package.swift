@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "Conversion", dependencies: ["CheckpointIO", "Models", "CKernels"]),
 
         // The teacher-logit cache (format, builder, reader); later the distillation loop.
-        .target(name: "Distillation", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels"]),
+        .target(name: "Distillation", dependencies: ["Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // The command-line tool: argument parsing, rendering, exit codes.
         .executableTarget(
@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Conversion", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
         .testTarget(name: "ConversionTests", dependencies: ["Conversion", "Models", "CheckpointIO", "TestSupport"]),
-        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
     ]
 )

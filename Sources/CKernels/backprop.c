@@ -216,3 +216,43 @@ void ckpt_attention_backward(const float *dout, const float *q, const float *k, 
     attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dk, dv, ntok, heads, kv_heads, head_dim, window, scale };
     ckpt_pool_run(kv_heads, attn_backward_task, &j);
 }
+
+// ---- AdamW (decoupled weight decay) ---------------------------------------------------------
+
+typedef struct {
+    float *w;
+    const float *g;
+    float *m, *v;
+    int64_t n;
+    float lr, beta1, beta2, eps, decay, grad_scale;
+    double bc1, bc2;
+} adamw_job;
+
+#define ADAMW_BLOCK 65536
+
+static void adamw_task(void *ctx, int64_t task, int thread) {
+    (void)thread;
+    const adamw_job *j = ctx;
+    const int64_t a = task * ADAMW_BLOCK, b = a + ADAMW_BLOCK < j->n ? a + ADAMW_BLOCK : j->n;
+    const float c1 = (float)(1.0 / j->bc1), c2 = (float)(1.0 / j->bc2);
+    for (int64_t i = a; i < b; i++) {
+        const float g = j->g[i] * j->grad_scale;
+        const float m = j->beta1 * j->m[i] + (1 - j->beta1) * g;
+        const float v = j->beta2 * j->v[i] + (1 - j->beta2) * g * g;
+        j->m[i] = m;
+        j->v[i] = v;
+        j->w[i] -= j->lr * ((m * c1) / (sqrtf(v * c2) + j->eps) + j->decay * j->w[i]);
+    }
+}
+
+void ckpt_adamw_update(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
+                       float decay, float grad_scale, int64_t step) {
+    adamw_job j = { w, g, m, v, n, lr, beta1, beta2, eps, decay, grad_scale, 1 - pow(beta1, (double)step), 1 - pow(beta2, (double)step) };
+    ckpt_pool_run((n + ADAMW_BLOCK - 1) / ADAMW_BLOCK, adamw_task, &j);
+}
+
+double ckpt_sum_squares(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}

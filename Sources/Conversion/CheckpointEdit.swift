@@ -10,10 +10,22 @@ public struct TensorEdit: Sendable, Equatable {
     public var columns: [Int]?
     /// Leave the tensor out.
     public var drop = false
+    /// New contents (f32, in the source's layout), replacing the source's: trained weights.
+    public var values: TensorValues?
 
-    public init(name: String? = nil, rows: [Int]? = nil, columns: [Int]? = nil, drop: Bool = false) {
+    public init(name: String? = nil, rows: [Int]? = nil, columns: [Int]? = nil, drop: Bool = false, values: TensorValues? = nil) {
         self.name = name; self.rows = rows; self.columns = columns; self.drop = drop
+        self.values = values
     }
+}
+
+/// f32 values that replace a tensor's contents when a checkpoint is rewritten. The
+/// memory is borrowed: it must outlive the rewrite.
+public final class TensorValues: @unchecked Sendable, Equatable {
+    public let pointer: UnsafePointer<Float>
+    public let count: Int
+    public init(_ pointer: UnsafePointer<Float>, count: Int) { self.pointer = pointer; self.count = count }
+    public static func == (a: TensorValues, b: TensorValues) -> Bool { a === b }
 }
 
 /// A structural rewrite of a checkpoint (pruning): per-tensor row and column selections,

@@ -75,6 +75,8 @@ public final class Converter {
         /// Output column c is source column columns[c] (ascending).
         var columns: [Int]? = nil
         let offset: Float
+        /// Replacement contents, in the source's layout.
+        var values: TensorValues? = nil
     }
 
     public let source: any Checkpoint
@@ -174,7 +176,12 @@ public final class Converter {
             }
             let dtype = try outputDType(for: t, rowLength: shape.last ?? 1)
             let plan = try TensorPlan(name: name, dtype: dtype, shape: shape)
-            jobs.append(Job(source: t, plan: plan, rowMap: rowMap, columns: edit?.columns, offset: offset))
+            if let v = edit?.values {
+                guard v.count == t.elementCount, rowMap == nil, edit?.columns == nil, !crossesFormats else {
+                    throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "replacement values (\(v.count)) must match its \(t.elementCount) elements, with no other change")
+                }
+            }
+            jobs.append(Job(source: t, plan: plan, rowMap: rowMap, columns: edit?.columns, offset: offset, values: edit?.values))
         }
         for (change, tensors) in fallbacks.sorted(by: { $0.key < $1.key }) {
             warnings.append("\(tensors.count) tensors (e.g. '\(tensors[0])') have rows that do not split into 256-element blocks: \(change), as llama.cpp falls back")
@@ -390,6 +397,19 @@ public final class Converter {
 
     private func convert(_ job: Job, writer: CheckpointWriter, buffer: UnsafeMutablePointer<Float>, encoded: UnsafeMutableRawPointer) throws {
         let t = job.source
+        if let v = job.values {
+            // New contents: encode them a block of rows at a time.
+            let rowLength = max(t.rowLength, 1)
+            let rowsPerChunk = max(1, Self.bufferElements / rowLength)
+            var row = 0
+            while row < t.rowCount {
+                let end = min(t.rowCount, row + rowsPerChunk)
+                let bytes = try Self.encode(v.pointer + row * rowLength, count: (end - row) * rowLength, as: job.plan.dtype, into: encoded)
+                try writer.write(job.plan.name, UnsafeRawBufferPointer(start: encoded, count: bytes))
+                row = end
+            }
+            return
+        }
         defer { try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount)) }
         try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
         // Whole rows kept, same encoding: copy the kept rows' bytes (whole quantization

@@ -22,6 +22,7 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     (ImportanceCommand.spec, ImportanceCommand.run),
     (PruneCommand.spec, PruneCommand.run),
     (LogitsCommand.spec, LogitsCommand.run),
+    (DistillCommand.spec, DistillCommand.run),
 ]
 
 @MainActor func mainHelp() -> String {
@@ -120,6 +121,10 @@ func fail(_ message: String, code: ExitCode) -> Never {
         case .exists: fail(e.description, code: .cannotCreate)
         default: fail(e.description, code: .dataError)
         }
+    } catch let e as Distiller.Failure {
+        fail(e.description, code: .dataError)
+    } catch let e as TrainableDecoder.Failure {
+        fail(e.description, code: .unsupported)
     } catch let e as CompressionCodec.Failure {
         fail(e.description, code: .dataError)
     } catch let e as Perplexity.Failure {

@@ -196,6 +196,12 @@ void ckpt_attention_forward(const float *q, const float *k, const float *v, int6
 /// dq, dk, dv overwritten. On the pool (one task per KV head).
 void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
                              int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv);
+/// One AdamW step over n parameters (gradients multiplied by grad_scale first, for
+/// clipping; step counts from 1 for the bias corrections). On the pool; deterministic.
+void ckpt_adamw_update(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,
+                       float decay, float grad_scale, int64_t step);
+/// Σ x², in double (NaN or Inf propagate).
+double ckpt_sum_squares(const float *x, int64_t n);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);

@@ -1,0 +1,277 @@
+import CKernels
+import CheckpointIO
+import Models
+import TensorMath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Trains a student against a teacher-logit cache: batches of cached sequences, the
+/// chosen distillation loss (plus optional cross-entropy on the tokens), AdamW on f32
+/// master weights, checkpoints a crashed run resumes from bit for bit.
+public final class Distiller {
+    public struct Settings: Sendable {
+        public var loss: KDLoss = .forwardKL
+        public var temperature: Double = 1
+        /// Weight of cross-entropy on the next tokens; the distillation loss gets 1 − this.
+        public var crossEntropyWeight: Double = 0
+        public var steps: Int
+        /// Sequences per optimizer step.
+        public var batch: Int = 4
+        public var schedule: LearningRateSchedule
+        public var clip: Double = 1
+        public var weightDecay: Double = 0.1
+        public var seed: UInt64 = 0
+        public var checkpointEvery: Int = 0
+
+        public init(steps: Int, schedule: LearningRateSchedule) {
+            self.steps = steps
+            self.schedule = schedule
+        }
+
+        /// What must match for a checkpoint to be resumed under these settings.
+        var fingerprint: String {
+            "\(loss.rawValue) T\(temperature) ce\(crossEntropyWeight) steps\(steps) batch\(batch) lr\(schedule.peak)/\(schedule.minimum)/\(schedule.warmup) clip\(clip) wd\(weightDecay) seed\(seed)"
+        }
+    }
+
+    /// One optimizer step, for the log.
+    public struct StepRecord: Sendable {
+        public var step: Int
+        public var tokens: Int
+        public var distillationLoss: Double
+        public var crossEntropy: Double
+        public var learningRate: Double
+        public var gradientNorm: Double
+        public var skipped: Bool
+        public var seconds: Double
+    }
+
+    public enum Failure: Error, CustomStringConvertible, Sendable {
+        case mismatch(String)
+        case emptyCache(String)
+        public var description: String {
+            switch self {
+            case let .mismatch(s): return s
+            case let .emptyCache(p): return "\(p) holds no sequences to train on"
+            }
+        }
+    }
+
+    public let student: TrainableDecoder
+    public let cache: LogitCacheReader
+    public let settings: Settings
+    public let optimizer: AdamW
+    private let losses: LossKernels
+    /// Where the next sequence comes from: pass over the data, index into that pass's
+    /// chunk order, sequence within the chunk.
+    public private(set) var position = DataPosition()
+    private var order: [Int] = []
+    private var chunk: (index: Int, data: LogitChunk)?
+
+    public struct DataPosition: Sendable, Equatable {
+        public var epoch = 0
+        public var chunkInOrder = 0
+        public var sequenceInChunk = 0
+    }
+
+    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings) throws {
+        if student.spec.vocab != cache.header.vocab {
+            throw Failure.mismatch("the student's vocabulary has \(student.spec.vocab) tokens, the cache's teacher \(cache.header.vocab): they must share a tokenizer")
+        }
+        if let why = settings.loss.refusal(for: cache.header.encoding) { throw Failure.mismatch(why) }
+        if cache.sequenceCount == 0 { throw Failure.emptyCache(cache.path) }
+        self.student = student
+        self.cache = cache
+        self.settings = settings
+        optimizer = AdamW(parameters: student.parameterCount)
+        optimizer.clip = settings.clip
+        optimizer.weightDecay = Float(settings.weightDecay)
+        losses = LossKernels(vocab: student.spec.vocab)
+        order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: 0)
+    }
+
+    /// Chunks in a shuffled order per pass; sequences within a chunk in order.
+    static func chunkOrder(chunks: Int, seed: UInt64, epoch: Int) -> [Int] {
+        var o = Array(0..<chunks)
+        var rng = SplitMix64(seed: seed ^ (0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)))
+        for i in o.indices.reversed() where i > 0 { o.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        return o
+    }
+
+    /// The next cached sequence: its chunk and index there. Advances the position.
+    private func nextSequence() throws -> (LogitChunk, Int) {
+        while true {
+            if position.chunkInOrder >= order.count {
+                position.epoch += 1
+                position.chunkInOrder = 0
+                position.sequenceInChunk = 0
+                order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: position.epoch)
+            }
+            let ci = order[position.chunkInOrder]
+            if chunk?.index != ci { chunk = (ci, try cache.chunk(ci)) }
+            let c = chunk!.data
+            if position.sequenceInChunk < c.sequenceCount {
+                let s = position.sequenceInChunk
+                position.sequenceInChunk += 1
+                return (c, s)
+            }
+            position.chunkInOrder += 1
+            position.sequenceInChunk = 0
+        }
+    }
+
+    /// Runs one optimizer step over `batch` sequences.
+    public func step() throws -> StepRecord {
+        let t0 = monotonicSeconds()
+        let enc = cache.header.encoding
+        var batch: [(tokens: [Int32], targets: KDTargets)] = []
+        for _ in 0..<settings.batch {
+            let (c, si) = try nextSequence()
+            let start = c.sequenceStarts[si], n = c.sequenceLengths[si]
+            var t = KDTargets()
+            for r in start..<(start + n) { t.append(c, record: r, encoding: enc) }
+            batch.append((Array(c.tokens[start..<(start + n)]), t))
+        }
+        let tokens = batch.reduce(0) { $0 + $1.tokens.count }
+        let ceWeight = settings.crossEntropyWeight, kdWeight = 1 - ceWeight
+        let kdScale = Float(kdWeight / Double(tokens)), ceScale = Float(ceWeight / Double(tokens))
+        var kdTotal = 0.0, ceTotal = 0.0
+        student.zeroGrads()
+        for (seq, targets) in batch {
+            _ = student.forwardBackward(seq) { [losses, settings] r0, n, logits, grad in
+                var sub = KDTargets()
+                sub.ids.reserveCapacity(Int(targets.offsets[r0 + n] - targets.offsets[r0]))
+                for r in r0..<(r0 + n) {
+                    let a = Int(targets.offsets[r]), b = Int(targets.offsets[r + 1])
+                    sub.ids += targets.ids[a..<b]
+                    sub.probabilities += targets.probabilities[a..<b]
+                    sub.tails.append(targets.tails[r])
+                    sub.offsets.append(Int64(sub.ids.count))
+                }
+                var total = 0.0
+                if kdWeight > 0 {
+                    let l = losses.distillation(settings.loss, logits: logits, targets: sub, temperature: settings.temperature, scale: kdScale, grad: grad)
+                    let s = l.reduce(0, +)
+                    kdTotal += s
+                    total += kdWeight * s
+                }
+                if ceWeight > 0 {
+                    let labels = (r0..<(r0 + n)).map { $0 + 1 < seq.count ? seq[$0 + 1] : -1 }
+                    let l = losses.crossEntropy(logits: logits, labels: labels, scale: ceScale, grad: grad)
+                    let s = l.reduce(0, +)
+                    ceTotal += s
+                    total += ceWeight * s
+                }
+                return total
+            }
+        }
+        let s = optimizer.step + 1
+        let lr = settings.schedule.rate(s)
+        var outcome = AdamW.Outcome(gradientNorm: .nan, skipped: true)
+        if kdTotal.isFinite && ceTotal.isFinite { outcome = optimizer.update(student, lr: lr) }
+        let labelled = max(tokens - batch.count, 1)
+        return StepRecord(step: s, tokens: tokens, distillationLoss: kdTotal / Double(tokens), crossEntropy: ceTotal / Double(labelled),
+                          learningRate: lr, gradientNorm: outcome.gradientNorm, skipped: outcome.skipped, seconds: monotonicSeconds() - t0)
+    }
+
+    // MARK: checkpoints
+
+    /// Saves weights, optimizer state and the data position into `dir/step-N`, written
+    /// beside it and renamed into place, then removes older checkpoints but the last.
+    public func saveCheckpoint(in dir: String) throws {
+        try FileSystem.makeDirectory(dir)
+        let name = "step-\(String(repeating: "0", count: max(0, 8 - String(optimizer.step).count)))\(optimizer.step)"
+        let final = FileSystem.join(dir, name)
+        let temp = FileSystem.join(dir, ".\(name).tmp-\(getpid())")
+        FileSystem.removeTree(temp)
+        try FileSystem.makeDirectory(temp)
+        var crcs: [String: UInt32] = [:]
+        for (file, buffer) in [("weights.f32", student.weights), ("adam_m.f32", optimizer.m), ("adam_v.f32", optimizer.v)] {
+            let raw = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
+            let out = try OutputFile(creating: FileSystem.join(temp, file))
+            try out.write(raw, at: 0)
+            try out.sync()
+            try out.close()
+            crcs[file] = ckpt_crc32c(0, raw.baseAddress, Int64(raw.count))
+        }
+        var w = JSONWriter(pretty: true)
+        w.beginObject()
+        w.int(optimizer.step, key: "step")
+        w.int(position.epoch, key: "epoch")
+        w.int(position.chunkInOrder, key: "chunk_in_order")
+        w.int(position.sequenceInChunk, key: "sequence_in_chunk")
+        w.string(settings.fingerprint, key: "settings")
+        w.string(cache.header.compatibilityKey.isEmpty ? "" : String(FNV1a64.hash(cache.header.compatibilityKey)), key: "cache")
+        w.int(student.parameterCount, key: "parameters")
+        w.beginObject(key: "crc32c")
+        for (k, v) in crcs.sorted(by: { $0.key < $1.key }) { w.int(Int(v), key: k) }
+        w.endObject()
+        w.endObject()
+        try FileSystem.writeNewFile(FileSystem.join(temp, "state.json"), Array(w.text.utf8))
+        try FileSystem.syncDirectory(temp)
+        FileSystem.removeTree(final)
+        try FileSystem.rename(temp, final)
+        try FileSystem.syncDirectory(dir)
+        // Keep the newest two: a torn newest one falls back to the one before.
+        let all = try FileSystem.list(directory: dir).filter { $0.hasPrefix("step-") }.sorted()
+        for old in all.dropLast(2) { FileSystem.removeTree(FileSystem.join(dir, old)) }
+    }
+
+    /// Loads the newest checkpoint in `dir` that is whole and made with these settings;
+    /// returns its step and a note for every newer one skipped, or nil when there is none.
+    public func resume(from dir: String) throws -> (step: Int, skipped: [String])? {
+        guard try FileSystem.kind(of: dir) == .directory else { return nil }
+        var skipped: [String] = []
+        for name in try FileSystem.list(directory: dir).filter({ $0.hasPrefix("step-") }).sorted().reversed() {
+            let path = FileSystem.join(dir, name)
+            do {
+                try load(path)
+                return (optimizer.step, skipped)
+            } catch {
+                skipped.append("\(path): \(error)")
+            }
+        }
+        return skipped.isEmpty ? nil : (0, skipped)
+    }
+
+    private func load(_ path: String) throws {
+        let state: JSONValue
+        do { state = try JSONParser.parse(FileSystem.readFile(FileSystem.join(path, "state.json"))) } catch let e as JSONError {
+            throw CheckpointError.malformed(path: path, reason: "state.json: \(e)")
+        }
+        guard state["settings"]?.stringValue == settings.fingerprint else {
+            throw Failure.mismatch("made with other settings (\(state["settings"]?.stringValue ?? "?"))")
+        }
+        guard state["cache"]?.stringValue == String(FNV1a64.hash(cache.header.compatibilityKey)) else {
+            throw Failure.mismatch("made from another cache")
+        }
+        guard state["parameters"]?.nonNegativeInt == student.parameterCount, let step = state["step"]?.nonNegativeInt,
+              let epoch = state["epoch"]?.nonNegativeInt, let ci = state["chunk_in_order"]?.nonNegativeInt,
+              let si = state["sequence_in_chunk"]?.nonNegativeInt else {
+            throw CheckpointError.malformed(path: path, reason: "state.json is incomplete")
+        }
+        var loaded: [(FloatBuffer, [UInt8])] = []
+        for (file, buffer) in [("weights.f32", student.weights), ("adam_m.f32", optimizer.m), ("adam_v.f32", optimizer.v)] {
+            let bytes = try FileSystem.readFile(FileSystem.join(path, file), limit: 1 << 40)
+            guard bytes.count == buffer.count * 4 else { throw CheckpointError.malformed(path: path, reason: "\(file) has \(bytes.count) bytes, expected \(buffer.count * 4)") }
+            let crc = bytes.withUnsafeBytes { ckpt_crc32c(0, $0.baseAddress, Int64($0.count)) }
+            guard state["crc32c"]?[file]?.nonNegativeInt == Int(crc) else { throw CheckpointError.malformed(path: path, reason: "\(file) fails its checksum") }
+            loaded.append((buffer, bytes))
+        }
+        // Everything checked: now overwrite the live state.
+        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { memcpy(buffer.pointer, $0.baseAddress!, $0.count) } }
+        optimizer.setStep(step)
+        position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
+        order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)
+        chunk = nil
+    }
+}
+
+extension FNV1a64 {
+    static func hash(_ s: String) -> UInt64 {
+        var h = FNV1a64()
+        h.add(s)
+        return h.value
+    }
+}

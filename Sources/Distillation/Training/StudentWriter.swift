@@ -1,0 +1,28 @@
+import CheckpointIO
+import Conversion
+import Models
+
+/// Writes a trained student in its source's format: every tensor replaced by its f32
+/// master weights encoded as `dtype` (default f16 in GGUF, bf16 in safetensors, so a few
+/// hundred steps of small updates are not rounded away; GGUF keeps norms and biases F32),
+/// with the source's metadata and tokenizer.
+public enum StudentWriter {
+    public static func write(_ student: TrainableDecoder, source: any Checkpoint, to output: String, dtype: DTypeChoice? = nil,
+                             overwrite: Bool = false, metadata: [MetadataEntry] = []) throws -> ConversionSummary {
+        var edit = CheckpointEdit()
+        for slot in student.slots {
+            edit.tensors[slot.name] = TensorEdit(values: TensorValues(student.weights.pointer + slot.offset, count: slot.count))
+        }
+        edit.ggufMetadata = metadata
+        if source.format == .safetensors {
+            edit.safetensorsMetadata = metadata.compactMap { e in e.value.stringValue.map { (e.key, $0) } }
+        }
+        var options = ConversionOptions(target: source.format)
+        options.dtype = dtype ?? (source.format == .gguf ? .f16 : .bf16)
+        options.overwrite = overwrite
+        options.edit = edit
+        return try withExtendedLifetime(student) {
+            try Converter(source: source, output: output, options: options).run()
+        }
+    }
+}

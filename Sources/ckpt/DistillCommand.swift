@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CheckpointIO
+import Conversion
+import Distillation
+import Models
+import TensorMath
+
+/// `ckpt distill`: train a student against a teacher-logit cache.
+enum DistillCommand {
+    static let spec = CommandSpec(
+        name: "distill",
+        summary: "Train a (pruned) student to match a teacher, from a logit cache.",
+        usage: "distill --student <model> --cache <cache> [--steps N | --tokens N] [--batch 4] [--lr 1e-4] [--loss forward-kl] [--ce-weight 0] [--checkpoint-every N] [--resume] [--log FILE.csv] -o <out>",
+        discussion: """
+        Reads the cache's sequences (chunks shuffled by --seed, a new order every pass)
+        --batch at a time, runs the student forward and backward on f32 master weights,
+        and takes an AdamW step (β 0.9/0.95, weight decay 0.1 on matrices, gradient norm
+        clipped to 1; learning rate warmed up over --warmup steps, then cosine-decayed to
+        --min-lr). The loss is the distillation loss against the cache (forward KL by
+        default; a topk cache's tail is one bucket; from a sample cache only forward KL
+        has an unbiased gradient) mixed with --ce-weight of cross-entropy on the next
+        tokens. A step whose loss or gradients are NaN or Inf is reported and skipped.
+        --checkpoint-every N saves weights, optimizer state and the data position in
+        <out>.checkpoints/; --resume continues from the newest whole one, to the same
+        weights an uninterrupted run reaches. The student is written in its own format
+        with the trained tensors as --dtype (f16 in GGUF, bf16 in safetensors by
+        default). Supports llama, mistral and qwen2 students.
+        """,
+        options: [
+            .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2)."),
+            .init("--cache", value: "cache", help: "Teacher-logit cache from `ckpt logits build` (same tokenizer)."),
+            .init("--steps", value: "n", help: "Optimizer steps (default: one pass over the cache)."),
+            .init("--tokens", value: "n", help: "Train on this many tokens instead of --steps (e.g. 2M)."),
+            .init("--batch", value: "n", help: "Sequences per step (default 4)."),
+            .init("--lr", value: "rate", help: "Peak learning rate (default 1e-4)."),
+            .init("--min-lr", value: "rate", help: "Learning rate at the last step (default: --lr / 10)."),
+            .init("--warmup", value: "n", help: "Warm-up steps (default: 5% of the steps, at most 100)."),
+            .init("--loss", value: "kind", help: "forward-kl (default), reverse-kl, jsd or tvd."),
+            .init("--temperature", value: "t", help: "Temperature of the student's softmax (default: the cache's)."),
+            .init("--ce-weight", value: "w", help: "Weight of cross-entropy on the tokens, 0…1 (default 0)."),
+            .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
+            .init("--checkpoint-every", value: "n", help: "Save a checkpoint every n steps (default: 0, none)."),
+            .init("--resume", help: "Continue from the newest checkpoint in <out>.checkpoints/."),
+            .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds per step."),
+            .init("--dtype", value: "type", help: "Trained tensors' type in the output: f16 (GGUF default), bf16 (safetensors default), f32, q8_0, …"),
+            .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
+            .init("--force", help: "Replace an existing output."),
+            .init("--json", help: "Print the result as one JSON object."),
+            .init("-o", value: "out", help: "Output student."),
+            .init("--output", value: "out", help: "Same as -o."),
+        ],
+        positionals: 0...0
+    )
+
+    static func run(_ args: ParsedArguments) throws {
+        guard let studentPath = args.value("--student") else { throw UsageError(message: "distill needs --student", command: "distill") }
+        guard let cachePath = args.value("--cache") else { throw UsageError(message: "distill needs --cache", command: "distill") }
+        guard let out = args.output else { throw UsageError(message: "distill needs -o <out>", command: "distill") }
+        ThreadPool.setThreads(try args.threads())
+        func number(_ name: String, default d: Double) throws -> Double {
+            guard let t = args.value(name) else { return d }
+            guard let v = Double(t), v.isFinite, v >= 0 else { throw UsageError(message: "\(name) must be a non-negative number, not '\(t)'", command: "distill") }
+            return v
+        }
+        guard let loss = KDLoss(rawValue: args.value("--loss") ?? "forward-kl") else {
+            throw UsageError(message: "--loss must be one of \(KDLoss.allCases.map(\.rawValue).joined(separator: ", "))", command: "distill")
+        }
+        let ceWeight = try number("--ce-weight", default: 0)
+        guard ceWeight <= 1 else { throw UsageError(message: "--ce-weight must be between 0 and 1", command: "distill") }
+        let dtype = try args.value("--dtype").map { t -> DTypeChoice in
+            guard let d = DTypeChoice.parse(t), d != .keep else { throw UsageError(message: "unknown --dtype '\(t)'", command: "distill") }
+            return d
+        }
+        if try FileSystem.kind(of: out) != .missing && !args.flag("--force") {
+            throw UsageError(message: "\(out) exists; pass --force to replace it", command: "distill")
+        }
+
+        let cache = try LogitCacheReader(path: cachePath)
+        let model = try DecoderModel(path: studentPath)
+        // The student must read the cache's token ids as the teacher did.
+        let tokenizer = try Tokenizers.forModel(path: studentPath)
+        let tid = TeacherText.tokenizerIdentity(tokenizer.files)
+        if tid != cache.header.tokenizerIdentity {
+            throw LogitCacheError.mismatch(path: cachePath, other: studentPath,
+                                           reason: "the cache was built with tokenizer \(cache.header.tokenizerIdentity), the student's is \(tid)")
+        }
+        if loss != .forwardKL, case .sample = cache.header.encoding {
+            Console.err("ckpt: note: \(loss.rawValue) from a sample cache is biased (only forward KL and cross-entropy have unbiased gradients from draws)\n")
+        }
+        let student = try TrainableDecoder(model: model)
+        let batch = try args.int("--batch", default: 4, min: 1)
+        let perStep = batch * cache.header.sequenceLength
+        var steps = try args.optionalInt("--steps", min: 1)
+        if let t = try args.size("--tokens") { steps = max(1, (t + perStep - 1) / perStep) }
+        let total = steps ?? max(1, cache.sequenceCount / batch)
+        let lr = try number("--lr", default: 1e-4)
+        let warmup = try args.optionalInt("--warmup", min: 0) ?? min(100, total / 20)
+        var settings = Distiller.Settings(steps: total, schedule: LearningRateSchedule(peak: lr, minimum: try number("--min-lr", default: lr / 10),
+                                                                                      warmup: warmup, steps: total))
+        settings.loss = loss
+        settings.temperature = try number("--temperature", default: cache.header.temperature)
+        guard settings.temperature > 0 else { throw UsageError(message: "--temperature must be positive", command: "distill") }
+        settings.crossEntropyWeight = ceWeight
+        settings.batch = batch
+        guard let seed = UInt64(args.value("--seed") ?? "0") else { throw UsageError(message: "--seed must be a non-negative integer", command: "distill") }
+        settings.seed = seed
+        settings.checkpointEvery = try args.int("--checkpoint-every", default: 0, min: 0)
+        let distiller = try Distiller(student: student, cache: cache, settings: settings)
+        let checkpoints = out + ".checkpoints"
+        if args.flag("--resume") {
+            if let r = try distiller.resume(from: checkpoints) {
+                for s in r.skipped { Console.err("ckpt: skipped checkpoint \(s)\n") }
+                Console.err(r.step > 0 ? "ckpt: resuming from step \(r.step) of \(total)\n" : "ckpt: no usable checkpoint in \(checkpoints); starting fresh\n")
+            } else {
+                Console.err("ckpt: no checkpoint in \(checkpoints); starting fresh\n")
+            }
+        }
+        var log: OutputFile?
+        var logAt = 0
+        if let path = args.value("--log") {
+            if try FileSystem.kind(of: path) != .missing { unlink(path) }
+            let f = try OutputFile(creating: path)
+            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds\n".utf8)
+            try head.withUnsafeBytes { try f.write($0, at: 0) }
+            logAt = head.count
+            log = f
+        }
+        let bar = ProgressBar(label: "distill", total: total, totalBytes: 0)
+        let start = monotonicSeconds()
+        var tokens = 0, first: Distiller.StepRecord?, last: Distiller.StepRecord?, skipped = 0
+        let startStep = distiller.optimizer.step
+        while distiller.optimizer.step < total {
+            let r = try distiller.step()
+            tokens += r.tokens
+            if first == nil { first = r }
+            last = r
+            if r.skipped {
+                skipped += 1
+                Console.err("\nckpt: step \(r.step): loss or gradients not finite (distillation \(r.distillationLoss), gradient norm \(r.gradientNorm)); step skipped\n")
+                if skipped > 10 && skipped * 2 > r.step - startStep { throw Distiller.Failure.mismatch("more than half of the steps were not finite: lower --lr") }
+                continue
+            }
+            if let f = log {
+                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds)\n".utf8)
+                try line.withUnsafeBytes { try f.write($0, at: logAt) }
+                logAt += line.count
+            }
+            if settings.checkpointEvery > 0 && r.step % settings.checkpointEvery == 0 && r.step < total {
+                try distiller.saveCheckpoint(in: checkpoints)
+            }
+            let elapsed = monotonicSeconds() - start
+            bar.update(done: r.step, bytesDone: 0, force: r.step == total,
+                       detail: "\(Int(Double(tokens) / max(elapsed, 1e-9))) tok/s loss \(formatFixed(r.distillationLoss, digits: 4)) lr \(String(format: r.learningRate))")
+        }
+        bar.finish()
+        try log?.sync()
+        try log?.close()
+        let summary = try StudentWriter.write(student, source: model.checkpoint, to: out, dtype: dtype, overwrite: args.flag("--force"),
+                                              metadata: [MetadataEntry(key: "ckpt.distill", value: .string("cache \(cache.header.teacherIdentity) steps \(total) loss \(loss.rawValue)"))])
+        let seconds = monotonicSeconds() - start
+        if args.flag("--json") {
+            var w = JSONWriter()
+            w.beginObject()
+            w.int(total, key: "steps")
+            w.int(tokens, key: "tokens")
+            if let first { w.double(first.distillationLoss, key: "first_loss") }
+            if let last { w.double(last.distillationLoss, key: "last_loss") }
+            w.int(skipped, key: "skipped_steps")
+            w.double(seconds, key: "seconds")
+            w.double(Double(tokens) / max(seconds, 1e-9), key: "tokens_per_s")
+            if let peak = peakResidentBytes() { w.int(peak, key: "peak_rss_bytes") }
+            w.endObject()
+            Console.out(w.text + "\n")
+        } else {
+            Console.out("\(out): \(total) steps, \(formatCount(tokens)) tokens in \(formatDuration(seconds)) (\(formatFixed(Double(tokens) / max(seconds, 1e-9), digits: 1)) tokens/s); distillation loss \(first.map { formatFixed($0.distillationLoss, digits: 4) } ?? "-") → \(last.map { formatFixed($0.distillationLoss, digits: 4) } ?? "-"); \(formatBytes(summary.bytesWritten)) written\n")
+        }
+    }
+}
+
+extension String {
+    /// A learning rate as 1.2e-04.
+    init(format x: Double) {
+        guard x > 0, x.isFinite else { self = "\(x)"; return }
+        var e = 0, m = x
+        while m < 1 { m *= 10; e -= 1 }
+        while m >= 10 { m /= 10; e += 1 }
+        self = "\(formatFixed(m, digits: 1))e\(e < 0 ? "-" : "+")\(abs(e) < 10 ? "0" : "")\(abs(e))"
+    }
+}

@@ -1,0 +1,132 @@
+import CKernels
+import CheckpointIO
+@testable import Distillation
+import Models
+import TensorMath
+import TestSupport
+import XCTest
+
+/// Distillation end to end on the tiny llama: a damaged copy of the teacher learns it
+/// back from a cache; a resumed run ends bit-identical; the written student loads.
+final class DistillerTests: XCTestCase {
+    static let teacherPath = fixturesPath + "/engine/tiny-llama.gguf"
+
+    func makeCache(_ dir: String, encoding: LogitEncoding) throws -> LogitCacheReader {
+        let model = try DecoderModel(path: Self.teacherPath)
+        let tokenizer = try Tokenizers.forModel(path: Self.teacherPath)
+        let bytes = try FileSystem.readFile(fixturesPath + "/logits/text.txt")
+        let text = TeacherText(tokens: tokenizer.encode(bytes: bytes, special: false), length: 32, bos: nil, identity: "text")
+        let path = dir + "/teacher-\(encoding.name).cache"
+        _ = try TeacherPass.build(stream: LayerStream(model: model), tokenizer: tokenizer, text: text,
+                                  settings: TeacherPass.Settings(encoding: encoding, sequencesPerChunk: 4, batch: 4), output: path)
+        return try LogitCacheReader(path: path)
+    }
+
+    /// The teacher's weights with every matrix scaled by noise: a student that must relearn.
+    func damagedStudent() throws -> (DecoderModel, TrainableDecoder) {
+        let model = try DecoderModel(path: Self.teacherPath)
+        let s = try TrainableDecoder(model: model)
+        var rng = SplitMix64(seed: 99)
+        for slot in s.slots where slot.shape.count == 2 {
+            for i in slot.offset..<(slot.offset + slot.count) {
+                s.weights[i] *= 1 + (Float(Int(rng.next() % 1001)) / 1000 - 0.5) * 0.8
+            }
+        }
+        return (model, s)
+    }
+
+    func settings(steps: Int) -> Distiller.Settings {
+        var s = Distiller.Settings(steps: steps, schedule: LearningRateSchedule(peak: 3e-3, minimum: 3e-4, warmup: 2, steps: steps))
+        s.batch = 3
+        s.seed = 5
+        return s
+    }
+
+    func testStudentLearnsTheTeacherBackFromBothEncodings() throws {
+        let dir = makeTemporaryDirectory()
+        for encoding in [LogitEncoding.topK(k: 16), .sample(draws: 64, seed: 1)] {
+            let cache = try makeCache(dir, encoding: encoding)
+            let (_, student) = try damagedStudent()
+            let d = try Distiller(student: student, cache: cache, settings: settings(steps: 40))
+            var losses: [Double] = []
+            for _ in 0..<40 {
+                let r = try d.step()
+                XCTAssertFalse(r.skipped)
+                losses.append(r.distillationLoss)
+            }
+            let start = losses.prefix(5).reduce(0, +) / 5, end = losses.suffix(5).reduce(0, +) / 5
+            XCTAssertLessThan(end, 0.5 * start, "\(encoding.name): \(losses.map { ($0 * 1000).rounded() / 1000 })")
+        }
+    }
+
+    func testResumedRunEndsBitIdentical() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 8))
+        let (_, a) = try damagedStudent()
+        let straight = try Distiller(student: a, cache: cache, settings: settings(steps: 10))
+        for _ in 0..<10 { _ = try straight.step() }
+
+        let (_, b) = try damagedStudent()
+        let first = try Distiller(student: b, cache: cache, settings: settings(steps: 10))
+        for _ in 0..<4 { _ = try first.step() }
+        try first.saveCheckpoint(in: dir + "/ck")
+        for _ in 0..<2 { _ = try first.step() }  // work lost to the "crash"
+        // A torn newer checkpoint is skipped.
+        try FileSystem.makeDirectory(dir + "/ck/step-00000006")
+        writeFile(dir + "/ck/step-00000006/state.json", Array("{".utf8))
+
+        let (_, c) = try damagedStudent()
+        let resumed = try Distiller(student: c, cache: cache, settings: settings(steps: 10))
+        let r = try XCTUnwrap(resumed.resume(from: dir + "/ck"))
+        XCTAssertEqual(r.step, 4)
+        XCTAssertEqual(r.skipped.count, 1)
+        while resumed.optimizer.step < 10 { _ = try resumed.step() }
+        XCTAssertEqual(resumed.position, straight.position)
+        XCTAssertTrue(memcmp(a.weights.pointer, c.weights.pointer, a.weights.count * 4) == 0, "weights differ after resuming")
+        XCTAssertTrue(memcmp(straight.optimizer.v.pointer, resumed.optimizer.v.pointer, a.weights.count * 4) == 0)
+        // Other settings do not resume from it.
+        var other = settings(steps: 10)
+        other.seed = 6
+        let (_, e) = try damagedStudent()
+        let mismatched = try Distiller(student: e, cache: cache, settings: other)
+        XCTAssertEqual(try mismatched.resume(from: dir + "/ck")?.step, 0)
+    }
+
+    func testNonFiniteStepIsSkipped() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 8))
+        let (_, s) = try damagedStudent()
+        let d = try Distiller(student: s, cache: cache, settings: settings(steps: 5))
+        s.weights[s.slots.last!.offset] = .nan
+        let r = try d.step()
+        XCTAssertTrue(r.skipped)
+        XCTAssertEqual(d.optimizer.step, 0)
+    }
+
+    func testWrittenStudentLoadsWithTheTrainedWeights() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 8))
+        let (model, s) = try damagedStudent()
+        let d = try Distiller(student: s, cache: cache, settings: settings(steps: 3))
+        for _ in 0..<3 { _ = try d.step() }
+        _ = try StudentWriter.write(s, source: model.checkpoint, to: dir + "/student.gguf", dtype: .f32)
+        let back = try TrainableDecoder(model: DecoderModel(path: dir + "/student.gguf"))
+        XCTAssertEqual(back.parameterCount, s.parameterCount)
+        XCTAssertTrue(memcmp(back.weights.pointer, s.weights.pointer, s.weights.count * 4) == 0)
+        // Default f16: within f16 rounding, and the tokenizer came along.
+        _ = try StudentWriter.write(s, source: model.checkpoint, to: dir + "/student-f16.gguf")
+        let half = try DecoderModel(path: dir + "/student-f16.gguf")
+        XCTAssertEqual(half.checkpoint.tensors.first { $0.name == "blk.0.ffn_up.weight" }?.dtype.name, "F16")
+        XCTAssertEqual(half.checkpoint.tensors.first { $0.name == "blk.0.attn_norm.weight" }?.dtype.name, "F32")
+        XCTAssertEqual(try Tokenizers.forModel(path: dir + "/student-f16.gguf").files, try Tokenizers.forModel(path: Self.teacherPath).files)
+    }
+
+    func testRefusesAnotherVocabularyAndReverseKLFromDraws() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .sample(draws: 16, seed: 0))
+        let (_, s) = try damagedStudent()
+        var set = settings(steps: 2)
+        set.loss = .reverseKL
+        XCTAssertThrowsError(try Distiller(student: s, cache: cache, settings: set)) { XCTAssertTrue("\($0)".contains("topk"), "\($0)") }
+    }
+}
