@@ -148,12 +148,12 @@ enum ChunkPayload {
                     prev += Int64(try getLEB(raw, &p4, end4)) + 1
                     guard prev < Int64(table.count) else { throw PayloadError("record \(r): code \(prev) beyond the id table") }
                     c.ids.append(table[Int(prev)])
-                    c.logprobs.append(-Float(Double(raw[p5]) * step))
+                    c.logprobs.append(0 - Float(Double(raw[p5]) * step))  // 0, not −0, for q = 0
                     p5 += 1
                 }
                 c.entryStart.append(c.ids.count)
                 let q = Int(raw[start[6] + 2 * r]) | Int(raw[start[6] + 2 * r + 1]) << 8
-                c.tailLogprobs.append(q == 0xFFFF ? -.infinity : -Float(Double(q) * tailStep))
+                c.tailLogprobs.append(q == 0xFFFF ? -.infinity : 0 - Float(Double(q) * tailStep))
             }
         case let .sample(draws, _):
             guard lengths[3] == 2 * records, lengths[6] == 0 else { throw PayloadError("sample streams have the wrong sizes") }
