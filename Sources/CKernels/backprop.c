@@ -3,6 +3,7 @@
 // functions overwrite input gradients and add into weight gradients (so micro-batches
 // accumulate). Matrix products run on the pool through ckpt_gemm_f32's packed panels.
 #include "CKernels.h"
+#include "simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,44 @@ void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64
     }
 }
 
+// ---- small vector helpers (attention's per-row work) -------------------------------------------
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma")))
+static void axpy_avx2(float alpha, const float *x, float *y, int64_t n) {
+    const __m256 av = _mm256_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+#endif
+
+static inline float vdot(const float *a, const float *b, int64_t n) {
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) return dot_avx2(a, b, n);
+#endif
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void vaxpy(float alpha, const float *x, float *y, int64_t n) {
+#if defined(__x86_64__)
+    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { axpy_avx2(alpha, x, y, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
 // ---- causal attention with grouped KV heads --------------------------------------------------
 // q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). probs [H, T, T]
 // keeps each row's softmax (row t uses keys 0 … t; window > 0 keeps only the last
@@ -145,10 +184,7 @@ static void attn_forward_task(void *ctx, int64_t h, int thread) {
         float mx = -INFINITY;
         for (int64_t s = 0; s < T; s++) {
             if (s < k0 || s > t) { p[s] = 0; continue; }
-            const float *ks = j->k + s * ldk + kvh * d;
-            float acc = 0;
-            for (int64_t i = 0; i < d; i++) acc += qt[i] * ks[i];
-            p[s] = acc * j->scale;
+            p[s] = vdot(qt, j->k + s * ldk + kvh * d, d) * j->scale;
             if (p[s] > mx) mx = p[s];
         }
         double sum = 0;
@@ -157,10 +193,7 @@ static void attn_forward_task(void *ctx, int64_t h, int thread) {
         for (int64_t s = k0; s <= t; s++) p[s] *= inv;
         float *o = j->out + t * ldq + h * d;
         for (int64_t i = 0; i < d; i++) o[i] = 0;
-        for (int64_t s = k0; s <= t; s++) {
-            const float *vs = j->v + s * ldk + kvh * d;
-            for (int64_t i = 0; i < d; i++) o[i] += p[s] * vs[i];
-        }
+        for (int64_t s = k0; s <= t; s++) vaxpy(p[s], j->v + s * ldk + kvh * d, o, d);
     }
 }
 
@@ -191,20 +224,16 @@ static void attn_backward_task(void *ctx, int64_t kvh, int thread) {
             // dP = dout · vᵀ; dS = P ⊙ (dP − Σ P⊙dP); dv += Pᵀ dout.
             double dot = 0;
             for (int64_t s = k0; s <= t; s++) {
-                const float *vs = j->v + s * ldk + kvh * d;
-                float acc = 0;
-                for (int64_t i = 0; i < d; i++) acc += go[i] * vs[i];
+                const float acc = vdot(go, j->v + s * ldk + kvh * d, d);
                 dp[s] = acc;
                 dot += (double)acc * p[s];
-                float *gv = j->dv + s * ldk + kvh * d;
-                for (int64_t i = 0; i < d; i++) gv[i] += p[s] * go[i];
+                vaxpy(p[s], go, j->dv + s * ldk + kvh * d, d);
             }
             for (int64_t i = 0; i < d; i++) gq[i] = 0;
             for (int64_t s = k0; s <= t; s++) {
                 const float ds = p[s] * (dp[s] - (float)dot) * j->scale;
-                const float *ks = j->k + s * ldk + kvh * d;
-                float *gk = j->dk + s * ldk + kvh * d;
-                for (int64_t i = 0; i < d; i++) { gq[i] += ds * ks[i]; gk[i] += ds * qt[i]; }
+                vaxpy(ds, j->k + s * ldk + kvh * d, gq, d);
+                vaxpy(ds, qt, j->dk + s * ldk + kvh * d, d);
             }
         }
     }

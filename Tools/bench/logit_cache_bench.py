@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--level", type=int, default=3)
     ap.add_argument("--keep", help="directory to keep the caches and student in")
+    ap.add_argument("--overhead-only", action="store_true", help="only the build-time overhead (topk 32, sample 64 and the eval anchor)")
     a = ap.parse_args()
     seq = 512
     tmpctx = tempfile.TemporaryDirectory(prefix="ckpt-logits-bench-")
@@ -75,7 +76,8 @@ def main():
 
     results = {}
     build_rate, eval_rate, peak = {}, [], {}
-    for name, n in CONFIGS:
+    configs = [("topk", 32), ("sample", 64)] if a.overhead_only else CONFIGS
+    for name, n in configs:
         cache = tmp / f"{name}{n}.cache"
         opt = ["--encoding", "topk", "--k", str(n)] if name == "topk" else ["--encoding", "sample", "--draws", str(n)]
         rounds = a.rounds if (name, n) in (("topk", 32), ("sample", 64)) else 1
@@ -91,6 +93,8 @@ def main():
                 p, _ = run([ck, "eval", "--model", model, "--file", a.corpus, "--ctx", seq, "--chunks", a.sequences,
                             "--threads", threads, "--all-positions", "--json"])
                 eval_rate.append(json.loads(p.stdout)["tokens_per_s"])
+        if a.overhead_only:
+            continue
         info = json.loads(run([ck, "logits", "inspect", cache, "--json"])[0].stdout)
         v = json.loads(run([ck, "logits", "verify", cache, "--teacher", model, "--student", student, "--positions", a.positions,
                             "--threads", threads, "--json"])[0].stdout)
@@ -99,6 +103,8 @@ def main():
     # llama.cpp's full logits over the same sequences: the reference top-k and the anchor.
     ref = None
     try:
+        if a.overhead_only:
+            raise ImportError
         import llama_cpp
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=seq, n_batch=seq, logits_all=True, verbose=False, n_threads=a.threads)
         dump = run([ck, "logits", "dump", tmp / "topk32.cache", "--jsonl"])[0].stdout.splitlines()
@@ -139,10 +145,23 @@ def main():
             anchor_bpt[k] = total / tokens
         ref = (np.mean(overlap), np.mean(top1), lperr / nlp, anchor_bpt, tokens)
     except ImportError:
-        print("llama-cpp-python is not installed: no llama.cpp reference or DistillKit anchor (pip install llama-cpp-python)")
+        if not a.overhead_only:
+            print("llama-cpp-python is not installed: no llama.cpp reference or DistillKit anchor (pip install llama-cpp-python)")
 
     print(f"SmolLM2-135M Q4_1 teacher; first {a.sequences} sequences of {seq} tokens of {Path(a.corpus).name}; zstd level {a.level}; "
           f"{a.threads} threads; fidelity over {a.positions} positions; student: FFN pruned to 1024")
+    if not a.overhead_only:
+        print_table(results, ref, build_rate)
+    best_eval = max(eval_rate)
+    for key in (("topk", 32), ("sample", 64)):
+        print(f"build {key[0]} {key[1]}: {build_rate[key]:.1f} tokens/s vs ckpt eval --all-positions {best_eval:.1f} tokens/s "
+              f"(anchor, same sequences): overhead {100 * (best_eval / build_rate[key] - 1):+.1f}%; peak RSS {peak[key]:.0f} MiB")
+    if ref:
+        print(f"topk 32 vs llama.cpp full logits ({ref[4]} positions): id-set overlap {ref[0]:.3f}, top-1 agreement {100 * ref[1]:.1f}%, "
+              f"mean |log-prob error| {ref[2]:.3f} nats")
+
+
+def print_table(results, ref, build_rate):
     print(f"{'encoding':<12}{'B/token':>8}{'anchor':>8}{'mass':>7}{'KL':>8}{'loss bias':>11}{'spread':>8}"
           f"{'grad rel':>10}{'cos':>7}{'proj':>8}{'build tok/s':>13}")
     for (name, n), (info, v) in results.items():
@@ -151,13 +170,6 @@ def main():
         print(f"{name + ' ' + str(n):<12}{info['bytes_per_token']:>8.1f}{anc:>8}{v['covered_mass']:>7.3f}{kl:>8}"
               f"{v['loss_bias']:>+11.4f}{v['loss_spread']:>8.4f}{v['grad_relative_error']:>10.3f}{v['grad_cosine']:>7.3f}"
               f"{v['grad_projection_bias']:>+8.3f}{build_rate[(name, n)]:>13.1f}")
-    best_eval = max(eval_rate)
-    for key in (("topk", 32), ("sample", 64)):
-        print(f"build {key[0]} {key[1]}: {build_rate[key]:.1f} tokens/s vs ckpt eval --all-positions {best_eval:.1f} tokens/s "
-              f"(anchor, same sequences): overhead {100 * (best_eval / build_rate[key] - 1):+.1f}%; peak RSS {peak[key]:.0f} MiB")
-    if ref:
-        print(f"topk 32 vs llama.cpp full logits ({ref[4]} positions): id-set overlap {ref[0]:.3f}, top-1 agreement {100 * ref[1]:.1f}%, "
-              f"mean |log-prob error| {ref[2]:.3f} nats")
 
 
 if __name__ == "__main__":
