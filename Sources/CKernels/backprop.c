@@ -118,44 +118,6 @@ void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64
     }
 }
 
-// ---- small vector helpers (attention's per-row work) -------------------------------------------
-
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma")))
-static float dot_avx2(const float *a, const float *b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float s = hsum8(acc);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-__attribute__((target("avx2,fma")))
-static void axpy_avx2(float alpha, const float *x, float *y, int64_t n) {
-    const __m256 av = _mm256_set1_ps(alpha);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += alpha * x[i];
-}
-#endif
-
-static inline float vdot(const float *a, const float *b, int64_t n) {
-#if defined(__x86_64__)
-    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) return dot_avx2(a, b, n);
-#endif
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static inline void vaxpy(float alpha, const float *x, float *y, int64_t n) {
-#if defined(__x86_64__)
-    if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { axpy_avx2(alpha, x, y, n); return; }
-#endif
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
-}
-
 // ---- causal attention with grouped KV heads --------------------------------------------------
 // q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). probs [H, T, T]
 // keeps each row's softmax (row t uses keys 0 … t; window > 0 keeps only the last
@@ -171,30 +133,32 @@ typedef struct {
 
 static inline int64_t first_key(int64_t t, int window) { return window > 0 && t + 1 > window ? t + 1 - window : 0; }
 
+// Per head, everything is a product of [T, d] and [T, T] matrices, done by the packed GEMM:
+// S = Q Kᵀ, P = softmax(mask(S·scale)), O = P V; backward dP = dO Vᵀ, dS = P ⊙ (dP − Σ P⊙dP),
+// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO (the upper triangle is computed and then ignored: at these
+// sizes the GEMM's speed more than pays for it).
+
 static void attn_forward_task(void *ctx, int64_t h, int thread) {
     (void)thread;
     const attn_job *j = ctx;
     const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
     const int64_t kvh = h / (j->heads / j->kv_heads);
     float *P = j->probs + h * T * T;
+    float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
+    ckpt_gemm_f32(j->k + kvh * d, ldk, 0, T, d, j->q + h * d, ldq, T, P, T, pack);
     for (int64_t t = 0; t < T; t++) {
-        const float *qt = j->q + t * ldq + h * d;
         float *p = P + t * T;
         const int64_t k0 = first_key(t, j->window);
         float mx = -INFINITY;
-        for (int64_t s = 0; s < T; s++) {
-            if (s < k0 || s > t) { p[s] = 0; continue; }
-            p[s] = vdot(qt, j->k + s * ldk + kvh * d, d) * j->scale;
-            if (p[s] > mx) mx = p[s];
-        }
+        for (int64_t s = k0; s <= t; s++) { p[s] *= j->scale; if (p[s] > mx) mx = p[s]; }
         double sum = 0;
         for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
         const float inv = (float)(1.0 / sum);
-        for (int64_t s = k0; s <= t; s++) p[s] *= inv;
-        float *o = j->out + t * ldq + h * d;
-        for (int64_t i = 0; i < d; i++) o[i] = 0;
-        for (int64_t s = k0; s <= t; s++) vaxpy(p[s], j->v + s * ldk + kvh * d, o, d);
+        for (int64_t s = 0; s < T; s++) p[s] = s >= k0 && s <= t ? p[s] * inv : 0;
     }
+    // O[t, i] = Σ_s P[t, s] V[s, i]: V read transposed.
+    ckpt_gemm_f32(j->v + kvh * d, ldk, 1, d, T, P, T, T, j->out + h * d, ldq, pack);
+    free(pack);
 }
 
 void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
@@ -203,47 +167,63 @@ void ckpt_attention_forward(const float *q, const float *k, const float *v, int6
     ckpt_pool_run(heads, attn_forward_task, &j);
 }
 
-// One task per KV head, so the query heads sharing it add into its dk and dv alone.
-static void attn_backward_task(void *ctx, int64_t kvh, int thread) {
+// One task per query head; its share of dK and dV goes to a per-head buffer (dk, dv here
+// are [heads, T, d]), summed over each KV head's group afterwards.
+static void attn_backward_task(void *ctx, int64_t h, int thread) {
     (void)thread;
     const attn_job *j = ctx;
     const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
-    const int group = j->heads / j->kv_heads;
-    float *dp = malloc(sizeof(float) * (size_t)T);
-    if (!dp) abort();
-    for (int64_t s = 0; s < T; s++)
-        for (int64_t i = 0; i < d; i++) { j->dk[s * ldk + kvh * d + i] = 0; j->dv[s * ldk + kvh * d + i] = 0; }
-    for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
-        const float *P = j->probs + h * T * T;
-        for (int64_t t = 0; t < T; t++) {
-            const float *p = P + t * T;
-            const float *go = j->dout + t * ldq + h * d;
-            const float *qt = j->q + t * ldq + h * d;
-            float *gq = j->dq + t * ldq + h * d;
-            const int64_t k0 = first_key(t, j->window);
-            // dP = dout · vᵀ; dS = P ⊙ (dP − Σ P⊙dP); dv += Pᵀ dout.
-            double dot = 0;
-            for (int64_t s = k0; s <= t; s++) {
-                const float acc = vdot(go, j->v + s * ldk + kvh * d, d);
-                dp[s] = acc;
-                dot += (double)acc * p[s];
-                vaxpy(p[s], go, j->dv + s * ldk + kvh * d, d);
-            }
-            for (int64_t i = 0; i < d; i++) gq[i] = 0;
-            for (int64_t s = k0; s <= t; s++) {
-                const float ds = p[s] * (dp[s] - (float)dot) * j->scale;
-                vaxpy(ds, j->k + s * ldk + kvh * d, gq, d);
-                vaxpy(ds, qt, j->dk + s * ldk + kvh * d, d);
-            }
-        }
+    const int64_t kvh = h / (j->heads / j->kv_heads);
+    const float *P = j->probs + h * T * T;
+    float *dP = checked_malloc(sizeof(float) * (size_t)(T * T));
+    float *tr = checked_malloc(sizeof(float) * (size_t)(T * T));
+    float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
+    const float *go = j->dout + h * d;
+    // dP = dO Vᵀ
+    ckpt_gemm_f32(j->v + kvh * d, ldk, 0, T, d, go, ldq, T, dP, T, pack);
+    // dV_h = Pᵀ dO: rows i of dO (read transposed) against "tokens" s of Pᵀ.
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t s = 0; s < T; s++) tr[s * T + t] = P[t * T + s];
+    ckpt_gemm_f32(go, ldq, 1, d, T, tr, T, T, j->dv + h * T * d, d, pack);
+    // dS = P ⊙ (dP − Σ P⊙dP) · scale, in place of dP.
+    for (int64_t t = 0; t < T; t++) {
+        const float *p = P + t * T;
+        float *g = dP + t * T;
+        const int64_t k0 = first_key(t, j->window);
+        double dot = 0;
+        for (int64_t s = k0; s <= t; s++) dot += (double)p[s] * g[s];
+        for (int64_t s = 0; s < T; s++) g[s] = s >= k0 && s <= t ? p[s] * (g[s] - (float)dot) * j->scale : 0;
     }
-    free(dp);
+    // dQ = dS K
+    ckpt_gemm_f32(j->k + kvh * d, ldk, 1, d, T, dP, T, T, j->dq + h * d, ldq, pack);
+    // dK_h = dSᵀ Q
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t s = 0; s < T; s++) tr[s * T + t] = dP[t * T + s];
+    ckpt_gemm_f32(j->q + h * d, ldq, 1, d, T, tr, T, T, j->dk + h * T * d, d, pack);
+    free(dP);
+    free(tr);
+    free(pack);
 }
 
 void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
                              int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv) {
-    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dk, dv, ntok, heads, kv_heads, head_dim, window, scale };
-    ckpt_pool_run(kv_heads, attn_backward_task, &j);
+    const int64_t T = ntok, d = head_dim, ldk = (int64_t)kv_heads * d;
+    float *dkh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
+    float *dvh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
+    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dkh, dvh, ntok, heads, kv_heads, head_dim, window, scale };
+    ckpt_pool_run(heads, attn_backward_task, &j);
+    const int group = heads / kv_heads;
+    for (int64_t t = 0; t < T; t++)
+        for (int g = 0; g < kv_heads; g++) {
+            float *ok = dk + t * ldk + (int64_t)g * d, *ov = dv + t * ldk + (int64_t)g * d;
+            for (int64_t i = 0; i < d; i++) { ok[i] = 0; ov[i] = 0; }
+            for (int hh = g * group; hh < (g + 1) * group; hh++) {
+                const float *sk = dkh + ((int64_t)hh * T + t) * d, *sv = dvh + ((int64_t)hh * T + t) * d;
+                for (int64_t i = 0; i < d; i++) { ok[i] += sk[i]; ov[i] += sv[i]; }
+            }
+        }
+    free(dkh);
+    free(dvh);
 }
 
 // ---- AdamW (decoupled weight decay) ---------------------------------------------------------
