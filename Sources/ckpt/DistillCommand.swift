@@ -150,9 +150,10 @@ enum DistillCommand {
             if settings.checkpointEvery > 0 && r.step % settings.checkpointEvery == 0 && r.step < total {
                 try distiller.saveCheckpoint(in: checkpoints)
             }
+            CrashPoint.hit("distill step \(r.step)")
             let elapsed = monotonicSeconds() - start
             bar.update(done: r.step, bytesDone: 0, force: r.step == total,
-                       detail: "\(Int(Double(tokens) / max(elapsed, 1e-9))) tok/s loss \(formatFixed(r.distillationLoss, digits: 4)) lr \(String(format: r.learningRate))")
+                       detail: "\(Int(Double(tokens) / max(elapsed, 1e-9))) tok/s loss \(formatFixed(ceWeight < 1 ? r.distillationLoss : r.crossEntropy, digits: 4)) lr \(String(format: r.learningRate)) RSS \(formatBytes(currentResidentBytes()))")
         }
         bar.finish()
         try log?.sync()
@@ -165,8 +166,8 @@ enum DistillCommand {
             w.beginObject()
             w.int(total, key: "steps")
             w.int(tokens, key: "tokens")
-            if let first { w.double(first.distillationLoss, key: "first_loss") }
-            if let last { w.double(last.distillationLoss, key: "last_loss") }
+            if let first { w.double(first.distillationLoss, key: "first_kd_loss"); w.double(first.crossEntropy, key: "first_ce_loss") }
+            if let last { w.double(last.distillationLoss, key: "last_kd_loss"); w.double(last.crossEntropy, key: "last_ce_loss") }
             w.int(skipped, key: "skipped_steps")
             w.double(seconds, key: "seconds")
             w.double(Double(tokens) / max(seconds, 1e-9), key: "tokens_per_s")
@@ -174,7 +175,7 @@ enum DistillCommand {
             w.endObject()
             Console.out(w.text + "\n")
         } else {
-            Console.out("\(out): \(total) steps, \(formatCount(tokens)) tokens in \(formatDuration(seconds)) (\(formatFixed(Double(tokens) / max(seconds, 1e-9), digits: 1)) tokens/s); distillation loss \(first.map { formatFixed($0.distillationLoss, digits: 4) } ?? "-") → \(last.map { formatFixed($0.distillationLoss, digits: 4) } ?? "-"); \(formatBytes(summary.bytesWritten)) written\n")
+            Console.out("\(out): \(total) steps, \(formatCount(tokens)) tokens in \(formatDuration(seconds)) (\(formatFixed(Double(tokens) / max(seconds, 1e-9), digits: 1)) tokens/s); \(ceWeight < 1 ? "distillation" : "cross-entropy") loss \(first.map { formatFixed(ceWeight < 1 ? $0.distillationLoss : $0.crossEntropy, digits: 4) } ?? "-") → \(last.map { formatFixed(ceWeight < 1 ? $0.distillationLoss : $0.crossEntropy, digits: 4) } ?? "-"); \(formatBytes(summary.bytesWritten)) written\n")
         }
     }
 }

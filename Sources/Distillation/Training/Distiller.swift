@@ -180,7 +180,7 @@ public final class Distiller {
     /// Saves weights, optimizer state and the data position into `dir/step-N`, written
     /// beside it and renamed into place, then removes older checkpoints but the last.
     public func saveCheckpoint(in dir: String) throws {
-        try FileSystem.makeDirectory(dir)
+        if try FileSystem.kind(of: dir) != .directory { try FileSystem.makeDirectory(dir) }
         let name = "step-\(String(repeating: "0", count: max(0, 8 - String(optimizer.step).count)))\(optimizer.step)"
         let final = FileSystem.join(dir, name)
         let temp = FileSystem.join(dir, ".\(name).tmp-\(getpid())")

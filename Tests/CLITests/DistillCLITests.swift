@@ -1,0 +1,74 @@
+import CheckpointIO
+import Foundation
+import TestSupport
+import XCTest
+
+/// The pipeline's last steps as a user runs them on a tiny model made here: prune, cache
+/// the teacher, distill (killed and resumed), evaluate the result.
+final class DistillCLITests: XCTestCase {
+    let teacher = fixturesPath + "/engine/tiny-llama.gguf"
+    let text = fixturesPath + "/logits/text.txt"
+
+    func crashRun(_ args: [String], after k: Int) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ckptBinary)
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(["CKPT_CRASH_AFTER": String(k)]) { $1 }
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    func testPruneCacheDistillResumeEvaluate() throws {
+        let dir = makeTemporaryDirectory()
+        let student = dir + "/student.gguf"
+        var r = try runCkpt(["prune", "--model", teacher, "--ffn", "64", "--method", "magnitude", "-o", student])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try runCkpt(["logits", "build", "--model", teacher, "--file", text, "--seq", "32", "--chunk-sequences", "6", "-o", dir + "/t.cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        // 27 sequences, 2 per step: steps 1–13 and 14–26 are two passes over the same data.
+        let base = ["distill", "--student", student, "--cache", dir + "/t.cache", "--batch", "2", "--lr", "3e-3",
+                    "--warmup", "1", "--checkpoint-every", "3", "--dtype", "f32"]
+        let common = base + ["--steps", "26"]
+        r = try runCkpt(common + ["--json", "--log", dir + "/log.csv", "-o", dir + "/whole.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotNil(try JSONParser.parse(Array(r.stdout.utf8))["last_kd_loss"]?.doubleValue)
+        let log = String(decoding: try FileSystem.readFile(dir + "/log.csv"), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(log.count, 27)
+        XCTAssertTrue(log[0].hasPrefix("step,tokens,kd_loss"))
+        let kd = log.dropFirst().map { Double($0.split(separator: ",")[2])! }
+        let pass1 = kd[0..<13].reduce(0, +) / 13, pass2 = kd[13..<26].reduce(0, +) / 13
+        XCTAssertLessThan(pass2, 0.9 * pass1, "second pass over the same sequences: \(kd)")
+
+        // Killed after step 7 (checkpoints at 3 and 6), resumed: the same file.
+        XCTAssertEqual(try crashRun(common + ["-o", dir + "/resumed.gguf"], after: 7), 137)
+        XCTAssertEqual(try FileSystem.list(directory: dir + "/resumed.gguf.checkpoints").sorted(), ["step-00000003", "step-00000006"])
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/resumed.gguf"), .missing)
+        r = try runCkpt(common + ["--resume", "-o", dir + "/resumed.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("resuming from step 6 of 26"), r.stderr)
+        XCTAssertEqual(try FileSystem.readFile(dir + "/resumed.gguf"), try FileSystem.readFile(dir + "/whole.gguf"))
+        // --resume with nothing to resume from says so and starts fresh.
+        r = try runCkpt(base + ["--resume", "--steps", "2", "-o", dir + "/fresh.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("starting fresh"), r.stderr)
+
+        // The student loads and scores text.
+        r = try runCkpt(["eval", "--model", dir + "/whole.gguf", "--file", text, "--ctx", "32", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotNil(try JSONParser.parse(Array(r.stdout.utf8))["ppl"]?.doubleValue)
+    }
+
+    func testRefusesACacheFromAnotherTokenizer() throws {
+        let dir = makeTemporaryDirectory()
+        // SmolLM2's cache with the tiny llama as student: other vocabulary.
+        var r = try runCkpt(["logits", "build", "--model", smolLM2Path, "--file", text, "--seq", "16", "--sequences", "1", "-o", dir + "/s.cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try runCkpt(["distill", "--student", teacher, "--cache", dir + "/s.cache", "--steps", "1", "-o", dir + "/x.gguf"])
+        XCTAssertEqual(r.status, 65)
+        XCTAssertTrue(r.stderr.contains("tokenizer"), r.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
+    }
+}
