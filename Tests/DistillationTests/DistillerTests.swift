@@ -121,6 +121,19 @@ final class DistillerTests: XCTestCase {
         XCTAssertEqual(try Tokenizers.forModel(path: dir + "/student-f16.gguf").files, try Tokenizers.forModel(path: Self.teacherPath).files)
     }
 
+    func testSafetensorsStudentWritesBackAsSafetensors() throws {
+        let dir = makeTemporaryDirectory()
+        let model = try DecoderModel(path: fixturesPath + "/engine/tiny-llama-hf")
+        let s = try TrainableDecoder(model: model)
+        for i in 0..<s.weights.count { s.weights[i] += 1e-3 * Float(i % 7) }
+        _ = try StudentWriter.write(s, source: model.checkpoint, to: dir + "/out", dtype: .f32)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/out/config.json"), .file)
+        let back = try TrainableDecoder(model: DecoderModel(path: dir + "/out"))
+        XCTAssertTrue(memcmp(back.weights.pointer, s.weights.pointer, s.weights.count * 4) == 0)
+        _ = try StudentWriter.write(s, source: model.checkpoint, to: dir + "/bf16")
+        XCTAssertEqual(try DecoderModel(path: dir + "/bf16").checkpoint.tensors.map(\.dtype.name).filter { $0 != "BF16" }, [])
+    }
+
     func testRefusesAnotherVocabularyAndReverseKLFromDraws() throws {
         let dir = makeTemporaryDirectory()
         let cache = try makeCache(dir, encoding: .sample(draws: 16, seed: 0))

@@ -41,8 +41,8 @@ final class TrainableDecoderTests: XCTestCase {
     }
 
     func testGradientsMatchFiniteDifferences() throws {
-        for name in ["tiny-llama", "tiny-qwen2"] {
-            let model = try DecoderModel(path: fixturesPath + "/engine/\(name).gguf")
+        for name in ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf"] {
+            let model = try DecoderModel(path: fixturesPath + "/engine/\(name)")
             let student = try TrainableDecoder(model: model)
             student.logitRows = 5  // several head blocks per sequence
             let tokens: [Int32] = [1, 17, 200, 45, 45, 9, 130, 77, 3, 250, 64, 12]
@@ -74,8 +74,9 @@ final class TrainableDecoderTests: XCTestCase {
     }
 
     func testForwardMatchesTheEngine() throws {
-        for name in ["tiny-llama", "tiny-qwen2"] {
-            let model = try DecoderModel(path: fixturesPath + "/engine/\(name).gguf")
+        // GGUF (llama.cpp's Q/K row order) and HF safetensors (NeoX RoPE layout).
+        for name in ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf"] {
+            let model = try DecoderModel(path: fixturesPath + "/engine/\(name)")
             let student = try TrainableDecoder(model: model)
             let tokens: [Int32] = [1, 5, 99, 240, 7, 7, 31, 180]
             var ours = [Float]()
