@@ -43,7 +43,11 @@ enum DistillCommand {
             .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
             .init("--checkpoint-every", value: "n", help: "Save a checkpoint every n steps (default: 0, none)."),
             .init("--resume", help: "Continue from the newest checkpoint in <out>.checkpoints/."),
-            .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds per step."),
+            .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds, held-out perplexity per step."),
+            .init("--eval-file", value: "file", help: "Held-out text: its perplexity (every position) is measured during training."),
+            .init("--eval-every", value: "n", help: "Steps between held-out measurements (default: a tenth of the run)."),
+            .init("--eval-chunks", value: "n", help: "Held-out sequences of the cache's length to score (default 4)."),
+            .init("--plot", value: "file.svg", help: "Draw the training loss and held-out perplexity over steps."),
             .init("--dtype", value: "type", help: "Trained tensors' type in the output: f16 (GGUF default), bf16 (safetensors default), f32, q8_0, …"),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
             .init("--force", help: "Replace an existing output."),
@@ -117,12 +121,30 @@ enum DistillCommand {
                 Console.err("ckpt: no checkpoint in \(checkpoints); starting fresh\n")
             }
         }
+        // Held-out sequences, made as the cache's are: BOS, then the text's tokens.
+        var heldOut: [[Int32]] = []
+        if let evalFile = args.value("--eval-file") {
+            let bytes = try FileSystem.readFile(evalFile, limit: 1 << 32)
+            let text = TeacherText(tokens: tokenizer.encode(bytes: bytes, special: false), length: cache.header.sequenceLength,
+                                   bos: cache.header.bos, identity: "")
+            if text.tokens.isEmpty { throw CheckpointError.malformed(path: evalFile, reason: "no tokens to score") }
+            heldOut = (0..<min(try args.int("--eval-chunks", default: 4, min: 1), text.sequenceCount)).map { text.sequence($0) }
+        }
+        let evalEvery = try args.int("--eval-every", default: max(1, total / 10), min: 1)
+        var curve: [(step: Int, loss: Double)] = [], heldCurve: [(step: Int, ppl: Double)] = []
+        func measureHeldOut(_ step: Int) -> Double? {
+            guard !heldOut.isEmpty else { return nil }
+            let ppl = exp(distiller.heldOutLoss(heldOut))
+            heldCurve.append((step, ppl))
+            return ppl
+        }
+        if let p = measureHeldOut(distiller.optimizer.step) { Console.err("ckpt: held-out perplexity at step \(distiller.optimizer.step): \(formatFixed(p, digits: 3))\n") }
         var log: OutputFile?
         var logAt = 0
         if let path = args.value("--log") {
             if try FileSystem.kind(of: path) != .missing { unlink(path) }
             let f = try OutputFile(creating: path)
-            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds\n".utf8)
+            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds,heldout_ppl\n".utf8)
             try head.withUnsafeBytes { try f.write($0, at: 0) }
             logAt = head.count
             log = f
@@ -142,8 +164,10 @@ enum DistillCommand {
                 if skipped > 10 && skipped * 2 > r.step - startStep { throw Distiller.Failure.mismatch("more than half of the steps were not finite: lower --lr") }
                 continue
             }
+            curve.append((r.step, ceWeight < 1 ? r.distillationLoss : r.crossEntropy))
+            let held = r.step % evalEvery == 0 || r.step == total ? measureHeldOut(r.step) : nil
             if let f = log {
-                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds)\n".utf8)
+                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds),\(held.map { "\($0)" } ?? "")\n".utf8)
                 try line.withUnsafeBytes { try f.write($0, at: logAt) }
                 logAt += line.count
             }
@@ -156,6 +180,10 @@ enum DistillCommand {
                        detail: "\(Int(Double(tokens) / max(elapsed, 1e-9))) tok/s loss \(formatFixed(ceWeight < 1 ? r.distillationLoss : r.crossEntropy, digits: 4)) lr \(String(format: r.learningRate)) RSS \(formatBytes(currentResidentBytes()))")
         }
         bar.finish()
+        if let plot = args.value("--plot") {
+            try FileSystem.writeAtomically(plot, Array(TrainingPlot.svg(loss: curve, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy",
+                                                                        heldOut: heldCurve).utf8))
+        }
         try log?.sync()
         try log?.close()
         let summary = try StudentWriter.write(student, source: model.checkpoint, to: out, dtype: dtype, overwrite: args.flag("--force"),
@@ -169,6 +197,8 @@ enum DistillCommand {
             if let first { w.double(first.distillationLoss, key: "first_kd_loss"); w.double(first.crossEntropy, key: "first_ce_loss") }
             if let last { w.double(last.distillationLoss, key: "last_kd_loss"); w.double(last.crossEntropy, key: "last_ce_loss") }
             w.int(skipped, key: "skipped_steps")
+            if let h = heldCurve.first { w.double(h.ppl, key: "first_heldout_ppl") }
+            if let h = heldCurve.last { w.double(h.ppl, key: "last_heldout_ppl") }
             w.double(seconds, key: "seconds")
             w.double(Double(tokens) / max(seconds, 1e-9), key: "tokens_per_s")
             if let peak = peakResidentBytes() { w.int(peak, key: "peak_rss_bytes") }
@@ -177,6 +207,42 @@ enum DistillCommand {
         } else {
             Console.out("\(out): \(total) steps, \(formatCount(tokens)) tokens in \(formatDuration(seconds)) (\(formatFixed(Double(tokens) / max(seconds, 1e-9), digits: 1)) tokens/s); \(ceWeight < 1 ? "distillation" : "cross-entropy") loss \(first.map { formatFixed(ceWeight < 1 ? $0.distillationLoss : $0.crossEntropy, digits: 4) } ?? "-") → \(last.map { formatFixed(ceWeight < 1 ? $0.distillationLoss : $0.crossEntropy, digits: 4) } ?? "-"); \(formatBytes(summary.bytesWritten)) written\n")
         }
+    }
+}
+
+/// Loss curves over steps as an SVG: the training loss per step, and the held-out
+/// perplexity where it was measured.
+enum TrainingPlot {
+    static func svg(loss: [(step: Int, loss: Double)], lossName: String, heldOut: [(step: Int, ppl: Double)]) -> String {
+        let w = 720.0, panel = 220.0, left = 60.0, right = 20.0, top = 30.0, gap = 60.0
+        let panels = heldOut.isEmpty ? 1 : 2
+        let h = top + Double(panels) * panel + Double(panels - 1) * gap + 40
+        let maxStep = Double(max(loss.last?.step ?? 1, heldOut.last?.step ?? 1, 1))
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        func draw(_ points: [(Double, Double)], title: String, y0: Double, color: String, markers: Bool) {
+            let ys = points.map(\.1).filter(\.isFinite)
+            guard let lo = ys.min(), let hi = ys.max() else { return }
+            let span = hi > lo ? hi - lo : max(abs(hi), 1) * 0.1
+            let (a, b) = (lo - 0.05 * span, hi + 0.05 * span)
+            func x(_ v: Double) -> Double { left + (w - left - right) * v / maxStep }
+            func y(_ v: Double) -> Double { y0 + panel - panel * (v - a) / (b - a) }
+            s += "<text x=\"\(left)\" y=\"\(y0 - 8)\" font-size=\"13\">\(title)</text>\n"
+            s += "<rect x=\"\(left)\" y=\"\(y0)\" width=\"\(w - left - right)\" height=\"\(panel)\" fill=\"none\" stroke=\"#999\"/>\n"
+            for k in 0...4 {
+                let v = a + (b - a) * Double(k) / 4
+                s += "<text x=\"\(left - 6)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(formatFixed(v, digits: 3))</text>\n"
+            }
+            let pts = points.filter { $0.1.isFinite }.map { "\(formatFixed(x($0.0), digits: 1)),\(formatFixed(y($0.1), digits: 1))" }
+            s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\" points=\"\(pts.joined(separator: " "))\"/>\n"
+            if markers { for p in pts { let c = p.split(separator: ","); s += "<circle cx=\"\(c[0])\" cy=\"\(c[1])\" r=\"3\" fill=\"\(color)\"/>\n" } }
+            s += "<text x=\"\(w - right)\" y=\"\(y0 + panel + 16)\" text-anchor=\"end\">step (of \(Int(maxStep)))</text>\n"
+        }
+        draw(loss.map { (Double($0.step), $0.loss) }, title: "training \(lossName) per token", y0: top, color: "#1f77b4", markers: false)
+        if !heldOut.isEmpty {
+            draw(heldOut.map { (Double($0.step), $0.ppl) }, title: "held-out perplexity (every position)", y0: top + panel + gap, color: "#d62728", markers: true)
+        }
+        return s + "</svg>\n"
     }
 }
 

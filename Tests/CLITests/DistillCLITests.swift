@@ -32,13 +32,21 @@ final class DistillCLITests: XCTestCase {
         let base = ["distill", "--student", student, "--cache", dir + "/t.cache", "--batch", "2", "--lr", "3e-3",
                     "--warmup", "1", "--checkpoint-every", "3", "--dtype", "f32"]
         let common = base + ["--steps", "26"]
-        r = try runCkpt(common + ["--json", "--log", dir + "/log.csv", "-o", dir + "/whole.gguf"])
+        // Held-out measurements and the plot ride along; they must not change the training.
+        r = try runCkpt(common + ["--json", "--log", dir + "/log.csv", "--eval-file", text, "--eval-every", "13", "--eval-chunks", "3",
+                                  "--plot", dir + "/curves.svg", "-o", dir + "/whole.gguf"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertNotNil(try JSONParser.parse(Array(r.stdout.utf8))["last_kd_loss"]?.doubleValue)
+        let j = try JSONParser.parse(Array(r.stdout.utf8))
+        XCTAssertNotNil(j["last_kd_loss"]?.doubleValue)
+        let h0 = try XCTUnwrap(j["first_heldout_ppl"]?.doubleValue), h1 = try XCTUnwrap(j["last_heldout_ppl"]?.doubleValue)
+        XCTAssertLessThan(h1, h0, r.stdout)
+        let svg = String(decoding: try FileSystem.readFile(dir + "/curves.svg"), as: UTF8.self)
+        XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("held-out perplexity") && svg.hasSuffix("</svg>\n"))
         let log = String(decoding: try FileSystem.readFile(dir + "/log.csv"), as: UTF8.self).split(separator: "\n")
         XCTAssertEqual(log.count, 27)
         XCTAssertTrue(log[0].hasPrefix("step,tokens,kd_loss"))
-        let kd = log.dropFirst().map { Double($0.split(separator: ",")[2])! }
+        XCTAssertEqual(log.filter { !$0.hasSuffix(",") }.count, 3, "header and two held-out measurements (steps 13 and 26)")
+        let kd = log.dropFirst().map { Double($0.split(separator: ",", omittingEmptySubsequences: false)[2])! }
         let pass1 = kd[0..<13].reduce(0, +) / 13, pass2 = kd[13..<26].reduce(0, +) / 13
         XCTAssertLessThan(pass2, 0.9 * pass1, "second pass over the same sequences: \(kd)")
 

@@ -175,6 +175,20 @@ public final class Distiller {
                           learningRate: lr, gradientNorm: outcome.gradientNorm, skipped: outcome.skipped, seconds: monotonicSeconds() - t0)
     }
 
+    /// Mean negative log-likelihood per predicted token of held-out sequences (forward
+    /// only, no gradients): exp of it is the perplexity.
+    public func heldOutLoss(_ sequences: [[Int32]]) -> Double {
+        var nll = 0.0, count = 0
+        for seq in sequences where seq.count > 1 {
+            nll += student.forwardBackward(seq, backward: false) { [losses] r0, n, logits, grad in
+                let labels = (r0..<(r0 + n)).map { $0 + 1 < seq.count ? seq[$0 + 1] : -1 }
+                return losses.crossEntropy(logits: logits, labels: labels, scale: 0, grad: grad).reduce(0, +)
+            }
+            count += seq.count - 1
+        }
+        return count > 0 ? nll / Double(count) : .nan
+    }
+
     // MARK: checkpoints
 
     /// Saves weights, optimizer state and the data position into `dir/step-N`, written

@@ -147,9 +147,9 @@ public final class TrainableDecoder {
         spec.slidingWindow > 0 && (spec.slidingLayers.isEmpty || spec.slidingLayers.contains(layer)) ? Int32(spec.slidingWindow) : 0
     }
 
-    /// Runs one sequence forward and backward, adding its gradients into `grads`; returns
-    /// the loss the head reports, summed over positions.
-    public func forwardBackward(_ tokens: [Int32], loss head: LossHead) -> Double {
+    /// Runs one sequence forward and (unless `backward` is false) backward, adding its
+    /// gradients into `grads`; returns the loss the head reports, summed over positions.
+    public func forwardBackward(_ tokens: [Int32], backward: Bool = true, loss head: LossHead) -> Double {
         let s = spec, T = tokens.count, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim
         let a = activations(T)
         let neox: Int32 = s.ropeNeox ? 1 : 0
@@ -192,9 +192,10 @@ public final class TrainableDecoder {
             ckpt_linear_forward(a.xf.pointer + r0 * C, Int64(n), Int64(C), headWeight, Int64(V), a.logits.pointer)
             memset(a.dlogits.pointer, 0, n * V * 4)
             total += head(r0, n, a.logits.pointer, a.dlogits.pointer)
-            ckpt_linear_backward(a.dlogits.pointer, a.xf.pointer + r0 * C, headWeight, Int64(n), Int64(C), Int64(V), a.dxn.pointer + r0 * C, headGrad)
+            if backward { ckpt_linear_backward(a.dlogits.pointer, a.xf.pointer + r0 * C, headWeight, Int64(n), Int64(C), Int64(V), a.dxn.pointer + r0 * C, headGrad) }
             r0 += n
         }
+        if !backward { return total }
         // Backward.
         let dx = a.dx
         ckpt_rmsnorm_backward(a.dxn.pointer, a.xfin.pointer, weight(.finalNorm), a.rstdF.pointer, Int64(T), Int64(C), dx.pointer, grad(.finalNorm))
