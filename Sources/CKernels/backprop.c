@@ -265,3 +265,89 @@ double ckpt_sum_squares(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
     return s;
 }
+
+// ---- AdamW with 8-bit blockwise state ---------------------------------------------------------
+// Each block of 256 moments keeps one f32 scale (its largest magnitude) and a byte per value
+// on a logarithmic grid below it, as bitsandbytes' dynamic maps do, so small moments beside
+// large ones keep their relative precision. m: sign bit + 7-bit code, |m| = s·2^(−q/8)
+// (q = 127: zero; steps of 9%, down to 1.6e-5·s). v is kept as √v, the quantity the update
+// divides by: 8-bit code, √v = s·2^(−q/16) (q = 255: zero; steps of 4.4%, down to 1.6e-5·s,
+// so v spans ten decades in a block: a v rounded to zero would blow its weight's step up).
+
+static inline float m_decode(uint8_t c, float s) {
+    const int q = c & 0x7F;
+    if (q == 127) return 0;
+    const float a = s * exp2f(-(float)q / 8);
+    return c & 0x80 ? -a : a;
+}
+
+static inline uint8_t m_encode(float x, float s) {
+    if (x == 0 || s == 0) return 127;
+    float q = -8 * log2f(fabsf(x) / s);
+    int qi = (int)(q + 0.5f);
+    if (qi < 0) qi = 0;
+    if (qi > 126) return 127;
+    return (uint8_t)(qi | (x < 0 ? 0x80 : 0));
+}
+
+static inline float v_decode(uint8_t c, float s) {
+    if (c == 255) return 0;
+    const float r = s * exp2f(-(float)c / 16);
+    return r * r;
+}
+
+// x is v, s is the block's largest √v.
+static inline uint8_t v_encode(float x, float s) {
+    if (x <= 0 || s == 0) return 255;
+    int qi = (int)(-16 * log2f(sqrtf(x) / s) + 0.5f);
+    if (qi < 0) qi = 0;
+    return qi > 254 ? 255 : (uint8_t)qi;
+}
+
+typedef struct {
+    float *w;
+    const float *g;
+    uint8_t *mq, *vq;
+    float *ms, *vs;
+    int64_t n;
+    float lr, beta1, beta2, eps, decay, grad_scale;
+    double bc1, bc2;
+} adamw8_job;
+
+static void adamw8_task(void *ctx, int64_t task, int thread) {
+    (void)thread;
+    const adamw8_job *j = ctx;
+    const float c1 = (float)(1.0 / j->bc1), c2 = (float)(1.0 / j->bc2);
+    for (int64_t blk = task * 64; blk < (task + 1) * 64; blk++) {
+        const int64_t a = blk * CKPT_STATE_BLOCK;
+        if (a >= j->n) return;
+        const int64_t b = a + CKPT_STATE_BLOCK < j->n ? a + CKPT_STATE_BLOCK : j->n;
+        float m[CKPT_STATE_BLOCK], v[CKPT_STATE_BLOCK];
+        float mmax = 0, vmax = 0;
+        for (int64_t i = a; i < b; i++) {
+            const float g = j->g[i] * j->grad_scale;
+            const float mi = j->beta1 * m_decode(j->mq[i], j->ms[blk]) + (1 - j->beta1) * g;
+            const float vi = j->beta2 * v_decode(j->vq[i], j->vs[blk]) + (1 - j->beta2) * g * g;
+            m[i - a] = mi;
+            v[i - a] = vi;
+            if (fabsf(mi) > mmax) mmax = fabsf(mi);
+            if (vi > vmax) vmax = vi;
+            j->w[i] -= j->lr * ((mi * c1) / (sqrtf(vi * c2) + j->eps) + j->decay * j->w[i]);
+        }
+        vmax = sqrtf(vmax);
+        j->ms[blk] = mmax;
+        j->vs[blk] = vmax;
+        for (int64_t i = a; i < b; i++) {
+            j->mq[i] = m_encode(m[i - a], mmax);
+            j->vq[i] = v_encode(v[i - a], vmax);
+        }
+    }
+}
+
+void ckpt_adamw_update_8bit(float *w, const float *g, uint8_t *m_codes, float *m_scales, uint8_t *v_codes, float *v_scales, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float decay, float grad_scale, int64_t step) {
+    adamw8_job j = { w, g, m_codes, v_codes, m_scales, v_scales, n, lr, beta1, beta2, eps, decay, grad_scale,
+                     1 - pow(beta1, (double)step), 1 - pow(beta2, (double)step) };
+    const int64_t blocks = (n + CKPT_STATE_BLOCK - 1) / CKPT_STATE_BLOCK;
+    ckpt_pool_run((blocks + 63) / 64, adamw8_task, &j);
+}

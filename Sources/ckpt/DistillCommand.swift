@@ -41,6 +41,7 @@ enum DistillCommand {
             .init("--temperature", value: "t", help: "Temperature of the student's softmax (default: the cache's)."),
             .init("--ce-weight", value: "w", help: "Weight of cross-entropy on the tokens, 0…1 (default 0)."),
             .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
+            .init("--optimizer-state", value: "kind", help: "f32 (default) or 8bit: AdamW's moments in 8 bits per value, blockwise (about 4× less memory)."),
             .init("--checkpoint-every", value: "n", help: "Save a checkpoint every n steps (default: 0, none)."),
             .init("--resume", help: "Continue from the newest checkpoint in <out>.checkpoints/."),
             .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds, held-out perplexity per step."),
@@ -111,6 +112,11 @@ enum DistillCommand {
         guard let seed = UInt64(args.value("--seed") ?? "0") else { throw UsageError(message: "--seed must be a non-negative integer", command: "distill") }
         settings.seed = seed
         settings.checkpointEvery = try args.int("--checkpoint-every", default: 0, min: 0)
+        switch args.value("--optimizer-state") ?? "f32" {
+        case "f32": settings.eightBitState = false
+        case "8bit": settings.eightBitState = true
+        case let other: throw UsageError(message: "--optimizer-state must be f32 or 8bit, not '\(other)'", command: "distill")
+        }
         let distiller = try Distiller(student: student, cache: cache, settings: settings)
         let checkpoints = out + ".checkpoints"
         if args.flag("--resume") {
@@ -197,6 +203,7 @@ enum DistillCommand {
             if let first { w.double(first.distillationLoss, key: "first_kd_loss"); w.double(first.crossEntropy, key: "first_ce_loss") }
             if let last { w.double(last.distillationLoss, key: "last_kd_loss"); w.double(last.crossEntropy, key: "last_ce_loss") }
             w.int(skipped, key: "skipped_steps")
+            w.int(distiller.optimizer.stateBytes, key: "optimizer_state_bytes")
             if let h = heldCurve.first { w.double(h.ppl, key: "first_heldout_ppl") }
             if let h = heldCurve.last { w.double(h.ppl, key: "last_heldout_ppl") }
             w.double(seconds, key: "seconds")

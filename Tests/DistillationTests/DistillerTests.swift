@@ -35,10 +35,13 @@ final class DistillerTests: XCTestCase {
         return (model, s)
     }
 
+    var eightBit = false
+
     func settings(steps: Int) -> Distiller.Settings {
         var s = Distiller.Settings(steps: steps, schedule: LearningRateSchedule(peak: 3e-3, minimum: 3e-4, warmup: 2, steps: steps))
         s.batch = 3
         s.seed = 5
+        s.eightBitState = eightBit
         return s
     }
 
@@ -57,6 +60,29 @@ final class DistillerTests: XCTestCase {
             let start = losses.prefix(5).reduce(0, +) / 5, end = losses.suffix(5).reduce(0, +) / 5
             XCTAssertLessThan(end, 0.5 * start, "\(encoding.name): \(losses.map { ($0 * 1000).rounded() / 1000 })")
         }
+    }
+
+    func testResumedRunEndsBitIdenticalWithEightBitState() throws {
+        eightBit = true
+        try testResumedRunEndsBitIdentical()
+    }
+
+    func testEightBitStateTrainsAsWellAsF32() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 16))
+        var ends: [Double] = []
+        var bytes: [Int] = []
+        for eight in [false, true] {
+            eightBit = eight
+            let (_, student) = try damagedStudent()
+            let d = try Distiller(student: student, cache: cache, settings: settings(steps: 40))
+            var losses: [Double] = []
+            for _ in 0..<40 { losses.append(try d.step().distillationLoss) }
+            ends.append(losses.suffix(8).reduce(0, +) / 8)
+            bytes.append(d.optimizer.stateBytes)
+        }
+        XCTAssertLessThan(abs(ends[1] - ends[0]), 0.05 * ends[0], "f32 state \(ends[0]), 8-bit state \(ends[1])")
+        XCTAssertLessThan(Double(bytes[1]), 0.26 * Double(bytes[0]))
     }
 
     func testResumedRunEndsBitIdentical() throws {
@@ -83,7 +109,9 @@ final class DistillerTests: XCTestCase {
         while resumed.optimizer.step < 10 { _ = try resumed.step() }
         XCTAssertEqual(resumed.position, straight.position)
         XCTAssertTrue(memcmp(a.weights.pointer, c.weights.pointer, a.weights.count * 4) == 0, "weights differ after resuming")
-        XCTAssertTrue(memcmp(straight.optimizer.v.pointer, resumed.optimizer.v.pointer, a.weights.count * 4) == 0)
+        for (x, y) in zip(straight.optimizer.state, resumed.optimizer.state) {
+            XCTAssertTrue(memcmp(x.bytes.baseAddress!, y.bytes.baseAddress!, x.bytes.count) == 0, x.name)
+        }
         // Other settings do not resume from it.
         var other = settings(steps: 10)
         other.seed = 6

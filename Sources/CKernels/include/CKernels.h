@@ -202,6 +202,12 @@ void ckpt_adamw_update(float *w, const float *g, float *m, float *v, int64_t n, 
                        float decay, float grad_scale, int64_t step);
 /// Σ x², in double (NaN or Inf propagate).
 double ckpt_sum_squares(const float *x, int64_t n);
+/// Moments per scale of the 8-bit optimizer state.
+#define CKPT_STATE_BLOCK 256
+/// The same step with both moments kept in 8 bits per value (logarithmic codes under one
+/// f32 scale per CKPT_STATE_BLOCK values; a fresh state is all codes 127 / 255, scales 0).
+void ckpt_adamw_update_8bit(float *w, const float *g, uint8_t *m_codes, float *m_scales, uint8_t *v_codes, float *v_scales, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float decay, float grad_scale, int64_t step);
 int64_t ckpt_attention_scratch_floats(int64_t nkv, int head_dim);
 void ckpt_add(float *y, const float *x, int64_t n);
 void ckpt_scale(float *y, float s, int64_t n);

@@ -23,6 +23,8 @@ public final class Distiller {
         public var weightDecay: Double = 0.1
         public var seed: UInt64 = 0
         public var checkpointEvery: Int = 0
+        /// Keep AdamW's moments in 8 bits per value (blockwise, logarithmic codes).
+        public var eightBitState = false
 
         public init(steps: Int, schedule: LearningRateSchedule) {
             self.steps = steps
@@ -31,7 +33,7 @@ public final class Distiller {
 
         /// What must match for a checkpoint to be resumed under these settings.
         var fingerprint: String {
-            "\(loss.rawValue) T\(temperature) ce\(crossEntropyWeight) steps\(steps) batch\(batch) lr\(schedule.peak)/\(schedule.minimum)/\(schedule.warmup) clip\(clip) wd\(weightDecay) seed\(seed)"
+            "\(loss.rawValue) T\(temperature) ce\(crossEntropyWeight) steps\(steps) batch\(batch) lr\(schedule.peak)/\(schedule.minimum)/\(schedule.warmup) clip\(clip) wd\(weightDecay) seed\(seed)\(eightBitState ? " state8" : "")"
         }
     }
 
@@ -84,7 +86,7 @@ public final class Distiller {
         self.student = student
         self.cache = cache
         self.settings = settings
-        optimizer = AdamW(parameters: student.parameterCount)
+        optimizer = AdamW(parameters: student.parameterCount, slots: student.slots, eightBit: settings.eightBitState)
         optimizer.clip = settings.clip
         optimizer.weightDecay = Float(settings.weightDecay)
         losses = LossKernels(vocab: student.spec.vocab)
@@ -201,8 +203,10 @@ public final class Distiller {
         FileSystem.removeTree(temp)
         try FileSystem.makeDirectory(temp)
         var crcs: [String: UInt32] = [:]
-        for (file, buffer) in [("weights.f32", student.weights), ("adam_m.f32", optimizer.m), ("adam_v.f32", optimizer.v)] {
-            let raw = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
+        let buffers = [("weights.f32", UnsafeMutableRawBufferPointer(start: student.weights.pointer, count: student.weights.count * 4))]
+            + optimizer.state.map { ($0.name, $0.bytes) }
+        for (file, buffer) in buffers {
+            let raw = UnsafeRawBufferPointer(buffer)
             let out = try OutputFile(creating: FileSystem.join(temp, file))
             try out.write(raw, at: 0)
             try out.sync()
@@ -265,16 +269,18 @@ public final class Distiller {
               let si = state["sequence_in_chunk"]?.nonNegativeInt else {
             throw CheckpointError.malformed(path: path, reason: "state.json is incomplete")
         }
-        var loaded: [(FloatBuffer, [UInt8])] = []
-        for (file, buffer) in [("weights.f32", student.weights), ("adam_m.f32", optimizer.m), ("adam_v.f32", optimizer.v)] {
+        var loaded: [(UnsafeMutableRawBufferPointer, [UInt8])] = []
+        let buffers = [("weights.f32", UnsafeMutableRawBufferPointer(start: student.weights.pointer, count: student.weights.count * 4))]
+            + optimizer.state.map { ($0.name, $0.bytes) }
+        for (file, buffer) in buffers {
             let bytes = try FileSystem.readFile(FileSystem.join(path, file), limit: 1 << 40)
-            guard bytes.count == buffer.count * 4 else { throw CheckpointError.malformed(path: path, reason: "\(file) has \(bytes.count) bytes, expected \(buffer.count * 4)") }
+            guard bytes.count == buffer.count else { throw CheckpointError.malformed(path: path, reason: "\(file) has \(bytes.count) bytes, expected \(buffer.count)") }
             let crc = bytes.withUnsafeBytes { ckpt_crc32c(0, $0.baseAddress, Int64($0.count)) }
             guard state["crc32c"]?[file]?.nonNegativeInt == Int(crc) else { throw CheckpointError.malformed(path: path, reason: "\(file) fails its checksum") }
             loaded.append((buffer, bytes))
         }
         // Everything checked: now overwrite the live state.
-        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { memcpy(buffer.pointer, $0.baseAddress!, $0.count) } }
+        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { memcpy(buffer.baseAddress!, $0.baseAddress!, $0.count) } }
         optimizer.setStep(step)
         position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
         order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)
