@@ -28,7 +28,6 @@ typedef struct {
     float *packs;
     int64_t pack_floats;
     int accumulate;
-    float *tiles;
 } gemm_job;
 
 static void gemm_task(void *ctx, int64_t task, int thread) {
@@ -37,14 +36,8 @@ static void gemm_task(void *ctx, int64_t task, int thread) {
     const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
     const float *w = j->transposed ? j->w + r0 : j->w + r0 * j->ldw;
     float *pack = j->packs + (int64_t)thread * j->pack_floats;
-    if (!j->accumulate) {
-        ckpt_gemm_f32(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, j->y + r0, j->ldy, pack);
-        return;
-    }
-    float *tile = j->tiles + (int64_t)thread * j->nt * CKPT_PANEL_ROWS;
-    ckpt_gemm_f32(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, tile, CKPT_PANEL_ROWS, pack);
-    for (int64_t t = 0; t < j->nt; t++)
-        for (int64_t r = 0; r < nr; r++) j->y[t * j->ldy + r0 + r] += tile[t * CKPT_PANEL_ROWS + r];
+    if (j->accumulate) ckpt_gemm_f32_add(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, j->y + r0, j->ldy, pack);
+    else ckpt_gemm_f32(w, j->ldw, j->transposed, nr, j->k, j->x, j->ldx, j->nt, j->y + r0, j->ldy, pack);
 }
 
 // y[t·ldy + r] (=, or += when accumulate) Σ_i W(r, i) · x[t·ldx + i], on the pool.
@@ -52,12 +45,10 @@ static void gemm_mt(const float *w, int64_t ldw, int transposed, int64_t rows, i
                     float *y, int64_t ldy, int accumulate) {
     const int threads = ckpt_pool_threads();
     const int64_t pack_floats = CKPT_PANEL_ROWS * k + 32;
-    gemm_job j = { w, ldw, transposed, rows, k, x, ldx, nt, y, ldy, NULL, pack_floats, accumulate, NULL };
+    gemm_job j = { w, ldw, transposed, rows, k, x, ldx, nt, y, ldy, NULL, pack_floats, accumulate };
     j.packs = checked_malloc(sizeof(float) * (size_t)(threads * pack_floats));
-    if (accumulate) j.tiles = checked_malloc(sizeof(float) * (size_t)(threads * nt * CKPT_PANEL_ROWS));
     ckpt_pool_run((rows + CKPT_PANEL_ROWS - 1) / CKPT_PANEL_ROWS, gemm_task, &j);
     free(j.packs);
-    free(j.tiles);
 }
 
 void ckpt_linear_forward(const float *x, int64_t ntok, int64_t in, const float *w, int64_t out, float *y) {

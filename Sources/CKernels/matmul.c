@@ -134,12 +134,13 @@ static inline void packed_6x16(const float *wp, int64_t k, const float *x0, int6
 // broadcast activations in twelve independent FMAs; outputs come out row-contiguous.
 __attribute__((target("avx2,fma")))
 static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, int64_t ldx,
-                        int64_t nt, float *y, int64_t ldy) {
+                        int64_t nt, float *y, int64_t ldy, int add) {
     for (int64_t k0 = 0; k0 < k; k0 += KC) {
         const int64_t kc = k - k0 < KC ? k - k0 : KC;
         const float *w = wp + k0 * CKPT_PANEL_ROWS;
+        const int acc = add || k0 > 0;
         int64_t t = 0;
-        for (; t + 6 <= nt; t += 6) packed_6x16(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, nr, k0 > 0);
+        for (; t + 6 <= nt; t += 6) packed_6x16(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, nr, acc);
         for (; t < nt; t++) {
             const float *xt = x + t * ldx + k0;
             __m256 a = _mm256_setzero_ps(), b = a;
@@ -152,7 +153,7 @@ static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, 
             float tmp[CKPT_PANEL_ROWS];
             _mm256_storeu_ps(tmp, a); _mm256_storeu_ps(tmp + 8, b);
             float *yt = y + t * ldy;
-            for (int64_t r = 0; r < nr; r++) yt[r] = k0 > 0 ? yt[r] + tmp[r] : tmp[r];
+            for (int64_t r = 0; r < nr; r++) yt[r] = acc ? yt[r] + tmp[r] : tmp[r];
         }
     }
 }
@@ -185,8 +186,8 @@ static void rows_dot_avx2(const float *w, int64_t nr, int64_t k, const float *x,
 
 // ---- single-threaded f32 GEMM over strided operands (attention's QKᵀ and PV) -------------
 
-void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
-                   const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack) {
+static void gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                     const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack, int add) {
     float *packed = align64(pack);
     for (int64_t r0 = 0; r0 < rows; r0 += CKPT_PANEL_ROWS) {
         const int64_t nr = rows - r0 < CKPT_PANEL_ROWS ? rows - r0 : CKPT_PANEL_ROWS;
@@ -194,7 +195,7 @@ void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, in
 #if defined(__x86_64__)
         if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) {
             pack_panel(wr, ldw, transposed, nr, k, packed);
-            packed_avx2(packed, nr, k, x, ldx, nt, y + r0, ldy);
+            packed_avx2(packed, nr, k, x, ldx, nt, y + r0, ldy, add);
             continue;
         }
 #endif
@@ -202,9 +203,19 @@ void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, in
             for (int64_t r = 0; r < nr; r++) {
                 float acc = 0;
                 for (int64_t i = 0; i < k; i++) acc += (transposed ? wr[i * ldw + r] : wr[r * ldw + i]) * x[t * ldx + i];
-                y[t * ldy + r0 + r] = acc;
+                y[t * ldy + r0 + r] = add ? y[t * ldy + r0 + r] + acc : acc;
             }
     }
+}
+
+void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                   const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack) {
+    gemm_f32(w, ldw, transposed, rows, k, x, ldx, nt, y, ldy, pack, 0);
+}
+
+void ckpt_gemm_f32_add(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                       const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack) {
+    gemm_f32(w, ldw, transposed, rows, k, x, ldx, nt, y, ldy, pack, 1);
 }
 
 // ---- driver ----------------------------------------------------------------------------
@@ -251,7 +262,7 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
         pack_panel(rows, j->k, 0, nr, j->k, packed);
         for (int64_t t0 = 0; t0 < j->ntok; t0 += TOKEN_SLICE) {
             const int64_t nt = j->ntok - t0 < TOKEN_SLICE ? j->ntok - t0 : TOKEN_SLICE;
-            packed_avx2(packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy);
+            packed_avx2(packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy, 0);
         }
         return;
     }

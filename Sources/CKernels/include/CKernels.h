@@ -109,6 +109,9 @@ void ckpt_round_f16(float *x, int64_t n);
 /// w[r*ldw + i], or w[i*ldw + r] when `transposed`. `pack` holds CKPT_PANEL_ROWS·k + 16 floats.
 void ckpt_gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
                    const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack);
+/// The same, adding into y instead of overwriting it.
+void ckpt_gemm_f32_add(const float *w, int64_t ldw, int transposed, int64_t rows, int64_t k,
+                       const float *x, int64_t ldx, int64_t nt, float *y, int64_t ldy, float *pack);
 
 /// For attention-head importance: norms[t·heads + h] = ‖W[:, h·hd … (h+1)·hd) · o[t, h·hd … (h+1)·hd)‖₂,
 /// with W the f32 output projection (`rows` = hidden rows, row stride ldw) and o the
