@@ -126,8 +126,9 @@ static inline int64_t first_key(int64_t t, int window) { return window > 0 && t 
 
 // Per head, everything is a product of [T, d] and [T, T] matrices, done by the packed GEMM:
 // S = Q Kᵀ, P = softmax(mask(S·scale)), O = P V; backward dP = dO Vᵀ, dS = P ⊙ (dP − Σ P⊙dP),
-// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO (the upper triangle is computed and then ignored: at these
-// sizes the GEMM's speed more than pays for it).
+// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO. Queries go in blocks of QB rows against only the keys
+// the block can see, which skips most of the masked upper triangle.
+#define QB 64
 
 static void attn_forward_task(void *ctx, int64_t h, int thread) {
     (void)thread;
@@ -136,19 +137,22 @@ static void attn_forward_task(void *ctx, int64_t h, int thread) {
     const int64_t kvh = h / (j->heads / j->kv_heads);
     float *P = j->probs + h * T * T;
     float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
-    ckpt_gemm_f32(j->k + kvh * d, ldk, 0, T, d, j->q + h * d, ldq, T, P, T, pack);
-    for (int64_t t = 0; t < T; t++) {
-        float *p = P + t * T;
-        const int64_t k0 = first_key(t, j->window);
-        float mx = -INFINITY;
-        for (int64_t s = k0; s <= t; s++) { p[s] *= j->scale; if (p[s] > mx) mx = p[s]; }
-        double sum = 0;
-        for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t s = 0; s < T; s++) p[s] = s >= k0 && s <= t ? p[s] * inv : 0;
+    for (int64_t t0 = 0; t0 < T; t0 += QB) {
+        const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window);
+        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, j->q + t0 * ldq + h * d, ldq, t1 - t0, P + t0 * T + kb, T, pack);
+        for (int64_t t = t0; t < t1; t++) {
+            float *p = P + t * T;
+            const int64_t k0 = first_key(t, j->window);
+            float mx = -INFINITY;
+            for (int64_t s = k0; s <= t; s++) { p[s] *= j->scale; if (p[s] > mx) mx = p[s]; }
+            double sum = 0;
+            for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+            const float inv = (float)(1.0 / sum);
+            for (int64_t s = 0; s < T; s++) p[s] = s >= k0 && s <= t ? p[s] * inv : 0;
+        }
+        // O[t, i] = Σ_s P[t, s] V[s, i]: V read transposed.
+        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, P + t0 * T + kb, T, t1 - t0, j->out + t0 * ldq + h * d, ldq, pack);
     }
-    // O[t, i] = Σ_s P[t, s] V[s, i]: V read transposed.
-    ckpt_gemm_f32(j->v + kvh * d, ldk, 1, d, T, P, T, T, j->out + h * d, ldq, pack);
     free(pack);
 }
 
@@ -166,32 +170,38 @@ static void attn_backward_task(void *ctx, int64_t h, int thread) {
     const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
     const int64_t kvh = h / (j->heads / j->kv_heads);
     const float *P = j->probs + h * T * T;
-    float *dP = checked_malloc(sizeof(float) * (size_t)(T * T));
+    float *dS = checked_malloc(sizeof(float) * (size_t)(T * T));
     float *tr = checked_malloc(sizeof(float) * (size_t)(T * T));
     float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
     const float *go = j->dout + h * d;
-    // dP = dO Vᵀ
-    ckpt_gemm_f32(j->v + kvh * d, ldk, 0, T, d, go, ldq, T, dP, T, pack);
-    // dV_h = Pᵀ dO: rows i of dO (read transposed) against "tokens" s of Pᵀ.
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t s = 0; s < T; s++) tr[s * T + t] = P[t * T + s];
-    ckpt_gemm_f32(go, ldq, 1, d, T, tr, T, T, j->dv + h * T * d, d, pack);
-    // dS = P ⊙ (dP − Σ P⊙dP) · scale, in place of dP.
-    for (int64_t t = 0; t < T; t++) {
-        const float *p = P + t * T;
-        float *g = dP + t * T;
-        const int64_t k0 = first_key(t, j->window);
-        double dot = 0;
-        for (int64_t s = k0; s <= t; s++) dot += (double)p[s] * g[s];
-        for (int64_t s = 0; s < T; s++) g[s] = s >= k0 && s <= t ? p[s] * (g[s] - (float)dot) * j->scale : 0;
+    for (int64_t t0 = 0; t0 < T; t0 += QB) {
+        const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window);
+        // dP = dO Vᵀ on the visible keys, then dS = P ⊙ (dP − Σ P⊙dP) · scale in place.
+        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, go + t0 * ldq, ldq, t1 - t0, dS + t0 * T + kb, T, pack);
+        for (int64_t t = t0; t < t1; t++) {
+            const float *p = P + t * T;
+            float *g = dS + t * T;
+            const int64_t k0 = first_key(t, j->window);
+            double dot = 0;
+            for (int64_t s = k0; s <= t; s++) dot += (double)p[s] * g[s];
+            for (int64_t s = 0; s < T; s++) g[s] = s >= k0 && s <= t ? p[s] * (g[s] - (float)dot) * j->scale : 0;
+        }
+        // dQ = dS K
+        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, dS + t0 * T + kb, T, t1 - t0, j->dq + t0 * ldq + h * d, ldq, pack);
     }
-    // dQ = dS K
-    ckpt_gemm_f32(j->k + kvh * d, ldk, 1, d, T, dP, T, T, j->dq + h * d, ldq, pack);
-    // dK_h = dSᵀ Q
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t s = 0; s < T; s++) tr[s * T + t] = dP[t * T + s];
-    ckpt_gemm_f32(j->q + h * d, ldq, 1, d, T, tr, T, T, j->dk + h * T * d, d, pack);
-    free(dP);
+    // dV = Pᵀ dO and dK = dSᵀ Q, a block of keys at a time against the queries that see them.
+    float *dv = j->dv + h * T * d, *dk = j->dk + h * T * d;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *M = pass == 0 ? P : dS;
+        for (int64_t s0 = 0; s0 < T; s0 += QB) {
+            const int64_t s1 = s0 + QB < T ? s0 + QB : T;
+            for (int64_t s = s0; s < s1; s++)
+                for (int64_t t = s0; t < T; t++) tr[s * T + t] = M[t * T + s];
+            if (pass == 0) ckpt_gemm_f32(go + s0 * ldq, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dv + s0 * d, d, pack);
+            else ckpt_gemm_f32(j->q + s0 * ldq + h * d, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dk + s0 * d, d, pack);
+        }
+    }
+    free(dS);
     free(tr);
     free(pack);
 }

@@ -102,11 +102,19 @@ final class BackpropTests: XCTestCase {
     }
 
     func testCausalAttentionWithGroupedKVHeads() {
-        let T = 9, H = 4, Hkv = 2, d = 6
+        // 9 tokens: one block of queries; 150: three (the kernel takes 64 at a time), the
+        // window reaching back across a block boundary.
+        for (T, windows) in [(9, [Int32(0), 4]), (150, [Int32(0), 70])] {
+            attentionCase(T: T, windows: windows, samples: T > 64 ? 200 : nil)
+        }
+    }
+
+    func attentionCase(T: Int, windows: [Int32], samples: Int?) {
+        let H = 4, Hkv = 2, d = 6
         var q = random(T * H * d), k = random(T * Hkv * d), v = random(T * Hkv * d)
         let r = random(T * H * d)
         let scale = 1 / Float(d).squareRoot()
-        for window in [Int32(0), 4] {
+        for window in windows {
             func f(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
                 var out = [Float](repeating: 0, count: T * H * d), probs = [Float](repeating: 0, count: H * T * T)
                 ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, window, &out, &probs)
@@ -123,9 +131,9 @@ final class BackpropTests: XCTestCase {
             var dq = [Float](repeating: 0, count: T * H * d), dk = [Float](repeating: 0, count: T * Hkv * d), dv = dk
             ckpt_attention_backward(r, q, k, v, probs, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, window, &dq, &dk, &dv)
             let q0 = q, k0 = k, v0 = v
-            check("attention dq w\(window)", input: &q, analytic: dq) { f($0, k0, v0) }
-            check("attention dk w\(window)", input: &k, analytic: dk) { f(q0, $0, v0) }
-            check("attention dv w\(window)", input: &v, analytic: dv) { f(q0, k0, $0) }
+            check("attention T\(T) dq w\(window)", input: &q, analytic: dq, samples: samples) { f($0, k0, v0) }
+            check("attention T\(T) dk w\(window)", input: &k, analytic: dk, samples: samples) { f(q0, $0, v0) }
+            check("attention T\(T) dv w\(window)", input: &v, analytic: dv, samples: samples) { f(q0, k0, $0) }
         }
     }
 }
