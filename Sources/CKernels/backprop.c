@@ -62,8 +62,13 @@ void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64
     if (dw) {
         // dW[o, i] += Σ_t dy[t, o] x[t, i]: rows i of xᵀ against "tokens" o of dyᵀ.
         float *dyt = checked_malloc(sizeof(float) * (size_t)(ntok * out));
-        for (int64_t t = 0; t < ntok; t++)
-            for (int64_t o = 0; o < out; o++) dyt[o * ntok + t] = dy[t * out + o];
+        // Transposed in 32 × 32 tiles, so reads and writes both stay in cache lines.
+        for (int64_t t0 = 0; t0 < ntok; t0 += 32)
+            for (int64_t o0 = 0; o0 < out; o0 += 32) {
+                const int64_t t1 = t0 + 32 < ntok ? t0 + 32 : ntok, o1 = o0 + 32 < out ? o0 + 32 : out;
+                for (int64_t t = t0; t < t1; t++)
+                    for (int64_t o = o0; o < o1; o++) dyt[o * ntok + t] = dy[t * out + o];
+            }
         gemm_mt(x, in, 1, in, ntok, dyt, ntok, out, dw, in, 1);
         free(dyt);
     }
@@ -195,8 +200,8 @@ static void attn_backward_task(void *ctx, int64_t h, int thread) {
         const float *M = pass == 0 ? P : dS;
         for (int64_t s0 = 0; s0 < T; s0 += QB) {
             const int64_t s1 = s0 + QB < T ? s0 + QB : T;
-            for (int64_t s = s0; s < s1; s++)
-                for (int64_t t = s0; t < T; t++) tr[s * T + t] = M[t * T + s];
+            for (int64_t t = s0; t < T; t++)  // a row of M at a time: 64 writes in 64 hot lines
+                for (int64_t s = s0; s < s1; s++) tr[s * T + t] = M[t * T + s];
             if (pass == 0) ckpt_gemm_f32(go + s0 * ldq, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dv + s0 * d, d, pack);
             else ckpt_gemm_f32(j->q + s0 * ldq + h * d, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dk + s0 * d, d, pack);
         }
