@@ -31,13 +31,15 @@ public struct TeacherText: Sendable {
         return (bos.map { [$0] } ?? []) + tokens[a..<b]
     }
 
-    /// FNV-1a 64 over the vocabulary (tokens, types, merges): two tokenizers with the
-    /// same ids for the same strings get the same identity.
+    /// FNV-1a 64 over the vocabulary (tokens, types, merges, and SentencePiece scores,
+    /// which decide its segmentation): two tokenizers with the same ids for the same
+    /// strings get the same identity.
     public static func tokenizerIdentity(_ files: TokenizerFiles) -> String {
         var h = FNV1a64()
         h.add(files.model.rawValue)
         for (t, ty) in zip(files.tokens, files.types) { h.add(t); h.add([0, UInt8(truncatingIfNeeded: ty.rawValue)]) }
         for m in files.merges { h.add(m); h.add([0]) }
+        for s in files.scores { withUnsafeBytes(of: s.bitPattern.littleEndian) { h.add($0) } }
         return h.hex
     }
 }
