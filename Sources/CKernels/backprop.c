@@ -3,7 +3,6 @@
 // functions overwrite input gradients and add into weight gradients (so micro-batches
 // accumulate). Matrix products run on the pool through ckpt_gemm_f32's packed panels.
 #include "CKernels.h"
-#include "simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,6 @@
 // and a tail: the target mass of every other id, taken as one bucket. The student's
 // distribution is bucketed the same way, s_t being its mass outside the listed ids.
 #include "CKernels.h"
-#include "simd.h"
 #include <math.h>
 #include <string.h>
 
@@ -24,16 +23,6 @@ typedef struct {
     uint8_t *mask;
 } kd_job;
 
-double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale, float *e);
-
-// e[i] = exp((z[i] − max)·inv_t) (the cache encoder's exponential), returns their sum.
-static double softmax_terms(const float *z, int64_t n, float inv_t, float *e, float *mx_out) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) if (z[i] > mx) mx = z[i];
-    *mx_out = mx;
-    return ckpt_exp_row_shifted(z, n, mx, inv_t, e);
-}
-
 static void kd_task(void *ctx, int64_t r, int thread) {
     const kd_job *j = ctx;
     const int64_t V = j->vocab;
@@ -47,7 +36,7 @@ static void kd_task(void *ctx, int64_t r, int thread) {
     const float *q = j->q + a;
     const double qt = j->tails[r];
     float mx;
-    const double total = softmax_terms(z, V, j->inv_t, e, &mx);
+    const double total = ckpt_softmax_terms(z, V, j->inv_t, e, &mx);
     const double lse = log(total);
     // Student mass outside the listed ids, summed directly (no cancellation).
     for (int i = 0; i < n; i++) mask[ids[i]] = 1;
@@ -134,7 +123,7 @@ static void ce_task(void *ctx, int64_t r, int thread) {
     float *g = j->grad + r * j->vocab;
     float *e = j->scratch + (int64_t)thread * j->vocab;
     float mx;
-    const double total = softmax_terms(z, j->vocab, 1, e, &mx);
+    const double total = ckpt_softmax_terms(z, j->vocab, 1, e, &mx);
     const int32_t y = j->labels[r];
     if (y < 0) { j->losses[r] = 0; return; }  // no label (end of sequence)
     j->losses[r] = log(total) - ((double)z[y] - mx);

@@ -100,10 +100,7 @@ static double exp_row_avx2(const float *x, int64_t n, float shift, float scale, 
 }
 #endif
 
-double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale, float *e);
-static double exp_row(const float *x, int64_t n, float shift, float scale, float *e) { return ckpt_exp_row_shifted(x, n, shift, scale, e); }
-
-double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale, float *e) {
+static double exp_row(const float *x, int64_t n, float shift, float scale, float *e) {
 #if defined(__x86_64__)
     if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) return exp_row_avx2(x, n, shift, scale, e);
 #endif
@@ -112,10 +109,11 @@ double ckpt_exp_row_shifted(const float *x, int64_t n, float shift, float scale,
     return sum;
 }
 
-static float row_max(const float *x, int64_t n) {
+double ckpt_softmax_terms(const float *x, int64_t n, float inv_temperature, float *e, float *max_out) {
     float m = -INFINITY;
     for (int64_t i = 0; i < n; i++) if (x[i] > m) m = x[i];
-    return m;
+    *max_out = m;
+    return exp_row(x, n, m, inv_temperature, e);
 }
 
 // ---- top-k ----------------------------------------------------------------------------------
@@ -221,7 +219,8 @@ static void sample_task(void *ctx, int64_t r, int thread) {
     float *e = j->scratch + (int64_t)thread * j->vocab;
     double *u = j->uniforms + (int64_t)thread * j->draws;
     const int n = j->draws;
-    const double total = exp_row(x, j->vocab, row_max(x, j->vocab), j->inv_temperature, e);
+    float mx;
+    const double total = ckpt_softmax_terms(x, j->vocab, j->inv_temperature, e, &mx);
     uint64_t state = j->seeds[r];
     for (int d = 0; d < n; d++) u[d] = (double)(splitmix64(&state) >> 11) * 0x1.0p-53 * total;
     qsort(u, (size_t)n, sizeof(double), cmp_double);

@@ -81,7 +81,7 @@ public enum CacheFidelity {
         // the last one cut to a random subset so that exactly `positions` are checked.
         var rng = SplitMix64(seed: seed)
         var order = Array(h.sequences)
-        for i in order.indices.reversed() where i > 0 { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        rng.shuffle(&order)
         var report = Report()
         var kl = 0.0, covered = 0.0, top1 = 0.0, lpErr = 0.0, lpCount = 0, tv = 0.0
         var lossErrors: [Double] = [], gradRel = 0.0, gradCos = 0.0, gradProj = 0.0
@@ -93,7 +93,7 @@ public enum CacheFidelity {
             let start = chunk.sequenceStarts[si], n = chunk.sequenceLengths[si]
             let tokens = Array(chunk.tokens[start..<(start + n)])
             var all = Array(0..<n)
-            for i in all.indices.reversed() where i > 0 { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            rng.shuffle(&all)
             let picks = Array(all.prefix(positions - report.positions)).sorted()
             let last = picks.max()! + 1
             let prefix = Array(tokens[0..<last])

@@ -30,7 +30,7 @@ public final class ChunkStream: @unchecked Sendable {
         var o = Array(reader.chunks.indices)
         if case let .shuffled(seed) = order {
             var rng = SplitMix64(seed: seed)
-            for i in o.indices.reversed() where i > 0 { o.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            rng.shuffle(&o)
         }
         self.order = o
         pthread_mutex_init(&mutex, nil)

@@ -188,14 +188,7 @@ public enum TeacherPass {
 
     /// The seed of the draws at (sequence, position): SplitMix64's finalizer, twice.
     public static func rowSeed(_ seed: UInt64, sequence: Int, position: Int) -> UInt64 {
-        mix(seed ^ mix(UInt64(sequence) << 32 | UInt64(position)))
-    }
-
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(sequence) << 32 | UInt64(position)))
     }
 }
 

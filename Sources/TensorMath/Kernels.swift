@@ -110,7 +110,12 @@ public struct SplitMix64: Sendable {
 
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
+        return Self.mix(state)
+    }
+
+    /// SplitMix64's output function: a bijective 64-bit mix (also a seed deriver).
+    public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
@@ -118,4 +123,9 @@ public struct SplitMix64: Sendable {
 
     /// Uniform in [0, 1), 53 bits.
     public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+
+    /// Fisher–Yates shuffle of `a` in place, from the last element down.
+    public mutating func shuffle<T>(_ a: inout [T]) {
+        for i in a.indices.reversed() where i > 0 { a.swapAt(i, Int(next() % UInt64(i + 1))) }
+    }
 }

@@ -12,14 +12,9 @@ final class TrainableDecoderTests: XCTestCase {
     func lossHead(_ student: TrainableDecoder, tokens: [Int32], targets: KDTargets) -> TrainableDecoder.LossHead {
         let k = LossKernels(vocab: student.spec.vocab)
         return { r0, n, logits, grad in
-            var sub = KDTargets()
-            for r in r0..<(r0 + n) {
-                for i in Int(targets.offsets[r])..<Int(targets.offsets[r + 1]) { sub.ids.append(targets.ids[i]); sub.probabilities.append(targets.probabilities[i]) }
-                sub.tails.append(targets.tails[r]); sub.offsets.append(Int64(sub.ids.count))
-            }
+            let sub = targets.rows(r0..<(r0 + n))
             let kd = k.distillation(.forwardKL, logits: logits, targets: sub, temperature: 1.3, scale: 0.7, grad: grad)
-            let labels = (r0..<(r0 + n)).map { $0 + 1 < tokens.count ? tokens[$0 + 1] : -1 }
-            let ce = k.crossEntropy(logits: logits, labels: labels, scale: 0.3, grad: grad)
+            let ce = k.crossEntropy(logits: logits, labels: nextTokenLabels(tokens, rows: r0..<(r0 + n)), scale: 0.3, grad: grad)
             return zip(kd, ce).reduce(0) { $0 + 0.7 * $1.0 + 0.3 * $1.1 }
         }
     }

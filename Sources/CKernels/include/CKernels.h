@@ -152,6 +152,10 @@ double ckpt_logsumexp(const float *x, int64_t n);
 /// CRC-32C of `n` bytes, continuing from `crc` (0 to start): the iSCSI / ext4 checksum,
 /// "123456789" → 0xE3069283.
 uint32_t ckpt_crc32c(uint32_t crc, const void *data, int64_t n);
+/// e[i] = exp((x[i] − max)·inv_temperature) for one row, and max in *max_out; returns Σ e
+/// in double. The teacher's encoders and the distillation losses share it, so both see
+/// the same exponentials.
+double ckpt_softmax_terms(const float *x, int64_t n, float inv_temperature, float *e, float *max_out);
 /// For each of `rows` rows of logits: the `k` largest (descending, ties by lower id) as ids and
 /// log-probabilities of softmax(logits × inv_temperature), and log(1 − their mass) in
 /// tail_logprob (−inf when nothing is left). scratch: ckpt_pool_threads() × vocab floats.

@@ -97,7 +97,7 @@ public final class Distiller {
     static func chunkOrder(chunks: Int, seed: UInt64, epoch: Int) -> [Int] {
         var o = Array(0..<chunks)
         var rng = SplitMix64(seed: seed ^ (0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)))
-        for i in o.indices.reversed() where i > 0 { o.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        rng.shuffle(&o)
         return o
     }
 
@@ -142,15 +142,7 @@ public final class Distiller {
         student.zeroGrads()
         for (seq, targets) in batch {
             _ = student.forwardBackward(seq) { [losses, settings] r0, n, logits, grad in
-                var sub = KDTargets()
-                sub.ids.reserveCapacity(Int(targets.offsets[r0 + n] - targets.offsets[r0]))
-                for r in r0..<(r0 + n) {
-                    let a = Int(targets.offsets[r]), b = Int(targets.offsets[r + 1])
-                    sub.ids += targets.ids[a..<b]
-                    sub.probabilities += targets.probabilities[a..<b]
-                    sub.tails.append(targets.tails[r])
-                    sub.offsets.append(Int64(sub.ids.count))
-                }
+                let sub = targets.rows(r0..<(r0 + n))
                 var total = 0.0
                 if kdWeight > 0 {
                     let l = losses.distillation(settings.loss, logits: logits, targets: sub, temperature: settings.temperature, scale: kdScale, grad: grad)
@@ -159,8 +151,7 @@ public final class Distiller {
                     total += kdWeight * s
                 }
                 if ceWeight > 0 {
-                    let labels = (r0..<(r0 + n)).map { $0 + 1 < seq.count ? seq[$0 + 1] : -1 }
-                    let l = losses.crossEntropy(logits: logits, labels: labels, scale: ceScale, grad: grad)
+                    let l = losses.crossEntropy(logits: logits, labels: nextTokenLabels(seq, rows: r0..<(r0 + n)), scale: ceScale, grad: grad)
                     let s = l.reduce(0, +)
                     ceTotal += s
                     total += ceWeight * s
@@ -183,8 +174,7 @@ public final class Distiller {
         var nll = 0.0, count = 0
         for seq in sequences where seq.count > 1 {
             nll += student.forwardBackward(seq, backward: false) { [losses] r0, n, logits, grad in
-                let labels = (r0..<(r0 + n)).map { $0 + 1 < seq.count ? seq[$0 + 1] : -1 }
-                return losses.crossEntropy(logits: logits, labels: labels, scale: 0, grad: grad).reduce(0, +)
+                losses.crossEntropy(logits: logits, labels: nextTokenLabels(seq, rows: r0..<(r0 + n)), scale: 0, grad: grad).reduce(0, +)
             }
             count += seq.count - 1
         }
@@ -280,7 +270,7 @@ public final class Distiller {
             loaded.append((buffer, bytes))
         }
         // Everything checked: now overwrite the live state.
-        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { memcpy(buffer.baseAddress!, $0.baseAddress!, $0.count) } }
+        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { buffer.copyMemory(from: $0) } }
         optimizer.setStep(step)
         position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
         order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)

@@ -47,6 +47,17 @@ public struct KDTargets: Sendable {
     public init() {}
     public var rows: Int { tails.count }
 
+    /// Records `rows` of these targets, as targets of their own (rows renumbered from 0).
+    public func rows(_ rows: Range<Int>) -> KDTargets {
+        var sub = KDTargets()
+        let a = Int(offsets[rows.lowerBound]), b = Int(offsets[rows.upperBound])
+        sub.ids = Array(ids[a..<b])
+        sub.probabilities = Array(probabilities[a..<b])
+        sub.tails = Array(tails[rows])
+        sub.offsets = offsets[rows.lowerBound...rows.upperBound].map { $0 - Int64(a) }
+        return sub
+    }
+
     /// topk: exp(log-probabilities) and the tail mass, renormalised to 1 (quantization
     /// leaves them a little off); sample: counts / draws with no tail.
     public mutating func append(_ c: LogitChunk, record r: Int, encoding: LogitEncoding) {
@@ -71,6 +82,12 @@ public struct KDTargets: Sendable {
         }
         offsets.append(Int64(ids.count))
     }
+}
+
+/// The cross-entropy labels of rows `rows` of a sequence: each position's next token,
+/// −1 (no label) for the last position.
+public func nextTokenLabels(_ sequence: [Int32], rows: Range<Int>) -> [Int32] {
+    rows.map { $0 + 1 < sequence.count ? sequence[$0 + 1] : -1 }
 }
 
 /// Computes losses and adds their gradients with respect to the student's logits; holds
