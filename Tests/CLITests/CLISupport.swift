@@ -33,3 +33,19 @@ func runCkpt(_ args: [String], wrapper: [String] = []) throws -> CLIResult {
     let errData = FileManager.default.contents(atPath: errPath) ?? Data()
     return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }
+
+/// Runs `ckpt` with `CKPT_CRASH_AFTER=k` (the k-th crash point ends it as `kill -9`
+/// would, exit 137), or with the variable removed when `k` is nil; output discarded.
+func runCkpt(_ args: [String], crashAfter k: Int?) throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: ckptBinary)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    if let k { env["CKPT_CRASH_AFTER"] = String(k) } else { env.removeValue(forKey: "CKPT_CRASH_AFTER") }
+    p.environment = env
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+}

@@ -9,18 +9,6 @@ final class DistillCLITests: XCTestCase {
     let teacher = fixturesPath + "/engine/tiny-llama.gguf"
     let text = fixturesPath + "/logits/text.txt"
 
-    func crashRun(_ args: [String], after k: Int) throws -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ckptBinary)
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(["CKPT_CRASH_AFTER": String(k)]) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus
-    }
-
     func testPruneCacheDistillResumeEvaluate() throws {
         let dir = makeTemporaryDirectory()
         let student = dir + "/student.gguf"
@@ -51,7 +39,7 @@ final class DistillCLITests: XCTestCase {
         XCTAssertLessThan(pass2, 0.9 * pass1, "second pass over the same sequences: \(kd)")
 
         // Killed after step 7 (checkpoints at 3 and 6), resumed: the same file.
-        XCTAssertEqual(try crashRun(common + ["-o", dir + "/resumed.gguf"], after: 7), 137)
+        XCTAssertEqual(try runCkpt(common + ["-o", dir + "/resumed.gguf"], crashAfter: 7), 137)
         XCTAssertEqual(try FileSystem.list(directory: dir + "/resumed.gguf.checkpoints").sorted(), ["step-00000003", "step-00000006"])
         XCTAssertEqual(try FileSystem.kind(of: dir + "/resumed.gguf"), .missing)
         r = try runCkpt(common + ["--resume", "-o", dir + "/resumed.gguf"])

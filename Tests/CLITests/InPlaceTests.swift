@@ -32,25 +32,11 @@ final class InPlaceTests: XCTestCase {
         return out
     }
 
-    func run(_ args: [String], crashAfter k: Int?) throws -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ckptBinary)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        if let k { env["CKPT_CRASH_AFTER"] = String(k) } else { env.removeValue(forKey: "CKPT_CRASH_AFTER") }
-        p.environment = env
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus
-    }
-
     func testKilledAtEveryStepIsCompletedByTheNextCommand() throws {
         let root = makeTemporaryDirectory()
         let reference = root + "/reference"
         makeShardedCheckpoint(reference)
-        XCTAssertEqual(try run(["convert", reference, "--in-place", "--dtype", "f16"], crashAfter: nil), 0)
+        XCTAssertEqual(try runCkpt(["convert", reference, "--in-place", "--dtype", "f16"], crashAfter: nil), 0)
         let expected = try files(reference)
         XCTAssertEqual(try openCheckpoint(path: reference).tensors.map(\.dtype.name), Array(repeating: "F16", count: 6))
         XCTAssertNil(expected[".ckpt-journal.json"])
@@ -59,7 +45,7 @@ final class InPlaceTests: XCTestCase {
         for k in 1...40 {
             let dir = root + "/k\(k)"
             makeShardedCheckpoint(dir)
-            let status = try run(["convert", dir, "--in-place", "--dtype", "f16"], crashAfter: k)
+            let status = try runCkpt(["convert", dir, "--in-place", "--dtype", "f16"], crashAfter: k)
             if status == 0 {
                 XCTAssertEqual(try files(dir), expected, "k=\(k): finished without a crash")
                 break
@@ -71,7 +57,7 @@ final class InPlaceTests: XCTestCase {
                 XCTAssertTrue("\(e)".contains("in-place rewrite of this checkpoint was interrupted"), "\(e)")
             }
             // Any ckpt command finishes it.
-            XCTAssertEqual(try run(["inspect", dir, "--json"], crashAfter: nil), 0, "k=\(k)")
+            XCTAssertEqual(try runCkpt(["inspect", dir, "--json"], crashAfter: nil), 0, "k=\(k)")
             XCTAssertEqual(try files(dir), expected, "k=\(k): recovered checkpoint differs from an uninterrupted rewrite")
         }
         XCTAssertGreaterThanOrEqual(crashes, 15, "every shard passes five crash points")
@@ -84,12 +70,12 @@ final class InPlaceTests: XCTestCase {
         b.tensors = (0..<3).map { GGUFTestTensor("w\($0)", ne: [32, 2], type: 0, data: floatBytes((0..<64).map { Float($0) / 7 })) }
         let original = b.build()
         writeFile(dir + "/m.gguf", original)
-        XCTAssertEqual(try run(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: 2), 137)
+        XCTAssertEqual(try runCkpt(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: 2), 137)
         XCTAssertEqual(try FileSystem.readFile(dir + "/m.gguf"), original, "the original is intact")
         XCTAssertEqual(try FileSystem.list(directory: dir).count, 2, "a staging file is left by the kill")
-        XCTAssertEqual(try run(["inspect", dir + "/m.gguf"], crashAfter: nil), 0)
+        XCTAssertEqual(try runCkpt(["inspect", dir + "/m.gguf"], crashAfter: nil), 0)
         XCTAssertEqual(try FileSystem.list(directory: dir), ["m.gguf"], "the next command removes it")
-        XCTAssertEqual(try run(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: nil), 0)
+        XCTAssertEqual(try runCkpt(["convert", dir + "/m.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: nil), 0)
         XCTAssertEqual(try GGUFCheckpoint(path: dir + "/m.gguf").tensors.map(\.dtype.name), ["Q8_0", "Q8_0", "Q8_0"])
     }
 
@@ -155,14 +141,7 @@ final class ReviewedConvertTests: XCTestCase {
 
     func testKilledDirectoryOutputStagingIsRemovedByTheNextCommand() throws {
         let dir = makeTemporaryDirectory()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ckptBinary)
-        p.arguments = ["convert", smolLM2Path, dir + "/out", "--dtype", "bf16"]
-        p.environment = ProcessInfo.processInfo.environment.merging(["CKPT_CRASH_AFTER": "3"]) { $1 }
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 137)
+        XCTAssertEqual(try runCkpt(["convert", smolLM2Path, dir + "/out", "--dtype", "bf16"], crashAfter: 3), 137)
         XCTAssertEqual(try FileSystem.list(directory: dir).count, 1, "the killed run left its staging directory")
         XCTAssertEqual(try runCkpt(["inspect", dir + "/out"]).status, 66)
         XCTAssertEqual(try FileSystem.list(directory: dir), [], "the next command on that path removed it")

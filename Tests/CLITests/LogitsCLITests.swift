@@ -9,19 +9,6 @@ final class LogitsCLITests: XCTestCase {
     let model = fixturesPath + "/engine/tiny-llama.gguf"
     let text = fixturesPath + "/logits/text.txt"
 
-    func run(_ args: [String], crashAfter k: Int? = nil) throws -> CLIResult {
-        guard let k else { return try runCkpt(args) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ckptBinary)
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(["CKPT_CRASH_AFTER": String(k)]) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: "", stderr: "")
-    }
-
     /// The fixtures' records, as the independent Python reader decoded them
     /// (Tools/reference/make_logit_cache_fixtures.sh), equal ckpt's dump line for line.
     func testDumpAgreesWithTheIndependentReader() throws {
@@ -45,12 +32,11 @@ final class LogitsCLITests: XCTestCase {
     func testKilledBuildResumesToTheSameBytes() throws {
         let dir = makeTemporaryDirectory()
         let common = ["logits", "build", "--model", model, "--file", text, "--seq", "32", "--draws", "8", "--chunk-sequences", "5"]
-        XCTAssertEqual(try run(common + ["-o", dir + "/whole.cache"]).status, 0)
+        XCTAssertEqual(try runCkpt(common + ["-o", dir + "/whole.cache"]).status, 0)
         let whole = try FileSystem.readFile(dir + "/whole.cache")
         for k in 1...5 {
             let out = dir + "/k\(k).cache"
-            let crashed = try run(common + ["-o", out], crashAfter: k)
-            XCTAssertEqual(crashed.status, 137, "crash after chunk \(k)")
+            XCTAssertEqual(try runCkpt(common + ["-o", out], crashAfter: k), 137, "crash after chunk \(k)")
             XCTAssertEqual(try FileSystem.kind(of: out), .missing, "no cache where the user expects a whole one")
             XCTAssertEqual(try FileSystem.kind(of: out + ".partial"), .file)
             let resumed = try runCkpt(common + ["-o", out])
