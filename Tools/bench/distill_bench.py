@@ -25,6 +25,8 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "Tools/bench"))
+from benchlib import timed  # noqa: E402
 MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TORCH_SCRIPT = textwrap.dedent("""
@@ -62,14 +64,6 @@ TORCH_SCRIPT = textwrap.dedent("""
     tok = len(seqs[0])
     print(json.dumps({"tokens_per_s": tok * (steps - 1) / sum(times[1:]), "step_seconds": times}))
 """)
-
-
-def timed(cmd):
-    p = subprocess.run(["/usr/bin/time", "-v"] + [str(c) for c in cmd], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
-    rss = next(int(l.split()[-1]) for l in p.stderr.splitlines() if "Maximum resident set size" in l) / 1024
-    return p, rss
 
 
 def main():

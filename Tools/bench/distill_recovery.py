@@ -14,26 +14,14 @@ share of the teacher–pruned gap each recovers, wall time and peak RSS of each 
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "Tools/bench"))
+from benchlib import run  # noqa: E402
 MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def run(cmd, timed=False):
-    cmd = [str(c) for c in cmd]
-    if timed:
-        cmd = ["/usr/bin/time", "-v"] + cmd
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
-    rss = None
-    if timed:
-        rss = next(int(l.split()[-1]) for l in p.stderr.splitlines() if "Maximum resident set size" in l) / 1024
-    return p, rss
 
 
 def main():

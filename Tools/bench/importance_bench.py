@@ -15,18 +15,14 @@ the target is ≤ 10%. Peak RSS from GNU time.
 import argparse
 import json
 import re
-import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "Tools/bench"))
+from benchlib import timed  # noqa: E402
 MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def timed(cmd):
-    p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, check=True)
-    rss = next(int(l.split()[-1]) for l in p.stderr.splitlines() if "Maximum resident set size" in l) / 1024
-    return p, rss
 
 
 def main():

@@ -24,7 +24,7 @@ import argparse
 import json
 import re
 import struct
-import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,20 +32,10 @@ import numpy as np
 import zstandard
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "Tools/bench"))
+from benchlib import run  # noqa: E402
 MODEL = REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 CONFIGS = [("topk", 8), ("topk", 16), ("topk", 32), ("topk", 64), ("sample", 16), ("sample", 64)]
-
-
-def run(cmd, timed=False):
-    if timed:
-        cmd = ["/usr/bin/time", "-v"] + cmd
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{p.stderr}")
-    rss = None
-    if timed:
-        rss = next(int(l.split()[-1]) for l in p.stderr.splitlines() if "Maximum resident set size" in l) / 1024
-    return p, rss
 
 
 def main():
@@ -80,7 +70,8 @@ def main():
     for name, n in configs:
         cache = tmp / f"{name}{n}.cache"
         opt = ["--encoding", "topk", "--k", str(n)] if name == "topk" else ["--encoding", "sample", "--draws", str(n)]
-        rounds = a.rounds if (name, n) in (("topk", 32), ("sample", 64)) else 1
+        anchored = (name, n) in (("topk", 32), ("sample", 64))
+        rounds = a.rounds if anchored else 1
         for _ in range(rounds):
             if cache.exists():
                 cache.unlink()
@@ -89,7 +80,7 @@ def main():
             r = json.loads(p.stdout)
             build_rate[(name, n)] = max(build_rate.get((name, n), 0), r["tokens_per_s"])
             peak[(name, n)] = rss
-            if rounds > 1:
+            if anchored:
                 p, _ = run([ck, "eval", "--model", model, "--file", a.corpus, "--ctx", seq, "--chunks", a.sequences,
                             "--threads", threads, "--all-positions", "--json"])
                 eval_rate.append(json.loads(p.stdout)["tokens_per_s"])
