@@ -66,5 +66,13 @@ final class DistillCLITests: XCTestCase {
         XCTAssertEqual(r.status, 65)
         XCTAssertTrue(r.stderr.contains("tokenizer"), r.stderr)
         XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
+        // Bad arguments: a usage error naming the option, nothing written.
+        for (bad, says) in [(["--loss", "kl2"], "--loss"), (["--ce-weight", "2"], "--ce-weight"), (["--optimizer-state", "4bit"], "--optimizer-state"),
+                            (["--dtype", "q3_z"], "--dtype")] {
+            r = try runCkpt(["distill", "--student", teacher, "--cache", fixturesPath + "/logits/tiny-topk.cache", "--steps", "1"] + bad + ["-o", dir + "/y.gguf"])
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("Error:") && r.stderr.contains(says), r.stderr)
+            XCTAssertEqual(try FileSystem.kind(of: dir + "/y.gguf"), .missing)
+        }
     }
 }
