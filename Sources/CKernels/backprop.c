@@ -54,10 +54,15 @@ void ckpt_linear_forward(const float *x, int64_t ntok, int64_t in, const float *
     gemm_mt(w, in, 0, out, in, x, in, ntok, y, out, 0);
 }
 
-void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64_t ntok, int64_t in, int64_t out,
-                          float *dx, float *dw) {
+void ckpt_linear_forward_strided(const float *x, int64_t ntok, int64_t in, const float *w, int64_t out, float *y, int64_t ldy,
+                                 int accumulate) {
+    gemm_mt(w, in, 0, out, in, x, in, ntok, y, ldy, accumulate);
+}
+
+void ckpt_linear_backward_strided(const float *dy, int64_t lddy, const float *x, const float *w, int64_t ntok, int64_t in,
+                                  int64_t out, float *dx, int accumulate_dx, float *dw) {
     // dx[t, i] = Σ_o dy[t, o] W[o, i]: W read transposed.
-    if (dx) gemm_mt(w, in, 1, in, out, dy, out, ntok, dx, in, 0);
+    if (dx) gemm_mt(w, in, 1, in, out, dy, lddy, ntok, dx, in, accumulate_dx);
     if (dw) {
         // dW[o, i] += Σ_t dy[t, o] x[t, i]: rows i of xᵀ against "tokens" o of dyᵀ.
         float *dyt = checked_malloc(sizeof(float) * (size_t)(ntok * out));
@@ -66,11 +71,16 @@ void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64
             for (int64_t o0 = 0; o0 < out; o0 += 32) {
                 const int64_t t1 = t0 + 32 < ntok ? t0 + 32 : ntok, o1 = o0 + 32 < out ? o0 + 32 : out;
                 for (int64_t t = t0; t < t1; t++)
-                    for (int64_t o = o0; o < o1; o++) dyt[o * ntok + t] = dy[t * out + o];
+                    for (int64_t o = o0; o < o1; o++) dyt[o * ntok + t] = dy[t * lddy + o];
             }
         gemm_mt(x, in, 1, in, ntok, dyt, ntok, out, dw, in, 1);
         free(dyt);
     }
+}
+
+void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64_t ntok, int64_t in, int64_t out,
+                          float *dx, float *dw) {
+    ckpt_linear_backward_strided(dy, out, x, w, ntok, in, out, dx, 0, dw);
 }
 
 // ---- RMSNorm: y = x · rstd · w, rstd = 1/√(mean(x²) + eps) ----------------------------------

@@ -27,3 +27,13 @@ int ckpt_rename_exchange(const char *a, const char *b) {
     return -1;
 #endif
 }
+
+int ckpt_punch_hole(int fd, int64_t offset, int64_t length) {
+#if defined(__linux__)
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+#else
+    (void)fd; (void)offset; (void)length;
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}

@@ -24,7 +24,11 @@ public struct TensorEdit: Sendable, Equatable {
 public final class TensorValues: @unchecked Sendable, Equatable {
     public let pointer: UnsafePointer<Float>
     public let count: Int
-    public init(_ pointer: UnsafePointer<Float>, count: Int) { self.pointer = pointer; self.count = count }
+    /// Called with each element range once it is encoded (a streamed source drops its pages).
+    public let done: (@Sendable (Range<Int>) -> Void)?
+    public init(_ pointer: UnsafePointer<Float>, count: Int, done: (@Sendable (Range<Int>) -> Void)? = nil) {
+        self.pointer = pointer; self.count = count; self.done = done
+    }
     public static func == (a: TensorValues, b: TensorValues) -> Bool { a === b }
 }
 

@@ -406,6 +406,7 @@ public final class Converter {
                 let end = min(t.rowCount, row + rowsPerChunk)
                 let bytes = try Self.encode(v.pointer + row * rowLength, count: (end - row) * rowLength, as: job.plan.dtype, into: encoded)
                 try writer.write(job.plan.name, UnsafeRawBufferPointer(start: encoded, count: bytes))
+                v.done?((row * rowLength)..<(end * rowLength))
                 row = end
             }
             return

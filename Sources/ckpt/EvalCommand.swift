@@ -100,17 +100,7 @@ enum EvalCommand {
 }
 
 /// Peak resident set size of this process (VmHWM in /proc/self/status).
-func peakResidentBytes() -> Int? { statusBytes("VmHWM:") }
+func peakResidentBytes() -> Int? { ProcessMemory.peak }
 
 /// Resident memory now (for progress lines), 0 when /proc is unreadable.
-func currentResidentBytes() -> Int { statusBytes("VmRSS:") ?? 0 }
-
-private func statusBytes(_ key: String) -> Int? {
-    guard let bytes = try? FileSystem.readStream("/proc/self/status") else { return nil }
-    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(key) {
-        let kb = line.split(separator: " ").compactMap { Int($0) }.first
-        return kb.map { $0 * 1024 }
-    }
-    return nil
-}
-
+func currentResidentBytes() -> Int { ProcessMemory.resident ?? 0 }

@@ -23,9 +23,9 @@ final class DistillerTests: XCTestCase {
     }
 
     /// The teacher's weights with every matrix scaled by noise: a student that must relearn.
-    func damagedStudent() throws -> (DecoderModel, TrainableDecoder) {
+    func damagedStudent(residence: StateResidence = .memory, recompute: Bool = false) throws -> (DecoderModel, TrainableDecoder) {
         let model = try DecoderModel(path: Self.teacherPath)
-        let s = try TrainableDecoder(model: model)
+        let s = try TrainableDecoder(model: model, residence: residence, recomputeActivations: recompute)
         var rng = SplitMix64(seed: 99)
         for slot in s.slots where slot.shape.count == 2 {
             for i in slot.offset..<(slot.offset + slot.count) {
@@ -118,6 +118,44 @@ final class DistillerTests: XCTestCase {
         let (_, e) = try damagedStudent()
         let mismatched = try Distiller(student: e, cache: cache, settings: other)
         XCTAssertEqual(try mismatched.resume(from: dir + "/ck")?.step, 0)
+    }
+
+    /// Weights, gradients and moments streamed from files, activations recomputed, the LM
+    /// head in vocabulary slices: the same numbers as everything in memory, bit for bit,
+    /// and a checkpoint written by one resumes in the other.
+    func testStreamedStateAndRecomputedActivationsTrainBitIdentically() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .sample(draws: 32, seed: 3))
+        for eightBit in [false, true] {
+            self.eightBit = eightBit
+            let (_, a) = try damagedStudent()
+            a.vocabSlice = 48  // several slices of the tiny vocabulary
+            let inMemory = try Distiller(student: a, cache: cache, settings: settings(steps: 6))
+            for _ in 0..<6 { _ = try inMemory.step() }
+
+            let work = dir + "/live-\(eightBit)"
+            try FileSystem.makeDirectory(work)
+            let (_, b) = try damagedStudent(residence: .files(directory: work), recompute: true)
+            b.vocabSlice = 48
+            XCTAssertTrue(b.weights.isStreamed)
+            let streamed = try Distiller(student: b, cache: cache, settings: settings(steps: 6), stateResidence: .files(directory: work))
+            for _ in 0..<3 { _ = try streamed.step() }
+            try streamed.saveCheckpoint(in: dir + "/ck-\(eightBit)")
+            for _ in 0..<3 { _ = try streamed.step() }
+            XCTAssertTrue(memcmp(a.weights.pointer, b.weights.pointer, a.weights.count * 4) == 0, "streamed weights differ (8-bit state: \(eightBit))")
+            for (x, y) in zip(inMemory.optimizer.state, streamed.optimizer.state) {
+                XCTAssertTrue(memcmp(x.raw, y.raw, x.byteCount) == 0, x.name)
+            }
+            XCTAssertEqual(try FileSystem.list(directory: work).sorted(), (["grads.f32", "weights.f32"] + streamed.optimizer.state.map(\.name)).sorted())
+
+            // The streamed run's checkpoint, resumed in memory, ends where both did.
+            let (_, c) = try damagedStudent()
+            c.vocabSlice = 48
+            let resumed = try Distiller(student: c, cache: cache, settings: settings(steps: 6))
+            XCTAssertEqual(try resumed.resume(from: dir + "/ck-\(eightBit)")?.step, 3)
+            for _ in 0..<3 { _ = try resumed.step() }
+            XCTAssertTrue(memcmp(a.weights.pointer, c.weights.pointer, a.weights.count * 4) == 0, "resumed weights differ")
+        }
     }
 
     func testNonFiniteStepIsSkipped() throws {

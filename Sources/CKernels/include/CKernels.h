@@ -188,6 +188,14 @@ void ckpt_linear_forward(const float *x, int64_t ntok, int64_t in, const float *
 /// dx = dy · W (overwritten; NULL to skip), dW += dyᵀ · x (NULL to skip), on the pool.
 void ckpt_linear_backward(const float *dy, const float *x, const float *w, int64_t ntok, int64_t in, int64_t out,
                           float *dx, float *dw);
+/// The same on a column slice of wider matrices (an LM head a vocabulary slice at a
+/// time): y[t·ldy + o] = Σ_i x[t, i] W[o, i], added into y when `accumulate`.
+void ckpt_linear_forward_strided(const float *x, int64_t ntok, int64_t in, const float *w, int64_t out, float *y, int64_t ldy,
+                                 int accumulate);
+/// dy has row stride lddy; dx = dy · W (added into dx when `accumulate_dx`; NULL to
+/// skip), dW += dyᵀ · x (NULL to skip). On the pool.
+void ckpt_linear_backward_strided(const float *dy, int64_t lddy, const float *x, const float *w, int64_t ntok, int64_t in,
+                                  int64_t out, float *dx, int accumulate_dx, float *dw);
 /// y = x · rstd · w per row, rstd = 1/√(mean(x²) + eps) kept for the backward pass.
 void ckpt_rmsnorm_forward(const float *x, const float *w, int64_t ntok, int64_t c, float eps, float *y, float *rstd);
 /// dx overwritten (NULL to skip), dw added into (NULL to skip).

@@ -28,7 +28,7 @@ public struct LearningRateSchedule: Sendable, Equatable {
 /// AdamW with decoupled weight decay (not applied to norms and biases) and clipping of
 /// the global gradient norm. Its state is two f32 buffers the size of the weights, or with
 /// `eightBit` a byte per moment plus one f32 scale per 256 (about 4× less memory), as
-/// bitsandbytes' blockwise 8-bit optimizers keep it.
+/// bitsandbytes' blockwise 8-bit optimizers keep it; in memory or streamed from files.
 public final class AdamW {
     public var beta1: Float = 0.9
     public var beta2: Float = 0.95
@@ -37,36 +37,33 @@ public final class AdamW {
     public var clip: Double = 1.0
     public private(set) var step = 0
     public let eightBit: Bool
-    /// The state as named byte buffers, for checkpoints.
-    public let state: [(name: String, bytes: UnsafeMutableRawBufferPointer)]
+    /// The state as named arrays, for checkpoints.
+    public let state: [StateArray]
     private var blockOffsets: [Int] = []
+    /// Elements updated at a time: a streamed state holds one such slice of each array.
+    /// The same in memory, so both give the same sums.
+    static let slice = 1 << 20
 
-    public init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false) {
+    public init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false, residence: StateResidence = .memory) throws {
         self.eightBit = eightBit
         if eightBit {
             var blocks = 0
             for s in slots { blockOffsets.append(blocks); blocks += (s.count + Int(CKPT_STATE_BLOCK) - 1) / Int(CKPT_STATE_BLOCK) }
-            func bytes(_ n: Int, _ fill: UInt8) -> UnsafeMutableRawBufferPointer {
-                let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n, 1), alignment: 64)
-                b.initializeMemory(as: UInt8.self, repeating: fill)
-                return UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
-            }
-            state = [("adam_m.q8", bytes(parameters, 127)), ("adam_m_scales.f32", bytes(blocks * 4, 0)),
-                     ("adam_v.q8", bytes(parameters, 255)), ("adam_v_scales.f32", bytes(blocks * 4, 0))]
+            state = [try StateArray(name: "adam_m.q8", byteCount: parameters, residence: residence, fill: 127),
+                     try StateArray(name: "adam_m_scales.f32", byteCount: blocks * 4, residence: residence),
+                     try StateArray(name: "adam_v.q8", byteCount: parameters, residence: residence, fill: 255),
+                     try StateArray(name: "adam_v_scales.f32", byteCount: blocks * 4, residence: residence)]
         } else {
-            func zeros(_ n: Int) -> UnsafeMutableRawBufferPointer {
-                let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n * 4, 4), alignment: 64)
-                b.initializeMemory(as: UInt8.self, repeating: 0)
-                return UnsafeMutableRawBufferPointer(rebasing: b[0..<(n * 4)])
-            }
-            state = [("adam_m.f32", zeros(parameters)), ("adam_v.f32", zeros(parameters))]
+            state = [try StateArray(name: "adam_m.f32", byteCount: parameters * 4, residence: residence),
+                     try StateArray(name: "adam_v.f32", byteCount: parameters * 4, residence: residence)]
         }
     }
 
-    deinit { for s in state { UnsafeMutableRawBufferPointer(start: s.bytes.baseAddress, count: s.bytes.count).deallocate() } }
-
     /// Bytes of optimizer state.
-    public var stateBytes: Int { state.reduce(0) { $0 + $1.bytes.count } }
+    public var stateBytes: Int { state.reduce(0) { $0 + $1.byteCount } }
+
+    /// Bytes of state per parameter (for memory plans).
+    public static func stateBytesPerParameter(eightBit: Bool) -> Double { eightBit ? 2 + 8 / Double(CKPT_STATE_BLOCK) : 8 }
 
     public struct Outcome: Sendable {
         public var gradientNorm: Double
@@ -77,25 +74,40 @@ public final class AdamW {
     /// Restores the step count (from a checkpoint).
     public func setStep(_ s: Int) { step = s }
 
-    /// Updates `model`'s weights from its gradients, at learning rate `lr`.
+    /// Updates `model`'s weights from its gradients, at learning rate `lr`, a slice of
+    /// each tensor at a time.
     public func update(_ model: TrainableDecoder, lr: Double) -> Outcome {
-        let norm = ckpt_sum_squares(model.grads.pointer, Int64(model.grads.count)).squareRoot()
+        var sumSquares = 0.0
+        for at in stride(from: 0, to: model.grads.count, by: Self.slice) {
+            let n = min(Self.slice, model.grads.count - at)
+            sumSquares += ckpt_sum_squares(model.grads.pointer + at, Int64(n))
+            model.grads.release(floats: at..<(at + n))
+        }
+        let norm = sumSquares.squareRoot()
         guard norm.isFinite else { return Outcome(gradientNorm: norm, skipped: true) }
         step += 1
         let scale = clip > 0 && norm > clip ? Float(clip / norm) : 1
+        let block = Int(CKPT_STATE_BLOCK)
         for (k, slot) in model.slots.enumerated() {
             let decay = slot.shape.count >= 2 ? weightDecay : 0
-            let w = model.weights.pointer + slot.offset, g = model.grads.pointer + slot.offset
-            if eightBit {
-                let mq = state[0].bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + slot.offset
-                let ms = state[1].bytes.baseAddress!.assumingMemoryBound(to: Float.self) + blockOffsets[k]
-                let vq = state[2].bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + slot.offset
-                let vs = state[3].bytes.baseAddress!.assumingMemoryBound(to: Float.self) + blockOffsets[k]
-                ckpt_adamw_update_8bit(w, g, mq, ms, vq, vs, Int64(slot.count), Float(lr), beta1, beta2, epsilon, decay, scale, Int64(step))
-            } else {
-                let m = state[0].bytes.baseAddress!.assumingMemoryBound(to: Float.self) + slot.offset
-                let v = state[1].bytes.baseAddress!.assumingMemoryBound(to: Float.self) + slot.offset
-                ckpt_adamw_update(w, g, m, v, Int64(slot.count), Float(lr), beta1, beta2, epsilon, decay, scale, Int64(step))
+            for first in stride(from: 0, to: slot.count, by: Self.slice) {
+                let n = min(Self.slice, slot.count - first), at = slot.offset + first
+                let w = model.weights.pointer + at, g = model.grads.pointer + at
+                if eightBit {
+                    let b0 = blockOffsets[k] + first / block, nb = (n + block - 1) / block
+                    let mq = state[0].raw.assumingMemoryBound(to: UInt8.self) + at
+                    let ms = state[1].pointer + b0
+                    let vq = state[2].raw.assumingMemoryBound(to: UInt8.self) + at
+                    let vs = state[3].pointer + b0
+                    ckpt_adamw_update_8bit(w, g, mq, ms, vq, vs, Int64(n), Float(lr), beta1, beta2, epsilon, decay, scale, Int64(step))
+                    state[0].release(bytes: at..<(at + n)); state[2].release(bytes: at..<(at + n))
+                    state[1].release(floats: b0..<(b0 + nb)); state[3].release(floats: b0..<(b0 + nb))
+                } else {
+                    ckpt_adamw_update(w, g, state[0].pointer + at, state[1].pointer + at, Int64(n), Float(lr), beta1, beta2, epsilon, decay, scale, Int64(step))
+                    state[0].release(floats: at..<(at + n)); state[1].release(floats: at..<(at + n))
+                }
+                model.weights.release(floats: at..<(at + n))
+                model.grads.release(floats: at..<(at + n))
             }
         }
         return Outcome(gradientNorm: norm, skipped: false)

@@ -77,7 +77,9 @@ public final class Distiller {
         public var sequenceInChunk = 0
     }
 
-    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings) throws {
+    /// `stateResidence` says where the optimizer's moments live (as the student's weights
+    /// do, see `TrainableDecoder`); it changes memory, never the numbers.
+    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings, stateResidence: StateResidence = .memory) throws {
         if student.spec.vocab != cache.header.vocab {
             throw Failure.mismatch("the student's vocabulary has \(student.spec.vocab) tokens, the cache's teacher \(cache.header.vocab): they must share a tokenizer")
         }
@@ -86,7 +88,7 @@ public final class Distiller {
         self.student = student
         self.cache = cache
         self.settings = settings
-        optimizer = AdamW(parameters: student.parameterCount, slots: student.slots, eightBit: settings.eightBitState)
+        optimizer = try AdamW(parameters: student.parameterCount, slots: student.slots, eightBit: settings.eightBitState, residence: stateResidence)
         optimizer.clip = settings.clip
         optimizer.weightDecay = Float(settings.weightDecay)
         losses = LossKernels(vocab: student.spec.vocab)
@@ -193,15 +195,17 @@ public final class Distiller {
         FileSystem.removeTree(temp)
         try FileSystem.makeDirectory(temp)
         var crcs: [String: UInt32] = [:]
-        let buffers = [("weights.f32", UnsafeMutableRawBufferPointer(start: student.weights.pointer, count: student.weights.count * 4))]
-            + optimizer.state.map { ($0.name, $0.bytes) }
-        for (file, buffer) in buffers {
-            let raw = UnsafeRawBufferPointer(buffer)
-            let out = try OutputFile(creating: FileSystem.join(temp, file))
-            try out.write(raw, at: 0)
+        for array in [student.weights] + optimizer.state {
+            let out = try OutputFile(creating: FileSystem.join(temp, array.name))
+            var crc: UInt32 = 0, at = 0
+            try array.forEachSlice { slice in
+                try out.write(UnsafeRawBufferPointer(slice), at: at)
+                crc = ckpt_crc32c(crc, slice.baseAddress, Int64(slice.count))
+                at += slice.count
+            }
             try out.sync()
             try out.close()
-            crcs[file] = ckpt_crc32c(0, raw.baseAddress, Int64(raw.count))
+            crcs[array.name] = crc
         }
         var w = JSONWriter(pretty: true)
         w.beginObject()
@@ -259,18 +263,33 @@ public final class Distiller {
               let si = state["sequence_in_chunk"]?.nonNegativeInt else {
             throw CheckpointError.malformed(path: path, reason: "state.json is incomplete")
         }
-        var loaded: [(UnsafeMutableRawBufferPointer, [UInt8])] = []
-        let buffers = [("weights.f32", UnsafeMutableRawBufferPointer(start: student.weights.pointer, count: student.weights.count * 4))]
-            + optimizer.state.map { ($0.name, $0.bytes) }
-        for (file, buffer) in buffers {
-            let bytes = try FileSystem.readFile(FileSystem.join(path, file), limit: 1 << 40)
-            guard bytes.count == buffer.count else { throw CheckpointError.malformed(path: path, reason: "\(file) has \(bytes.count) bytes, expected \(buffer.count)") }
-            let crc = bytes.withUnsafeBytes { ckpt_crc32c(0, $0.baseAddress, Int64($0.count)) }
-            guard state["crc32c"]?[file]?.nonNegativeInt == Int(crc) else { throw CheckpointError.malformed(path: path, reason: "\(file) fails its checksum") }
-            loaded.append((buffer, bytes))
+        // Every file checked first, a slice at a time; only then is the live state overwritten.
+        var files: [(StateArray, MappedFile)] = []
+        for array in [student.weights] + optimizer.state {
+            let file = try MappedFile(path: FileSystem.join(path, array.name))
+            guard file.size == array.byteCount else {
+                throw CheckpointError.malformed(path: path, reason: "\(array.name) has \(file.size) bytes, expected \(array.byteCount)")
+            }
+            var crc: UInt32 = 0
+            for at in stride(from: 0, to: file.size, by: StateArray.slice) {
+                let r = at..<min(file.size, at + StateArray.slice)
+                crc = ckpt_crc32c(crc, file.bytes(in: r).baseAddress, Int64(r.count))
+                try? file.advise(.dontNeed, range: r)
+            }
+            guard state["crc32c"]?[array.name]?.nonNegativeInt == Int(crc) else {
+                throw CheckpointError.malformed(path: path, reason: "\(array.name) fails its checksum")
+            }
+            files.append((array, file))
         }
-        // Everything checked: now overwrite the live state.
-        for (buffer, bytes) in loaded { bytes.withUnsafeBytes { buffer.copyMemory(from: $0) } }
+        for (array, file) in files {
+            var at = 0
+            array.forEachSlice { slice in
+                let r = at..<(at + slice.count)
+                slice.copyMemory(from: file.bytes(in: r))
+                try? file.advise(.dontNeed, range: r)
+                at += slice.count
+            }
+        }
         optimizer.setStep(step)
         position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
         order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)

@@ -11,7 +11,10 @@ public enum StudentWriter {
                              overwrite: Bool = false, metadata: [MetadataEntry] = []) throws -> ConversionSummary {
         var edit = CheckpointEdit()
         for slot in student.slots {
-            edit.tensors[slot.name] = TensorEdit(values: TensorValues(student.weights.pointer + slot.offset, count: slot.count))
+            let weights = student.weights, at = slot.offset
+            edit.tensors[slot.name] = TensorEdit(values: TensorValues(weights.pointer + at, count: slot.count) { r in
+                weights.release(floats: (at + r.lowerBound)..<(at + r.upperBound))
+            })
         }
         edit.ggufMetadata = metadata
         if source.format == .safetensors {
