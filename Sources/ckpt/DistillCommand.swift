@@ -12,7 +12,7 @@ enum DistillCommand {
     static let spec = CommandSpec(
         name: "distill",
         summary: "Train a (pruned) student to match a teacher, from a logit cache.",
-        usage: "distill --student <model> --cache <cache> [--steps N | --tokens N] [--batch 4] [--lr 1e-4] [--loss forward-kl] [--ce-weight 0] [--checkpoint-every N] [--resume] [--log FILE.csv] -o <out>",
+        usage: "distill --student <model> --cache <cache> [--steps N | --tokens N] [--batch 4] [--lr 1e-4] [--loss forward-kl] [--ce-weight 0] [--memory-budget SIZE] [--checkpoint-every N] [--resume] [--log FILE.csv] -o <out>",
         discussion: """
         Reads the cache's sequences (chunks shuffled by --seed, a new order every pass)
         --batch at a time, runs the student forward and backward on f32 master weights,
@@ -27,6 +27,14 @@ enum DistillCommand {
         weights an uninterrupted run reaches. The student is written in its own format
         with the trained tensors as --dtype (f16 in GGUF, bf16 in safetensors by
         default). Supports llama, mistral and qwen2 students.
+
+        --memory-budget bounds the process's resident memory: the fastest arrangement
+        whose estimate fits is used (said on stderr): everything in memory; each layer's
+        activations recomputed in the backward pass from its saved input; weights,
+        gradients and optimizer state in mapped files under <out>.checkpoints/live/, paged
+        in a layer (an LM-head slice, an optimizer slice) at a time; or both. None of
+        them change the numbers. A budget below the smallest arrangement is refused
+        with the minimum it needs.
         """,
         options: [
             .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2)."),
@@ -42,6 +50,7 @@ enum DistillCommand {
             .init("--ce-weight", value: "w", help: "Weight of cross-entropy on the tokens, 0…1 (default 0)."),
             .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
             .init("--optimizer-state", value: "kind", help: "f32 (default) or 8bit: AdamW's moments in 8 bits per value, blockwise (about 4× less memory)."),
+            .init("--memory-budget", value: "size", help: "Resident memory to stay within, e.g. 1G or 256M (default: none; everything in memory)."),
             .init("--checkpoint-every", value: "n", help: "Save a checkpoint every n steps (default: 0, none)."),
             .init("--resume", help: "Continue from the newest checkpoint in <out>.checkpoints/."),
             .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds, held-out perplexity per step."),
@@ -94,8 +103,34 @@ enum DistillCommand {
         if loss != .forwardKL, case .sample = cache.header.encoding {
             Console.err("ckpt: note: \(loss.rawValue) from a sample cache is biased (only forward KL and cross-entropy have unbiased gradients from draws)\n")
         }
-        let student = try TrainableDecoder(model: model)
         let batch = try args.int("--batch", default: 4, min: 1)
+        var budget: Int?
+        if let t = args.value("--memory-budget") {
+            guard let b = ConvertCommand.parseSize(t), b > 0 else {
+                throw UsageError(message: "--memory-budget takes a size such as 1G, 256M or 512MiB, not '\(t)'", command: "distill")
+            }
+            budget = b
+        }
+        let eightBitState: Bool
+        switch args.value("--optimizer-state") ?? "f32" {
+        case "f32": eightBitState = false
+        case "8bit": eightBitState = true
+        case let other: throw UsageError(message: "--optimizer-state must be f32 or 8bit, not '\(other)'", command: "distill")
+        }
+        let checkpoints = out + ".checkpoints"
+        let plan = try MemoryPlan.choose(budget: budget, spec: model.spec, slots: try TrainableDecoder.slots(of: model),
+                                         tokens: cache.header.sequenceLength, logitRows: 64, eightBitState: eightBitState,
+                                         baseline: ProcessMemory.resident ?? 0, chunkBytes: cacheDataBytes(cache.header, batch: batch))
+        var residence = StateResidence.memory
+        if plan.streamState {
+            let live = FileSystem.join(checkpoints, "live")
+            if try FileSystem.kind(of: checkpoints) != .directory { try FileSystem.makeDirectory(checkpoints) }
+            FileSystem.removeTree(live)
+            try FileSystem.makeDirectory(live)
+            residence = .files(directory: live)
+        }
+        if budget != nil { Console.err("ckpt: memory plan: \(plan)\n") }
+        let student = try TrainableDecoder(model: model, residence: residence, recomputeActivations: plan.recomputeActivations)
         let perStep = batch * cache.header.sequenceLength
         var steps = try args.optionalInt("--steps", min: 1)
         if let t = try args.size("--tokens") { steps = max(1, (t + perStep - 1) / perStep) }
@@ -112,13 +147,8 @@ enum DistillCommand {
         guard let seed = UInt64(args.value("--seed") ?? "0") else { throw UsageError(message: "--seed must be a non-negative integer", command: "distill") }
         settings.seed = seed
         settings.checkpointEvery = try args.int("--checkpoint-every", default: 0, min: 0)
-        switch args.value("--optimizer-state") ?? "f32" {
-        case "f32": settings.eightBitState = false
-        case "8bit": settings.eightBitState = true
-        case let other: throw UsageError(message: "--optimizer-state must be f32 or 8bit, not '\(other)'", command: "distill")
-        }
-        let distiller = try Distiller(student: student, cache: cache, settings: settings)
-        let checkpoints = out + ".checkpoints"
+        settings.eightBitState = eightBitState
+        let distiller = try Distiller(student: student, cache: cache, settings: settings, stateResidence: residence)
         if args.flag("--resume") {
             if let r = try distiller.resume(from: checkpoints) {
                 for s in r.skipped { Console.err("ckpt: skipped checkpoint \(s)\n") }
@@ -194,6 +224,7 @@ enum DistillCommand {
         try log?.close()
         let summary = try StudentWriter.write(student, source: model.checkpoint, to: out, dtype: dtype, overwrite: args.flag("--force"),
                                               metadata: [MetadataEntry(key: "ckpt.distill", value: .string("cache \(cache.header.teacherIdentity) steps \(total) loss \(loss.rawValue)"))])
+        if case let .files(live) = residence { FileSystem.removeTree(live) }
         let seconds = monotonicSeconds() - start
         if args.flag("--json") {
             var w = JSONWriter()
@@ -204,6 +235,10 @@ enum DistillCommand {
             if let last { w.double(last.distillationLoss, key: "last_kd_loss"); w.double(last.crossEntropy, key: "last_ce_loss") }
             w.int(skipped, key: "skipped_steps")
             w.int(distiller.optimizer.stateBytes, key: "optimizer_state_bytes")
+            if let budget { w.int(budget, key: "memory_budget_bytes") }
+            w.bool(plan.streamState, key: "streamed_state")
+            w.bool(plan.recomputeActivations, key: "recomputed_activations")
+            w.int(plan.total, key: "planned_bytes")
             if let h = heldCurve.first { w.double(h.ppl, key: "first_heldout_ppl") }
             if let h = heldCurve.last { w.double(h.ppl, key: "last_heldout_ppl") }
             w.double(seconds, key: "seconds")
@@ -262,4 +297,14 @@ extension String {
         while m >= 10 { m /= 10; e += 1 }
         self = "\(formatFixed(m, digits: 1))e\(e < 0 ? "-" : "+")\(abs(e) < 10 ? "0" : "")\(abs(e))"
     }
+}
+
+/// Bytes of one decoded cache chunk plus a batch's targets (for memory plans).
+func cacheDataBytes(_ h: LogitCacheHeader, batch: Int) -> Int {
+    let entries: Int
+    switch h.encoding {
+    case let .topK(k, _, _): entries = k
+    case let .sample(draws, _): entries = draws
+    }
+    return (h.sequencesPerChunk + batch) * h.sequenceLength * (24 + 8 * entries)
 }

@@ -1,0 +1,84 @@
+import CKernels
+import Models
+import TensorMath
+
+/// How a training run fits a memory budget: whether the weights, gradients and optimizer
+/// moments stay in memory or stream from mapped files a layer at a time, and whether
+/// each layer keeps its activations for the backward pass or recomputes them. The
+/// fastest arrangement whose estimate fits is chosen; none change the numbers.
+public struct MemoryPlan: Sendable, CustomStringConvertible {
+    public var streamState: Bool
+    public var recomputeActivations: Bool
+    /// What the estimate is made of, largest first.
+    public var parts: [(name: String, bytes: Int)]
+    public var total: Int { parts.reduce(0) { $0 + $1.bytes } }
+
+    public enum Failure: Error, CustomStringConvertible, Sendable {
+        case budgetTooSmall(budget: Int, minimum: Int, parts: [(name: String, bytes: Int)])
+        public var description: String {
+            switch self {
+            case let .budgetTooSmall(budget, minimum, parts):
+                return "a memory budget of \(mib(budget)) cannot hold one layer's training state and one sequence's activations: "
+                    + "at least \(mib(minimum)) is needed (\(parts.map { "\($0.name) \(mib($0.bytes))" }.joined(separator: ", "))). "
+                    + "Raise --memory-budget, or shorten the sequences"
+            }
+        }
+    }
+
+    public var description: String {
+        "\(streamState ? "weights, gradients and optimizer state streamed from files" : "training state in memory"), "
+            + "\(recomputeActivations ? "activations recomputed per layer" : "activations kept"): about \(mib(total)) "
+            + "(\(parts.map { "\($0.name) \(mib($0.bytes))" }.joined(separator: ", ")))"
+    }
+
+    /// The estimate for one arrangement. `baseline` is what the process holds before the
+    /// student is loaded (runtime, tokenizer, cache index); `chunkBytes` one decoded cache
+    /// chunk and a batch's targets.
+    public static func estimate(spec s: DecoderSpec, slots: [TrainableDecoder.Slot], tokens T: Int, logitRows: Int, eightBitState: Bool,
+                                baseline: Int, chunkBytes: Int, streamState: Bool, recompute: Bool) -> MemoryPlan {
+        let perParameter = 8 + AdamW.stateBytesPerParameter(eightBit: eightBitState)
+        let parameters = slots.last.map { $0.offset + $0.count } ?? 0
+        var state: Int
+        if streamState {
+            // The most held at once: one layer's weights and gradients (backward pass), one
+            // vocabulary slice of the LM head and its gradients, or one optimizer slice of
+            // weights, gradients and moments; plus pages at the edges.
+            var layer: [Int: Int] = [:]
+            for slot in slots { if case let .layer(l, _) = slot.role { layer[l, default: 0] += slot.count } }
+            let biggestLayer = layer.values.max() ?? 0
+            let headSlice = TrainableDecoder.defaultVocabSlice(hidden: s.hidden) * s.hidden
+            state = max(8 * biggestLayer, 8 * headSlice, Int(Double(min(AdamW.slice, parameters)) * perParameter), StateArray.slice) + (1 << 20)
+        } else {
+            state = Int(Double(parameters) * perParameter)
+        }
+        let wide = max(s.hidden, s.qDim, s.ffn, TrainableDecoder.defaultVocabSlice(hidden: s.hidden))
+        let threads = max(ThreadPool.threads, 1)
+        let kernels = 4 * (T * wide + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3
+        let parts = [("baseline", baseline), (streamState ? "state slices" : "weights, gradients and optimizer state", state),
+                     ("activations", TrainableDecoder.Activations.bytes(spec: s, tokens: T, logitRows: logitRows, recompute: recompute)),
+                     ("kernel and loss scratch", kernels), ("cache data", chunkBytes)]
+        return MemoryPlan(streamState: streamState, recomputeActivations: recompute, parts: parts.sorted { $0.1 > $1.1 })
+    }
+
+    /// The fastest arrangement that fits `budget` bytes (nil: no budget, everything in
+    /// memory), or an error that gives the smallest budget that would do.
+    public static func choose(budget: Int?, spec: DecoderSpec, slots: [TrainableDecoder.Slot], tokens: Int, logitRows: Int,
+                              eightBitState: Bool, baseline: Int, chunkBytes: Int) throws -> MemoryPlan {
+        func plan(_ stream: Bool, _ recompute: Bool) -> MemoryPlan {
+            estimate(spec: spec, slots: slots, tokens: tokens, logitRows: logitRows, eightBitState: eightBitState,
+                     baseline: baseline, chunkBytes: chunkBytes, streamState: stream, recompute: recompute)
+        }
+        guard let budget else { return plan(false, false) }
+        for (stream, recompute) in [(false, false), (false, true), (true, false), (true, true)] {
+            let p = plan(stream, recompute)
+            if p.total <= budget { return p }
+        }
+        let smallest = plan(true, true)
+        throw Failure.budgetTooSmall(budget: budget, minimum: smallest.total, parts: smallest.parts)
+    }
+}
+
+private func mib(_ bytes: Int) -> String {
+    let m = Double(bytes) / Double(1 << 20)
+    return m >= 100 ? "\(Int(m.rounded())) MiB" : "\(Double(Int(m * 10)) / 10) MiB"
+}
