@@ -68,11 +68,29 @@ final class DistillCLITests: XCTestCase {
         XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
         // Bad arguments: a usage error naming the option, nothing written.
         for (bad, says) in [(["--loss", "kl2"], "--loss"), (["--ce-weight", "2"], "--ce-weight"), (["--optimizer-state", "4bit"], "--optimizer-state"),
-                            (["--dtype", "q3_z"], "--dtype")] {
+                            (["--dtype", "q3_z"], "--dtype"), (["--memory-budget", "lots"], "--memory-budget")] {
             r = try runCkpt(["distill", "--student", teacher, "--cache", fixturesPath + "/logits/tiny-topk.cache", "--steps", "1"] + bad + ["-o", dir + "/y.gguf"])
             XCTAssertEqual(r.status, 64, r.stderr)
             XCTAssertTrue(r.stderr.hasPrefix("Error:") && r.stderr.contains(says), r.stderr)
             XCTAssertEqual(try FileSystem.kind(of: dir + "/y.gguf"), .missing)
         }
+    }
+
+    /// A budget too small for even the leanest plan is refused before any work, naming the
+    /// minimum; a budget that fits trains to the very same student as no budget.
+    func testMemoryBudget() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = fixturesPath + "/logits/tiny-topk.cache"
+        var r = try runCkpt(["distill", "--student", teacher, "--cache", cache, "--steps", "2", "--memory-budget", "4M", "-o", dir + "/x.gguf"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("memory budget of 4.0 MiB") && r.stderr.contains("at least"), r.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
+        r = try runCkpt(["distill", "--student", teacher, "--cache", cache, "--steps", "2", "-o", dir + "/a.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try runCkpt(["distill", "--student", teacher, "--cache", cache, "--steps", "2", "--memory-budget", "1G", "--json", "-o", dir + "/b.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("memory plan: training state in memory"), r.stderr)
+        XCTAssertTrue(r.stdout.contains("\"memory_budget_bytes\":1073741824"), r.stdout)
+        XCTAssertEqual(try FileSystem.readFile(dir + "/a.gguf", limit: 1 << 30), try FileSystem.readFile(dir + "/b.gguf", limit: 1 << 30))
     }
 }

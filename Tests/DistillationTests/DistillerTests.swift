@@ -158,6 +158,34 @@ final class DistillerTests: XCTestCase {
         }
     }
 
+    /// The plan takes the fastest arrangement that fits: with long sequences (attention
+    /// probabilities grow as T²) a budget between the estimates picks recomputation, a
+    /// smaller one streaming too, and one below the leanest names its minimum.
+    func testMemoryPlanPicksTheFastestArrangementThatFits() throws {
+        let model = try DecoderModel(path: Self.teacherPath)
+        let slots = try TrainableDecoder.slots(of: model)
+        func plan(_ budget: Int?) throws -> MemoryPlan {
+            try MemoryPlan.choose(budget: budget, spec: model.spec, slots: slots, tokens: 2048, logitRows: 64, eightBitState: false,
+                                  baseline: 10 << 20, chunkBytes: 1 << 20)
+        }
+        func estimate(_ stream: Bool, _ recompute: Bool) -> Int {
+            MemoryPlan.estimate(spec: model.spec, slots: slots, tokens: 2048, logitRows: 64, eightBitState: false, baseline: 10 << 20,
+                                chunkBytes: 1 << 20, streamState: stream, recompute: recompute).total
+        }
+        let all = estimate(false, false), recompute = estimate(false, true)
+        XCTAssertGreaterThan(all - recompute, (model.spec.layers - 1) * model.spec.heads * 2048 * 2048 * 4 - 1, "kept attention probabilities")
+        XCTAssertFalse(try plan(nil).recomputeActivations)
+        XCTAssertFalse(try plan(all).recomputeActivations)
+        let middle = try plan(all - 1)
+        XCTAssertTrue(middle.recomputeActivations)
+        XCTAssertFalse(middle.streamState, "the tiny model's state is smaller than a streamed slice")
+        let minimum = [all, recompute, estimate(true, false), estimate(true, true)].min()!
+        XCTAssertThrowsError(try plan(minimum - 1)) { e in
+            XCTAssertTrue("\(e)".contains("at least") && "\(e)".contains("activations"), "\(e)")
+        }
+        XCTAssertNoThrow(try plan(minimum))
+    }
+
     func testNonFiniteStepIsSkipped() throws {
         let dir = makeTemporaryDirectory()
         let cache = try makeCache(dir, encoding: .topK(k: 8))

@@ -51,9 +51,11 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
         } else {
             state = Int(Double(parameters) * perParameter)
         }
-        let wide = max(s.hidden, s.qDim, s.ffn, TrainableDecoder.defaultVocabSlice(hidden: s.hidden))
+        // Transposed gradients (a layer's widest, or a block of logit rows by a vocabulary
+        // slice), packed GEMM panels per thread, the loss kernels' rows per thread.
         let threads = max(ThreadPool.threads, 1)
-        let kernels = 4 * (T * wide + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3
+        let transposed = max(T * max(s.hidden, s.qDim, s.ffn), logitRows * min(s.vocab, TrainableDecoder.defaultVocabSlice(hidden: s.hidden)))
+        let kernels = 4 * (transposed + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3
         let parts = [("baseline", baseline), (streamState ? "state slices" : "weights, gradients and optimizer state", state),
                      ("activations", TrainableDecoder.Activations.bytes(spec: s, tokens: T, logitRows: logitRows, recompute: recompute)),
                      ("kernel and loss scratch", kernels), ("cache data", chunkBytes)]
@@ -69,11 +71,9 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
                      baseline: baseline, chunkBytes: chunkBytes, streamState: stream, recompute: recompute)
         }
         guard let budget else { return plan(false, false) }
-        for (stream, recompute) in [(false, false), (false, true), (true, false), (true, true)] {
-            let p = plan(stream, recompute)
-            if p.total <= budget { return p }
-        }
-        let smallest = plan(true, true)
+        let plans = [plan(false, false), plan(false, true), plan(true, false), plan(true, true)]
+        if let fits = plans.first(where: { $0.total <= budget }) { return fits }
+        let smallest = plans.min { $0.total < $1.total }!
         throw Failure.budgetTooSmall(budget: budget, minimum: smallest.total, parts: smallest.parts)
     }
 }
