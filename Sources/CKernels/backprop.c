@@ -123,6 +123,35 @@ void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64
     }
 }
 
+// ---- GELU (tanh form) gate: y = gelu(g) · u, gelu(x) = ½x(1 + tanh(c(x + 0.044715x³))) ----------
+
+void ckpt_gelu_tanh_mul_exact(const float *g, const float *u, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        y[i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * u[i];
+    }
+}
+
+void ckpt_geglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du) {
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        const float th = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));
+        const float gelu = 0.5f * x * (1.0f + th);
+        const float dgelu = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+        du[i] = dy[i] * gelu;
+        dg[i] = dy[i] * u[i] * dgelu;
+    }
+}
+
+// ---- soft-capping: y = cap · tanh(x / cap) ------------------------------------------------------
+
+void ckpt_softcap_backward(const float *y, float *dy, int64_t n, float cap) {
+    for (int64_t i = 0; i < n; i++) {
+        const float th = y[i] / cap;
+        dy[i] *= 1 - th * th;
+    }
+}
+
 // ---- causal attention with grouped KV heads --------------------------------------------------
 // q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). probs [H, T, T]
 // keeps each row's softmax (row t uses keys 0 … t; window > 0 keeps only the last
@@ -133,7 +162,7 @@ typedef struct {
     float *out, *probs, *dq, *dk, *dv;
     int64_t ntok;
     int heads, kv_heads, d, window;
-    float scale;
+    float scale, softcap;
 } attn_job;
 
 static inline int64_t first_key(int64_t t, int window) { return window > 0 && t + 1 > window ? t + 1 - window : 0; }
@@ -158,7 +187,11 @@ static void attn_forward_task(void *ctx, int64_t h, int thread) {
             float *p = P + t * T;
             const int64_t k0 = first_key(t, j->window);
             float mx = -INFINITY;
-            for (int64_t s = k0; s <= t; s++) { p[s] *= j->scale; if (p[s] > mx) mx = p[s]; }
+            for (int64_t s = k0; s <= t; s++) {
+                p[s] *= j->scale;
+                if (j->softcap > 0) p[s] = j->softcap * tanhf(p[s] / j->softcap);
+                if (p[s] > mx) mx = p[s];
+            }
             double sum = 0;
             for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
             const float inv = (float)(1.0 / sum);
@@ -171,8 +204,8 @@ static void attn_forward_task(void *ctx, int64_t h, int thread) {
 }
 
 void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
-                            float scale, int window, float *out, float *probs) {
-    attn_job j = { q, k, v, NULL, out, probs, NULL, NULL, NULL, ntok, heads, kv_heads, head_dim, window, scale };
+                            float scale, float softcap, int window, float *out, float *probs) {
+    attn_job j = { q, k, v, NULL, out, probs, NULL, NULL, NULL, ntok, heads, kv_heads, head_dim, window, scale, softcap };
     ckpt_pool_run(heads, attn_forward_task, &j);
 }
 
@@ -192,6 +225,10 @@ static void attn_backward_task(void *ctx, int64_t h, int thread) {
         const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window);
         // dP = dO Vᵀ on the visible keys, then dS = P ⊙ (dP − Σ P⊙dP) · scale in place.
         ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, go + t0 * ldq, ldq, t1 - t0, dS + t0 * T + kb, T, pack);
+        // Soft-capped scores: recompute S (into tr, free until the dK / dV pass) for the
+        // cap's derivative 1 − tanh².
+        if (j->softcap > 0)
+            ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, j->q + t0 * ldq + h * d, ldq, t1 - t0, tr + t0 * T + kb, T, pack);
         for (int64_t t = t0; t < t1; t++) {
             const float *p = P + t * T;
             float *g = dS + t * T;
@@ -199,6 +236,13 @@ static void attn_backward_task(void *ctx, int64_t h, int thread) {
             double dot = 0;
             for (int64_t s = k0; s <= t; s++) dot += (double)p[s] * g[s];
             for (int64_t s = 0; s < T; s++) g[s] = s >= k0 && s <= t ? p[s] * (g[s] - (float)dot) * j->scale : 0;
+            if (j->softcap > 0) {
+                const float *raw = tr + t * T;
+                for (int64_t s = k0; s <= t; s++) {
+                    const float th = tanhf(raw[s] * j->scale / j->softcap);
+                    g[s] *= 1 - th * th;
+                }
+            }
         }
         // dQ = dS K
         ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, dS + t0 * T + kb, T, t1 - t0, j->dq + t0 * ldq + h * d, ldq, pack);
@@ -221,11 +265,12 @@ static void attn_backward_task(void *ctx, int64_t h, int thread) {
 }
 
 void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
-                             int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv) {
+                             int heads, int kv_heads, int head_dim, float scale, float softcap, int window, float *dq, float *dk,
+                             float *dv) {
     const int64_t T = ntok, d = head_dim, ldk = (int64_t)kv_heads * d;
     float *dkh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
     float *dvh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
-    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dkh, dvh, ntok, heads, kv_heads, head_dim, window, scale };
+    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dkh, dvh, ntok, heads, kv_heads, head_dim, window, scale, softcap };
     ckpt_pool_run(heads, attn_backward_task, &j);
     const int group = heads / kv_heads;
     for (int64_t t = 0; t < T; t++)

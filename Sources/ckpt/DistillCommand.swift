@@ -26,7 +26,7 @@ enum DistillCommand {
         <out>.checkpoints/; --resume continues from the newest whole one, to the same
         weights an uninterrupted run reaches. The student is written in its own format
         with the trained tensors as --dtype (f16 in GGUF, bf16 in safetensors by
-        default). Supports llama, mistral and qwen2 students.
+        default). Supports llama, mistral, qwen2, qwen3, gemma2 and gemma3 students.
 
         --memory-budget bounds the process's resident memory: the fastest arrangement
         whose estimate fits is used (said on stderr): everything in memory; each layer's
@@ -37,7 +37,7 @@ enum DistillCommand {
         with the minimum it needs.
         """,
         options: [
-            .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2)."),
+            .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2, qwen3, gemma2, gemma3)."),
             .init("--cache", value: "cache", help: "Teacher-logit cache from `ckpt logits build` (same tokenizer)."),
             .init("--steps", value: "n", help: "Optimizer steps (default: one pass over the cache)."),
             .init("--tokens", value: "n", help: "Train on this many tokens instead of --steps (e.g. 2M)."),

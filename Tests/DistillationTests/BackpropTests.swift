@@ -83,6 +83,39 @@ final class BackpropTests: XCTestCase {
         check("swiglu du", input: &u, analytic: du, h: 1e-3) { f(g0, $0) }
     }
 
+    func testGeGLUAndSoftcap() {
+        let n = 50
+        var g = random(n, scale: 4), u = random(n, scale: 2)
+        let r = random(n)
+        func f(_ g: [Float], _ u: [Float]) -> Double {
+            var y = [Float](repeating: 0, count: n)
+            ckpt_gelu_tanh_mul_exact(g, u, &y, Int64(n))
+            return dot(y, r)
+        }
+        // The training forward agrees with the engine's vectorised GELU.
+        var exact = [Float](repeating: 0, count: n), engine = exact
+        ckpt_gelu_tanh_mul_exact(g, u, &exact, Int64(n))
+        ckpt_gelu_tanh_mul(g, u, &engine, Int64(n))
+        for i in 0..<n { XCTAssertEqual(exact[i], engine[i], accuracy: 1e-5 * max(1, abs(exact[i]))) }
+        var dg = [Float](repeating: 0, count: n), du = [Float](repeating: 0, count: n)
+        ckpt_geglu_backward(r, g, u, Int64(n), &dg, &du)
+        let g0 = g, u0 = u
+        check("geglu dg", input: &g, analytic: dg, h: 1e-3) { f($0, u0) }
+        check("geglu du", input: &u, analytic: du, h: 1e-3) { f(g0, $0) }
+
+        var x = random(n, scale: 20)
+        func capped(_ x: [Float]) -> Double {
+            var y = x
+            ckpt_softcap(&y, Int64(n), 7)
+            return dot(y, r)
+        }
+        var y = x
+        ckpt_softcap(&y, Int64(n), 7)
+        var dx = r
+        ckpt_softcap_backward(y, &dx, Int64(n), 7)
+        check("softcap dx", input: &x, analytic: dx, h: 1e-3) { capped($0) }
+    }
+
     func testRoPEBackwardIsTheInverseRotation() {
         let T = 6, heads = 3, d = 8
         var x = random(T * heads * d)
@@ -107,9 +140,12 @@ final class BackpropTests: XCTestCase {
         for (T, windows) in [(9, [Int32(0), 4]), (150, [Int32(0), 70])] {
             attentionCase(T: T, windows: windows, samples: T > 64 ? 200 : nil)
         }
+        // gemma2's soft-capped scores (a cap low enough to bend them).
+        attentionCase(T: 9, windows: [0, 4], samples: nil, softcap: 1.5)
+        attentionCase(T: 150, windows: [70], samples: 200, softcap: 1.5)
     }
 
-    func attentionCase(T: Int, windows: [Int32], samples: Int?) {
+    func attentionCase(T: Int, windows: [Int32], samples: Int?, softcap: Float = 0) {
         let H = 4, Hkv = 2, d = 6
         var q = random(T * H * d), k = random(T * Hkv * d), v = random(T * Hkv * d)
         let r = random(T * H * d)
@@ -117,23 +153,23 @@ final class BackpropTests: XCTestCase {
         for window in windows {
             func f(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
                 var out = [Float](repeating: 0, count: T * H * d), probs = [Float](repeating: 0, count: H * T * T)
-                ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, window, &out, &probs)
+                ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &probs)
                 return dot(out, r)
             }
             var out = [Float](repeating: 0, count: T * H * d), probs = [Float](repeating: 0, count: H * T * T)
-            ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, window, &out, &probs)
+            ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &probs)
             // Against the inference kernel's output (no rounding).
             var reference = [Float](repeating: 0, count: T * H * d)
             var scratch = [Float](repeating: 0, count: ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(T), Int32(d))))
             ckpt_attention(q, Int64(H * d), k, Int64(Hkv * d), v, Int64(Hkv * d), &reference, Int64(H * d), Int64(T), 0, Int64(T),
-                           Int32(H), Int32(Hkv), Int32(d), scale, window, 0, 0, &scratch)
-            for i in out.indices { XCTAssertEqual(out[i], reference[i], accuracy: 1e-5, "window \(window)") }
+                           Int32(H), Int32(Hkv), Int32(d), scale, window, softcap, 0, &scratch)
+            for i in out.indices { XCTAssertEqual(out[i], reference[i], accuracy: 1e-5, "window \(window) softcap \(softcap)") }
             var dq = [Float](repeating: 0, count: T * H * d), dk = [Float](repeating: 0, count: T * Hkv * d), dv = dk
-            ckpt_attention_backward(r, q, k, v, probs, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, window, &dq, &dk, &dv)
+            ckpt_attention_backward(r, q, k, v, probs, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &dq, &dk, &dv)
             let q0 = q, k0 = k, v0 = v
-            check("attention T\(T) dq w\(window)", input: &q, analytic: dq, samples: samples) { f($0, k0, v0) }
-            check("attention T\(T) dk w\(window)", input: &k, analytic: dk, samples: samples) { f(q0, $0, v0) }
-            check("attention T\(T) dv w\(window)", input: &v, analytic: dv, samples: samples) { f(q0, k0, $0) }
+            check("attention T\(T) dq w\(window) cap \(softcap)", input: &q, analytic: dq, samples: samples) { f($0, k0, v0) }
+            check("attention T\(T) dk w\(window) cap \(softcap)", input: &k, analytic: dk, samples: samples) { f(q0, $0, v0) }
+            check("attention T\(T) dv w\(window) cap \(softcap)", input: &v, analytic: dv, samples: samples) { f(q0, k0, $0) }
         }
     }
 }

@@ -1,5 +1,6 @@
 import CKernels
 import CheckpointIO
+import Conversion
 @testable import Distillation
 import Models
 import TensorMath
@@ -226,6 +227,36 @@ final class DistillerTests: XCTestCase {
         XCTAssertTrue(memcmp(back.weights.pointer, s.weights.pointer, s.weights.count * 4) == 0)
         _ = try StudentWriter.write(s, source: model.checkpoint, to: dir + "/bf16")
         XCTAssertEqual(try DecoderModel(path: dir + "/bf16").checkpoint.tensors.map(\.dtype.name).filter { $0 != "BF16" }, [])
+    }
+
+    /// gemma in HF form stores norm weights w for x·(1 + w): the student trains on 1 + w
+    /// (its forward equals the GGUF one's) and writes w back.
+    func testGemmaStudentInHFFormKeepsItsNormOffset() throws {
+        let dir = makeTemporaryDirectory()
+        var o = ConversionOptions(target: .safetensors)
+        o.dtype = .f32
+        _ = try Converter(source: try openCheckpoint(path: fixturesPath + "/engine/tiny-gemma3.gguf"), output: dir + "/hf", options: o).run()
+        let gguf = try TrainableDecoder(model: DecoderModel(path: fixturesPath + "/engine/tiny-gemma3.gguf"))
+        let hfModel = try DecoderModel(path: dir + "/hf")
+        let hf = try TrainableDecoder(model: hfModel)
+        XCTAssertEqual(hf.normOffset, 1)
+        let tokens: [Int32] = [2, 40, 41, 99, 7, 12, 200, 3, 3, 18]
+        func logits(_ s: TrainableDecoder) -> [Float] {
+            var out = [Float]()
+            _ = s.forwardBackward(tokens, backward: false) { _, n, l, _ in out += UnsafeBufferPointer(start: l, count: n * s.spec.vocab); return 0 }
+            return out
+        }
+        let a = logits(gguf), b = logits(hf)
+        XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()!, 1e-3)
+        _ = try StudentWriter.write(hf, source: hfModel.checkpoint, to: dir + "/out", dtype: .f32)
+        let source = try openCheckpoint(path: dir + "/hf"), written = try openCheckpoint(path: dir + "/out")
+        var norms = 0
+        for t in source.tensors where t.name.contains("norm") {
+            let u = try XCTUnwrap(written.tensors.first { $0.name == t.name })
+            XCTAssertTrue(sameBytes(t.bytes, u.bytes), t.name)
+            norms += 1
+        }
+        XCTAssertGreaterThan(norms, 4)
     }
 
     func testRefusesAnotherVocabularyAndReverseKLFromDraws() throws {

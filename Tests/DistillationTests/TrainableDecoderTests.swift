@@ -7,8 +7,12 @@ import TestSupport
 import XCTest
 
 /// The whole student's backward pass against finite differences, and its forward pass
-/// against the inference engine, on the tiny llama and qwen2 (biases) fixtures.
+/// against the inference engine, on the tiny fixtures of every architecture: llama (GGUF
+/// and HF), qwen2 (biases), qwen3 (q/k norms; GGUF and HF), gemma2 (post-norms, soft-caps,
+/// GELU, scaled embedding, sliding layers) and gemma3 (q/k norms, local RoPE base).
 final class TrainableDecoderTests: XCTestCase {
+    static let models = ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf", "tiny-qwen3.gguf", "tiny-qwen3-hf", "tiny-gemma2.gguf", "tiny-gemma3.gguf"]
+
     func lossHead(_ student: TrainableDecoder, tokens: [Int32], targets: KDTargets) -> TrainableDecoder.LossHead {
         let k = LossKernels(vocab: student.spec.vocab)
         return { r0, n, logits, grad in
@@ -36,7 +40,7 @@ final class TrainableDecoderTests: XCTestCase {
     }
 
     func testGradientsMatchFiniteDifferences() throws {
-        for name in ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf"] {
+        for name in Self.models {
             let model = try DecoderModel(path: fixturesPath + "/engine/\(name)")
             let student = try TrainableDecoder(model: model)
             student.logitRows = 5  // several head blocks per sequence
@@ -70,7 +74,7 @@ final class TrainableDecoderTests: XCTestCase {
 
     func testForwardMatchesTheEngine() throws {
         // GGUF (llama.cpp's Q/K row order) and HF safetensors (NeoX RoPE layout).
-        for name in ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf"] {
+        for name in Self.models {
             let model = try DecoderModel(path: fixturesPath + "/engine/\(name)")
             let student = try TrainableDecoder(model: model)
             let tokens: [Int32] = [1, 5, 99, 240, 7, 7, 31, 180]

@@ -207,10 +207,18 @@ void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64
 /// [ntok, heads·d]; probs [heads, ntok, ntok] keeps the softmax rows for the backward
 /// pass. window > 0 limits each query to its last `window` keys. On the pool.
 void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
-                            float scale, int window, float *out, float *probs);
-/// dq, dk, dv overwritten. On the pool (one task per KV head).
+                            float scale, float softcap, int window, float *out, float *probs);
+/// dq, dk, dv overwritten. softcap > 0: scores were cap·tanh(s·scale/cap) (gemma2), whose
+/// derivative needs them recomputed. On the pool (one task per KV head).
 void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
-                             int heads, int kv_heads, int head_dim, float scale, int window, float *dq, float *dk, float *dv);
+                             int heads, int kv_heads, int head_dim, float scale, float softcap, int window, float *dq, float *dk,
+                             float *dv);
+/// y = gelu_tanh(g) · u with tanhf, the forward pass whose derivative ckpt_geglu_backward is.
+void ckpt_gelu_tanh_mul_exact(const float *g, const float *u, float *y, int64_t n);
+/// Gradients of y = gelu_tanh(g) · u; dg and du overwritten.
+void ckpt_geglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du);
+/// dy ← dy · (1 − (y/cap)²): back through y = cap · tanh(x / cap), from its output y.
+void ckpt_softcap_backward(const float *y, float *dy, int64_t n, float cap);
 /// One AdamW step over n parameters (gradients multiplied by grad_scale first, for
 /// clipping; step counts from 1 for the bias corrections). On the pool; deterministic.
 void ckpt_adamw_update(float *w, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps,

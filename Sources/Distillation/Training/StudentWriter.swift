@@ -1,6 +1,7 @@
 import CheckpointIO
 import Conversion
 import Models
+import TensorMath
 
 /// Writes a trained student in its source's format: every tensor replaced by its f32
 /// master weights encoded as `dtype` (default f16 in GGUF, bf16 in safetensors, so a few
@@ -10,8 +11,17 @@ public enum StudentWriter {
     public static func write(_ student: TrainableDecoder, source: any Checkpoint, to output: String, dtype: DTypeChoice? = nil,
                              overwrite: Bool = false, metadata: [MetadataEntry] = []) throws -> ConversionSummary {
         var edit = CheckpointEdit()
+        // Norms of a student read with an offset go back without it, from copies.
+        var copies: [FloatBuffer] = []
         for slot in student.slots {
             let weights = student.weights, at = slot.offset
+            if slot.isNorm && student.normOffset != 0 {
+                let c = FloatBuffer(count: slot.count, zeroed: false)
+                for i in 0..<slot.count { c[i] = weights[at + i] - student.normOffset }
+                copies.append(c)
+                edit.tensors[slot.name] = TensorEdit(values: TensorValues(c.pointer, count: slot.count))
+                continue
+            }
             edit.tensors[slot.name] = TensorEdit(values: TensorValues(weights.pointer + at, count: slot.count) { r in
                 weights.release(floats: (at + r.lowerBound)..<(at + r.upperBound))
             })
@@ -24,7 +34,7 @@ public enum StudentWriter {
         options.dtype = dtype ?? (source.format == .gguf ? .f16 : .bf16)
         options.overwrite = overwrite
         options.edit = edit
-        return try withExtendedLifetime(student) {
+        return try withExtendedLifetime((student, copies)) {
             try Converter(source: source, output: output, options: options).run()
         }
     }

@@ -6,8 +6,8 @@ import TensorMath
 import Glibc
 #endif
 
-/// A student being trained: f32 master weights of a llama-family decoder (llama,
-/// mistral, qwen2) in one flat array with their gradients beside them (in memory or
+/// A student being trained: f32 master weights of a decoder (llama, mistral, qwen2,
+/// qwen3, gemma2, gemma3) in one flat array with their gradients beside them (in memory or
 /// streamed from files, see `StateResidence`), and the
 /// forward and backward passes of one sequence, layer by layer, built from the
 /// operations in backprop.c. Weights keep the file's layout (llama.cpp's Q/K row order
@@ -20,6 +20,14 @@ public final class TrainableDecoder {
         public let shape: [Int]
         public let offset: Int
         public let count: Int
+
+        public var isNorm: Bool {
+            switch role {
+            case .finalNorm: return true
+            case let .layer(_, part): return part.isNorm
+            default: return false
+            }
+        }
     }
 
     public enum Failure: Error, CustomStringConvertible, Sendable {
@@ -40,6 +48,9 @@ public final class TrainableDecoder {
     /// instead of keeping them all from the forward pass: memory for one layer's
     /// activations rather than every layer's, for about a third more compute.
     public let recomputeActivations: Bool
+    /// Added to norm weights when read and taken off when written: gemma's HF checkpoints
+    /// store w for a norm that multiplies by 1 + w (GGUF holds 1 + w already).
+    public let normOffset: Float
     private var index: [TensorRole: Int] = [:]
     /// Per layer, the f32 elements its tensors span in `weights` and `grads`.
     private var layerRanges: [Range<Int>] = []
@@ -62,15 +73,11 @@ public final class TrainableDecoder {
     /// `residence` says.
     public init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
-        if s.qkNorm { throw Failure.unsupported("\(s.architecture) normalises q and k (qwen3, gemma3)") }
-        if s.postNorms { throw Failure.unsupported("\(s.architecture) has post-norms (gemma2, gemma3)") }
-        if s.activation != .silu { throw Failure.unsupported("\(s.architecture)'s MLP gate is not SiLU") }
-        if s.attentionSoftcap != 0 || s.finalSoftcap != 0 { throw Failure.unsupported("logit soft-capping") }
-        if s.embeddingScale != 1 { throw Failure.unsupported("a scaled embedding") }
-        if model.checkpoint.format == .safetensors && s.hfNormOffset != 0 { throw Failure.unsupported("norm weights stored with an offset") }
+        if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
         spec = s
         self.recomputeActivations = recomputeActivations
         vocabSlice = Self.defaultVocabSlice(hidden: s.hidden)
+        normOffset = model.checkpoint.format == .safetensors ? s.hfNormOffset : 0
         let slots = try Self.slots(of: model)
         self.slots = slots
         tiedHead = model.tensor(.lmHead) == nil
@@ -86,6 +93,9 @@ public final class TrainableDecoder {
             }
             let t = model.tensor(slot.role)!
             try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: weights.pointer + slot.offset)
+            if normOffset != 0 && slot.isNorm {
+                for i in slot.offset..<(slot.offset + slot.count) { weights[i] += normOffset }
+            }
             weights.release(floats: slot.offset..<(slot.offset + slot.count))
             try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount))
         }
@@ -98,7 +108,11 @@ public final class TrainableDecoder {
         for i in 0..<s.layers {
             roles += [.layer(i, .attnNorm), .layer(i, .attnQ), .layer(i, .attnK), .layer(i, .attnV)]
             for b in [LayerTensor.attnQBias, .attnKBias, .attnVBias] where model.tensor(.layer(i, b)) != nil { roles.append(.layer(i, b)) }
-            roles += [.layer(i, .attnOutput), .layer(i, .mlpNorm), .layer(i, .mlpGate), .layer(i, .mlpUp), .layer(i, .mlpDown)]
+            if s.qkNorm { roles += [.layer(i, .attnQNorm), .layer(i, .attnKNorm)] }
+            roles.append(.layer(i, .attnOutput))
+            if s.postNorms { roles.append(.layer(i, .postAttnNorm)) }
+            roles += [.layer(i, .mlpNorm), .layer(i, .mlpGate), .layer(i, .mlpUp), .layer(i, .mlpDown)]
+            if s.postNorms { roles.append(.layer(i, .postMlpNorm)) }
         }
         roles.append(.finalNorm)
         if model.tensor(.lmHead) != nil { roles.append(.lmHead) }
@@ -149,17 +163,27 @@ public final class TrainableDecoder {
     /// One decoder layer's activations for one sequence: what its backward pass reads.
     final class LayerActivations {
         let xn1, q, k, v, att, xmid, xn2, gate, up, act, rstd1, rstd2, probs: FloatBuffer
+        /// q and k before their per-head norms, and the norms' 1/rms (qwen3, gemma3).
+        let qRaw, kRaw, rstdQ, rstdK: FloatBuffer
+        /// Attention's and the MLP's outputs before their post-norms, and the norms' 1/rms (gemma2, gemma3).
+        let attnOut, mlpOut, rstdPost1, rstdPost2: FloatBuffer
+
         init(spec s: DecoderSpec, tokens T: Int) {
             func buf(_ n: Int) -> FloatBuffer { FloatBuffer(count: n, zeroed: false) }
             xn1 = buf(T * s.hidden); q = buf(T * s.qDim); k = buf(T * s.kvDim); v = buf(T * s.kvDim)
             att = buf(T * s.qDim); xmid = buf(T * s.hidden); xn2 = buf(T * s.hidden)
             gate = buf(T * s.ffn); up = buf(T * s.ffn); act = buf(T * s.ffn)
             rstd1 = buf(T); rstd2 = buf(T); probs = buf(s.heads * T * T)
+            let qk = s.qkNorm ? 1 : 0, post = s.postNorms ? 1 : 0
+            qRaw = buf(qk * T * s.qDim); kRaw = buf(qk * T * s.kvDim); rstdQ = buf(qk * T * s.heads); rstdK = buf(qk * T * s.kvHeads)
+            attnOut = buf(post * T * s.hidden); mlpOut = buf(post * T * s.hidden); rstdPost1 = buf(post * T); rstdPost2 = buf(post * T)
         }
 
         /// Bytes for `tokens` tokens.
         static func bytes(spec s: DecoderSpec, tokens T: Int) -> Int {
-            4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 2) + s.heads * T * T)
+            let qk = s.qkNorm ? T * (s.qDim + s.kvDim + s.heads + s.kvHeads) : 0
+            let post = s.postNorms ? 2 * T * (s.hidden + 1) : 0
+            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 2) + s.heads * T * T + qk + post)
         }
     }
 
@@ -172,9 +196,10 @@ public final class TrainableDecoder {
         /// Per layer, or one set reused when activations are recomputed.
         let layers: [LayerActivations]
         let xfin, xf, rstdF: FloatBuffer
-        let ropeCos, ropeSin, ropeSinNeg: FloatBuffer
+        /// RoPE tables of global layers and of sliding-window layers (their base differs in gemma3).
+        let ropeCos, ropeSin, ropeSinNeg, ropeCosLocal, ropeSinLocal, ropeSinNegLocal: FloatBuffer
         // Work buffers.
-        let dx, dxn, dtmp, dq, dk, dv, datt, dg, du, da: FloatBuffer
+        let dx, dxn, dtmp, dq, dk, dv, datt, dg, du, da, dproj: FloatBuffer
         let logits, dlogits: FloatBuffer
 
         init(spec s: DecoderSpec, tokens T: Int, logitRows: Int, recompute: Bool) {
@@ -184,26 +209,28 @@ public final class TrainableDecoder {
             xfin = FloatBuffer(count: T * s.hidden, zeroed: false); xf = FloatBuffer(count: T * s.hidden, zeroed: false)
             rstdF = FloatBuffer(count: T, zeroed: false)
             let half = s.ropeDims / 2
-            ropeCos = FloatBuffer(count: T * half, zeroed: false); ropeSin = FloatBuffer(count: T * half, zeroed: false)
-            ropeSinNeg = FloatBuffer(count: T * half, zeroed: false)
+            func table() -> FloatBuffer { FloatBuffer(count: T * half, zeroed: false) }
+            ropeCos = table(); ropeSin = table(); ropeSinNeg = table(); ropeCosLocal = table(); ropeSinLocal = table(); ropeSinNegLocal = table()
             for t in 0..<T {
                 for i in 0..<half {
-                    let a = Double(t) * s.ropeInvFreq[i]
+                    let a = Double(t) * s.ropeInvFreq[i], b = Double(t) * s.ropeInvFreqLocal[i]
                     ropeCos[t * half + i] = Float(cos(a)); ropeSin[t * half + i] = Float(sin(a)); ropeSinNeg[t * half + i] = -Float(sin(a))
+                    ropeCosLocal[t * half + i] = Float(cos(b)); ropeSinLocal[t * half + i] = Float(sin(b)); ropeSinNegLocal[t * half + i] = -Float(sin(b))
                 }
             }
             let wide = max(s.hidden, s.qDim, s.ffn)
             dx = FloatBuffer(count: T * s.hidden); dxn = FloatBuffer(count: T * wide); dtmp = FloatBuffer(count: T * wide)
             dq = FloatBuffer(count: T * s.qDim); dk = FloatBuffer(count: T * s.kvDim); dv = FloatBuffer(count: T * s.kvDim)
             datt = FloatBuffer(count: T * s.qDim); dg = FloatBuffer(count: T * s.ffn); du = FloatBuffer(count: T * s.ffn)
-            da = FloatBuffer(count: T * s.ffn)
+            da = FloatBuffer(count: T * s.ffn); dproj = FloatBuffer(count: s.postNorms ? T * s.hidden : 0)
             logits = FloatBuffer(count: logitRows * s.vocab, zeroed: false); dlogits = FloatBuffer(count: logitRows * s.vocab)
         }
 
         /// Bytes the buffers take for `tokens` tokens.
         static func bytes(spec s: DecoderSpec, tokens T: Int, logitRows: Int, recompute: Bool) -> Int {
             let wide = max(s.hidden, s.qDim, s.ffn)
-            let shared = T * (3 * s.hidden + 1 + 3 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn)
+            let shared = T * (3 * s.hidden + 1 + 6 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn)
+                + (s.postNorms ? T * s.hidden : 0)
                 + 2 * logitRows * s.vocab
             return 4 * (s.layers * T * s.hidden + shared) + (recompute ? 1 : s.layers) * LayerActivations.bytes(spec: s, tokens: T)
         }
@@ -217,56 +244,104 @@ public final class TrainableDecoder {
         return a
     }
 
-    private func window(_ layer: Int) -> Int32 {
-        spec.slidingWindow > 0 && (spec.slidingLayers.isEmpty || spec.slidingLayers.contains(layer)) ? Int32(spec.slidingWindow) : 0
+    private func sliding(_ layer: Int) -> Bool { spec.slidingWindow > 0 && spec.slidingLayers.contains(layer) }
+
+    private func window(_ layer: Int) -> Int32 { sliding(layer) ? Int32(spec.slidingWindow) : 0 }
+
+    /// cos, sin and −sin tables of layer `l`'s RoPE.
+    private func rope(_ l: Int, _ a: Activations) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        spec.slidingLayers.contains(l) ? (a.ropeCosLocal.pointer, a.ropeSinLocal.pointer, a.ropeSinNegLocal.pointer)
+            : (a.ropeCos.pointer, a.ropeSin.pointer, a.ropeSinNeg.pointer)
     }
 
     /// Layer `l` forward on one sequence: reads its input from `x` (the residual stream),
     /// leaves its output there, and what the backward pass needs in `la`.
     private func forwardLayer(_ l: Int, _ x: UnsafeMutablePointer<Float>, _ la: LayerActivations, _ a: Activations) {
-        let s = spec, T = a.tokens, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim
+        let s = spec, T = a.tokens, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim, d = s.headDim
         let neox: Int32 = s.ropeNeox ? 1 : 0
+        let (cosT, sinT, _) = rope(l, a)
         ckpt_rmsnorm_forward(x, weight(.layer(l, .attnNorm)), Int64(T), Int64(C), s.normEps, la.xn1.pointer, la.rstd1.pointer)
-        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnQ)), Int64(Q), la.q.pointer)
-        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnK)), Int64(KV), la.k.pointer)
+        let (q, k) = s.qkNorm ? (la.qRaw.pointer, la.kRaw.pointer) : (la.q.pointer, la.k.pointer)
+        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnQ)), Int64(Q), q)
+        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnK)), Int64(KV), k)
         ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnV)), Int64(KV), la.v.pointer)
-        addBias(.layer(l, .attnQBias), la.q.pointer, T, Q)
-        addBias(.layer(l, .attnKBias), la.k.pointer, T, KV)
+        addBias(.layer(l, .attnQBias), q, T, Q)
+        addBias(.layer(l, .attnKBias), k, T, KV)
         addBias(.layer(l, .attnVBias), la.v.pointer, T, KV)
-        ckpt_rope(la.q.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(s.headDim), Int32(s.ropeDims), a.ropeCos.pointer, a.ropeSin.pointer, neox)
-        ckpt_rope(la.k.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(s.headDim), Int32(s.ropeDims), a.ropeCos.pointer, a.ropeSin.pointer, neox)
-        ckpt_attention_forward(la.q.pointer, la.k.pointer, la.v.pointer, Int64(T), Int32(s.heads), Int32(s.kvHeads), Int32(s.headDim),
-                               s.attentionScale, window(l), la.att.pointer, la.probs.pointer)
-        ckpt_linear_forward(la.att.pointer, Int64(T), Int64(Q), weight(.layer(l, .attnOutput)), Int64(C), a.dtmp.pointer)
+        if s.qkNorm {
+            // Each head's q and k normed on their own: rows of head_dim.
+            ckpt_rmsnorm_forward(q, weight(.layer(l, .attnQNorm)), Int64(T * s.heads), Int64(d), s.normEps, la.q.pointer, la.rstdQ.pointer)
+            ckpt_rmsnorm_forward(k, weight(.layer(l, .attnKNorm)), Int64(T * s.kvHeads), Int64(d), s.normEps, la.k.pointer, la.rstdK.pointer)
+        }
+        ckpt_rope(la.q.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(d), Int32(s.ropeDims), cosT, sinT, neox)
+        ckpt_rope(la.k.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(d), Int32(s.ropeDims), cosT, sinT, neox)
+        ckpt_attention_forward(la.q.pointer, la.k.pointer, la.v.pointer, Int64(T), Int32(s.heads), Int32(s.kvHeads), Int32(d),
+                               s.attentionScale, s.attentionSoftcap, window(l), la.att.pointer, la.probs.pointer)
+        let attnOut = s.postNorms ? la.attnOut.pointer : a.dtmp.pointer
+        ckpt_linear_forward(la.att.pointer, Int64(T), Int64(Q), weight(.layer(l, .attnOutput)), Int64(C), attnOut)
+        if s.postNorms {
+            ckpt_rmsnorm_forward(attnOut, weight(.layer(l, .postAttnNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost1.pointer)
+        }
         add(a.dtmp.pointer, into: x, T * C)
         memcpy(la.xmid.pointer, x, T * C * 4)
         ckpt_rmsnorm_forward(x, weight(.layer(l, .mlpNorm)), Int64(T), Int64(C), s.normEps, la.xn2.pointer, la.rstd2.pointer)
         ckpt_linear_forward(la.xn2.pointer, Int64(T), Int64(C), weight(.layer(l, .mlpGate)), Int64(F), la.gate.pointer)
         ckpt_linear_forward(la.xn2.pointer, Int64(T), Int64(C), weight(.layer(l, .mlpUp)), Int64(F), la.up.pointer)
-        ckpt_silu_mul(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
-        ckpt_linear_forward(la.act.pointer, Int64(T), Int64(F), weight(.layer(l, .mlpDown)), Int64(C), a.dtmp.pointer)
+        switch s.activation {
+        case .silu: ckpt_silu_mul(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
+        case .geluTanh: ckpt_gelu_tanh_mul_exact(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
+        }
+        let mlpOut = s.postNorms ? la.mlpOut.pointer : a.dtmp.pointer
+        ckpt_linear_forward(la.act.pointer, Int64(T), Int64(F), weight(.layer(l, .mlpDown)), Int64(C), mlpOut)
+        if s.postNorms {
+            ckpt_rmsnorm_forward(mlpOut, weight(.layer(l, .postMlpNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost2.pointer)
+        }
         add(a.dtmp.pointer, into: x, T * C)
     }
 
     /// Layer `l` backward on one sequence: `dx` holds the gradient at its output and
     /// leaves with the gradient at its input; weight gradients are added into `grads`.
     private func backwardLayer(_ l: Int, _ dx: UnsafeMutablePointer<Float>, _ la: LayerActivations, _ a: Activations) {
-        let s = spec, T = a.tokens, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim
+        let s = spec, T = a.tokens, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim, d = s.headDim
         let neox: Int32 = s.ropeNeox ? 1 : 0
-        // MLP: x_out = x_mid + down(silu(gate) · up).
-        ckpt_linear_backward(dx, la.act.pointer, weight(.layer(l, .mlpDown)), Int64(T), Int64(F), Int64(C), a.da.pointer, grad(.layer(l, .mlpDown)))
-        ckpt_swiglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
+        let (cosT, _, sinNeg) = rope(l, a)
+        // MLP: x_out = x_mid + postnorm(down(act(gate) · up)).
+        var dOut = UnsafeMutablePointer(dx)
+        if s.postNorms {
+            ckpt_rmsnorm_backward(dx, la.mlpOut.pointer, weight(.layer(l, .postMlpNorm)), la.rstdPost2.pointer, Int64(T), Int64(C),
+                                  a.dproj.pointer, grad(.layer(l, .postMlpNorm)))
+            dOut = a.dproj.pointer
+        }
+        ckpt_linear_backward(dOut, la.act.pointer, weight(.layer(l, .mlpDown)), Int64(T), Int64(F), Int64(C), a.da.pointer, grad(.layer(l, .mlpDown)))
+        switch s.activation {
+        case .silu: ckpt_swiglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
+        case .geluTanh: ckpt_geglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
+        }
         ckpt_linear_backward(a.dg.pointer, la.xn2.pointer, weight(.layer(l, .mlpGate)), Int64(T), Int64(C), Int64(F), a.dxn.pointer, grad(.layer(l, .mlpGate)))
         ckpt_linear_backward(a.du.pointer, la.xn2.pointer, weight(.layer(l, .mlpUp)), Int64(T), Int64(C), Int64(F), a.dtmp.pointer, grad(.layer(l, .mlpUp)))
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
         ckpt_rmsnorm_backward(a.dxn.pointer, la.xmid.pointer, weight(.layer(l, .mlpNorm)), la.rstd2.pointer, Int64(T), Int64(C), a.dtmp.pointer, grad(.layer(l, .mlpNorm)))
         add(a.dtmp.pointer, into: dx, T * C)
-        // Attention: x_mid = x_in + o(attention(rope(q), rope(k), v)).
-        ckpt_linear_backward(dx, la.att.pointer, weight(.layer(l, .attnOutput)), Int64(T), Int64(Q), Int64(C), a.datt.pointer, grad(.layer(l, .attnOutput)))
+        // Attention: x_mid = x_in + postnorm(o(attention(rope(qknorm(q)), rope(qknorm(k)), v))).
+        dOut = dx
+        if s.postNorms {
+            ckpt_rmsnorm_backward(dx, la.attnOut.pointer, weight(.layer(l, .postAttnNorm)), la.rstdPost1.pointer, Int64(T), Int64(C),
+                                  a.dproj.pointer, grad(.layer(l, .postAttnNorm)))
+            dOut = a.dproj.pointer
+        }
+        ckpt_linear_backward(dOut, la.att.pointer, weight(.layer(l, .attnOutput)), Int64(T), Int64(Q), Int64(C), a.datt.pointer, grad(.layer(l, .attnOutput)))
         ckpt_attention_backward(a.datt.pointer, la.q.pointer, la.k.pointer, la.v.pointer, la.probs.pointer, Int64(T), Int32(s.heads),
-                                Int32(s.kvHeads), Int32(s.headDim), s.attentionScale, window(l), a.dq.pointer, a.dk.pointer, a.dv.pointer)
-        ckpt_rope(a.dq.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(s.headDim), Int32(s.ropeDims), a.ropeCos.pointer, a.ropeSinNeg.pointer, neox)
-        ckpt_rope(a.dk.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(s.headDim), Int32(s.ropeDims), a.ropeCos.pointer, a.ropeSinNeg.pointer, neox)
+                                Int32(s.kvHeads), Int32(d), s.attentionScale, s.attentionSoftcap, window(l), a.dq.pointer, a.dk.pointer, a.dv.pointer)
+        ckpt_rope(a.dq.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(d), Int32(s.ropeDims), cosT, sinNeg, neox)
+        ckpt_rope(a.dk.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(d), Int32(s.ropeDims), cosT, sinNeg, neox)
+        if s.qkNorm {
+            ckpt_rmsnorm_backward(a.dq.pointer, la.qRaw.pointer, weight(.layer(l, .attnQNorm)), la.rstdQ.pointer, Int64(T * s.heads), Int64(d),
+                                  a.dtmp.pointer, grad(.layer(l, .attnQNorm)))
+            memcpy(a.dq.pointer, a.dtmp.pointer, T * Q * 4)
+            ckpt_rmsnorm_backward(a.dk.pointer, la.kRaw.pointer, weight(.layer(l, .attnKNorm)), la.rstdK.pointer, Int64(T * s.kvHeads), Int64(d),
+                                  a.dtmp.pointer, grad(.layer(l, .attnKNorm)))
+            memcpy(a.dk.pointer, a.dtmp.pointer, T * KV * 4)
+        }
         biasGrad(.layer(l, .attnQBias), a.dq.pointer, T, Q)
         biasGrad(.layer(l, .attnKBias), a.dk.pointer, T, KV)
         biasGrad(.layer(l, .attnVBias), a.dv.pointer, T, KV)
@@ -288,6 +363,7 @@ public final class TrainableDecoder {
         let x = a.dx  // the residual stream, reused as dx in the backward pass
         let embed = weight(.embed)
         for (t, id) in tokens.enumerated() { memcpy(x.pointer + t * C, embed + Int(id) * C, C * 4) }
+        if s.embeddingScale != 1 { ckpt_scale(x.pointer, s.embeddingScale, Int64(T * C)) }
         release(.embed, grads: false)
         for l in 0..<s.layers {
             memcpy(a.xin[l].pointer, x.pointer, T * C * 4)
@@ -309,9 +385,11 @@ public final class TrainableDecoder {
                 ckpt_linear_forward_strided(a.xf.pointer + r0 * C, Int64(n), Int64(C), headWeight + v0 * C, Int64(nv), a.logits.pointer + v0, Int64(V), 0)
                 weights.release(floats: (headWeight - weights.pointer + v0 * C)..<(headWeight - weights.pointer + (v0 + nv) * C))
             }
+            if s.finalSoftcap > 0 { ckpt_softcap(a.logits.pointer, Int64(n * V), s.finalSoftcap) }
             memset(a.dlogits.pointer, 0, n * V * 4)
             total += head(r0, n, a.logits.pointer, a.dlogits.pointer)
             if backward {
+                if s.finalSoftcap > 0 { ckpt_softcap_backward(a.logits.pointer, a.dlogits.pointer, Int64(n * V), s.finalSoftcap) }
                 for v0 in stride(from: 0, to: V, by: slice) {
                     let nv = min(slice, V - v0)
                     ckpt_linear_backward_strided(a.dlogits.pointer + v0, Int64(V), a.xf.pointer + r0 * C, headWeight + v0 * C, Int64(n), Int64(C), Int64(nv),
@@ -338,6 +416,7 @@ public final class TrainableDecoder {
             release(layer: l, grads: true)
         }
         let dembed = grad(.embed)
+        if s.embeddingScale != 1 { ckpt_scale(dx.pointer, s.embeddingScale, Int64(T * C)) }
         for (t, id) in tokens.enumerated() { add(dx.pointer + t * C, into: dembed + Int(id) * C, C) }
         release(.embed, grads: true)
         return total
