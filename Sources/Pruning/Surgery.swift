@@ -113,6 +113,9 @@ public enum Surgery {
         w.string(plan.method.rawValue, key: "method")
         w.raw("[" + plan.keptLayers.map(String.init).joined(separator: ",") + "]", key: "kept_layers")
         w.int(plan.hiddenChannels.count, key: "hidden")
+        if plan.hiddenChannels.count < s.hidden {
+            w.raw("[" + plan.hiddenChannels.map(String.init).joined(separator: ",") + "]", key: "hidden_kept")
+        }
         w.int(plan.neurons.first?.count ?? s.ffn, key: "ffn")
         w.int(plan.heads.first?.count ?? s.heads, key: "heads")
         w.beginArray(key: "heads_kept")

@@ -28,6 +28,12 @@ enum DistillCommand {
         with the trained tensors as --dtype (f16 in GGUF, bf16 in safetensors by
         default). Supports llama, mistral, qwen2, qwen3, gemma2 and gemma3 students.
 
+        --hidden-loss adds Minitron's intermediate-state loss, for students whose depth
+        was cut: chosen student layers' outputs, each through a learned linear projection
+        (started as the identity on the kept channels), against the outputs of teacher
+        layers, from a live run of --teacher (the cache's teacher) on the same sequences.
+        The default pairs come from the student's prune record.
+
         --memory-budget bounds the process's resident memory: the fastest arrangement
         whose estimate fits is used (said on stderr): everything in memory; each layer's
         activations recomputed in the backward pass from its saved input; weights,
@@ -51,6 +57,10 @@ enum DistillCommand {
             .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
             .init("--optimizer-state", value: "kind", help: "f32 (default) or 8bit: AdamW's moments in 8 bits per value, blockwise (about 4× less memory)."),
             .init("--memory-budget", value: "size", help: "Resident memory to stay within, e.g. 1G or 256M (default: none; everything in memory)."),
+            .init("--teacher", value: "model", help: "The cache's teacher, run live for --hidden-loss."),
+            .init("--hidden-loss", value: "kind", help: "Add an intermediate-state loss: cosine or mse between student and teacher layer outputs (through learned projections)."),
+            .init("--hidden-weight", value: "w", help: "Weight of the intermediate-state loss (default 1)."),
+            .init("--hidden-layers", value: "pairs", help: "student:teacher layer pairs, e.g. 11:23,23:29 (default: 4 student layers up to the last, with the teacher layers they were kept from)."),
             .init("--checkpoint-every", value: "n", help: "Save a checkpoint every n steps (default: 0, none)."),
             .init("--resume", help: "Continue from the newest checkpoint in <out>.checkpoints/."),
             .init("--log", value: "file.csv", help: "Write step, tokens, losses, learning rate, gradient norm, seconds, held-out perplexity per step."),
@@ -118,19 +128,6 @@ enum DistillCommand {
         case let other: throw UsageError(message: "--optimizer-state must be f32 or 8bit, not '\(other)'", command: "distill")
         }
         let checkpoints = out + ".checkpoints"
-        let plan = try MemoryPlan.choose(budget: budget, spec: model.spec, slots: try TrainableDecoder.slots(of: model),
-                                         tokens: cache.header.sequenceLength, logitRows: 64, eightBitState: eightBitState,
-                                         baseline: ProcessMemory.resident ?? 0, chunkBytes: cacheDataBytes(cache.header, batch: batch))
-        var residence = StateResidence.memory
-        if plan.streamState {
-            let live = FileSystem.join(checkpoints, "live")
-            if try FileSystem.kind(of: checkpoints) != .directory { try FileSystem.makeDirectory(checkpoints) }
-            FileSystem.removeTree(live)
-            try FileSystem.makeDirectory(live)
-            residence = .files(directory: live)
-        }
-        if budget != nil { Console.err("ckpt: memory plan: \(plan)\n") }
-        let student = try TrainableDecoder(model: model, residence: residence, recomputeActivations: plan.recomputeActivations)
         let perStep = batch * cache.header.sequenceLength
         var steps = try args.optionalInt("--steps", min: 1)
         if let t = try args.size("--tokens") { steps = max(1, (t + perStep - 1) / perStep) }
@@ -148,7 +145,45 @@ enum DistillCommand {
         settings.seed = seed
         settings.checkpointEvery = try args.int("--checkpoint-every", default: 0, min: 0)
         settings.eightBitState = eightBitState
-        let distiller = try Distiller(student: student, cache: cache, settings: settings, stateResidence: residence)
+        var teacher: DecoderModel?
+        var channels: [Int]?
+        if let kindName = args.value("--hidden-loss") {
+            guard let kind = HiddenStateSettings.Kind(rawValue: kindName) else {
+                throw UsageError(message: "--hidden-loss must be cosine or mse, not '\(kindName)'", command: "distill")
+            }
+            guard let teacherPath = args.value("--teacher") else { throw UsageError(message: "--hidden-loss needs --teacher <model>", command: "distill") }
+            let t = try DecoderModel(path: teacherPath)
+            let record = pruneRecord(model.checkpoint)
+            var pairs = HiddenStateSettings.defaultPairs(studentLayers: model.spec.layers, teacherLayers: t.spec.layers, keptLayers: record?.keptLayers)
+            if let text = args.value("--hidden-layers") {
+                guard let p = HiddenStateSettings.parsePairs(text) else {
+                    throw UsageError(message: "--hidden-layers takes student:teacher pairs such as 11:23,23:29, not '\(text)'", command: "distill")
+                }
+                pairs = p
+            }
+            settings.hidden = HiddenStateSettings(kind: kind, weight: try number("--hidden-weight", default: 1), pairs: pairs)
+            Console.err("ckpt: hidden-state loss (\(kind.rawValue)) on student:teacher layers \(pairs.map(\.description).joined(separator: ","))\n")
+            teacher = t
+            channels = record?.hiddenChannels
+        } else if args.value("--hidden-weight") != nil || args.value("--hidden-layers") != nil {
+            throw UsageError(message: "--hidden-weight and --hidden-layers go with --hidden-loss", command: "distill")
+        }
+        let plan = try MemoryPlan.choose(budget: budget, spec: model.spec, slots: try TrainableDecoder.slots(of: model),
+                                         tokens: cache.header.sequenceLength, logitRows: 64, eightBitState: eightBitState,
+                                         baseline: ProcessMemory.resident ?? 0, chunkBytes: cacheDataBytes(cache.header, batch: batch),
+                                         extra: teacher.map { [("live teacher", teacherRunBytes($0, batch: batch, tokens: cache.header.sequenceLength,
+                                                                                                  pairs: settings.hidden?.pairs.count ?? 0))] } ?? [])
+        var residence = StateResidence.memory
+        if plan.streamState {
+            let live = FileSystem.join(checkpoints, "live")
+            if try FileSystem.kind(of: checkpoints) != .directory { try FileSystem.makeDirectory(checkpoints) }
+            FileSystem.removeTree(live)
+            try FileSystem.makeDirectory(live)
+            residence = .files(directory: live)
+        }
+        if budget != nil { Console.err("ckpt: memory plan: \(plan)\n") }
+        let student = try TrainableDecoder(model: model, residence: residence, recomputeActivations: plan.recomputeActivations)
+        let distiller = try Distiller(student: student, cache: cache, settings: settings, stateResidence: residence, teacher: teacher, channels: channels)
         if args.flag("--resume") {
             if let r = try distiller.resume(from: checkpoints) {
                 for s in r.skipped { Console.err("ckpt: skipped checkpoint \(s)\n") }
@@ -180,7 +215,7 @@ enum DistillCommand {
         if let path = args.value("--log") {
             if try FileSystem.kind(of: path) != .missing { unlink(path) }
             let f = try OutputFile(creating: path)
-            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds,heldout_ppl\n".utf8)
+            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds,heldout_ppl,hidden_loss\n".utf8)
             try head.withUnsafeBytes { try f.write($0, at: 0) }
             logAt = head.count
             log = f
@@ -203,7 +238,7 @@ enum DistillCommand {
             curve.append((r.step, ceWeight < 1 ? r.distillationLoss : r.crossEntropy))
             let held = r.step % evalEvery == 0 || r.step == total ? measureHeldOut(r.step) : nil
             if let f = log {
-                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds),\(held.map { "\($0)" } ?? "")\n".utf8)
+                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds),\(held.map { "\($0)" } ?? ""),\(settings.hidden == nil ? "" : "\(r.hiddenLoss)")\n".utf8)
                 try line.withUnsafeBytes { try f.write($0, at: logAt) }
                 logAt += line.count
             }
@@ -233,6 +268,7 @@ enum DistillCommand {
             w.int(tokens, key: "tokens")
             if let first { w.double(first.distillationLoss, key: "first_kd_loss"); w.double(first.crossEntropy, key: "first_ce_loss") }
             if let last { w.double(last.distillationLoss, key: "last_kd_loss"); w.double(last.crossEntropy, key: "last_ce_loss") }
+            if settings.hidden != nil, let first, let last { w.double(first.hiddenLoss, key: "first_hidden_loss"); w.double(last.hiddenLoss, key: "last_hidden_loss") }
             w.int(skipped, key: "skipped_steps")
             w.int(distiller.optimizer.stateBytes, key: "optimizer_state_bytes")
             if let budget { w.int(budget, key: "memory_budget_bytes") }
@@ -307,4 +343,24 @@ func cacheDataBytes(_ h: LogitCacheHeader, batch: Int) -> Int {
     case let .sample(draws, _): entries = draws
     }
     return (h.sequencesPerChunk + batch) * h.sequenceLength * (24 + 8 * entries)
+}
+
+/// What `ckpt prune` recorded in a checkpoint: the teacher layers and hidden channels kept.
+func pruneRecord(_ checkpoint: any Checkpoint) -> (keptLayers: [Int]?, hiddenChannels: [Int]?)? {
+    guard let text = checkpoint.metadata.first(where: { $0.key == "ckpt.prune" || $0.key == "ckpt_prune" })?.value.stringValue,
+          let json = try? JSONParser.parse(Array(text.utf8)) else { return nil }
+    func ints(_ key: String) -> [Int]? { json[key]?.arrayValue?.compactMap { $0.nonNegativeInt } }
+    return (ints("kept_layers"), ints("hidden_kept"))
+}
+
+/// Bytes a live teacher run takes: one layer's weights as stored, a batch's activations,
+/// and the hidden states kept for the loss (for memory plans).
+func teacherRunBytes(_ t: DecoderModel, batch: Int, tokens: Int, pairs: Int) -> Int {
+    let s = t.spec
+    var layer = 0
+    for l in 0..<s.layers {
+        layer = max(layer, LayerTensor.allCases.compactMap { t.tensor(.layer(l, $0))?.byteCount }.reduce(0, +))
+    }
+    let rows = batch * tokens
+    return layer + 4 * rows * (4 * s.hidden + 3 * s.qDim + 2 * s.kvDim + 3 * s.ffn) + 4 * rows * s.hidden * pairs
 }

@@ -33,7 +33,7 @@ final class DistillCLITests: XCTestCase {
         let log = String(decoding: try FileSystem.readFile(dir + "/log.csv"), as: UTF8.self).split(separator: "\n")
         XCTAssertEqual(log.count, 27)
         XCTAssertTrue(log[0].hasPrefix("step,tokens,kd_loss"))
-        XCTAssertEqual(log.filter { !$0.hasSuffix(",") }.count, 3, "header and two held-out measurements (steps 13 and 26)")
+        XCTAssertEqual(log.filter { !$0.hasSuffix(",,") }.count, 3, "header and two held-out measurements (steps 13 and 26)")
         let kd = log.dropFirst().map { Double($0.split(separator: ",", omittingEmptySubsequences: false)[2])! }
         let pass1 = kd[0..<13].reduce(0, +) / 13, pass2 = kd[13..<26].reduce(0, +) / 13
         XCTAssertLessThan(pass2, 0.9 * pass1, "second pass over the same sequences: \(kd)")
@@ -92,5 +92,30 @@ final class DistillCLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("memory plan: training state in memory"), r.stderr)
         XCTAssertTrue(r.stdout.contains("\"memory_budget_bytes\":1073741824"), r.stdout)
         XCTAssertEqual(try FileSystem.readFile(dir + "/a.gguf", limit: 1 << 30), try FileSystem.readFile(dir + "/b.gguf", limit: 1 << 30))
+    }
+
+    /// A depth-pruned student with the intermediate-state loss: the pairs come from its
+    /// prune record, the hidden loss falls, and only the cache's teacher is accepted.
+    func testHiddenStateLossOnADepthPrunedStudent() throws {
+        let dir = makeTemporaryDirectory()
+        let student = dir + "/student.gguf"
+        var r = try runCkpt(["prune", "--model", teacher, "--drop-layers", "0", "-o", student])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try runCkpt(["logits", "build", "--model", teacher, "--file", text, "--seq", "32", "-o", dir + "/t.cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let base = ["distill", "--student", student, "--cache", dir + "/t.cache", "--batch", "2", "--lr", "3e-3", "--steps", "12", "--warmup", "1"]
+        r = try runCkpt(base + ["--hidden-loss", "cosine", "--teacher", teacher, "--json", "-o", dir + "/out.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("student:teacher layers 0:1"), r.stderr)
+        let j = try JSONParser.parse(Array(r.stdout.utf8))
+        let first = try XCTUnwrap(j["first_hidden_loss"]?.doubleValue), last = try XCTUnwrap(j["last_hidden_loss"]?.doubleValue)
+        XCTAssertLessThan(last, first, r.stdout)
+        r = try runCkpt(base + ["--hidden-loss", "cosine", "--teacher", fixturesPath + "/engine/tiny-qwen2.gguf", "-o", dir + "/x.gguf"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("not the teacher the cache was built from"), r.stderr)
+        r = try runCkpt(base + ["--hidden-loss", "cosine", "-o", dir + "/x.gguf"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.stderr.contains("--teacher"), r.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
     }
 }

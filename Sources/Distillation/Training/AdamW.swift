@@ -39,23 +39,40 @@ public final class AdamW {
     public let eightBit: Bool
     /// The state as named arrays, for checkpoints.
     public let state: [StateArray]
+    /// The tensors updated: where each lies in the flat arrays, and whether it decays.
+    public struct Segment: Sendable {
+        public var offset: Int
+        public var count: Int
+        public var decays: Bool
+        public init(offset: Int, count: Int, decays: Bool) { self.offset = offset; self.count = count; self.decays = decays }
+    }
+    public let segments: [Segment]
     private var blockOffsets: [Int] = []
     /// Elements updated at a time: a streamed state holds one such slice of each array.
     /// The same in memory, so both give the same sums.
     static let slice = 1 << 20
 
-    public init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false, residence: StateResidence = .memory) throws {
+    /// State for a student's tensors: matrices decay, norms and biases do not.
+    public convenience init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false, residence: StateResidence = .memory) throws {
+        let segments = slots.isEmpty ? [Segment(offset: 0, count: parameters, decays: true)]
+            : slots.map { Segment(offset: $0.offset, count: $0.count, decays: $0.shape.count >= 2) }
+        try self.init(parameters: parameters, segments: segments, eightBit: eightBit, residence: residence)
+    }
+
+    /// State for `parameters` values in `segments`; its arrays' names start with `prefix`.
+    public init(parameters: Int, segments: [Segment], eightBit: Bool = false, residence: StateResidence = .memory, prefix: String = "") throws {
         self.eightBit = eightBit
+        self.segments = segments
         if eightBit {
             var blocks = 0
-            for s in slots { blockOffsets.append(blocks); blocks += (s.count + Int(CKPT_STATE_BLOCK) - 1) / Int(CKPT_STATE_BLOCK) }
-            state = [try StateArray(name: "adam_m.q8", byteCount: parameters, residence: residence, fill: 127),
-                     try StateArray(name: "adam_m_scales.f32", byteCount: blocks * 4, residence: residence),
-                     try StateArray(name: "adam_v.q8", byteCount: parameters, residence: residence, fill: 255),
-                     try StateArray(name: "adam_v_scales.f32", byteCount: blocks * 4, residence: residence)]
+            for s in segments { blockOffsets.append(blocks); blocks += (s.count + Int(CKPT_STATE_BLOCK) - 1) / Int(CKPT_STATE_BLOCK) }
+            state = [try StateArray(name: prefix + "adam_m.q8", byteCount: parameters, residence: residence, fill: 127),
+                     try StateArray(name: prefix + "adam_m_scales.f32", byteCount: blocks * 4, residence: residence),
+                     try StateArray(name: prefix + "adam_v.q8", byteCount: parameters, residence: residence, fill: 255),
+                     try StateArray(name: prefix + "adam_v_scales.f32", byteCount: blocks * 4, residence: residence)]
         } else {
-            state = [try StateArray(name: "adam_m.f32", byteCount: parameters * 4, residence: residence),
-                     try StateArray(name: "adam_v.f32", byteCount: parameters * 4, residence: residence)]
+            state = [try StateArray(name: prefix + "adam_m.f32", byteCount: parameters * 4, residence: residence),
+                     try StateArray(name: prefix + "adam_v.f32", byteCount: parameters * 4, residence: residence)]
         }
     }
 
@@ -74,25 +91,27 @@ public final class AdamW {
     /// Restores the step count (from a checkpoint).
     public func setStep(_ s: Int) { step = s }
 
-    /// Updates `model`'s weights from its gradients, at learning rate `lr`, a slice of
-    /// each tensor at a time.
-    public func update(_ model: TrainableDecoder, lr: Double) -> Outcome {
+    /// Updates `model`'s weights from its gradients, at learning rate `lr`.
+    public func update(_ model: TrainableDecoder, lr: Double) -> Outcome { update(weights: model.weights, grads: model.grads, lr: lr) }
+
+    /// Updates `weights` from `grads`, at learning rate `lr`, a slice of each segment at a time.
+    public func update(weights: StateArray, grads: StateArray, lr: Double) -> Outcome {
         var sumSquares = 0.0
-        for at in stride(from: 0, to: model.grads.count, by: Self.slice) {
-            let n = min(Self.slice, model.grads.count - at)
-            sumSquares += ckpt_sum_squares(model.grads.pointer + at, Int64(n))
-            model.grads.release(floats: at..<(at + n))
+        for at in stride(from: 0, to: grads.count, by: Self.slice) {
+            let n = min(Self.slice, grads.count - at)
+            sumSquares += ckpt_sum_squares(grads.pointer + at, Int64(n))
+            grads.release(floats: at..<(at + n))
         }
         let norm = sumSquares.squareRoot()
         guard norm.isFinite else { return Outcome(gradientNorm: norm, skipped: true) }
         step += 1
         let scale = clip > 0 && norm > clip ? Float(clip / norm) : 1
         let block = Int(CKPT_STATE_BLOCK)
-        for (k, slot) in model.slots.enumerated() {
-            let decay = slot.shape.count >= 2 ? weightDecay : 0
+        for (k, slot) in segments.enumerated() {
+            let decay = slot.decays ? weightDecay : 0
             for first in stride(from: 0, to: slot.count, by: Self.slice) {
                 let n = min(Self.slice, slot.count - first), at = slot.offset + first
-                let w = model.weights.pointer + at, g = model.grads.pointer + at
+                let w = weights.pointer + at, g = grads.pointer + at
                 if eightBit {
                     let b0 = blockOffsets[k] + first / block, nb = (n + block - 1) / block
                     let mq = state[0].raw.assumingMemoryBound(to: UInt8.self) + at
@@ -106,8 +125,8 @@ public final class AdamW {
                     ckpt_adamw_update(w, g, state[0].pointer + at, state[1].pointer + at, Int64(n), Float(lr), beta1, beta2, epsilon, decay, scale, Int64(step))
                     state[0].release(floats: at..<(at + n)); state[1].release(floats: at..<(at + n))
                 }
-                model.weights.release(floats: at..<(at + n))
-                model.grads.release(floats: at..<(at + n))
+                weights.release(floats: at..<(at + n))
+                grads.release(floats: at..<(at + n))
             }
         }
         return Outcome(gradientNorm: norm, skipped: false)

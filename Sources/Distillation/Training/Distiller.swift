@@ -25,6 +25,8 @@ public final class Distiller {
         public var checkpointEvery: Int = 0
         /// Keep AdamW's moments in 8 bits per value (blockwise, logarithmic codes).
         public var eightBitState = false
+        /// An intermediate-state loss against a live teacher (nil: logits only).
+        public var hidden: HiddenStateSettings?
 
         public init(steps: Int, schedule: LearningRateSchedule) {
             self.steps = steps
@@ -33,7 +35,7 @@ public final class Distiller {
 
         /// What must match for a checkpoint to be resumed under these settings.
         var fingerprint: String {
-            "\(loss.rawValue) T\(temperature) ce\(crossEntropyWeight) steps\(steps) batch\(batch) lr\(schedule.peak)/\(schedule.minimum)/\(schedule.warmup) clip\(clip) wd\(weightDecay) seed\(seed)\(eightBitState ? " state8" : "")"
+            "\(loss.rawValue) T\(temperature) ce\(crossEntropyWeight) steps\(steps) batch\(batch) lr\(schedule.peak)/\(schedule.minimum)/\(schedule.warmup) clip\(clip) wd\(weightDecay) seed\(seed)\(eightBitState ? " state8" : "")\(hidden.map { " " + $0.fingerprint } ?? "")"
         }
     }
 
@@ -43,6 +45,8 @@ public final class Distiller {
         public var tokens: Int
         public var distillationLoss: Double
         public var crossEntropy: Double
+        /// Mean hidden-state loss per position and pair (0 without one).
+        public var hiddenLoss: Double = 0
         public var learningRate: Double
         public var gradientNorm: Double
         public var skipped: Bool
@@ -64,6 +68,9 @@ public final class Distiller {
     public let cache: LogitCacheReader
     public let settings: Settings
     public let optimizer: AdamW
+    /// The hidden-state loss's projections and live teacher, when there is one.
+    public let aligner: HiddenStateAligner?
+    private let teacherStates: TeacherStates?
     private let losses: LossKernels
     /// Where the next sequence comes from: pass over the data, index into that pass's
     /// chunk order, sequence within the chunk.
@@ -79,7 +86,10 @@ public final class Distiller {
 
     /// `stateResidence` says where the optimizer's moments live (as the student's weights
     /// do, see `TrainableDecoder`); it changes memory, never the numbers.
-    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings, stateResidence: StateResidence = .memory) throws {
+    /// `teacher` runs live for the hidden-state loss (it must be the cache's teacher);
+    /// `channels` maps the student's hidden channels to the teacher's when width was cut.
+    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings, stateResidence: StateResidence = .memory,
+                teacher: DecoderModel? = nil, channels: [Int]? = nil) throws {
         if student.spec.vocab != cache.header.vocab {
             throw Failure.mismatch("the student's vocabulary has \(student.spec.vocab) tokens, the cache's teacher \(cache.header.vocab): they must share a tokenizer")
         }
@@ -89,6 +99,20 @@ public final class Distiller {
         self.cache = cache
         self.settings = settings
         optimizer = try AdamW(parameters: student.parameterCount, slots: student.slots, eightBit: settings.eightBitState, residence: stateResidence)
+        if let h = settings.hidden {
+            guard let teacher else { throw Failure.mismatch("the hidden-state loss needs the teacher (--teacher)") }
+            if teacher.identity != cache.header.teacherIdentity {
+                throw Failure.mismatch("\(teacher.checkpoint.path) is not the teacher the cache was built from (\(teacher.identity), the cache's \(cache.header.teacherIdentity))")
+            }
+            for p in h.pairs where p.student >= student.spec.layers || p.teacher >= teacher.spec.layers {
+                throw Failure.mismatch("hidden-state pair \(p) is out of range: the student has \(student.spec.layers) layers, the teacher \(teacher.spec.layers)")
+            }
+            aligner = try HiddenStateAligner(settings: h, studentWidth: student.spec.hidden, teacherWidth: teacher.spec.hidden, channels: channels)
+            teacherStates = TeacherStates(model: teacher, layers: Array(Set(h.pairs.map(\.teacher))).sorted())
+        } else {
+            aligner = nil
+            teacherStates = nil
+        }
         optimizer.clip = settings.clip
         optimizer.weightDecay = Float(settings.weightDecay)
         losses = LossKernels(vocab: student.spec.vocab)
@@ -140,10 +164,26 @@ public final class Distiller {
         let tokens = batch.reduce(0) { $0 + $1.tokens.count }
         let ceWeight = settings.crossEntropyWeight, kdWeight = 1 - ceWeight
         let kdScale = Float(kdWeight / Double(tokens)), ceScale = Float(ceWeight / Double(tokens))
-        var kdTotal = 0.0, ceTotal = 0.0
+        var kdTotal = 0.0, ceTotal = 0.0, hiddenTotal = 0.0
         student.zeroGrads()
-        for (seq, targets) in batch {
-            _ = student.forwardBackward(seq) { [losses, settings] r0, n, logits, grad in
+        aligner?.grads.zero()
+        let states = try teacherStates?.run(batch.map(\.tokens))
+        let hiddenLayers = Set(settings.hidden?.pairs.map(\.student) ?? [])
+        let hiddenScale = Float((settings.hidden?.weight ?? 0) / Double(tokens * max(settings.hidden?.pairs.count ?? 1, 1)))
+        for (b, (seq, targets)) in batch.enumerated() {
+            var hiddenHead: TrainableDecoder.HiddenHead?
+            if let aligner, let states, let h = settings.hidden, let stateLayers = teacherStates?.layers {
+                hiddenHead = { layer, hidden, grad in
+                    var total = 0.0
+                    for (k, p) in h.pairs.enumerated() where p.student == layer {
+                        let target = states[b][stateLayers.firstIndex(of: p.teacher)!].pointer
+                        total += aligner.loss(pair: k, hidden: hidden, target: target, rows: seq.count, scale: hiddenScale, grad: grad)
+                    }
+                    hiddenTotal += total
+                    return h.weight * total
+                }
+            }
+            _ = student.forwardBackward(seq, hiddenLayers: hiddenLayers, hidden: hiddenHead) { [losses, settings] r0, n, logits, grad in
                 let sub = targets.rows(r0..<(r0 + n))
                 var total = 0.0
                 if kdWeight > 0 {
@@ -164,9 +204,13 @@ public final class Distiller {
         let s = optimizer.step + 1
         let lr = settings.schedule.rate(s)
         var outcome = AdamW.Outcome(gradientNorm: .nan, skipped: true)
-        if kdTotal.isFinite && ceTotal.isFinite { outcome = optimizer.update(student, lr: lr) }
+        if kdTotal.isFinite && ceTotal.isFinite && hiddenTotal.isFinite {
+            outcome = optimizer.update(student, lr: lr)
+            if !outcome.skipped, let aligner { _ = aligner.optimizer.update(weights: aligner.weights, grads: aligner.grads, lr: lr) }
+        }
         let labelled = max(tokens - batch.count, 1)
         return StepRecord(step: s, tokens: tokens, distillationLoss: kdTotal / Double(tokens), crossEntropy: ceTotal / Double(labelled),
+                          hiddenLoss: hiddenTotal / Double(tokens * max(settings.hidden?.pairs.count ?? 1, 1)),
                           learningRate: lr, gradientNorm: outcome.gradientNorm, skipped: outcome.skipped, seconds: monotonicSeconds() - t0)
     }
 
@@ -185,6 +229,12 @@ public final class Distiller {
 
     // MARK: checkpoints
 
+    /// Everything a checkpoint holds besides the position: weights and optimizer state,
+    /// and the hidden-state projections with theirs.
+    private var checkpointArrays: [StateArray] {
+        [student.weights] + optimizer.state + (aligner.map { [$0.weights] + $0.optimizer.state } ?? [])
+    }
+
     /// Saves weights, optimizer state and the data position into `dir/step-N`, written
     /// beside it and renamed into place, then removes older checkpoints but the last.
     public func saveCheckpoint(in dir: String) throws {
@@ -195,7 +245,7 @@ public final class Distiller {
         FileSystem.removeTree(temp)
         try FileSystem.makeDirectory(temp)
         var crcs: [String: UInt32] = [:]
-        for array in [student.weights] + optimizer.state {
+        for array in checkpointArrays {
             let out = try OutputFile(creating: FileSystem.join(temp, array.name))
             var crc: UInt32 = 0, at = 0
             try array.forEachSlice { slice in
@@ -265,7 +315,7 @@ public final class Distiller {
         }
         // Every file checked first, a slice at a time; only then is the live state overwritten.
         var files: [(StateArray, MappedFile)] = []
-        for array in [student.weights] + optimizer.state {
+        for array in checkpointArrays {
             let file = try MappedFile(path: FileSystem.join(path, array.name))
             guard file.size == array.byteCount else {
                 throw CheckpointError.malformed(path: path, reason: "\(array.name) has \(file.size) bytes, expected \(array.byteCount)")
@@ -291,6 +341,7 @@ public final class Distiller {
             }
         }
         optimizer.setStep(step)
+        aligner?.optimizer.setStep(step)
         position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
         order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)
         chunk = nil

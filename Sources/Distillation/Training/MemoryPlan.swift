@@ -35,7 +35,7 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
     /// student is loaded (runtime, tokenizer, cache index); `chunkBytes` one decoded cache
     /// chunk and a batch's targets.
     public static func estimate(spec s: DecoderSpec, slots: [TrainableDecoder.Slot], tokens T: Int, logitRows: Int, eightBitState: Bool,
-                                baseline: Int, chunkBytes: Int, streamState: Bool, recompute: Bool) -> MemoryPlan {
+                                baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [], streamState: Bool, recompute: Bool) -> MemoryPlan {
         let perParameter = 8 + AdamW.stateBytesPerParameter(eightBit: eightBitState)
         let parameters = slots.last.map { $0.offset + $0.count } ?? 0
         var state: Int
@@ -58,17 +58,17 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
         let kernels = 4 * (transposed + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3
         let parts = [("baseline", baseline), (streamState ? "state slices" : "weights, gradients and optimizer state", state),
                      ("activations", TrainableDecoder.Activations.bytes(spec: s, tokens: T, logitRows: logitRows, recompute: recompute)),
-                     ("kernel and loss scratch", kernels), ("cache data", chunkBytes)]
+                     ("kernel and loss scratch", kernels), ("cache data", chunkBytes)] + extra
         return MemoryPlan(streamState: streamState, recomputeActivations: recompute, parts: parts.sorted { $0.1 > $1.1 })
     }
 
     /// The fastest arrangement that fits `budget` bytes (nil: no budget, everything in
     /// memory), or an error that gives the smallest budget that would do.
     public static func choose(budget: Int?, spec: DecoderSpec, slots: [TrainableDecoder.Slot], tokens: Int, logitRows: Int,
-                              eightBitState: Bool, baseline: Int, chunkBytes: Int) throws -> MemoryPlan {
+                              eightBitState: Bool, baseline: Int, chunkBytes: Int, extra: [(String, Int)] = []) throws -> MemoryPlan {
         func plan(_ stream: Bool, _ recompute: Bool) -> MemoryPlan {
             estimate(spec: spec, slots: slots, tokens: tokens, logitRows: logitRows, eightBitState: eightBitState,
-                     baseline: baseline, chunkBytes: chunkBytes, streamState: stream, recompute: recompute)
+                     baseline: baseline, chunkBytes: chunkBytes, extra: extra, streamState: stream, recompute: recompute)
         }
         guard let budget else { return plan(false, false) }
         let plans = [plan(false, false), plan(false, true), plan(true, false), plan(true, true)]

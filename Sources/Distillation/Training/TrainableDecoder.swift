@@ -160,6 +160,11 @@ public final class TrainableDecoder {
     /// the loss summed over those rows.
     public typealias LossHead = (_ firstRow: Int, _ rows: Int, _ logits: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
 
+    /// Receives layer `layer`'s output (tokens × hidden, row-major) in the forward pass,
+    /// writes the gradient of an extra loss on it into `grad` (zeroed beforehand) and
+    /// returns that loss (an intermediate-state loss against a teacher's layer).
+    public typealias HiddenHead = (_ layer: Int, _ hidden: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
+
     /// One decoder layer's activations for one sequence: what its backward pass reads.
     final class LayerActivations {
         let xn1, q, k, v, att, xmid, xn2, gate, up, act, rstd1, rstd2, probs: FloatBuffer
@@ -201,6 +206,8 @@ public final class TrainableDecoder {
         // Work buffers.
         let dx, dxn, dtmp, dq, dk, dv, datt, dg, du, da, dproj: FloatBuffer
         let logits, dlogits: FloatBuffer
+        /// Gradients of hidden-state losses at the outputs of the layers that have one.
+        var hiddenGrads: [Int: FloatBuffer] = [:]
 
         init(spec s: DecoderSpec, tokens T: Int, logitRows: Int, recompute: Bool) {
             tokens = T
@@ -355,8 +362,10 @@ public final class TrainableDecoder {
     }
 
     /// Runs one sequence forward and (unless `backward` is false) backward, adding its
-    /// gradients into `grads`; returns the loss the head reports, summed over positions.
-    public func forwardBackward(_ tokens: [Int32], backward: Bool = true, loss head: LossHead) -> Double {
+    /// gradients into `grads`; returns the loss the heads report, summed over positions.
+    /// `hidden`, when given, is called with the output of each layer in `hiddenLayers`.
+    public func forwardBackward(_ tokens: [Int32], backward: Bool = true, hiddenLayers: Set<Int> = [], hidden: HiddenHead? = nil,
+                                loss head: LossHead) -> Double {
         let s = spec, T = tokens.count, C = s.hidden
         let a = activations(T)
         // Forward.
@@ -365,10 +374,17 @@ public final class TrainableDecoder {
         for (t, id) in tokens.enumerated() { memcpy(x.pointer + t * C, embed + Int(id) * C, C * 4) }
         if s.embeddingScale != 1 { ckpt_scale(x.pointer, s.embeddingScale, Int64(T * C)) }
         release(.embed, grads: false)
+        var total = 0.0
         for l in 0..<s.layers {
             memcpy(a.xin[l].pointer, x.pointer, T * C * 4)
             forwardLayer(l, x.pointer, a.layers[recomputeActivations ? 0 : l], a)
             release(layer: l, grads: false)
+            if let hidden, hiddenLayers.contains(l) {
+                let g = a.hiddenGrads[l] ?? FloatBuffer(count: T * C)
+                a.hiddenGrads[l] = g
+                memset(g.pointer, 0, T * C * 4)
+                total += hidden(l, x.pointer, g.pointer)
+            }
         }
         memcpy(a.xfin.pointer, x.pointer, T * C * 4)
         ckpt_rmsnorm_forward(x.pointer, weight(.finalNorm), Int64(T), Int64(C), s.normEps, a.xf.pointer, a.rstdF.pointer)
@@ -376,7 +392,6 @@ public final class TrainableDecoder {
         // LM head and loss, a block of rows at a time (each a slice of the vocabulary at a
         // time); its backward pass right away.
         let V = s.vocab, headWeight = weight(.lmHead), headGrad = grad(.lmHead), slice = vocabSlice
-        var total = 0.0
         var r0 = 0
         while r0 < T {
             let n = min(logitRows, T - r0)
@@ -406,6 +421,7 @@ public final class TrainableDecoder {
         let dx = a.dx
         ckpt_rmsnorm_backward(a.dxn.pointer, a.xfin.pointer, weight(.finalNorm), a.rstdF.pointer, Int64(T), Int64(C), dx.pointer, grad(.finalNorm))
         for l in (0..<s.layers).reversed() {
+            if hidden != nil, hiddenLayers.contains(l), let g = a.hiddenGrads[l] { add(g.pointer, into: dx.pointer, T * C) }
             let la = a.layers[recomputeActivations ? 0 : l]
             if recomputeActivations {
                 // The layer's forward again from its saved input, into a scratch residual.
