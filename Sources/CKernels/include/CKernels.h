@@ -256,7 +256,7 @@ void ckpt_q8_quantize_cols(const float *w, int64_t ldw, int64_t rows, int64_t co
 /// With `accumulate` the sum starts from y's old value instead of 0. Block sums are exact
 /// 32-bit integers, converted to f32 and added in ascending block order with one fused
 /// multiply-add each, so the AVX2 and scalar paths are bit-identical and results do not
-/// depend on the thread count. On the pool, by panels of 16 rows (allocates one packed
+/// depend on the thread count. On the pool, by panels of 32 rows (allocates one packed
 /// panel per thread).
 void ckpt_gemm_q8(const int8_t *xq, const float *xs, int64_t nt, const int8_t *wq, const float *ws, int64_t rows, int64_t kp,
                   float *y, int64_t ldy, int accumulate);
