@@ -417,46 +417,69 @@ typedef struct {
     float *y;
     int64_t ldy;
     int accumulate, level;
-    uint8_t *packs;  // per thread: packed panel, then its scales; 64-byte aligned
+    int64_t slice, nslices;  // tokens per task, and tasks per panel
+    uint8_t *packs;          // per thread: packed panel, then its scales; 64-byte aligned
     int64_t pack_bytes;
 } gemm_q8_job;
 
+// Task = (panel, slice of tokens). Each output element belongs to one task and is computed
+// in the same order whatever the slicing, so results do not depend on it.
 static void gemm_q8_task(void *ctx, int64_t task, int thread) {
     const gemm_q8_job *j = ctx;
-    const int64_t r0 = task * Q8_PANEL;
+    const int64_t r0 = task / j->nslices * Q8_PANEL;
     const int64_t nr = j->rows - r0 < Q8_PANEL ? j->rows - r0 : Q8_PANEL;
+    const int64_t t0 = task % j->nslices * j->slice;
+    const int64_t t1 = t0 + j->slice < j->nt ? t0 + j->slice : j->nt;
 #if defined(__x86_64__)
     if (j->level >= CKPT_LEVEL_AVX2) {
         const int64_t nb = j->kp / QB;
         int8_t *pw = (int8_t *)(j->packs + (int64_t)thread * j->pack_bytes);
         float *pws = (float *)(pw + Q8_PANEL * j->kp);
         pack_panel_q8(j->wq, j->ws, r0, nr, j->kp, pw, pws);
-        int64_t t = 0;
-        for (; t + Q8_TOKENS <= j->nt; t += Q8_TOKENS)
+        int64_t t = t0;
+        for (; t + Q8_TOKENS <= t1; t += Q8_TOKENS)
             tiles[Q8_TOKENS](pw, pws, nb, j->xq + t * j->kp, j->kp, j->xs + t * nb, j->y + t * j->ldy + r0, j->ldy, nr,
                              j->accumulate);
-        if (t < j->nt)
-            tiles[j->nt - t](pw, pws, nb, j->xq + t * j->kp, j->kp, j->xs + t * nb, j->y + t * j->ldy + r0, j->ldy, nr,
-                             j->accumulate);
+        if (t < t1)
+            tiles[t1 - t](pw, pws, nb, j->xq + t * j->kp, j->kp, j->xs + t * nb, j->y + t * j->ldy + r0, j->ldy, nr,
+                          j->accumulate);
         return;
     }
 #endif
     (void)thread;
-    gemm_rows_scalar(j->xq, j->xs, j->nt, j->wq, j->ws, r0, nr, j->kp, j->y, j->ldy, j->accumulate);
+    gemm_rows_scalar(j->xq + t0 * j->kp, j->xs + t0 * (j->kp / QB), t1 - t0, j->wq, j->ws, r0, nr, j->kp, j->y + t0 * j->ldy,
+                     j->ldy, j->accumulate);
 }
+
+// Fewer panels than this many per thread: tokens are split too, so a thread that is held
+// up (another process, a slow core) leaves work the others can take. A slice keeps at least
+// this many tokens, so packing a panel stays a small part of a task.
+#define TASKS_PER_THREAD 4
+#define MIN_SLICE 64
 
 void ckpt_gemm_q8(const int8_t *xq, const float *xs, int64_t nt, const int8_t *wq, const float *ws, int64_t rows, int64_t kp,
                   float *y, int64_t ldy, int accumulate) {
     if (nt <= 0 || rows <= 0) return;
-    gemm_q8_job j = {xq, xs, nt, wq, ws, rows, kp, y, ldy, accumulate != 0, ckpt_kernel_level(), NULL, 0};
+    const int threads = ckpt_pool_threads();
+    const int64_t panels = (rows + Q8_PANEL - 1) / Q8_PANEL;
+    int64_t nslices = 1;
+    if (threads > 1 && panels < (int64_t)TASKS_PER_THREAD * threads) {
+        nslices = ((int64_t)TASKS_PER_THREAD * threads + panels - 1) / panels;
+        const int64_t most = nt / MIN_SLICE > 1 ? nt / MIN_SLICE : 1;
+        if (nslices > most) nslices = most;
+    }
+    // Slices of whole register tiles, then as many as that takes.
+    const int64_t slice = ((nt + nslices - 1) / nslices + Q8_TOKENS - 1) / Q8_TOKENS * Q8_TOKENS;
+    nslices = (nt + slice - 1) / slice;
+    gemm_q8_job j = {xq, xs, nt, wq, ws, rows, kp, y, ldy, accumulate != 0, ckpt_kernel_level(), slice, nslices, NULL, 0};
     uint8_t *block = NULL;
     if (j.level >= CKPT_LEVEL_AVX2) {
         // Packed panel and its scales, rounded to whole cache lines.
         j.pack_bytes = (Q8_PANEL * kp + Q8_PANEL * (kp / QB) * 4 + 63) / 64 * 64;
-        block = checked_malloc((size_t)(ckpt_pool_threads() * j.pack_bytes + 64));
+        block = checked_malloc((size_t)(threads * j.pack_bytes + 64));
         j.packs = block + (64 - (uintptr_t)block % 64) % 64;
     }
-    ckpt_pool_run((rows + Q8_PANEL - 1) / Q8_PANEL, gemm_q8_task, &j);
+    ckpt_pool_run(panels * nslices, gemm_q8_task, &j);
     free(block);
 }
 
