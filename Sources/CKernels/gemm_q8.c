@@ -31,9 +31,11 @@
 
 #define QB 32             // values per block
 // The register tile: Q8_PANEL_VECS vectors of 8 rows × Q8_TOKENS tokens, so 8 integer and
-// 8 f32 accumulators for the default 32 × 2 (16 × 3, 24 × 2 and 16 × 4 measured 3-8% slower
-// with clang -O3 on Zen 3; the loop is bound by vector ALU issue, ~3 per cycle, and a
-// broadcast activation is shared by more rows). Override with -D to measure others.
+// 8 f32 accumulators for the default 32 × 2. On Zen 3 (clang -O3) 64 × 1 runs as fast,
+// 24 × 2, 16 × 3 and 16 × 4 3-8% slower: the loop is bound by vector ALU issue (~3.2 a
+// cycle, 4 per 32 products plus a share of each activation broadcast's abs and of the
+// block-scale FMAs), so sharing an activation over more rows is what helps. An int16
+// vpmaddwd variant and a precomputed |x| measured the same. Override with -D to measure.
 #ifndef Q8_PANEL_VECS
 #define Q8_PANEL_VECS 4
 #endif
