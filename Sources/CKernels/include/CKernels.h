@@ -245,6 +245,50 @@ void ckpt_segment_norms(const float *x, int64_t ldx, int64_t rows, int segments,
 /// are skipped and counted in *degenerate.
 double ckpt_one_minus_cosine_sum(const float *a, const float *b, int64_t ld, int64_t rows, int64_t width, int64_t *degenerate);
 
+// ---- int8 matrix products ----
+// For training with 8-bit products (SwitchBack-style: the forward product and the input
+// gradient in int8 with f32 scales, the weight gradient in f32). A quantized row of k
+// values is kp = ckpt_q8_padded(k) = roundup(k, 32) int8 values, zeros past k, in blocks
+// of 32 with one f32 scale each (ckpt_q8_blocks(k) = kp / 32 scales): scale = absmax / 127,
+// value = round-to-nearest-even(x · 127 / absmax), so |x − value · scale| ≤ scale / 2.
+// Blocks with absmax < 2⁻¹⁰⁰ are stored as zeros with scale 0. Inputs must be finite.
+// Each function dispatches on ckpt_kernel_level(); the scalar path is the reference and the
+// AVX2 path gives bit-identical results (quantized values, scales and products).
+
+/// roundup(k, 32): int8 values per quantized row of k values.
+int64_t ckpt_q8_padded(int64_t k);
+/// roundup(k, 32) / 32: scales per quantized row of k values.
+int64_t ckpt_q8_blocks(int64_t k);
+/// Quantizes `rows` rows of k floats (row r at x + r·ldx) into q[rows × kp] (row r at
+/// q + r·kp) and scales[rows × kp/32]. On the pool.
+void ckpt_q8_quantize_rows(const float *x, int64_t ldx, int64_t rows, int64_t k, int8_t *q, float *scales);
+/// Quantizes the transpose of w (rows × cols, row stride ldw): output row c holds column c
+/// of w, w[0..rows)[c], padded to rowsp = roundup(rows, 32) in blocks of 32 along w's rows,
+/// in q[cols × rowsp] and scales[cols × rowsp/32]. Exactly ckpt_q8_quantize_rows of the
+/// transposed matrix. Used for Wᵀ in dx = dy · W. Works in cache-sized tiles, on the pool.
+void ckpt_q8_quantize_cols(const float *w, int64_t ldw, int64_t rows, int64_t cols, int8_t *q, float *scales);
+/// y[t·ldy + r] = Σ_b (Σ_{i in block b} xq[t·kp + i] · wq[r·kp + i]) · (xs[t·kp/32 + b] · ws[r·kp/32 + b])
+/// for t < nt, r < rows, with both operands quantized rows of kp values (a multiple of 32).
+/// With `accumulate` the sum starts from y's old value instead of 0. Block sums are exact
+/// 32-bit integers, converted to f32 and added in ascending block order with one fused
+/// multiply-add each, so the AVX2 and scalar paths are bit-identical and results do not
+/// depend on the thread count. On the pool, by panels of 32 rows (allocates one packed
+/// panel per thread).
+void ckpt_gemm_q8(const int8_t *xq, const float *xs, int64_t nt, const int8_t *wq, const float *ws, int64_t rows, int64_t kp,
+                  float *y, int64_t ldy, int accumulate);
+/// y[ntok, out] = x[ntok, in] · Wᵀ with W quantized by rows (ckpt_q8_quantize_rows of
+/// W[out, in]: wq [out × ckpt_q8_padded(in)], ws [out × ckpt_q8_blocks(in)]). x is quantized
+/// into the scratch: xq_scratch holds ntok × ckpt_q8_padded(in) bytes, xs_scratch
+/// ntok × ckpt_q8_blocks(in) floats.
+void ckpt_linear_forward_q8(const float *x, int64_t ntok, int64_t in, const int8_t *wq, const float *ws, int64_t out, float *y,
+                            int8_t *xq_scratch, float *xs_scratch);
+/// dx[ntok, in] = dy[ntok, out] · W (overwritten) with Wᵀ quantized by
+/// ckpt_q8_quantize_cols(W, in, out, in, …): wtq [in × ckpt_q8_padded(out)], wts
+/// [in × ckpt_q8_blocks(out)]. dy is quantized into the scratch: scratch_q holds
+/// ntok × ckpt_q8_padded(out) bytes, scratch_s ntok × ckpt_q8_blocks(out) floats.
+void ckpt_linear_backward_input_q8(const float *dy, int64_t ntok, int64_t in, const int8_t *wtq, const float *wts, int64_t out,
+                                   float *dx, int8_t *scratch_q, float *scratch_s);
+
 #ifdef __cplusplus
 }
 #endif
