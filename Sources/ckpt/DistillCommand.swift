@@ -18,7 +18,9 @@ enum DistillCommand {
         --batch at a time, runs the student forward and backward on f32 master weights,
         and takes an AdamW step (β 0.9/0.95, weight decay 0.1 on matrices, gradient norm
         clipped to 1; learning rate warmed up over --warmup steps, then cosine-decayed to
-        --min-lr). The loss is the distillation loss against the cache (forward KL by
+        --min-lr). Matrix products run in int8 (--matmul): the forward product and the
+        input gradient with 8-bit operands in blocks of 32 and f32 accumulation, the
+        weight gradient in f32. The loss is the distillation loss against the cache (forward KL by
         default; a topk cache's tail is one bucket; from a sample cache only forward KL
         has an unbiased gradient) mixed with --ce-weight of cross-entropy on the next
         tokens. A step whose loss or gradients are NaN or Inf is reported and skipped.
@@ -55,6 +57,7 @@ enum DistillCommand {
             .init("--temperature", value: "t", help: "Temperature of the student's softmax (default: the cache's)."),
             .init("--ce-weight", value: "w", help: "Weight of cross-entropy on the tokens, 0…1 (default 0)."),
             .init("--seed", value: "n", help: "Seed of the data order (default 0)."),
+            .init("--matmul", value: "kind", help: "int8 (default): forward products and input gradients with 8-bit operands, f32 accumulation; f32: all in f32."),
             .init("--optimizer-state", value: "kind", help: "f32 (default) or 8bit: AdamW's moments in 8 bits per value, blockwise (about 4× less memory)."),
             .init("--memory-budget", value: "size", help: "Resident memory to stay within, e.g. 1G or 256M (default: none; everything in memory)."),
             .init("--teacher", value: "model", help: "The cache's teacher, run live for --hidden-loss."),
@@ -121,6 +124,9 @@ enum DistillCommand {
             }
             budget = b
         }
+        guard let products = TrainableDecoder.Products(rawValue: args.value("--matmul") ?? "int8") else {
+            throw UsageError(message: "--matmul must be int8 or f32, not '\(args.value("--matmul") ?? "")'", command: "distill")
+        }
         let eightBitState: Bool
         switch args.value("--optimizer-state") ?? "f32" {
         case "f32": eightBitState = false
@@ -172,7 +178,8 @@ enum DistillCommand {
                                          tokens: cache.header.sequenceLength, logitRows: 64, eightBitState: eightBitState,
                                          baseline: ProcessMemory.resident ?? 0, chunkBytes: cacheDataBytes(cache.header, batch: batch),
                                          extra: teacher.map { [("live teacher", teacherRunBytes($0, batch: batch, tokens: cache.header.sequenceLength,
-                                                                                                  pairs: settings.hidden?.pairs.count ?? 0))] } ?? [])
+                                                                                                  pairs: settings.hidden?.pairs.count ?? 0))] } ?? [],
+                                         products: products)
         var residence = StateResidence.memory
         if plan.streamState {
             let live = FileSystem.join(checkpoints, "live")
@@ -183,6 +190,7 @@ enum DistillCommand {
         }
         if budget != nil { Console.err("ckpt: memory plan: \(plan)\n") }
         let student = try TrainableDecoder(model: model, residence: residence, recomputeActivations: plan.recomputeActivations)
+        student.products = products
         let distiller = try Distiller(student: student, cache: cache, settings: settings, stateResidence: residence, teacher: teacher, channels: channels)
         if args.flag("--resume") {
             if let r = try distiller.resume(from: checkpoints) {

@@ -127,23 +127,25 @@ final class DistillerTests: XCTestCase {
     func testStreamedStateAndRecomputedActivationsTrainBitIdentically() throws {
         let dir = makeTemporaryDirectory()
         let cache = try makeCache(dir, encoding: .sample(draws: 32, seed: 3))
-        for eightBit in [false, true] {
+        for (eightBit, products) in [(false, TrainableDecoder.Products.f32), (true, .f32), (false, .int8)] {
             self.eightBit = eightBit
             let (_, a) = try damagedStudent()
             a.vocabSlice = 48  // several slices of the tiny vocabulary
+            a.products = products
             let inMemory = try Distiller(student: a, cache: cache, settings: settings(steps: 6))
             for _ in 0..<6 { _ = try inMemory.step() }
 
-            let work = dir + "/live-\(eightBit)"
+            let work = dir + "/live-\(eightBit)-\(products)"
             try FileSystem.makeDirectory(work)
             let (_, b) = try damagedStudent(residence: .files(directory: work), recompute: true)
             b.vocabSlice = 48
+            b.products = products
             XCTAssertTrue(b.weights.isStreamed)
             let streamed = try Distiller(student: b, cache: cache, settings: settings(steps: 6), stateResidence: .files(directory: work))
             for _ in 0..<3 { _ = try streamed.step() }
-            try streamed.saveCheckpoint(in: dir + "/ck-\(eightBit)")
+            try streamed.saveCheckpoint(in: dir + "/ck-\(eightBit)-\(products)")
             for _ in 0..<3 { _ = try streamed.step() }
-            XCTAssertTrue(memcmp(a.weights.pointer, b.weights.pointer, a.weights.count * 4) == 0, "streamed weights differ (8-bit state: \(eightBit))")
+            XCTAssertTrue(memcmp(a.weights.pointer, b.weights.pointer, a.weights.count * 4) == 0, "streamed weights differ (8-bit state: \(eightBit), \(products) products)")
             for (x, y) in zip(inMemory.optimizer.state, streamed.optimizer.state) {
                 XCTAssertTrue(memcmp(x.raw, y.raw, x.byteCount) == 0, x.name)
             }
@@ -152,8 +154,9 @@ final class DistillerTests: XCTestCase {
             // The streamed run's checkpoint, resumed in memory, ends where both did.
             let (_, c) = try damagedStudent()
             c.vocabSlice = 48
+            c.products = products
             let resumed = try Distiller(student: c, cache: cache, settings: settings(steps: 6))
-            XCTAssertEqual(try resumed.resume(from: dir + "/ck-\(eightBit)")?.step, 3)
+            XCTAssertEqual(try resumed.resume(from: dir + "/ck-\(eightBit)-\(products)")?.step, 3)
             for _ in 0..<3 { _ = try resumed.step() }
             XCTAssertTrue(memcmp(a.weights.pointer, c.weights.pointer, a.weights.count * 4) == 0, "resumed weights differ")
         }

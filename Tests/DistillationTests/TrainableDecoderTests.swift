@@ -92,4 +92,39 @@ final class TrainableDecoderTests: XCTestCase {
             XCTAssertLessThan(worst, 1e-3, name)
         }
     }
+
+    /// int8 products (forward and input gradients) against f32 on every architecture:
+    /// the logits within quantization error, the gradient pointing the same way.
+    func testInt8ProductsTrackF32() throws {
+        for name in Self.models {
+            let model = try DecoderModel(path: fixturesPath + "/engine/\(name)")
+            let student = try TrainableDecoder(model: model)
+            student.vocabSlice = 96  // the head in several slices
+            let tokens: [Int32] = [1, 17, 200, 45, 45, 9, 130, 77, 3, 250, 64, 12]
+            let targets = randomTargets(rows: tokens.count, vocab: student.spec.vocab, seed: 4)
+            let head = lossHead(student, tokens: tokens, targets: targets)
+            func run() -> (logits: [Float], grads: [Float], loss: Double) {
+                var logits = [Float]()
+                student.zeroGrads()
+                let loss = student.forwardBackward(tokens) { r0, n, l, g in
+                    logits += UnsafeBufferPointer(start: l, count: n * student.spec.vocab)
+                    return head(r0, n, l, g)
+                }
+                return (logits, Array(UnsafeBufferPointer(start: student.grads.pointer, count: student.grads.count)), loss)
+            }
+            let f32 = run()
+            student.products = .int8
+            let q8 = run()
+            let q8again = run()
+            XCTAssertEqual(q8.grads, q8again.grads, "\(name): int8 with cached quantized weights is deterministic")
+            var num = 0.0, den = 0.0
+            for (a, b) in zip(f32.logits, q8.logits) { num += Double(a - b) * Double(a - b); den += Double(a) * Double(a) }
+            XCTAssertLessThan((num / den).squareRoot(), 0.03, "\(name): logits relative error")
+            XCTAssertGreaterThan(num, 0, "\(name): int8 must differ from f32 somewhere")
+            XCTAssertEqual(q8.loss, f32.loss, accuracy: 0.02 * abs(f32.loss), name)
+            var dot = 0.0, na = 0.0, nb = 0.0
+            for (a, b) in zip(f32.grads, q8.grads) { dot += Double(a) * Double(b); na += Double(a) * Double(a); nb += Double(b) * Double(b) }
+            XCTAssertGreaterThan(dot / (na * nb).squareRoot(), 0.99, "\(name): gradient cosine")
+        }
+    }
 }

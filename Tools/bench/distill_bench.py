@@ -11,7 +11,8 @@ tokens from a logit cache, batch 1, 2 threads, f32 weights and AdamW:
   top-k on the same positions (so both compute a full-vocabulary softmax per position).
 
 Prints training tokens/s and peak RSS (GNU time, from outside) of each, and the ratio;
-the target is ≥ 1.5× PyTorch. The first step of each is excluded (warm-up).
+the target is ≥ 1.5× PyTorch. ckpt runs with int8 products (its default) and with f32.
+The first step of each is excluded (warm-up).
 
     python3 Tools/bench/distill_bench.py [--steps 6] [--keep DIR]
 """
@@ -93,23 +94,25 @@ def main():
     with open(dump, "w") as f:
         subprocess.run([ck, "logits", "dump", cache, "--jsonl"], check=True, stdout=f)
 
-    # ckpt: one run of 1 step (warm-up and loading) subtracted from one of `steps`.
-    runs = {}
-    for n in (1, a.steps):
-        p, rss = timed([ck, "distill", "--student", student, "--cache", cache, "--steps", n, "--batch", "1", "--threads", "2",
-                        "--json", "--force", "-o", tmp / "out.gguf"])
-        runs[n] = (json.loads(p.stdout), rss)
-    ours = (runs[a.steps][0]["tokens"] - runs[1][0]["tokens"]) / (runs[a.steps][0]["seconds"] - runs[1][0]["seconds"])
+    # ckpt, int8 and f32 products: steps 2…N from the per-step times of --log (step 1 warms up).
+    ours = {}
+    for matmul in ("int8", "f32"):
+        log = tmp / f"log-{matmul}.csv"
+        p, rss = timed([ck, "distill", "--student", student, "--cache", cache, "--steps", a.steps, "--batch", "1", "--threads", "2",
+                        "--matmul", matmul, "--json", "--force", "--log", log, "-o", tmp / "out.gguf"])
+        lines = log.read_text().splitlines()
+        recs = [dict(zip(lines[0].split(","), l.split(","))) for l in lines[2:]]
+        ours[matmul] = (sum(int(r["tokens"]) for r in recs) / sum(float(r["seconds"]) for r in recs), rss)
     script = tmp / "torch_train.py"
     script.write_text(TORCH_SCRIPT)
     p, torch_rss = timed([sys.executable, script, hf, dump, a.steps])
     theirs = json.loads(p.stdout.strip().splitlines()[-1])["tokens_per_s"]
     print(f"SmolLM2 pruned to FFN 1024 ({a.steps} steps of 1 × 512 tokens, 2 threads, f32 weights, AdamW; first step excluded)")
     print(f"{'trainer':<36}{'tokens/s':>10}{'peak RSS':>12}")
-    print(f"{'ckpt distill':<36}{ours:>10.1f}{runs[a.steps][1]:>9.0f} MiB")
+    for matmul, (tps, rss) in ours.items():
+        print(f"{'ckpt distill --matmul ' + matmul:<36}{tps:>10.1f}{rss:>9.0f} MiB")
     print(f"{'PyTorch ' + __import__('torch').__version__ + ' fp32 eager (anchor)':<36}{theirs:>10.1f}{torch_rss:>9.0f} MiB")
-    print(f"ratio {ours / theirs:.2f}× (target ≥ 1.5×)")
-
+    print(f"ratio int8 {ours['int8'][0] / theirs:.2f}×, f32 {ours['f32'][0] / theirs:.2f}× (target ≥ 1.5×)")
 
 if __name__ == "__main__":
     main()

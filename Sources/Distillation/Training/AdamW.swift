@@ -92,7 +92,10 @@ public final class AdamW {
     public func setStep(_ s: Int) { step = s }
 
     /// Updates `model`'s weights from its gradients, at learning rate `lr`.
-    public func update(_ model: TrainableDecoder, lr: Double) -> Outcome { update(weights: model.weights, grads: model.grads, lr: lr) }
+    public func update(_ model: TrainableDecoder, lr: Double) -> Outcome {
+        defer { model.weightsChanged() }
+        return update(weights: model.weights, grads: model.grads, lr: lr)
+    }
 
     /// Updates `weights` from `grads`, at learning rate `lr`, a slice of each segment at a time.
     public func update(weights: StateArray, grads: StateArray, lr: Double) -> Outcome {

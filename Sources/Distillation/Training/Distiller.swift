@@ -229,6 +229,9 @@ public final class Distiller {
 
     // MARK: checkpoints
 
+    /// What must match for a checkpoint to resume: the settings and how products run.
+    private var runFingerprint: String { settings.fingerprint + (student.products == .f32 ? "" : " products \(student.products.rawValue)") }
+
     /// Everything a checkpoint holds besides the position: weights and optimizer state,
     /// and the hidden-state projections with theirs.
     private var checkpointArrays: [StateArray] {
@@ -263,7 +266,7 @@ public final class Distiller {
         w.int(position.epoch, key: "epoch")
         w.int(position.chunkInOrder, key: "chunk_in_order")
         w.int(position.sequenceInChunk, key: "sequence_in_chunk")
-        w.string(settings.fingerprint, key: "settings")
+        w.string(runFingerprint, key: "settings")
         w.string(cache.header.compatibilityKey.isEmpty ? "" : String(FNV1a64.hash(cache.header.compatibilityKey)), key: "cache")
         w.int(student.parameterCount, key: "parameters")
         w.beginObject(key: "crc32c")
@@ -302,7 +305,7 @@ public final class Distiller {
         do { state = try JSONParser.parse(FileSystem.readFile(FileSystem.join(path, "state.json"))) } catch let e as JSONError {
             throw CheckpointError.malformed(path: path, reason: "state.json: \(e)")
         }
-        guard state["settings"]?.stringValue == settings.fingerprint else {
+        guard state["settings"]?.stringValue == runFingerprint else {
             throw Failure.mismatch("made with other settings (\(state["settings"]?.stringValue ?? "?"))")
         }
         guard state["cache"]?.stringValue == String(FNV1a64.hash(cache.header.compatibilityKey)) else {
@@ -342,6 +345,7 @@ public final class Distiller {
         }
         optimizer.setStep(step)
         aligner?.optimizer.setStep(step)
+        student.weightsChanged()
         position = DataPosition(epoch: epoch, chunkInOrder: ci, sequenceInChunk: si)
         order = Self.chunkOrder(chunks: cache.chunks.count, seed: settings.seed, epoch: epoch)
         chunk = nil

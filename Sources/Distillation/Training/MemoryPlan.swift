@@ -35,7 +35,8 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
     /// student is loaded (runtime, tokenizer, cache index); `chunkBytes` one decoded cache
     /// chunk and a batch's targets.
     public static func estimate(spec s: DecoderSpec, slots: [TrainableDecoder.Slot], tokens T: Int, logitRows: Int, eightBitState: Bool,
-                                baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [], streamState: Bool, recompute: Bool) -> MemoryPlan {
+                                baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [], products: TrainableDecoder.Products = .f32,
+                                streamState: Bool, recompute: Bool) -> MemoryPlan {
         let perParameter = 8 + AdamW.stateBytesPerParameter(eightBit: eightBitState)
         let parameters = slots.last.map { $0.offset + $0.count } ?? 0
         var state: Int
@@ -56,19 +57,29 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
         let threads = max(ThreadPool.threads, 1)
         let transposed = max(T * max(s.hidden, s.qDim, s.ffn), logitRows * min(s.vocab, TrainableDecoder.defaultVocabSlice(hidden: s.hidden)))
         let kernels = 4 * (transposed + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3
-        let parts = [("baseline", baseline), (streamState ? "state slices" : "weights, gradients and optimizer state", state),
+        // int8 products: quantized weights (a byte and 1/8 of a scale per value, by rows and
+        // by columns), kept while the weights are unchanged, or one matrix at a time when
+        // streamed; activations quantized for one product.
+        var quantized = 0
+        if products == .int8 {
+            var biggest = TrainableDecoder.defaultVocabSlice(hidden: s.hidden) * s.hidden
+            for slot in slots { if case .layer = slot.role { biggest = max(biggest, slot.count) } }
+            quantized = Int(2.25 * Double(streamState ? biggest : parameters)) + Int(1.125 * Double(T * max(s.hidden, s.qDim, s.ffn)))
+        }
+        let parts = [("baseline", baseline), ("int8 copies", quantized), (streamState ? "state slices" : "weights, gradients and optimizer state", state),
                      ("activations", TrainableDecoder.Activations.bytes(spec: s, tokens: T, logitRows: logitRows, recompute: recompute)),
                      ("kernel and loss scratch", kernels), ("cache data", chunkBytes)] + extra
-        return MemoryPlan(streamState: streamState, recomputeActivations: recompute, parts: parts.sorted { $0.1 > $1.1 })
+        return MemoryPlan(streamState: streamState, recomputeActivations: recompute, parts: parts.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 })
     }
 
     /// The fastest arrangement that fits `budget` bytes (nil: no budget, everything in
     /// memory), or an error that gives the smallest budget that would do.
     public static func choose(budget: Int?, spec: DecoderSpec, slots: [TrainableDecoder.Slot], tokens: Int, logitRows: Int,
-                              eightBitState: Bool, baseline: Int, chunkBytes: Int, extra: [(String, Int)] = []) throws -> MemoryPlan {
+                              eightBitState: Bool, baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [],
+                              products: TrainableDecoder.Products = .f32) throws -> MemoryPlan {
         func plan(_ stream: Bool, _ recompute: Bool) -> MemoryPlan {
             estimate(spec: spec, slots: slots, tokens: tokens, logitRows: logitRows, eightBitState: eightBitState,
-                     baseline: baseline, chunkBytes: chunkBytes, extra: extra, streamState: stream, recompute: recompute)
+                     baseline: baseline, chunkBytes: chunkBytes, extra: extra, products: products, streamState: stream, recompute: recompute)
         }
         guard let budget else { return plan(false, false) }
         let plans = [plan(false, false), plan(false, true), plan(true, false), plan(true, true)]

@@ -59,6 +59,21 @@ public final class TrainableDecoder {
     /// Rows of logits computed at a time, bounding the logits buffer to rows × vocab.
     public var logitRows = 64
 
+    /// How the matrix products run. `int8`: the forward product and the input gradient
+    /// with 8-bit operands in blocks of 32 and f32 accumulation (weights and activations
+    /// quantized on the fly from the f32 masters), the weight gradient in f32 (as
+    /// SwitchBack). Quantized weights are kept until the weights change when the state is
+    /// in memory, requantized at each use when it streams: the same values either way.
+    public enum Products: String, Sendable, CaseIterable { case f32, int8 }
+    public var products: Products = .f32 { didSet { weightsChanged() } }
+
+    private struct QuantizedKey: Hashable { let slot: Int; let transposed: Bool; let first: Int }
+    private var quantized: [QuantizedKey: QuantizedMatrix] = [:]
+    private var activationScratch = QuantizedMatrix(values: 0, scales: 0)
+
+    /// Call after changing weights (the optimizer does): drops the quantized copies.
+    public func weightsChanged() { quantized.removeAll(keepingCapacity: true) }
+
     /// Output rows of the LM head handled at a time: a slice of its weights (and their
     /// gradients) is what a streamed run holds. Set from the hidden size alone (16 MiB of
     /// f32 rows), so runs streamed or not compute the same sums in the same order.
@@ -261,6 +276,50 @@ public final class TrainableDecoder {
             : (a.ropeCos.pointer, a.ropeSin.pointer, a.ropeSinNeg.pointer)
     }
 
+    /// Rows `first ..< first + rows` of slot `r`'s matrix (`cols` wide), quantized by rows
+    /// (for y = x·Wᵀ) or, `transposed`, by columns (for dx = dy·W).
+    private func quantizedWeight(_ r: TensorRole, first: Int = 0, rows: Int, cols: Int, transposed: Bool) -> QuantizedMatrix {
+        let role = r == .lmHead && tiedHead ? .embed : r
+        let slot = index[role]!, key = QuantizedKey(slot: slot, transposed: transposed, first: first)
+        if let m = quantized[key] { return m }
+        let w = weight(role) + first * cols
+        let m: QuantizedMatrix
+        if transposed {
+            m = QuantizedMatrix(values: cols * Int(ckpt_q8_padded(Int64(rows))), scales: cols * Int(ckpt_q8_blocks(Int64(rows))))
+            ckpt_q8_quantize_cols(w, Int64(cols), Int64(rows), Int64(cols), m.values, m.scales.pointer)
+        } else {
+            m = QuantizedMatrix(values: rows * Int(ckpt_q8_padded(Int64(cols))), scales: rows * Int(ckpt_q8_blocks(Int64(cols))))
+            ckpt_q8_quantize_rows(w, Int64(cols), Int64(rows), Int64(cols), m.values, m.scales.pointer)
+        }
+        if !weights.isStreamed { quantized[key] = m }
+        return m
+    }
+
+    /// Scratch for `rows` quantized rows of `k` values.
+    private func scratch(rows: Int, k: Int) -> QuantizedMatrix {
+        let v = rows * Int(ckpt_q8_padded(Int64(k))), b = rows * Int(ckpt_q8_blocks(Int64(k)))
+        if activationScratch.capacity < v || activationScratch.scales.count < b { activationScratch = QuantizedMatrix(values: v, scales: b) }
+        return activationScratch
+    }
+
+    /// y[T, out] = x[T, in] · Wᵀ for slot `r`.
+    private func linearForward(_ r: TensorRole, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int, _ y: UnsafeMutablePointer<Float>) {
+        guard products == .int8 else { return ckpt_linear_forward(x, Int64(T), Int64(inDim), weight(r), Int64(outDim), y) }
+        let m = quantizedWeight(r, rows: outDim, cols: inDim, transposed: false), sc = scratch(rows: T, k: inDim)
+        ckpt_linear_forward_q8(x, Int64(T), Int64(inDim), m.values, m.scales.pointer, Int64(outDim), y, sc.values, sc.scales.pointer)
+    }
+
+    /// dx = dy · W (overwritten), dW += dyᵀ · x, for slot `r`.
+    private func linearBackward(_ r: TensorRole, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int,
+                                _ dx: UnsafeMutablePointer<Float>) {
+        guard products == .int8 else {
+            return ckpt_linear_backward(dy, x, weight(r), Int64(T), Int64(inDim), Int64(outDim), dx, grad(r))
+        }
+        let m = quantizedWeight(r, rows: outDim, cols: inDim, transposed: true), sc = scratch(rows: T, k: outDim)
+        ckpt_linear_backward_input_q8(dy, Int64(T), Int64(inDim), m.values, m.scales.pointer, Int64(outDim), dx, sc.values, sc.scales.pointer)
+        ckpt_linear_backward(dy, x, weight(r), Int64(T), Int64(inDim), Int64(outDim), nil, grad(r))
+    }
+
     /// Layer `l` forward on one sequence: reads its input from `x` (the residual stream),
     /// leaves its output there, and what the backward pass needs in `la`.
     private func forwardLayer(_ l: Int, _ x: UnsafeMutablePointer<Float>, _ la: LayerActivations, _ a: Activations) {
@@ -269,9 +328,9 @@ public final class TrainableDecoder {
         let (cosT, sinT, _) = rope(l, a)
         ckpt_rmsnorm_forward(x, weight(.layer(l, .attnNorm)), Int64(T), Int64(C), s.normEps, la.xn1.pointer, la.rstd1.pointer)
         let (q, k) = s.qkNorm ? (la.qRaw.pointer, la.kRaw.pointer) : (la.q.pointer, la.k.pointer)
-        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnQ)), Int64(Q), q)
-        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnK)), Int64(KV), k)
-        ckpt_linear_forward(la.xn1.pointer, Int64(T), Int64(C), weight(.layer(l, .attnV)), Int64(KV), la.v.pointer)
+        linearForward(.layer(l, .attnQ), la.xn1.pointer, T, C, Q, q)
+        linearForward(.layer(l, .attnK), la.xn1.pointer, T, C, KV, k)
+        linearForward(.layer(l, .attnV), la.xn1.pointer, T, C, KV, la.v.pointer)
         addBias(.layer(l, .attnQBias), q, T, Q)
         addBias(.layer(l, .attnKBias), k, T, KV)
         addBias(.layer(l, .attnVBias), la.v.pointer, T, KV)
@@ -285,21 +344,21 @@ public final class TrainableDecoder {
         ckpt_attention_forward(la.q.pointer, la.k.pointer, la.v.pointer, Int64(T), Int32(s.heads), Int32(s.kvHeads), Int32(d),
                                s.attentionScale, s.attentionSoftcap, window(l), la.att.pointer, la.probs.pointer)
         let attnOut = s.postNorms ? la.attnOut.pointer : a.dtmp.pointer
-        ckpt_linear_forward(la.att.pointer, Int64(T), Int64(Q), weight(.layer(l, .attnOutput)), Int64(C), attnOut)
+        linearForward(.layer(l, .attnOutput), la.att.pointer, T, Q, C, attnOut)
         if s.postNorms {
             ckpt_rmsnorm_forward(attnOut, weight(.layer(l, .postAttnNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost1.pointer)
         }
         add(a.dtmp.pointer, into: x, T * C)
         memcpy(la.xmid.pointer, x, T * C * 4)
         ckpt_rmsnorm_forward(x, weight(.layer(l, .mlpNorm)), Int64(T), Int64(C), s.normEps, la.xn2.pointer, la.rstd2.pointer)
-        ckpt_linear_forward(la.xn2.pointer, Int64(T), Int64(C), weight(.layer(l, .mlpGate)), Int64(F), la.gate.pointer)
-        ckpt_linear_forward(la.xn2.pointer, Int64(T), Int64(C), weight(.layer(l, .mlpUp)), Int64(F), la.up.pointer)
+        linearForward(.layer(l, .mlpGate), la.xn2.pointer, T, C, F, la.gate.pointer)
+        linearForward(.layer(l, .mlpUp), la.xn2.pointer, T, C, F, la.up.pointer)
         switch s.activation {
         case .silu: ckpt_silu_mul(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
         case .geluTanh: ckpt_gelu_tanh_mul_exact(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
         }
         let mlpOut = s.postNorms ? la.mlpOut.pointer : a.dtmp.pointer
-        ckpt_linear_forward(la.act.pointer, Int64(T), Int64(F), weight(.layer(l, .mlpDown)), Int64(C), mlpOut)
+        linearForward(.layer(l, .mlpDown), la.act.pointer, T, F, C, mlpOut)
         if s.postNorms {
             ckpt_rmsnorm_forward(mlpOut, weight(.layer(l, .postMlpNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost2.pointer)
         }
@@ -319,13 +378,13 @@ public final class TrainableDecoder {
                                   a.dproj.pointer, grad(.layer(l, .postMlpNorm)))
             dOut = a.dproj.pointer
         }
-        ckpt_linear_backward(dOut, la.act.pointer, weight(.layer(l, .mlpDown)), Int64(T), Int64(F), Int64(C), a.da.pointer, grad(.layer(l, .mlpDown)))
+        linearBackward(.layer(l, .mlpDown), dOut, la.act.pointer, T, F, C, a.da.pointer)
         switch s.activation {
         case .silu: ckpt_swiglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
         case .geluTanh: ckpt_geglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
         }
-        ckpt_linear_backward(a.dg.pointer, la.xn2.pointer, weight(.layer(l, .mlpGate)), Int64(T), Int64(C), Int64(F), a.dxn.pointer, grad(.layer(l, .mlpGate)))
-        ckpt_linear_backward(a.du.pointer, la.xn2.pointer, weight(.layer(l, .mlpUp)), Int64(T), Int64(C), Int64(F), a.dtmp.pointer, grad(.layer(l, .mlpUp)))
+        linearBackward(.layer(l, .mlpGate), a.dg.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
+        linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dtmp.pointer)
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
         ckpt_rmsnorm_backward(a.dxn.pointer, la.xmid.pointer, weight(.layer(l, .mlpNorm)), la.rstd2.pointer, Int64(T), Int64(C), a.dtmp.pointer, grad(.layer(l, .mlpNorm)))
         add(a.dtmp.pointer, into: dx, T * C)
@@ -336,7 +395,7 @@ public final class TrainableDecoder {
                                   a.dproj.pointer, grad(.layer(l, .postAttnNorm)))
             dOut = a.dproj.pointer
         }
-        ckpt_linear_backward(dOut, la.att.pointer, weight(.layer(l, .attnOutput)), Int64(T), Int64(Q), Int64(C), a.datt.pointer, grad(.layer(l, .attnOutput)))
+        linearBackward(.layer(l, .attnOutput), dOut, la.att.pointer, T, Q, C, a.datt.pointer)
         ckpt_attention_backward(a.datt.pointer, la.q.pointer, la.k.pointer, la.v.pointer, la.probs.pointer, Int64(T), Int32(s.heads),
                                 Int32(s.kvHeads), Int32(d), s.attentionScale, s.attentionSoftcap, window(l), a.dq.pointer, a.dk.pointer, a.dv.pointer)
         ckpt_rope(a.dq.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(d), Int32(s.ropeDims), cosT, sinNeg, neox)
@@ -352,10 +411,10 @@ public final class TrainableDecoder {
         biasGrad(.layer(l, .attnQBias), a.dq.pointer, T, Q)
         biasGrad(.layer(l, .attnKBias), a.dk.pointer, T, KV)
         biasGrad(.layer(l, .attnVBias), a.dv.pointer, T, KV)
-        ckpt_linear_backward(a.dq.pointer, la.xn1.pointer, weight(.layer(l, .attnQ)), Int64(T), Int64(C), Int64(Q), a.dxn.pointer, grad(.layer(l, .attnQ)))
-        ckpt_linear_backward(a.dk.pointer, la.xn1.pointer, weight(.layer(l, .attnK)), Int64(T), Int64(C), Int64(KV), a.dtmp.pointer, grad(.layer(l, .attnK)))
+        linearBackward(.layer(l, .attnQ), a.dq.pointer, la.xn1.pointer, T, C, Q, a.dxn.pointer)
+        linearBackward(.layer(l, .attnK), a.dk.pointer, la.xn1.pointer, T, C, KV, a.dtmp.pointer)
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
-        ckpt_linear_backward(a.dv.pointer, la.xn1.pointer, weight(.layer(l, .attnV)), Int64(T), Int64(C), Int64(KV), a.dtmp.pointer, grad(.layer(l, .attnV)))
+        linearBackward(.layer(l, .attnV), a.dv.pointer, la.xn1.pointer, T, C, KV, a.dtmp.pointer)
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
         ckpt_rmsnorm_backward(a.dxn.pointer, a.xin[l].pointer, weight(.layer(l, .attnNorm)), la.rstd1.pointer, Int64(T), Int64(C), a.dtmp.pointer, grad(.layer(l, .attnNorm)))
         add(a.dtmp.pointer, into: dx, T * C)
@@ -392,12 +451,20 @@ public final class TrainableDecoder {
         // LM head and loss, a block of rows at a time (each a slice of the vocabulary at a
         // time); its backward pass right away.
         let V = s.vocab, headWeight = weight(.lmHead), headGrad = grad(.lmHead), slice = vocabSlice
+        let headScratch = products == .int8 ? scratch(rows: min(logitRows, T), k: max(C, min(slice, V))) : activationScratch
         var r0 = 0
         while r0 < T {
             let n = min(logitRows, T - r0)
             for v0 in stride(from: 0, to: V, by: slice) {
                 let nv = min(slice, V - v0)
-                ckpt_linear_forward_strided(a.xf.pointer + r0 * C, Int64(n), Int64(C), headWeight + v0 * C, Int64(nv), a.logits.pointer + v0, Int64(V), 0)
+                if products == .int8 {
+                    if v0 == 0 { ckpt_q8_quantize_rows(a.xf.pointer + r0 * C, Int64(C), Int64(n), Int64(C), headScratch.values, headScratch.scales.pointer) }
+                    let m = quantizedWeight(.lmHead, first: v0, rows: nv, cols: C, transposed: false)
+                    ckpt_gemm_q8(headScratch.values, headScratch.scales.pointer, Int64(n), m.values, m.scales.pointer, Int64(nv),
+                                 ckpt_q8_padded(Int64(C)), a.logits.pointer + v0, Int64(V), 0)
+                } else {
+                    ckpt_linear_forward_strided(a.xf.pointer + r0 * C, Int64(n), Int64(C), headWeight + v0 * C, Int64(nv), a.logits.pointer + v0, Int64(V), 0)
+                }
                 weights.release(floats: (headWeight - weights.pointer + v0 * C)..<(headWeight - weights.pointer + (v0 + nv) * C))
             }
             if s.finalSoftcap > 0 { ckpt_softcap(a.logits.pointer, Int64(n * V), s.finalSoftcap) }
@@ -407,8 +474,17 @@ public final class TrainableDecoder {
                 if s.finalSoftcap > 0 { ckpt_softcap_backward(a.logits.pointer, a.dlogits.pointer, Int64(n * V), s.finalSoftcap) }
                 for v0 in stride(from: 0, to: V, by: slice) {
                     let nv = min(slice, V - v0)
-                    ckpt_linear_backward_strided(a.dlogits.pointer + v0, Int64(V), a.xf.pointer + r0 * C, headWeight + v0 * C, Int64(n), Int64(C), Int64(nv),
-                                                 a.dxn.pointer + r0 * C, v0 == 0 ? 0 : 1, headGrad + v0 * C)
+                    if products == .int8 {
+                        ckpt_q8_quantize_rows(a.dlogits.pointer + v0, Int64(V), Int64(n), Int64(nv), headScratch.values, headScratch.scales.pointer)
+                        let m = quantizedWeight(.lmHead, first: v0, rows: nv, cols: C, transposed: true)
+                        ckpt_gemm_q8(headScratch.values, headScratch.scales.pointer, Int64(n), m.values, m.scales.pointer, Int64(C),
+                                     ckpt_q8_padded(Int64(nv)), a.dxn.pointer + r0 * C, Int64(C), v0 == 0 ? 0 : 1)
+                        ckpt_linear_backward_strided(a.dlogits.pointer + v0, Int64(V), a.xf.pointer + r0 * C, headWeight + v0 * C, Int64(n), Int64(C),
+                                                     Int64(nv), nil, 0, headGrad + v0 * C)
+                    } else {
+                        ckpt_linear_backward_strided(a.dlogits.pointer + v0, Int64(V), a.xf.pointer + r0 * C, headWeight + v0 * C, Int64(n), Int64(C),
+                                                     Int64(nv), a.dxn.pointer + r0 * C, v0 == 0 ? 0 : 1, headGrad + v0 * C)
+                    }
                     let at = headWeight - weights.pointer + v0 * C
                     weights.release(floats: at..<(at + nv * C))
                     grads.release(floats: at..<(at + nv * C))
@@ -453,4 +529,19 @@ public final class TrainableDecoder {
     @inline(__always) private func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
         for i in 0..<n { y[i] += x[i] }
     }
+}
+
+/// int8 values in blocks of 32 with one f32 scale per block (see ckpt_q8_quantize_rows).
+final class QuantizedMatrix {
+    let values: UnsafeMutablePointer<Int8>
+    let capacity: Int
+    let scales: FloatBuffer
+
+    init(values n: Int, scales b: Int) {
+        capacity = n
+        values = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 64).bindMemory(to: Int8.self, capacity: max(n, 1))
+        scales = FloatBuffer(count: b, zeroed: false)
+    }
+
+    deinit { UnsafeMutableRawPointer(values).deallocate() }
 }
