@@ -268,7 +268,26 @@ public final class Distiller {
         w.int(position.sequenceInChunk, key: "sequence_in_chunk")
         w.string(runFingerprint, key: "settings")
         w.string(cache.header.compatibilityKey.isEmpty ? "" : String(FNV1a64.hash(cache.header.compatibilityKey)), key: "cache")
+        w.int(1, key: "format")
         w.int(student.parameterCount, key: "parameters")
+        w.beginArray(key: "tensors")
+        for slot in student.slots {
+            w.beginObject()
+            w.string(slot.name, key: "name")
+            w.raw("[" + slot.shape.map(String.init).joined(separator: ",") + "]", key: "shape")
+            w.int(slot.offset, key: "offset")
+            w.int(slot.count, key: "count")
+            if slot.isNorm && student.normOffset != 0 { w.double(Double(student.normOffset), key: "stored_offset") }
+            w.endObject()
+        }
+        w.endArray()
+        w.string(optimizer.eightBit ? "8bit" : "f32", key: "optimizer_state")
+        if let h = settings.hidden {
+            w.beginArray(key: "hidden_pairs")
+            for p in h.pairs { w.raw("[\(p.student),\(p.teacher)]") }
+            w.endArray()
+            w.int(aligner?.teacherWidth ?? 0, key: "teacher_width")
+        }
         w.beginObject(key: "crc32c")
         for (k, v) in crcs.sorted(by: { $0.key < $1.key }) { w.int(Int(v), key: k) }
         w.endObject()
