@@ -70,7 +70,7 @@ enum DistillCommand {
             .init("--eval-file", value: "file", help: "Held-out text: its perplexity (every position) is measured during training."),
             .init("--eval-every", value: "n", help: "Steps between held-out measurements (default: a tenth of the run)."),
             .init("--eval-chunks", value: "n", help: "Held-out sequences of the cache's length to score (default 4)."),
-            .init("--plot", value: "file.svg", help: "Draw the training loss and held-out perplexity over steps."),
+            .init("--plot", value: "file.svg|png", help: "Draw the training loss and held-out perplexity over steps (SVG, or PNG by the name)."),
             .init("--dtype", value: "type", help: "Trained tensors' type in the output: f16 (GGUF default), bf16 (safetensors default), f32, q8_0, …"),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
             .init("--force", help: "Replace an existing output."),
@@ -260,8 +260,7 @@ enum DistillCommand {
         }
         bar.finish()
         if let plot = args.value("--plot") {
-            try FileSystem.writeAtomically(plot, Array(TrainingPlot.svg(loss: curve, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy",
-                                                                        heldOut: heldCurve).utf8))
+            try TrainingPlot.drawing(loss: curve, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy", heldOut: heldCurve).write(to: plot)
         }
         try log?.sync()
         try log?.close()
@@ -299,36 +298,37 @@ enum DistillCommand {
 /// Loss curves over steps as an SVG: the training loss per step, and the held-out
 /// perplexity where it was measured.
 enum TrainingPlot {
-    static func svg(loss: [(step: Int, loss: Double)], lossName: String, heldOut: [(step: Int, ppl: Double)]) -> String {
+    /// The training loss over steps and, below it, held-out perplexity.
+    static func drawing(loss: [(step: Int, loss: Double)], lossName: String, heldOut: [(step: Int, ppl: Double)]) -> Drawing {
         let w = 720.0, panel = 220.0, left = 60.0, right = 20.0, top = 30.0, gap = 60.0
         let panels = heldOut.isEmpty ? 1 : 2
         let h = top + Double(panels) * panel + Double(panels - 1) * gap + 40
         let maxStep = Double(max(loss.last?.step ?? 1, heldOut.last?.step ?? 1, 1))
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"11\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        func draw(_ points: [(Double, Double)], title: String, y0: Double, color: String, markers: Bool) {
+        var d = Drawing(width: Int(w), height: Int(h))
+        func draw(_ points: [(Double, Double)], title: String, y0: Double, color: Drawing.Color, markers: Bool) {
             let ys = points.map(\.1).filter(\.isFinite)
             guard let lo = ys.min(), let hi = ys.max() else { return }
             let span = hi > lo ? hi - lo : max(abs(hi), 1) * 0.1
             let (a, b) = (lo - 0.05 * span, hi + 0.05 * span)
             func x(_ v: Double) -> Double { left + (w - left - right) * v / maxStep }
             func y(_ v: Double) -> Double { y0 + panel - panel * (v - a) / (b - a) }
-            s += "<text x=\"\(left)\" y=\"\(y0 - 8)\" font-size=\"13\">\(title)</text>\n"
-            s += "<rect x=\"\(left)\" y=\"\(y0)\" width=\"\(w - left - right)\" height=\"\(panel)\" fill=\"none\" stroke=\"#999\"/>\n"
+            d.text(left, y0 - 8, title, size: 13)
+            d.shapes.append(.rect(x: left, y: y0, width: w - left - right, height: panel, fill: nil, stroke: Drawing.Color(hex: "#999999"), title: nil))
             for k in 0...4 {
                 let v = a + (b - a) * Double(k) / 4
-                s += "<text x=\"\(left - 6)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(formatFixed(v, digits: 3))</text>\n"
+                d.text(left - 6, y(v) + 4, formatFixed(v, digits: 3), anchor: .end)
             }
-            let pts = points.filter { $0.1.isFinite }.map { "\(formatFixed(x($0.0), digits: 1)),\(formatFixed(y($0.1), digits: 1))" }
-            s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\" points=\"\(pts.joined(separator: " "))\"/>\n"
-            if markers { for p in pts { let c = p.split(separator: ","); s += "<circle cx=\"\(c[0])\" cy=\"\(c[1])\" r=\"3\" fill=\"\(color)\"/>\n" } }
-            s += "<text x=\"\(w - right)\" y=\"\(y0 + panel + 16)\" text-anchor=\"end\">step (of \(Int(maxStep)))</text>\n"
+            let pts = points.filter { $0.1.isFinite }.map { (x($0.0), y($0.1)) }
+            d.shapes.append(.polyline(pts, stroke: color, width: 1.5))
+            if markers { for p in pts { d.shapes.append(.circle(x: p.0, y: p.1, r: 3, fill: color, title: nil)) } }
+            d.text(w - right, y0 + panel + 16, "step (of \(Int(maxStep)))", anchor: .end)
         }
-        draw(loss.map { (Double($0.step), $0.loss) }, title: "training \(lossName) per token", y0: top, color: "#1f77b4", markers: false)
+        draw(loss.map { (Double($0.step), $0.loss) }, title: "training \(lossName) per token", y0: top, color: Drawing.Color(hex: "#1f77b4"), markers: false)
         if !heldOut.isEmpty {
-            draw(heldOut.map { (Double($0.step), $0.ppl) }, title: "held-out perplexity (every position)", y0: top + panel + gap, color: "#d62728", markers: true)
+            draw(heldOut.map { (Double($0.step), $0.ppl) }, title: "held-out perplexity (every position)", y0: top + panel + gap,
+                 color: Drawing.Color(hex: "#d62728"), markers: true)
         }
-        return s + "</svg>\n"
+        return d
     }
 }
 

@@ -14,7 +14,7 @@ enum ImportanceCommand {
         usage: """
         importance --model <model> --calib <file> [--samples 1024] [--seq 512] [--batch B] [--tokenizer T] [--shard i/N] [--threads T] [--max-resident SIZE] -o <stats>
                ckpt importance merge <stats>... -o <stats>
-               ckpt importance show <stats> [--json] [--plot FILE.svg] [--agg l2|mean|variance] [--head-metric contribution|output]
+               ckpt importance show <stats> [--json] [--plot FILE.svg|FILE.png] [--agg l2|mean|variance] [--head-metric contribution|output]
                ckpt importance export <stats> --imatrix <file.gguf> [--force]
         """,
         discussion: """
@@ -42,7 +42,7 @@ enum ImportanceCommand {
             .init("-o", value: "stats", help: "Output statistics file."),
             .init("--output", value: "stats", help: "Same as -o."),
             .init("--json", help: "show: print scores as JSON."),
-            .init("--plot", value: "file.svg", help: "show: draw head and neuron heatmaps and the layer-importance curve."),
+            .init("--plot", value: "file.svg|png", help: "show: draw head and neuron heatmaps and the layer-importance curve (SVG, or PNG by the name)."),
             .init("--agg", value: "kind", help: "show: aggregation over samples, l2 (default), mean or variance."),
             .init("--head-metric", value: "kind", help: "show: contribution (default) or output."),
             .init("--imatrix", value: "file.gguf", help: "export: llama.cpp importance-matrix output."),
@@ -147,7 +147,7 @@ enum ImportanceCommand {
         let neurons = (0..<sh.layers).map { stats.neuronScores(layer: $0, agg) }
         let bi = stats.blockInfluence
         if let plot = args.value("--plot") {
-            try FileSystem.writeAtomically(plot, Array(ImportancePlot.svg(stats: stats, heads: heads, neurons: neurons, metric: metric, agg: agg).utf8))
+            try ImportancePlot.drawing(stats: stats, heads: heads, neurons: neurons, metric: metric, agg: agg).write(to: plot)
         }
         if args.flag("--json") {
             var w = JSONWriter()
@@ -199,19 +199,17 @@ enum ImportanceCommand {
 /// neuron importance per layer (neurons sorted by score within the layer), and the
 /// Block Influence curve.
 enum ImportancePlot {
-    static func svg(stats: ImportanceStats, heads: [[Double]], neurons: [[Double]], metric: HeadMetric, agg: Aggregation) -> String {
+    static func drawing(stats: ImportanceStats, heads: [[Double]], neurons: [[Double]], metric: HeadMetric, agg: Aggregation) -> Drawing {
         let L = stats.shape.layers, H = stats.shape.heads
         let cell = 14.0, left = 60.0, top = 50.0
         let headW = Double(H) * cell, bins = 64, neuronW = Double(bins) * 6
         let width = left + headW + 40 + neuronW + 40 + 220, height = top + Double(L) * cell + 60
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        s += "<text x=\"\(left)\" y=\"20\" font-size=\"14\">\(stats.shape.architecture): importance from \(stats.samples) samples (\(agg.rawValue))</text>\n"
-        func color(_ t: Double) -> String {
+        var d = Drawing(width: Int(width), height: Int(height))
+        d.text(left, 20, "\(stats.shape.architecture): importance from \(stats.samples) samples (\(agg.rawValue))", size: 14)
+        func color(_ t: Double) -> Drawing.Color {
             // Dark blue (unimportant) to yellow (important), by rank within the row.
             let x = max(0, min(1, t))
-            let r = Int(68 + x * (253 - 68)), g = Int(1 + x * (231 - 1)), b = Int(84 + x * (37 - 84))
-            return "rgb(\(r),\(g),\(b))"
+            return Drawing.Color(r: UInt8(68 + x * (253 - 68)), g: UInt8(1 + x * (231 - 1)), b: UInt8(84 + x * (37 - 84)))
         }
         func ranks(_ v: [Double]) -> [Double] {
             let order = v.indices.sorted { v[$0] < v[$1] }
@@ -219,40 +217,41 @@ enum ImportancePlot {
             for (i, j) in order.enumerated() { r[j] = v.count > 1 ? Double(i) / Double(v.count - 1) : 1 }
             return r
         }
-        s += "<text x=\"\(left)\" y=\"\(top - 8)\">heads (\(metric.rawValue)), rank in layer</text>\n"
+        d.text(left, top - 8, "heads (\(metric.rawValue))")
         let x2 = left + headW + 40
-        s += "<text x=\"\(x2)\" y=\"\(top - 8)\">MLP neurons, sorted; log score vs model max</text>\n"
+        d.text(x2, top - 8, "MLP neurons, sorted; log score vs model max")
         let globalMax = neurons.flatMap { $0 }.max() ?? 1
         let logMin = log10(max(globalMax, 1e-30)) - 4
         for l in 0..<L {
             let y = top + Double(l) * cell
-            s += "<text x=\"\(left - 8)\" y=\"\(y + cell - 3)\" text-anchor=\"end\">\(l)</text>\n"
+            d.text(left - 8, y + cell - 3, "\(l)", anchor: .end)
             let hr = ranks(heads[l])
             for h in 0..<H {
-                s += "<rect x=\"\(left + Double(h) * cell)\" y=\"\(y)\" width=\"\(cell - 1)\" height=\"\(cell - 1)\" fill=\"\(color(hr[h]))\"><title>layer \(l) head \(h): \(formatStat(heads[l][h]))</title></rect>\n"
+                d.shapes.append(.rect(x: left + Double(h) * cell, y: y, width: cell - 1, height: cell - 1, fill: color(hr[h]), stroke: nil,
+                                      title: "layer \(l) head \(h): \(formatStat(heads[l][h]))"))
             }
             let sorted = neurons[l].sorted(by: >)
             for b in 0..<bins {
                 let i = min(sorted.count - 1, b * sorted.count / bins)
                 let v = sorted.isEmpty ? 0 : (log10(max(sorted[i], 1e-30)) - logMin) / 4
-                s += "<rect x=\"\(x2 + Double(b) * 6)\" y=\"\(y)\" width=\"6\" height=\"\(cell - 1)\" fill=\"\(color(v))\"/>\n"
+                d.shapes.append(.rect(x: x2 + Double(b) * 6, y: y, width: 6, height: cell - 1, fill: color(v), stroke: nil, title: nil))
             }
         }
         // Block Influence curve.
         let x3 = x2 + neuronW + 40, w3 = 200.0
         let bi = stats.blockInfluence
         let maxBI = max(bi.max() ?? 1, 1e-12)
-        s += "<text x=\"\(x3)\" y=\"\(top - 8)\">Block Influence (1 − cos)</text>\n"
-        s += "<line x1=\"\(x3)\" y1=\"\(top)\" x2=\"\(x3)\" y2=\"\(top + Double(L) * cell)\" stroke=\"#999\"/>\n"
-        var points: [String] = []
-        for l in 0..<L { points.append("\(x3 + bi[l] / maxBI * w3),\(top + Double(l) * cell + cell / 2)") }
-        s += "<polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>\n"
+        let red = Drawing.Color(hex: "#c0392b")
+        d.text(x3, top - 8, "Block Influence (1 − cos)")
+        d.shapes.append(.line(x1: x3, y1: top, x2: x3, y2: top + Double(L) * cell, stroke: Drawing.Color(hex: "#999999")))
+        let points = (0..<L).map { l in (x3 + bi[l] / maxBI * w3, top + Double(l) * cell + cell / 2) }
+        d.shapes.append(.polyline(points, stroke: red, width: 2))
         for l in 0..<L {
-            s += "<circle cx=\"\(x3 + bi[l] / maxBI * w3)\" cy=\"\(top + Double(l) * cell + cell / 2)\" r=\"2.5\" fill=\"#c0392b\"><title>layer \(l): \(formatStat(bi[l]))</title></circle>\n"
+            d.shapes.append(.circle(x: points[l].0, y: points[l].1, r: 2.5, fill: red, title: "layer \(l): \(formatStat(bi[l]))"))
         }
-        s += "<text x=\"\(x3)\" y=\"\(top + Double(L) * cell + 16)\">0</text><text x=\"\(x3 + w3)\" y=\"\(top + Double(L) * cell + 16)\" text-anchor=\"end\">\(formatStat(maxBI))</text>\n"
-        s += "<text x=\"\(left)\" y=\"\(height - 12)\" fill=\"#555\">colour: dark = least important, yellow = most; rows are layers 0 (top) to \(L - 1)</text>\n"
-        s += "</svg>\n"
-        return s
+        d.text(x3, top + Double(L) * cell + 16, "0")
+        d.text(x3 + w3, top + Double(L) * cell + 16, formatStat(maxBI), anchor: .end)
+        d.text(left, height - 12, "colour by rank in its layer (heads) or log score (neurons): dark = least important, yellow = most; rows are layers 0 (top) to \(L - 1)", fill: Drawing.Color(hex: "#555555"))
+        return d
     }
 }

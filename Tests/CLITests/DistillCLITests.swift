@@ -118,4 +118,22 @@ final class DistillCLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--teacher"), r.stderr)
         XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
     }
+
+    /// --plot with a .png name draws the same curves as a PNG that decodes and holds them.
+    func testPlotAsPNG() throws {
+        let dir = makeTemporaryDirectory()
+        let r = try runCkpt(["distill", "--student", teacher, "--cache", fixturesPath + "/logits/tiny-topk.cache", "--steps", "6", "--lr", "3e-3",
+                             "--eval-file", text, "--eval-every", "2", "--plot", dir + "/curves.png", "-o", dir + "/out.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let png = try XCTUnwrap(decodeStoredPNG(try FileSystem.readFile(dir + "/curves.png", limit: 1 << 26)), "not a valid PNG")
+        XCTAssertEqual(png.width, 720)
+        XCTAssertEqual(png.height, 570, "two panels: loss and held-out perplexity")
+        func count(_ c: (UInt8, UInt8, UInt8)) -> Int {
+            stride(from: 0, to: png.rgb.count, by: 3).filter { png.rgb[$0] == c.0 && png.rgb[$0 + 1] == c.1 && png.rgb[$0 + 2] == c.2 }.count
+        }
+        XCTAssertGreaterThan(count((0x1f, 0x77, 0xb4)), 200, "the loss curve")
+        XCTAssertGreaterThan(count((0xd6, 0x27, 0x28)), 100, "the held-out curve and its markers")
+        XCTAssertGreaterThan(count((0, 0, 0)), 300, "labels")
+        XCTAssertGreaterThan(count((255, 255, 255)), png.width * png.height / 2, "a white page")
+    }
 }

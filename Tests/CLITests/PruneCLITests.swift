@@ -29,7 +29,16 @@ final class PruneCLITests: XCTestCase {
         let json = try JSONParser.parse(Array(show.stdout.utf8))
         XCTAssertEqual(json["layers"]?.arrayValue?.count, 2)
         XCTAssertEqual(json["layers"]?.arrayValue?.first?["heads"]?.arrayValue?.count, 4)
-        XCTAssertTrue(String(decoding: try FileSystem.readFile(dir + "/p.svg"), as: UTF8.self).hasPrefix("<svg"))
+        let svg = String(decoding: try FileSystem.readFile(dir + "/p.svg"), as: UTF8.self)
+        XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("<title>layer 1 head 3: "), svg.prefix(200) + "")
+        // The same picture as a PNG: 2 layers × 4 heads of heatmap cells, the curve in red.
+        XCTAssertEqual(try runCkpt(["importance", "show", dir + "/whole.imp", "--plot", dir + "/p.png"]).status, 0)
+        let png = try XCTUnwrap(decodeStoredPNG(try FileSystem.readFile(dir + "/p.png", limit: 1 << 26)), "not a valid PNG")
+        XCTAssertEqual(png.height, 50 + 2 * 14 + 60)
+        let red = stride(from: 0, to: png.rgb.count, by: 3).filter { png.rgb[$0] == 0xc0 && png.rgb[$0 + 1] == 0x39 && png.rgb[$0 + 2] == 0x2b }.count
+        XCTAssertGreaterThan(red, 20, "Block Influence points")
+        let yellow = stride(from: 0, to: png.rgb.count, by: 3).filter { png.rgb[$0] == 253 && png.rgb[$0 + 1] == 231 && png.rgb[$0 + 2] == 37 }.count
+        XCTAssertGreaterThanOrEqual(yellow, 2 * 13 * 13, "each layer's most important head is a yellow cell")
         let short = try runCkpt(["importance", "--model", tinyLlama, "--calib", calib, "--samples", "100000", "--seq", "64", "-o", dir + "/x.imp"])
         XCTAssertEqual(short.status, 65)
         XCTAssertTrue(short.stderr.contains("fewer than"), short.stderr)
