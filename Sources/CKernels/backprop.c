@@ -153,13 +153,14 @@ void ckpt_softcap_backward(const float *y, float *dy, int64_t n, float cap) {
 }
 
 // ---- causal attention with grouped KV heads --------------------------------------------------
-// q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). probs [H, T, T]
-// keeps each row's softmax (row t uses keys 0 … t; window > 0 keeps only the last
-// `window` keys) for the backward pass.
+// q [T, H·d], k and v [T, Hkv·d]; head h reads KV head h / (H / Hkv). Row t sees keys
+// 0 … t (window > 0: only the last `window` of them). The forward pass keeps each row's
+// log-sum-exp (lse [H, T]) and not its probabilities, so memory does not grow as T²: the
+// backward pass recomputes them a block of queries at a time, as FlashAttention does.
 
 typedef struct {
     const float *q, *k, *v, *dout;
-    float *out, *probs, *dq, *dk, *dv;
+    float *o, *lse, *dq, *dk, *dv;
     int64_t ntok;
     int heads, kv_heads, d, window;
     float scale, softcap;
@@ -167,110 +168,118 @@ typedef struct {
 
 static inline int64_t first_key(int64_t t, int window) { return window > 0 && t + 1 > window ? t + 1 - window : 0; }
 
-// Per head, everything is a product of [T, d] and [T, T] matrices, done by the packed GEMM:
-// S = Q Kᵀ, P = softmax(mask(S·scale)), O = P V; backward dP = dO Vᵀ, dS = P ⊙ (dP − Σ P⊙dP),
-// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO. Queries go in blocks of QB rows against only the keys
-// the block can see, which skips most of the masked upper triangle.
+// Per head, per block of QB queries against only the keys the block can see (which skips
+// most of the masked upper triangle), everything is a product of [QB, d] and [QB, keys]
+// matrices done by the packed GEMM: S = Q Kᵀ, P = softmax(mask(S·scale)), O = P V;
+// backward dP = dO Vᵀ, dS = P ⊙ (dP − Σ P⊙dP), dQ = dS K, and dK += dSᵀ Q, dV += Pᵀ dO
+// accumulated over the query blocks.
 #define QB 64
+
+// Scaled (and soft-capped) scores of row t in place.
+static inline void attn_scores(float *p, int64_t k0, int64_t t, float scale, float softcap) {
+    for (int64_t s = k0; s <= t; s++) {
+        p[s] *= scale;
+        if (softcap > 0) p[s] = softcap * tanhf(p[s] / softcap);
+    }
+}
 
 static void attn_forward_task(void *ctx, int64_t h, int thread) {
     (void)thread;
     const attn_job *j = ctx;
     const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
     const int64_t kvh = h / (j->heads / j->kv_heads);
-    float *P = j->probs + h * T * T;
+    float *P = checked_malloc(sizeof(float) * (size_t)(QB * T));
     float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
     for (int64_t t0 = 0; t0 < T; t0 += QB) {
         const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window);
-        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, j->q + t0 * ldq + h * d, ldq, t1 - t0, P + t0 * T + kb, T, pack);
+        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, j->q + t0 * ldq + h * d, ldq, t1 - t0, P + kb, T, pack);
         for (int64_t t = t0; t < t1; t++) {
-            float *p = P + t * T;
+            float *p = P + (t - t0) * T;
             const int64_t k0 = first_key(t, j->window);
+            attn_scores(p, k0, t, j->scale, j->softcap);
             float mx = -INFINITY;
-            for (int64_t s = k0; s <= t; s++) {
-                p[s] *= j->scale;
-                if (j->softcap > 0) p[s] = j->softcap * tanhf(p[s] / j->softcap);
-                if (p[s] > mx) mx = p[s];
-            }
+            for (int64_t s = k0; s <= t; s++) if (p[s] > mx) mx = p[s];
             double sum = 0;
             for (int64_t s = k0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
             const float inv = (float)(1.0 / sum);
-            for (int64_t s = 0; s < T; s++) p[s] = s >= k0 && s <= t ? p[s] * inv : 0;
+            for (int64_t s = kb; s < t1; s++) p[s] = s >= k0 && s <= t ? p[s] * inv : 0;
+            j->lse[h * T + t] = mx + (float)log(sum);
         }
         // O[t, i] = Σ_s P[t, s] V[s, i]: V read transposed.
-        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, P + t0 * T + kb, T, t1 - t0, j->out + t0 * ldq + h * d, ldq, pack);
+        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, P + kb, T, t1 - t0, j->o + t0 * ldq + h * d, ldq, pack);
     }
+    free(P);
     free(pack);
 }
 
 void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
-                            float scale, float softcap, int window, float *out, float *probs) {
-    attn_job j = { q, k, v, NULL, out, probs, NULL, NULL, NULL, ntok, heads, kv_heads, head_dim, window, scale, softcap };
+                            float scale, float softcap, int window, float *out, float *lse) {
+    attn_job j = { q, k, v, NULL, out, lse, NULL, NULL, NULL, ntok, heads, kv_heads, head_dim, window, scale, softcap };
     ckpt_pool_run(heads, attn_forward_task, &j);
 }
 
 // One task per query head; its share of dK and dV goes to a per-head buffer (dk, dv here
-// are [heads, T, d]), summed over each KV head's group afterwards.
+// are [heads, T, d], zeroed), summed over each KV head's group afterwards.
 static void attn_backward_task(void *ctx, int64_t h, int thread) {
     (void)thread;
     const attn_job *j = ctx;
     const int64_t T = j->ntok, d = j->d, ldq = (int64_t)j->heads * d, ldk = (int64_t)j->kv_heads * d;
     const int64_t kvh = h / (j->heads / j->kv_heads);
-    const float *P = j->probs + h * T * T;
-    float *dS = checked_malloc(sizeof(float) * (size_t)(T * T));
-    float *tr = checked_malloc(sizeof(float) * (size_t)(T * T));
+    float *P = checked_malloc(sizeof(float) * (size_t)(QB * T));
+    float *dS = checked_malloc(sizeof(float) * (size_t)(QB * T));
+    float *tr = checked_malloc(sizeof(float) * (size_t)(QB * T));
     float *pack = checked_malloc(sizeof(float) * (size_t)(CKPT_PANEL_ROWS * (T > d ? T : d) + 32));
-    const float *go = j->dout + h * d;
+    const float *go = j->dout + h * d, *qh = j->q + h * d;
+    float *dv = j->dv + h * T * d, *dk = j->dk + h * T * d;
     for (int64_t t0 = 0; t0 < T; t0 += QB) {
-        const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window);
-        // dP = dO Vᵀ on the visible keys, then dS = P ⊙ (dP − Σ P⊙dP) · scale in place.
-        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, go + t0 * ldq, ldq, t1 - t0, dS + t0 * T + kb, T, pack);
-        // Soft-capped scores: recompute S (into tr, free until the dK / dV pass) for the
-        // cap's derivative 1 − tanh².
-        if (j->softcap > 0)
-            ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, t1 - kb, d, j->q + t0 * ldq + h * d, ldq, t1 - t0, tr + t0 * T + kb, T, pack);
+        const int64_t t1 = t0 + QB < T ? t0 + QB : T, kb = first_key(t0, j->window), nq = t1 - t0, nk = t1 - kb;
+        // P again from the scores and each row's log-sum-exp; dP = dO Vᵀ beside it.
+        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 0, nk, d, qh + t0 * ldq, ldq, nq, P + kb, T, pack);
+        ckpt_gemm_f32(j->v + kb * ldk + kvh * d, ldk, 0, nk, d, go + t0 * ldq, ldq, nq, dS + kb, T, pack);
         for (int64_t t = t0; t < t1; t++) {
-            const float *p = P + t * T;
-            float *g = dS + t * T;
+            float *p = P + (t - t0) * T, *g = dS + (t - t0) * T, *cap = tr + (t - t0) * T;
             const int64_t k0 = first_key(t, j->window);
+            attn_scores(p, k0, t, j->scale, j->softcap);
+            const float lse = j->lse[h * T + t];
             double dot = 0;
-            for (int64_t s = k0; s <= t; s++) dot += (double)p[s] * g[s];
-            for (int64_t s = 0; s < T; s++) g[s] = s >= k0 && s <= t ? p[s] * (g[s] - (float)dot) * j->scale : 0;
-            if (j->softcap > 0) {
-                const float *raw = tr + t * T;
-                for (int64_t s = k0; s <= t; s++) {
-                    const float th = tanhf(raw[s] * j->scale / j->softcap);
-                    g[s] *= 1 - th * th;
-                }
+            for (int64_t s = k0; s <= t; s++) {
+                // Through a soft-cap c = cap·tanh(x/cap): dc/dx = 1 − (c/cap)².
+                if (j->softcap > 0) { const float th = p[s] / j->softcap; cap[s] = 1 - th * th; }
+                p[s] = expf(p[s] - lse);
+                dot += (double)p[s] * g[s];
+            }
+            for (int64_t s = kb; s < t1; s++) {
+                if (s < k0 || s > t) { p[s] = 0; g[s] = 0; continue; }
+                g[s] = p[s] * (g[s] - (float)dot) * j->scale;
+                if (j->softcap > 0) g[s] *= cap[s];
             }
         }
         // dQ = dS K
-        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 1, d, t1 - kb, dS + t0 * T + kb, T, t1 - t0, j->dq + t0 * ldq + h * d, ldq, pack);
-    }
-    // dV = Pᵀ dO and dK = dSᵀ Q, a block of keys at a time against the queries that see them.
-    float *dv = j->dv + h * T * d, *dk = j->dk + h * T * d;
-    for (int pass = 0; pass < 2; pass++) {
-        const float *M = pass == 0 ? P : dS;
-        for (int64_t s0 = 0; s0 < T; s0 += QB) {
-            const int64_t s1 = s0 + QB < T ? s0 + QB : T;
-            for (int64_t t = s0; t < T; t++)  // a row of M at a time: 64 writes in 64 hot lines
-                for (int64_t s = s0; s < s1; s++) tr[s * T + t] = M[t * T + s];
-            if (pass == 0) ckpt_gemm_f32(go + s0 * ldq, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dv + s0 * d, d, pack);
-            else ckpt_gemm_f32(j->q + s0 * ldq + h * d, ldq, 1, d, T - s0, tr + s0 * T + s0, T, s1 - s0, dk + s0 * d, d, pack);
+        ckpt_gemm_f32(j->k + kb * ldk + kvh * d, ldk, 1, d, nk, dS + kb, T, nq, j->dq + t0 * ldq + h * d, ldq, pack);
+        // dV += Pᵀ dO and dK += dSᵀ Q over this block's keys: the block transposed into tr
+        // (a key's row of nq queries), then one product each.
+        for (int pass = 0; pass < 2; pass++) {
+            const float *M = pass == 0 ? P : dS;
+            for (int64_t t = 0; t < nq; t++)
+                for (int64_t s = 0; s < nk; s++) tr[s * QB + t] = M[t * T + kb + s];
+            if (pass == 0) ckpt_gemm_f32_add(go + t0 * ldq, ldq, 1, d, nq, tr, QB, nk, dv + kb * d, d, pack);
+            else ckpt_gemm_f32_add(qh + t0 * ldq, ldq, 1, d, nq, tr, QB, nk, dk + kb * d, d, pack);
         }
     }
+    free(P);
     free(dS);
     free(tr);
     free(pack);
 }
 
-void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
+void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *lse, int64_t ntok,
                              int heads, int kv_heads, int head_dim, float scale, float softcap, int window, float *dq, float *dk,
                              float *dv) {
     const int64_t T = ntok, d = head_dim, ldk = (int64_t)kv_heads * d;
-    float *dkh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
-    float *dvh = checked_malloc(sizeof(float) * (size_t)(heads * T * d));
-    attn_job j = { q, k, v, dout, NULL, (float *)probs, dq, dkh, dvh, ntok, heads, kv_heads, head_dim, window, scale, softcap };
+    float *dkh = calloc((size_t)(heads * T * d), sizeof(float));
+    float *dvh = calloc((size_t)(heads * T * d), sizeof(float));
+    if (!dkh || !dvh) abort();
+    attn_job j = { q, k, v, dout, NULL, (float *)lse, dq, dkh, dvh, ntok, heads, kv_heads, head_dim, window, scale, softcap };
     ckpt_pool_run(heads, attn_backward_task, &j);
     const int group = heads / kv_heads;
     for (int64_t t = 0; t < T; t++)

@@ -152,12 +152,12 @@ final class BackpropTests: XCTestCase {
         let scale = 1 / Float(d).squareRoot()
         for window in windows {
             func f(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
-                var out = [Float](repeating: 0, count: T * H * d), probs = [Float](repeating: 0, count: H * T * T)
-                ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &probs)
+                var out = [Float](repeating: 0, count: T * H * d), lse = [Float](repeating: 0, count: H * T)
+                ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &lse)
                 return dot(out, r)
             }
-            var out = [Float](repeating: 0, count: T * H * d), probs = [Float](repeating: 0, count: H * T * T)
-            ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &probs)
+            var out = [Float](repeating: 0, count: T * H * d), lse = [Float](repeating: 0, count: H * T)
+            ckpt_attention_forward(q, k, v, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &out, &lse)
             // Against the inference kernel's output (no rounding).
             var reference = [Float](repeating: 0, count: T * H * d)
             var scratch = [Float](repeating: 0, count: ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(T), Int32(d))))
@@ -165,7 +165,7 @@ final class BackpropTests: XCTestCase {
                            Int32(H), Int32(Hkv), Int32(d), scale, window, softcap, 0, &scratch)
             for i in out.indices { XCTAssertEqual(out[i], reference[i], accuracy: 1e-5, "window \(window) softcap \(softcap)") }
             var dq = [Float](repeating: 0, count: T * H * d), dk = [Float](repeating: 0, count: T * Hkv * d), dv = dk
-            ckpt_attention_backward(r, q, k, v, probs, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &dq, &dk, &dv)
+            ckpt_attention_backward(r, q, k, v, lse, Int64(T), Int32(H), Int32(Hkv), Int32(d), scale, softcap, window, &dq, &dk, &dv)
             let q0 = q, k0 = k, v0 = v
             check("attention T\(T) dq w\(window) cap \(softcap)", input: &q, analytic: dq, samples: samples) { f($0, k0, v0) }
             check("attention T\(T) dk w\(window) cap \(softcap)", input: &k, analytic: dk, samples: samples) { f(q0, $0, v0) }

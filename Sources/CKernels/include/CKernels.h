@@ -204,13 +204,15 @@ void ckpt_rmsnorm_backward(const float *dy, const float *x, const float *w, cons
 /// Gradients of y = silu(g) · u (forward: ckpt_silu_mul); dg and du overwritten.
 void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du);
 /// Causal attention of one sequence: q [ntok, heads·d], k and v [ntok, kv_heads·d], out
-/// [ntok, heads·d]; probs [heads, ntok, ntok] keeps the softmax rows for the backward
-/// pass. window > 0 limits each query to its last `window` keys. On the pool.
+/// [ntok, heads·d]; lse [heads, ntok] keeps each row's log-sum-exp for the backward pass,
+/// which recomputes the probabilities from it (memory grows with ntok, not ntok²).
+/// window > 0 limits each query to its last `window` keys; softcap > 0 caps the scaled
+/// scores at cap·tanh(s/cap) (gemma2). On the pool.
 void ckpt_attention_forward(const float *q, const float *k, const float *v, int64_t ntok, int heads, int kv_heads, int head_dim,
-                            float scale, float softcap, int window, float *out, float *probs);
-/// dq, dk, dv overwritten. softcap > 0: scores were cap·tanh(s·scale/cap) (gemma2), whose
-/// derivative needs them recomputed. On the pool (one task per KV head).
-void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *probs, int64_t ntok,
+                            float scale, float softcap, int window, float *out, float *lse);
+/// dq, dk, dv overwritten, from the forward pass's inputs and lse. On the pool (one task
+/// per query head; scratch of 3 × 64 × ntok floats per task).
+void ckpt_attention_backward(const float *dout, const float *q, const float *k, const float *v, const float *lse, int64_t ntok,
                              int heads, int kv_heads, int head_dim, float scale, float softcap, int window, float *dq, float *dk,
                              float *dv);
 /// y = gelu_tanh(g) · u with tanhf, the forward pass whose derivative ckpt_geglu_backward is.

@@ -56,9 +56,9 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
         // slice), packed GEMM panels per thread, the loss kernels' rows per thread.
         let threads = max(ThreadPool.threads, 1)
         let transposed = max(T * max(s.hidden, s.qDim, s.ffn), logitRows * min(s.vocab, TrainableDecoder.defaultVocabSlice(hidden: s.hidden)))
-        // Attention's backward pass: per thread a score and a transpose buffer (T × T), and
+        // Attention's backward pass: per thread three blocks of 64 queries × T scores, and
         // every head's share of dK and dV.
-        let attention = 4 * (threads * 2 * T * T + 2 * s.heads * T * s.headDim)
+        let attention = 4 * (threads * 3 * 64 * T + 2 * s.heads * T * s.headDim)
         let kernels = 4 * (transposed + threads * (Int(CKPT_PANEL_ROWS) * max(s.hidden, s.ffn, T) + 32)) + 4 * threads * s.vocab * 3 + attention
         // int8 products: quantized weights (a byte and 1/8 of a scale per value, by rows and
         // by columns), kept while the weights are unchanged, or one matrix at a time when

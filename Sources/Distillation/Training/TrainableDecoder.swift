@@ -182,7 +182,9 @@ public final class TrainableDecoder {
 
     /// One decoder layer's activations for one sequence: what its backward pass reads.
     final class LayerActivations {
-        let xn1, q, k, v, att, xmid, xn2, gate, up, act, rstd1, rstd2, probs: FloatBuffer
+        let xn1, q, k, v, att, xmid, xn2, gate, up, act, rstd1, rstd2: FloatBuffer
+        /// Each attention row's log-sum-exp [heads, tokens]: the backward pass recomputes the probabilities.
+        let lse: FloatBuffer
         /// q and k before their per-head norms, and the norms' 1/rms (qwen3, gemma3).
         let qRaw, kRaw, rstdQ, rstdK: FloatBuffer
         /// Attention's and the MLP's outputs before their post-norms, and the norms' 1/rms (gemma2, gemma3).
@@ -193,7 +195,7 @@ public final class TrainableDecoder {
             xn1 = buf(T * s.hidden); q = buf(T * s.qDim); k = buf(T * s.kvDim); v = buf(T * s.kvDim)
             att = buf(T * s.qDim); xmid = buf(T * s.hidden); xn2 = buf(T * s.hidden)
             gate = buf(T * s.ffn); up = buf(T * s.ffn); act = buf(T * s.ffn)
-            rstd1 = buf(T); rstd2 = buf(T); probs = buf(s.heads * T * T)
+            rstd1 = buf(T); rstd2 = buf(T); lse = buf(s.heads * T)
             let qk = s.qkNorm ? 1 : 0, post = s.postNorms ? 1 : 0
             qRaw = buf(qk * T * s.qDim); kRaw = buf(qk * T * s.kvDim); rstdQ = buf(qk * T * s.heads); rstdK = buf(qk * T * s.kvHeads)
             attnOut = buf(post * T * s.hidden); mlpOut = buf(post * T * s.hidden); rstdPost1 = buf(post * T); rstdPost2 = buf(post * T)
@@ -203,7 +205,7 @@ public final class TrainableDecoder {
         static func bytes(spec s: DecoderSpec, tokens T: Int) -> Int {
             let qk = s.qkNorm ? T * (s.qDim + s.kvDim + s.heads + s.kvHeads) : 0
             let post = s.postNorms ? 2 * T * (s.hidden + 1) : 0
-            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 2) + s.heads * T * T + qk + post)
+            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 2) + s.heads * T + qk + post)
         }
     }
 
@@ -342,7 +344,7 @@ public final class TrainableDecoder {
         ckpt_rope(la.q.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(d), Int32(s.ropeDims), cosT, sinT, neox)
         ckpt_rope(la.k.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(d), Int32(s.ropeDims), cosT, sinT, neox)
         ckpt_attention_forward(la.q.pointer, la.k.pointer, la.v.pointer, Int64(T), Int32(s.heads), Int32(s.kvHeads), Int32(d),
-                               s.attentionScale, s.attentionSoftcap, window(l), la.att.pointer, la.probs.pointer)
+                               s.attentionScale, s.attentionSoftcap, window(l), la.att.pointer, la.lse.pointer)
         let attnOut = s.postNorms ? la.attnOut.pointer : a.dtmp.pointer
         linearForward(.layer(l, .attnOutput), la.att.pointer, T, Q, C, attnOut)
         if s.postNorms {
@@ -396,7 +398,7 @@ public final class TrainableDecoder {
             dOut = a.dproj.pointer
         }
         linearBackward(.layer(l, .attnOutput), dOut, la.att.pointer, T, Q, C, a.datt.pointer)
-        ckpt_attention_backward(a.datt.pointer, la.q.pointer, la.k.pointer, la.v.pointer, la.probs.pointer, Int64(T), Int32(s.heads),
+        ckpt_attention_backward(a.datt.pointer, la.q.pointer, la.k.pointer, la.v.pointer, la.lse.pointer, Int64(T), Int32(s.heads),
                                 Int32(s.kvHeads), Int32(d), s.attentionScale, s.attentionSoftcap, window(l), a.dq.pointer, a.dk.pointer, a.dv.pointer)
         ckpt_rope(a.dq.pointer, Int64(Q), Int64(T), Int32(s.heads), Int32(d), Int32(s.ropeDims), cosT, sinNeg, neox)
         ckpt_rope(a.dk.pointer, Int64(KV), Int64(T), Int32(s.kvHeads), Int32(d), Int32(s.ropeDims), cosT, sinNeg, neox)
