@@ -127,4 +127,27 @@ final class TrainableDecoderTests: XCTestCase {
             XCTAssertGreaterThan(dot / (na * nb).squareRoot(), 0.99, "\(name): gradient cosine")
         }
     }
+
+    /// The student's forward pass against the float64 numpy forward pass the fixtures
+    /// were made with (itself checked against transformers): logits and layer 0's output.
+    func testForwardMatchesTheNumpyReference() throws {
+        for arch in ["llama", "qwen2", "qwen3", "gemma2", "gemma3"] {
+            let reference = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/engine/tiny-\(arch).json"))
+            let tokens = try XCTUnwrap(reference["tokens"]?.arrayValue).map { Int32($0.nonNegativeInt!) }
+            let logits = try XCTUnwrap(reference["logits"]?.arrayValue).flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+            let layer0 = try XCTUnwrap(reference["layer0_output"]?.arrayValue).flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+            let student = try TrainableDecoder(model: DecoderModel(path: fixturesPath + "/engine/tiny-\(arch).gguf"))
+            var ours = [Float](), hidden = [Float]()
+            _ = student.forwardBackward(tokens, backward: false, hiddenLayers: [0], hidden: { _, h, _ in
+                hidden = Array(UnsafeBufferPointer(start: h, count: tokens.count * student.spec.hidden))
+                return 0
+            }) { _, n, l, _ in
+                ours += UnsafeBufferPointer(start: l, count: n * student.spec.vocab)
+                return 0
+            }
+            XCTAssertEqual(ours.count, logits.count, arch)
+            XCTAssertLessThan(zip(ours, logits).map { abs($0 - $1) }.max()!, 2e-3, "\(arch) logits")
+            XCTAssertLessThan(zip(hidden, layer0).map { abs($0 - $1) }.max()!, 2e-3, "\(arch) layer 0 output")
+        }
+    }
 }
