@@ -43,11 +43,22 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         /// Llama 3.1's smooth interpolation band.
         public var lowFreqFactor: Double?
         public var highFreqFactor: Double?
+        /// YaRN: the ramp's rotation bounds (default 32 and 1), the factor cos and sin are
+        /// multiplied by (default 0.1·ln(factor) + 1, or the mscale ratio), and whether the
+        /// ramp's ends are rounded to whole dimensions (default true).
+        public var betaFast: Double?
+        public var betaSlow: Double?
+        public var attentionFactor: Double?
+        public var mscale: Double?
+        public var mscaleAllDim: Double?
+        public var truncate: Bool?
 
         enum CodingKeys: String, CodingKey {
             case ropeType = "rope_type", type, factor
             case originalMaxPositionEmbeddings = "original_max_position_embeddings"
             case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+            case betaFast = "beta_fast", betaSlow = "beta_slow", attentionFactor = "attention_factor"
+            case mscale, mscaleAllDim = "mscale_all_dim", truncate
         }
 
         public var kind: String? { ropeType ?? type }
@@ -185,6 +196,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             s.ropeType = kind
             s.factor = value("rope.scaling.factor")?.doubleValue
             s.originalMaxPositionEmbeddings = int("rope.scaling.original_context_length")
+            s.betaFast = value("rope.scaling.yarn_beta_fast")?.doubleValue
+            s.betaSlow = value("rope.scaling.yarn_beta_slow")?.doubleValue
+            // llama.cpp multiplies YaRN's own 0.1·ln(factor) + 1 by attn_factor.
+            if kind == "yarn", let a = value("rope.scaling.attn_factor")?.doubleValue {
+                s.attentionFactor = a * RotaryFrequencies.yarnMscale(s.factor ?? 1)
+            }
             ropeScaling = s
         }
     }
@@ -220,6 +237,9 @@ extension ModelConfig {
             if let k = s.kind { w.string(k, key: "rope_type") }
             if let f = s.factor { w.double(f, key: "factor") }
             int(s.originalMaxPositionEmbeddings, "original_max_position_embeddings")
+            if let v = s.betaFast { w.double(v, key: "beta_fast") }
+            if let v = s.betaSlow { w.double(v, key: "beta_slow") }
+            if let v = s.attentionFactor { w.double(v, key: "attention_factor") }
             w.endObject()
         }
         int(slidingWindow, "sliding_window")
@@ -264,6 +284,11 @@ extension ModelConfig {
             out.append(MetadataEntry(key: "\(a).rope.scaling.type", value: .string(kind)))
             f32("rope.scaling.factor", s.factor)
             u32("rope.scaling.original_context_length", s.originalMaxPositionEmbeddings)
+            f32("rope.scaling.yarn_beta_fast", s.betaFast)
+            f32("rope.scaling.yarn_beta_slow", s.betaSlow)
+            if kind == "yarn", let a = RotaryFrequencies.yarnAttentionFactor(s), a != RotaryFrequencies.yarnMscale(s.factor ?? 1) {
+                f32("rope.scaling.attn_factor", a / RotaryFrequencies.yarnMscale(s.factor ?? 1))
+            }
         }
         return out
     }

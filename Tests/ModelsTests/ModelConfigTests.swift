@@ -1,5 +1,5 @@
 import CheckpointIO
-import Models
+@testable import Models
 import TestSupport
 import XCTest
 
@@ -84,5 +84,35 @@ final class ModelConfigStrictnessTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("hidden_size: expected an integer"), "\(e)")
         }
         XCTAssertNoThrow(try ModelConfig.decode(json: Array(#"{"hidden_size": 64, "rope_scaling": null, "sliding_window": null}"#.utf8), path: "c.json"))
+    }
+
+    /// YaRN frequencies and attention factor against transformers' own computation
+    /// (Tests/Fixtures/engine/rope-yarn.json from Tools/reference/make_rope_fixtures.py), from
+    /// config.json and from the GGUF metadata the converter writes for it.
+    func testYaRNMatchesTransformers() throws {
+        let cases = try XCTUnwrap(JSONParser.parse(FileSystem.readFile(fixturesPath + "/engine/rope-yarn.json")).arrayValue)
+        XCTAssertEqual(cases.count, 4)
+        for c in cases {
+            let name = c["name"]!.stringValue!
+            let config = try ModelConfig.decode(json: Array(c["config_json"]!.stringValue!.utf8), path: "config.json")
+            let want = c["inv_freq"]!.arrayValue!.map { $0.doubleValue! }, attention = c["attention_factor"]!.doubleValue!
+            let fromGGUF = ModelConfig(gguf: config.ggufMetadata(architecture: Architecture.gguf("qwen2")!))
+            // llama.cpp always rounds the ramp's ends (ggml_rope_yarn_corr_dims); GGUF has no key
+            // for transformers' truncate = false, so that case is checked from config.json only.
+            let sources = config.ropeScaling?.truncate == false ? [("config.json", config)] : [("config.json", config), ("GGUF", fromGGUF)]
+            for (source, cfg) in sources {
+                let spec = try XCTUnwrap(ModelFamily.spec("qwen2", cfg, format: source == "GGUF" ? .gguf : .safetensors, ropeFactors: nil, path: "x"))
+                XCTAssertEqual(spec.ropeInvFreq.count, want.count, name)
+                for (a, b) in zip(spec.ropeInvFreq, want) { XCTAssertEqual(a, b, accuracy: 2e-6 * b, "\(name) from \(source)") }
+                XCTAssertEqual(Double(spec.ropeAttentionFactor), attention, accuracy: 1e-6, "\(name) from \(source)")
+                XCTAssertEqual(spec.ropeAttentionFactorLocal, spec.ropeAttentionFactor)
+            }
+        }
+        // The frequencies really are scaled: the lowest ones by the factor, the highest kept.
+        let first = try XCTUnwrap(cases.first)
+        let inv = first["inv_freq"]!.arrayValue!.map { $0.doubleValue! }
+        let theta = 1_000_000.0, dims = 64.0
+        XCTAssertEqual(inv[0], 1, accuracy: 1e-9)
+        XCTAssertEqual(inv[31], pow(theta, -62 / dims) / 4, accuracy: 1e-6 * inv[31])
     }
 }

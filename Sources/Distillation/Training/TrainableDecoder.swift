@@ -238,8 +238,10 @@ public final class TrainableDecoder {
             for t in 0..<T {
                 for i in 0..<half {
                     let a = Double(t) * s.ropeInvFreq[i], b = Double(t) * s.ropeInvFreqLocal[i]
-                    ropeCos[t * half + i] = Float(cos(a)); ropeSin[t * half + i] = Float(sin(a)); ropeSinNeg[t * half + i] = -Float(sin(a))
-                    ropeCosLocal[t * half + i] = Float(cos(b)); ropeSinLocal[t * half + i] = Float(sin(b)); ropeSinNegLocal[t * half + i] = -Float(sin(b))
+                    let g = s.ropeAttentionFactor, l = s.ropeAttentionFactorLocal
+                    ropeCos[t * half + i] = Float(cos(a)) * g; ropeSin[t * half + i] = Float(sin(a)) * g; ropeSinNeg[t * half + i] = -Float(sin(a)) * g
+                    ropeCosLocal[t * half + i] = Float(cos(b)) * l; ropeSinLocal[t * half + i] = Float(sin(b)) * l
+                    ropeSinNegLocal[t * half + i] = -Float(sin(b)) * l
                 }
             }
             let wide = max(s.hidden, s.qDim, s.ffn)

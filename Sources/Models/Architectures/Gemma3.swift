@@ -18,6 +18,7 @@ enum Gemma3 {
         s.hfNormOffset = 1
         s.embeddingScale = Float(s.hidden).squareRoot()
         s.ropeInvFreqLocal = RotaryFrequencies.base(config.ropeLocalBaseFreq ?? localRopeBase, dims: s.ropeDims)
+        s.ropeAttentionFactorLocal = 1
         s.slidingWindow = config.slidingWindow ?? 4096
         let pattern = max(config.slidingWindowPattern ?? defaultPattern, 1)
         s.slidingLayers = Set((0..<s.layers).filter { ($0 + 1) % pattern != 0 })

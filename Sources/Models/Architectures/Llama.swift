@@ -34,8 +34,18 @@ extension DecoderSpec {
             throw CheckpointError.badMetadata(path: path, key: "rope.dimension_count", reason: "\(ropeDims) rotary dims for heads of \(headDim)")
         }
         let theta = c.ropeTheta ?? 10000
-        guard let inv = RotaryFrequencies.scaled(RotaryFrequencies.base(theta, dims: ropeDims), scaling: c.ropeScaling, factors: ropeFactors) else {
-            throw CheckpointError.unsupported(path: path, reason: "RoPE scaling '\(c.ropeScaling?.kind ?? "?")' is not implemented in the engine (linear and llama3 are)")
+        var attentionFactor = 1.0
+        let inv: [Double]
+        if let s = c.ropeScaling, s.kind == "yarn", ropeFactors == nil {
+            guard let y = RotaryFrequencies.yarn(theta: theta, dims: ropeDims, scaling: s, contextLength: c.maxPositionEmbeddings) else {
+                throw CheckpointError.badMetadata(path: path, key: "rope_scaling", reason: "YaRN needs original_max_position_embeddings")
+            }
+            inv = y.inv
+            attentionFactor = y.attention
+        } else if let scaled = RotaryFrequencies.scaled(RotaryFrequencies.base(theta, dims: ropeDims), scaling: c.ropeScaling, factors: ropeFactors) {
+            inv = scaled
+        } else {
+            throw CheckpointError.unsupported(path: path, reason: "RoPE scaling '\(c.ropeScaling?.kind ?? "?")' is not implemented in the engine (linear, llama3 and yarn are)")
         }
         let arch = Architecture.gguf(architecture)
         return DecoderSpec(
@@ -45,6 +55,7 @@ extension DecoderSpec {
             // adjacent elements; HF files keep the halves layout.
             ropeDims: ropeDims, ropeNeox: !(format == .gguf && (arch?.permutesQK ?? false)),
             ropeInvFreq: inv, ropeInvFreqLocal: inv,
+            ropeAttentionFactor: Float(attentionFactor), ropeAttentionFactorLocal: Float(attentionFactor),
             attentionScale: 1 / Float(headDim).squareRoot())
     }
 }

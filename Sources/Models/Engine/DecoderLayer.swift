@@ -71,8 +71,8 @@ final class LayerActivations {
                 let p = Double(span.position0 + j), row = (span.start + j) * half
                 for i in 0..<half {
                     let a = p * s.ropeInvFreq[i], b = p * s.ropeInvFreqLocal[i]
-                    ropeCos[row + i] = Float(cos(a)); ropeSin[row + i] = Float(sin(a))
-                    ropeCosLocal[row + i] = Float(cos(b)); ropeSinLocal[row + i] = Float(sin(b))
+                    ropeCos[row + i] = Float(cos(a)) * s.ropeAttentionFactor; ropeSin[row + i] = Float(sin(a)) * s.ropeAttentionFactor
+                    ropeCosLocal[row + i] = Float(cos(b)) * s.ropeAttentionFactorLocal; ropeSinLocal[row + i] = Float(sin(b)) * s.ropeAttentionFactorLocal
                 }
             }
         }

@@ -25,6 +25,10 @@ public struct DecoderSpec: Sendable, Equatable {
     /// (they differ in gemma3), `ropeDims / 2` each, scaling already applied.
     public var ropeInvFreq: [Double]
     public var ropeInvFreqLocal: [Double]
+    /// What cos and sin are multiplied by, for global and for sliding-window layers (YaRN's
+    /// attention factor; 1 otherwise).
+    public var ropeAttentionFactor: Float = 1
+    public var ropeAttentionFactorLocal: Float = 1
 
     /// Sliding-window length (0: none) and which layers use it.
     public var slidingWindow: Int = 0
@@ -84,6 +88,43 @@ enum RotaryFrequencies {
         default:
             return nil
         }
+    }
+
+    /// YaRN's default attention factor for a context extended `factor` times.
+    static func yarnMscale(_ factor: Double, _ mscale: Double = 1) -> Double { factor <= 1 ? 1 : 0.1 * mscale * log(factor) + 1 }
+
+    /// The factor YaRN multiplies cos and sin by: the config's, the mscale ratio, or the default.
+    static func yarnAttentionFactor(_ s: ModelConfig.RopeScaling) -> Double? {
+        if let a = s.attentionFactor { return a }
+        let factor = s.factor ?? 1
+        if let m = s.mscale, let all = s.mscaleAllDim, m != 0, all != 0 { return yarnMscale(factor, m) / yarnMscale(factor, all) }
+        return yarnMscale(factor)
+    }
+
+    /// YaRN (as transformers' _compute_yarn_parameters and llama.cpp's rope_yarn): each
+    /// frequency blends its interpolated (÷ factor) and original values by a linear ramp
+    /// over the dimensions between the corrections for `betaFast` and `betaSlow` rotations
+    /// in the original context. Returns the frequencies and the attention factor.
+    static func yarn(theta: Double, dims: Int, scaling s: ModelConfig.RopeScaling, contextLength: Int?) -> (inv: [Double], attention: Double)? {
+        guard let original = s.originalMaxPositionEmbeddings ?? contextLength, original > 0 else { return nil }
+        let factor = s.factor ?? Double(contextLength ?? original) / Double(original)
+        let betaFast = s.betaFast ?? 32, betaSlow = s.betaSlow ?? 1
+        func correction(_ rotations: Double) -> Double {
+            Double(dims) * log(Double(original) / (rotations * 2 * Double.pi)) / (2 * log(theta))
+        }
+        var low = correction(betaFast), high = correction(betaSlow)
+        if s.truncate ?? true { low = low.rounded(.down); high = high.rounded(.up) }
+        low = max(low, 0); high = min(high, Double(dims - 1))
+        if low == high { high += 0.001 }
+        let base = Self.base(theta, dims: dims)
+        let inv = base.enumerated().map { i, extrapolated -> Double in
+            let ramp = min(max((Double(i) - low) / (high - low), 0), 1)
+            let keep = 1 - ramp  // share of the original frequency
+            return extrapolated / factor * (1 - keep) + extrapolated * keep
+        }
+        var withFactor = s
+        withFactor.factor = factor
+        return (inv, yarnAttentionFactor(withFactor) ?? 1)
     }
 }
 
