@@ -177,10 +177,18 @@ final class SentencePieceTokenizerTests: XCTestCase {
         XCTAssertEqual(spm.unknownID, 0)
         XCTAssertNil(spm.addSpacePrefix)
         XCTAssertTrue(try tokenizer("bpe").addsBOS)
-        XCTAssertThrowsError(try spm.checkConvertibleToHF())
+        XCTAssertNoThrow(try spm.checkConvertibleToHF(), "SentencePiece BPE converts to tokenizer.json")
         XCTAssertThrowsError(try BPETokenizer(spm))
+        // Its merges: every split of a normal piece into two pieces, the best-scored result first.
+        let merges = spm.sentencePieceMerges()
+        XCTAssertGreaterThan(merges.count, 3000)
+        let score = Dictionary(spm.tokens.enumerated().map { ($1, spm.scores[$0]) }, uniquingKeysWith: { a, _ in a })
+        let ranked = merges.map { score[$0.0 + $0.1]! }
+        XCTAssertEqual(ranked, ranked.sorted(by: >), "merges ranked by the merged piece's score")
+        XCTAssertTrue(merges.allSatisfy { score[$0.0] != nil && score[$0.1] != nil })
 
         let ugm = try files("unigram")
+        XCTAssertThrowsError(try ugm.checkConvertibleToHF(), "unigram is not converted yet")
         XCTAssertEqual(ugm.model, .ugm)
         XCTAssertEqual(ugm.addSpacePrefix, true)
         XCTAssertEqual(ugm.removeExtraWhitespaces, true)

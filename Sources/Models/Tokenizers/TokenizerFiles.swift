@@ -138,20 +138,46 @@ public struct TokenizerFiles: Sendable, Equatable {
     }
 
     /// Throws `Unsupported` unless `tokenizerJSON()` can describe this vocabulary (byte-level
-    /// BPE only: SentencePiece vocabularies are not converted to tokenizer.json yet).
+    /// BPE and SentencePiece BPE; not unigram yet).
     public func checkConvertibleToHF() throws {
-        guard model == .bpe else {
-            throw Unsupported(description: "SentencePiece vocabulary (GGUF tokenizer model '\(model.rawValue)'): only byte-level BPE is converted to tokenizer.json yet")
+        guard model != .ugm else {
+            throw Unsupported(description: "SentencePiece unigram vocabulary (GGUF tokenizer model 't5'): only byte-level and SentencePiece BPE are converted to tokenizer.json yet")
         }
+        guard model != .spm || scores.count == tokens.count else {
+            throw Unsupported(description: "the SentencePiece vocabulary has no scores, which its merges are made from")
+        }
+    }
+
+    /// SentencePiece BPE's merges, which the model file does not list: every split of a
+    /// piece into two pieces of the vocabulary, ranked by the merged piece's score (higher
+    /// first; ties by the merged piece's id, then the parts' ids), as transformers'
+    /// SentencePieceExtractor derives them. llama.cpp's tokenizer merges the adjacent pair
+    /// whose result scores highest, which is what these ranks make the `tokenizers` BPE do.
+    public func sentencePieceMerges() -> [(String, String)] {
+        var id: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() where types[i] == .normal || types[i] == .userDefined { id[t] = id[t] ?? i }
+        var merges: [(left: String, right: String, score: Float, l: Int, r: Int, piece: Int)] = []
+        for (i, t) in tokens.enumerated() where types[i] == .normal {
+            let chars = Array(t)
+            guard chars.count > 1 else { continue }
+            for k in 1..<chars.count {
+                let left = String(chars[..<k]), right = String(chars[k...])
+                if let l = id[left], let r = id[right] { merges.append((left, right, scores[i], l, r, i)) }
+            }
+        }
+        merges.sort { a, b in
+            a.score != b.score ? a.score > b.score : a.piece != b.piece ? a.piece < b.piece : (a.l, a.r) < (b.l, b.r)
+        }
+        return merges.map { ($0.left, $0.right) }
     }
 
     /// `tokenizer.json` for the `tokenizers` library.
     public func tokenizerJSON() -> [UInt8] {
-        var w = JSONWriter()
-        w.beginObject()
-        w.string("1.0", key: "version")
-        w.null(key: "truncation")
-        w.null(key: "padding")
+        model == .spm ? sentencePieceJSON() : byteLevelJSON()
+    }
+
+    /// Added tokens: control, unknown and user-defined entries, matched before the model.
+    private func addedTokens(_ w: inout JSONWriter) {
         w.beginArray(key: "added_tokens")
         for (id, type) in types.enumerated() where type == .control || type == .userDefined || type == .unknown {
             w.beginObject()
@@ -165,23 +191,82 @@ public struct TokenizerFiles: Sendable, Equatable {
             w.endObject()
         }
         w.endArray()
+    }
+
+    /// The post-processor: `inner` (if any), then BOS in front when the vocabulary adds it
+    /// (`add_bos_token`, by default for SentencePiece).
+    private func postProcessor(inner: String?) -> String? {
+        guard addBOS ?? (model == .spm), let bos = bosID, bos < tokens.count else { return inner }
+        var name = ""
+        JSONWriter.appendString(tokens[bos], to: &name)
+        func specialToken(_ typeID: Int) -> String { "{\"SpecialToken\":{\"id\":\(name),\"type_id\":\(typeID)}}" }
+        func sequence(_ id: String, _ typeID: Int) -> String { "{\"Sequence\":{\"id\":\"\(id)\",\"type_id\":\(typeID)}}" }
+        let single = "[" + specialToken(0) + "," + sequence("A", 0) + "]"
+        let pair = "[" + specialToken(0) + "," + sequence("A", 0) + "," + specialToken(1) + "," + sequence("B", 1) + "]"
+        let specials = "{" + name + ":{\"id\":" + name + ",\"ids\":[\(bos)],\"tokens\":[" + name + "]}}"
+        let template = "{\"type\":\"TemplateProcessing\",\"single\":" + single + ",\"pair\":" + pair + ",\"special_tokens\":" + specials + "}"
+        guard let inner else { return template }
+        return #"{"type":"Sequence","processors":["# + inner + "," + template + "]}"
+    }
+
+    /// SentencePiece BPE as Llama 2's own tokenizer.json has it: spaces become ▁ (one put in
+    /// front when `add_space_prefix`), BPE over the pieces with the derived merges, byte
+    /// fallback for characters no piece covers.
+    private func sentencePieceJSON() -> [UInt8] {
+        var w = JSONWriter()
+        w.beginObject()
+        w.string("1.0", key: "version")
+        w.null(key: "truncation")
+        w.null(key: "padding")
+        addedTokens(&w)
+        let replace = "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\u{2581}\"}"
+        if addSpacePrefix ?? true {
+            w.raw("{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\u{2581}\"}," + replace + "]}", key: "normalizer")
+        } else {
+            w.raw(replace, key: "normalizer")
+        }
+        w.null(key: "pre_tokenizer")
+        if let post = postProcessor(inner: nil) { w.raw(post, key: "post_processor") } else { w.null(key: "post_processor") }
+        let strip = addSpacePrefix ?? true ? ",{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0}" : ""
+        w.raw("{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":\"\u{2581}\"},\"content\":\" \"},"
+              + "{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"}" + strip + "]}", key: "decoder")
+        w.beginObject(key: "model")
+        w.string("BPE", key: "type")
+        w.null(key: "dropout")
+        if let u = unknownID, u < tokens.count { w.string(tokens[u], key: "unk_token") } else { w.null(key: "unk_token") }
+        w.null(key: "continuing_subword_prefix")
+        w.null(key: "end_of_word_suffix")
+        w.bool(true, key: "fuse_unk")
+        w.bool(true, key: "byte_fallback")
+        w.bool(false, key: "ignore_merges")
+        w.beginObject(key: "vocab")
+        for (id, t) in tokens.enumerated() { w.int(id, key: t) }
+        w.endObject()
+        w.beginArray(key: "merges")
+        for (l, r) in sentencePieceMerges() {
+            w.beginArray()
+            w.string(l)
+            w.string(r)
+            w.endArray()
+        }
+        w.endArray()
+        w.endObject()
+        w.endObject()
+        return Array((w.text + "\n").utf8)
+    }
+
+    private func byteLevelJSON() -> [UInt8] {
+
+        var w = JSONWriter()
+        w.beginObject()
+        w.string("1.0", key: "version")
+        w.null(key: "truncation")
+        w.null(key: "padding")
+        addedTokens(&w)
         w.null(key: "normalizer")
         w.raw(Self.preTokenizers[pre]!, key: "pre_tokenizer")
         let byteLevelPost = #"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,"use_regex":true}"#
-        if addBOS == true, let bos = bosID, bos < tokens.count {
-            // BOS is added by the post-processor in the tokenizers library.
-            var name = ""
-            JSONWriter.appendString(tokens[bos], to: &name)
-            func specialToken(_ typeID: Int) -> String { "{\"SpecialToken\":{\"id\":\(name),\"type_id\":\(typeID)}}" }
-            func sequence(_ id: String, _ typeID: Int) -> String { "{\"Sequence\":{\"id\":\"\(id)\",\"type_id\":\(typeID)}}" }
-            let single = "[" + specialToken(0) + "," + sequence("A", 0) + "]"
-            let pair = "[" + specialToken(0) + "," + sequence("A", 0) + "," + specialToken(1) + "," + sequence("B", 1) + "]"
-            let specials = "{" + name + ":{\"id\":" + name + ",\"ids\":[\(bos)],\"tokens\":[" + name + "]}}"
-            let template = "{\"type\":\"TemplateProcessing\",\"single\":" + single + ",\"pair\":" + pair + ",\"special_tokens\":" + specials + "}"
-            w.raw(#"{"type":"Sequence","processors":["# + byteLevelPost + "," + template + "]}", key: "post_processor")
-        } else {
-            w.raw(byteLevelPost, key: "post_processor")
-        }
+        w.raw(postProcessor(inner: byteLevelPost)!, key: "post_processor")
         w.raw(#"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}"#, key: "decoder")
         w.beginObject(key: "model")
         w.string("BPE", key: "type")
