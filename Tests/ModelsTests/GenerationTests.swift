@@ -1,4 +1,5 @@
-import Models
+@testable import Models
+import TensorMath
 import XCTest
 
 final class GenerationTests: XCTestCase {
@@ -12,6 +13,22 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(ChatFormat.chatml.prompt(user: "Hi", system: "Be brief."),
                        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
         XCTAssertEqual(ChatFormat.gemma.prompt(user: "Hi"), "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+    }
+
+    /// Top-k without sorting the vocabulary: the same indices, in the same order (ties by
+    /// index), as the prefix of a full sort, for k small and large and with many ties.
+    func testTopKSelectionEqualsTheSortedPrefix() {
+        var rng = SplitMix64(seed: 3)
+        for (n, levels) in [(49152, 1 << 20), (1000, 7), (300, 2)] {
+            let logits = (0..<n).map { _ in Float(Int(rng.next() % UInt64(levels))) / 100 }
+            logits.withUnsafeBufferPointer { buf in
+                var order = Array(0..<n)
+                order.sort { buf[$0] > buf[$1] || (buf[$0] == buf[$1] && $0 < $1) }
+                for k in [1, 5, 40, n / 3, n] {
+                    XCTAssertEqual(Sampler.best(k, of: buf), Array(order.prefix(k)), "n \(n) k \(k)")
+                }
+            }
+        }
     }
 
     func testSamplerIsGreedyAtZeroAndFollowsTheDistribution() {

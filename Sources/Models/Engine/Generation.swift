@@ -56,10 +56,7 @@ public struct Sampler: Sendable {
         var best = 0
         for i in 1..<logits.count where logits[i] > logits[best] { best = i }
         if temperature <= 0 { return Int32(best) }
-        let k = topK > 0 ? min(topK, logits.count) : logits.count
-        var order = Array(0..<logits.count)
-        order.sort { logits[$0] > logits[$1] }
-        let kept = order.prefix(k)
+        let kept = Self.best(topK > 0 ? min(topK, logits.count) : logits.count, of: logits)
         let m = Double(logits[best])
         var probs = kept.map { exp((Double(logits[$0]) - m) / Double(temperature)) }
         let z = probs.reduce(0, +)
@@ -76,6 +73,28 @@ public struct Sampler: Sendable {
             if u <= 0 { return Int32(kept[kept.startIndex + i]) }
         }
         return Int32(kept[kept.startIndex + cut - 1])
+    }
+
+    /// The indices of the `k` largest logits, largest first, ties by index: a sort of the
+    /// whole vocabulary's prefix, found in one pass that keeps a sorted list of k.
+    static func best(_ k: Int, of logits: UnsafeBufferPointer<Float>) -> [Int] {
+        guard k < logits.count / 4 else {
+            var order = Array(0..<logits.count)
+            order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            return Array(order.prefix(k))
+        }
+        var top: [Int] = []
+        top.reserveCapacity(k + 1)
+        for i in 0..<logits.count {
+            let v = logits[i]
+            if top.count == k, let last = top.last, v <= logits[last] { continue }
+            // Insert after every kept logit ≥ v (earlier indices win ties).
+            var at = top.count
+            while at > 0 && logits[top[at - 1]] < v { at -= 1 }
+            top.insert(i, at: at)
+            if top.count > k { top.removeLast() }
+        }
+        return top
     }
 }
 
