@@ -47,7 +47,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", default=str(REPO / ".build/release/ckpt"))
     ap.add_argument("--corpus", default=str(REPO.parent / "shared/corpus/train.txt"))
-    ap.add_argument("--ffn", type=int, default=704)
+    ap.add_argument("--ffn", type=int, default=704, help="MLP width to prune to (0: keep it)")
     ap.add_argument("--layers", type=int, help="also keep only this many layers (depth pruning)")
     ap.add_argument("--sequences", type=int, default=128)
     ap.add_argument("--steps", type=int, default=64)
@@ -77,7 +77,8 @@ def main():
         imp = tmp / "s.imp"
         if not imp.exists():
             run([ck, "importance", "--model", MODEL, "--calib", a.corpus, "--samples", "16", "--seq", "512", "-o", imp])
-        run([ck, "prune", "--model", MODEL, "--importance", imp, "--ffn", a.ffn] + (["--layers", a.layers] if a.layers else []) + ["-o", student])
+        run([ck, "prune", "--model", MODEL, "--importance", imp] + (["--ffn", a.ffn] if a.ffn else []) + (["--layers", a.layers] if a.layers else [])
+            + ["-o", student])
     cache = tmp / f"teacher-{a.encoding}-{a.sequences}.cache"
     if not cache.exists():
         run([ck, "logits", "build", "--model", MODEL, "--file", a.corpus, "--sequences", a.sequences, "--encoding", a.encoding, "-o", cache])
@@ -112,8 +113,8 @@ def main():
         r = json.loads(p.stdout)
         rows.append((RUNS[tag][0], ppl(out), r["seconds"], r["tokens"], rss))
         print(f"  {RUNS[tag][0]}: ppl {rows[-1][1]:.2f} in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
-    print(f"SmolLM2-135M Q4_1 teacher ({params(MODEL) / 1e6:.1f} M parameters); student pruned to FFN {a.ffn}"
-          + (f", {a.layers} layers" if a.layers else "") + f" ({params(student) / 1e6:.1f} M); {steps} steps × {a.batch} × 512 tokens "
+    print(f"SmolLM2-135M Q4_1 teacher ({params(MODEL) / 1e6:.1f} M parameters); student pruned to "
+          + ", ".join(([f"FFN {a.ffn}"] if a.ffn else []) + ([f"{a.layers} layers"] if a.layers else [])) + f" ({params(student) / 1e6:.1f} M); {steps} steps × {a.batch} × 512 tokens "
           f"({a.encoding} cache over the first {a.sequences} sequences); held-out: last tenth of {Path(a.corpus).name}, 8 × 512")
     print(f"{'model':<32}{'ppl':>9}{'gap recovered':>15}{'seconds':>9}{'tokens':>9}{'peak RSS':>11}")
     print(f"{'teacher':<32}{teacher:>9.2f}")
