@@ -159,6 +159,52 @@ static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, 
 }
 
 
+// AVX-512: the same packed panel, one 512-bit vector a column, meets 12 broadcast tokens
+// per step in twelve accumulators (one load and twelve broadcast-FMAs per column). Every
+// output is summed in the AVX2 kernel's order (one FMA per column within a KC slice,
+// slices added in turn), so the two paths agree bit for bit.
+#define PACKED512(NT)                                                                                           \
+    __attribute__((target("avx512f")))                                                                         \
+    static inline void packed512_##NT(const float *w, int64_t k, const float *x, int64_t ldx, float *y,       \
+                                      int64_t ldy, __mmask16 m, int accumulate) {                              \
+        __m512 acc[NT];                                                                                        \
+        for (int j = 0; j < NT; j++) acc[j] = _mm512_setzero_ps();                                             \
+        for (int64_t i = 0; i < k; i++, w += CKPT_PANEL_ROWS) {                                                \
+            const __m512 wv = _mm512_load_ps(w);                                                               \
+            for (int j = 0; j < NT; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[j * ldx + i]), acc[j]); \
+        }                                                                                                      \
+        for (int j = 0; j < NT; j++) {                                                                         \
+            __m512 v = acc[j];                                                                                 \
+            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y + j * ldy));                       \
+            _mm512_mask_storeu_ps(y + j * ldy, m, v);                                                          \
+        }                                                                                                      \
+    }
+PACKED512(12)
+PACKED512(4)
+PACKED512(1)
+
+__attribute__((target("avx512f")))
+static void packed_avx512(const float *wp, int64_t nr, int64_t k, const float *x, int64_t ldx,
+                          int64_t nt, float *y, int64_t ldy, int add) {
+    const __mmask16 m = nr >= CKPT_PANEL_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+        const int64_t kc = k - k0 < KC ? k - k0 : KC;
+        const float *w = wp + k0 * CKPT_PANEL_ROWS;
+        const int acc = add || k0 > 0;
+        int64_t t = 0;
+        for (; t + 12 <= nt; t += 12) packed512_12(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, m, acc);
+        for (; t + 4 <= nt; t += 4) packed512_4(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, m, acc);
+        for (; t < nt; t++) packed512_1(w, kc, x + t * ldx + k0, ldx, y + t * ldy, ldy, m, acc);
+    }
+}
+
+// The packed product on the best path this CPU allows.
+static inline void packed_best(int level, const float *wp, int64_t nr, int64_t k, const float *x, int64_t ldx,
+                               int64_t nt, float *y, int64_t ldy, int add) {
+    if (level >= CKPT_LEVEL_AVX512) packed_avx512(wp, nr, k, x, ldx, nt, y, ldy, add);
+    else packed_avx2(wp, nr, k, x, ldx, nt, y, ldy, add);
+}
+
 // Few tokens (generation): no packing, which would cost more than the products. Rows
 // are decoded (in L1) and dotted with each token's activations.
 __attribute__((target("avx2,fma")))
@@ -193,9 +239,10 @@ static void gemm_f32(const float *w, int64_t ldw, int transposed, int64_t rows, 
         const int64_t nr = rows - r0 < CKPT_PANEL_ROWS ? rows - r0 : CKPT_PANEL_ROWS;
         const float *wr = transposed ? w + r0 : w + r0 * ldw;
 #if defined(__x86_64__)
-        if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) {
+        const int level = ckpt_kernel_level();
+        if (level >= CKPT_LEVEL_AVX2) {
             pack_panel(wr, ldw, transposed, nr, k, packed);
-            packed_avx2(packed, nr, k, x, ldx, nt, y + r0, ldy, add);
+            packed_best(level, packed, nr, k, x, ldx, nt, y + r0, ldy, add);
             continue;
         }
 #endif
@@ -262,7 +309,7 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
         pack_panel(rows, j->k, 0, nr, j->k, packed);
         for (int64_t t0 = 0; t0 < j->ntok; t0 += TOKEN_SLICE) {
             const int64_t nt = j->ntok - t0 < TOKEN_SLICE ? j->ntok - t0 : TOKEN_SLICE;
-            packed_avx2(packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy, 0);
+            packed_best(j->level, packed, nr, j->k, j->x + t0 * j->ldx, j->ldx, nt, j->y + t0 * j->ldy + r0, j->ldy, 0);
         }
         return;
     }

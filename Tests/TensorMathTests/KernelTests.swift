@@ -26,7 +26,8 @@ final class KernelTests: XCTestCase {
         mutating func values(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in next() * scale } }
     }
 
-    static let levels: [Int32] = [Int32(CKPT_LEVEL_SCALAR), Int32(CKPT_LEVEL_AVX512)]
+    /// Every path, capped at what this CPU has (a level it lacks runs as the best below it).
+    static let levels: [Int32] = [Int32(CKPT_LEVEL_SCALAR), Int32(CKPT_LEVEL_AVX2), Int32(CKPT_LEVEL_AVX512)]
 
     /// Weights of every type: the fixture blocks (gguf-py's decodings are the truth), or
     /// for float types, random values; rows of `k`, multiplied by random activations.
@@ -67,7 +68,7 @@ final class KernelTests: XCTestCase {
             let rows = decoded.count / k
             XCTAssertGreaterThan(rows, 16, "\(name): enough rows for a full and a partial panel")
             let rowBytes = blocks.count / rows
-            for tokens in [1, 5, 13] {
+            for tokens in [1, 5, 13, 30] {
                 let x = rng.values(tokens * k)
                 var expected = [Double](repeating: 0, count: tokens * rows)
                 for t in 0..<tokens { for r in 0..<rows {
@@ -99,6 +100,32 @@ final class KernelTests: XCTestCase {
             } }
         }
         return y
+    }
+
+    /// The AVX-512 packed product sums each output in the AVX2 kernel's order, so the two
+    /// agree bit for bit: plain and transposed weights, accumulate or not, partial panels,
+    /// k past one cache slice, every token remainder of its 12-, 4- and 1-token steps.
+    func testPackedProductIsBitIdenticalOnAVX2AndAVX512() throws {
+        ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+        try XCTSkipIf(ckpt_kernel_level() < CKPT_LEVEL_AVX512, "no AVX-512 on this CPU")
+        var rng = Random(state: 17)
+        let rows = 37, k = 300
+        let w = rng.values(rows * k), x = rng.values(31 * k), y0 = rng.values(31 * rows)
+        var pack = [Float](repeating: 0, count: Int(CKPT_PANEL_ROWS) * k + 16)
+        for tokens in [1, 3, 4, 11, 12, 13, 17, 31] { for transposed in [0, 1] { for add in [false, true] {
+            var outs: [[Float]] = []
+            for level in [CKPT_LEVEL_AVX2, CKPT_LEVEL_AVX512] {
+                ckpt_set_kernel_level(Int32(level))
+                var y = y0
+                // Transposed: the same numbers read as a [k, rows] matrix.
+                let ldw = transposed == 1 ? rows : k
+                if add { ckpt_gemm_f32_add(w, Int64(ldw), Int32(transposed), Int64(rows), Int64(k), x, Int64(k), Int64(tokens), &y, Int64(rows), &pack) }
+                else { ckpt_gemm_f32(w, Int64(ldw), Int32(transposed), Int64(rows), Int64(k), x, Int64(k), Int64(tokens), &y, Int64(rows), &pack) }
+                outs.append(y)
+            }
+            XCTAssertEqual(outs[0].map(\.bitPattern), outs[1].map(\.bitPattern), "tokens \(tokens) transposed \(transposed) add \(add)")
+            XCTAssertEqual(outs[1][(tokens * rows)...].map(\.bitPattern), y0[(tokens * rows)...].map(\.bitPattern), "rows past the tokens untouched")
+        } } }
     }
 
     func testMatmulRejectsUnsupportedTypesAndPartialBlocks() {
@@ -223,7 +250,7 @@ final class KernelTests: XCTestCase {
                 XCTAssertEqual(ckpt_round_activations(Int32(type), x, Int64(k), Int64(rows), Int64(k), &y, Int64(k)), 1)
                 outs.append(y)
             }
-            XCTAssertEqual(outs[0].map(\.bitPattern), outs[1].map(\.bitPattern), "type \(type): scalar and vector paths")
+            for o in outs.dropFirst() { XCTAssertEqual(outs[0].map(\.bitPattern), o.map(\.bitPattern), "type \(type): scalar and vector paths") }
             let y = outs[0]
             for b in stride(from: 0, to: rows * k, by: max(block, 1)) where block > 1 {
                 let amax = x[b..<(b + block)].map(abs).max()!
