@@ -37,3 +37,16 @@ void ckpt_set_kernel_level(int level) {
     int best = detected_level();
     __atomic_store_n(&cached_level, level < best ? level : best, __ATOMIC_RELAXED);
 }
+
+static int cached_vnni = -1;
+
+int ckpt_cpu_has_avx512vnni(void) {
+    int has = __atomic_load_n(&cached_vnni, __ATOMIC_RELAXED);
+    if (has >= 0) return has;
+    has = 0;
+#if defined(__x86_64__)
+    has = detected_level() == CKPT_LEVEL_AVX512 && __builtin_cpu_supports("avx512vnni");
+#endif
+    __atomic_store_n(&cached_vnni, has, __ATOMIC_RELAXED);
+    return has;
+}

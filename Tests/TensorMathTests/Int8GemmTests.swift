@@ -3,8 +3,9 @@ import TensorMath
 import XCTest
 
 /// The int8 training products (gemm_q8.c): quantizers against their definition, the
-/// product against double-precision sums written here, the AVX2 path against the scalar
-/// one bit for bit, and the training wrappers against the f32 products they replace.
+/// product against double-precision sums written here, the AVX-512 VNNI and AVX2 paths
+/// against the scalar one bit for bit, and the training wrappers against the f32 products
+/// they replace.
 final class Int8GemmTests: XCTestCase {
     override func tearDown() {
         ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
@@ -12,7 +13,9 @@ final class Int8GemmTests: XCTestCase {
     }
 
     typealias Random = KernelTests.Random
-    static let levels: [Int32] = [Int32(CKPT_LEVEL_SCALAR), Int32(CKPT_LEVEL_AVX512)]
+    /// Every path: ckpt_set_kernel_level caps at what the CPU has, so on a CPU without
+    /// AVX-512 (or without VNNI) the last level repeats the AVX2 path.
+    static let levels: [Int32] = [Int32(CKPT_LEVEL_SCALAR), Int32(CKPT_LEVEL_AVX2), Int32(CKPT_LEVEL_AVX512)]
 
     /// Standard normal values (Box–Muller over the tests' SplitMix64 stream).
     static func gaussian(_ rng: inout Random, _ n: Int, sd: Float = 1) -> [Float] {
@@ -208,6 +211,65 @@ final class Int8GemmTests: XCTestCase {
             for i in 1..<results.count {
                 XCTAssertEqual(quantized[i], quantized[0], "\(nt)×\(k)×\(rows): quantization of run \(i)")
                 XCTAssertEqual(results[i].map(\.bitPattern), results[0].map(\.bitPattern), "\(nt)×\(k)×\(rows): product of run \(i)")
+            }
+        }
+    }
+
+    /// The AVX-512 VNNI path (64-row panels, biased activations, vpdpbusd) against the AVX2
+    /// and scalar paths, bit for bit, on shapes that are awkward for it: k not a multiple of
+    /// 32, rows not a multiple of its 64-row panel (nor of 16, the rows per vector), 1 to 5
+    /// tokens (partial register tiles), large k, a strided output whose gaps stay untouched,
+    /// overwriting then accumulating, on one and two threads; blocks whose values are all
+    /// ±127 or 0 take the biased activations to both ends of the unsigned range. Also the
+    /// training wrappers, which quantize inside.
+    func testAVX512VNNIAndAVX2AndScalarPathsAgreeBitForBit() throws {
+        try XCTSkipUnless(ckpt_cpu_has_avx512vnni() != 0, "no AVX-512 VNNI on this CPU: only the AVX2 and scalar paths are compared")
+        var rng = Random(state: 23)
+        let shapes = [(1, 37, 5), (2, 1000, 70), (3, 33, 129), (4, 4133, 67), (5, 300, 200), (1, 8192, 17), (17, 70, 65),
+                      (64, 576, 72), (201, 96, 130), (6, 31, 1), (9, 64, 16), (3, 2048, 257)]
+        for (nt, k, rows) in shapes {
+            let kp = Int(ckpt_q8_padded(Int64(k))), ldy = rows + 5
+            var xf = Self.gaussian(&rng, nt * k), wf = Self.gaussian(&rng, rows * k, sd: 0.05)
+            // Extreme blocks: x all +absmax or all −absmax (quantized to ±127), a zero block,
+            // a block too small to scale, and w rows of ±127 in the same places.
+            if k >= 64 {
+                for i in 0..<32 { xf[i] = 2; wf[i] = i % 2 == 0 ? 0.5 : -0.5 }
+                for i in 32..<64 { xf[(nt - 1) * k + i] = -3; wf[(rows - 1) * k + i] = -1 }
+                if nt > 1 { for i in 32..<64 { xf[k + i] = 0 } }
+            }
+            if k >= 96 { for i in 64..<96 { xf[i] *= 1e-32; wf[i] *= 1e-32 } }
+            let start = rng.values(nt * ldy), dy = Self.gaussian(&rng, nt * rows, sd: 1e-3)
+            var results: [[Float]] = []
+            var quantized: [[Quantized]] = []
+            for level in Self.levels { for threads in [1, 2] {
+                ckpt_set_kernel_level(level)
+                ThreadPool.setThreads(threads)
+                let x = Self.quantizeRows(xf, ldx: k, rows: nt, k: k), w = Self.quantizeRows(wf, ldx: k, rows: rows, k: k)
+                var y = start
+                gemm(x, w, nt: nt, rows: rows, kp: kp, y: &y, ldy: ldy, accumulate: false)
+                var y2 = y
+                gemm(x, w, nt: nt, rows: rows, kp: kp, y: &y2, ldy: ldy, accumulate: true)
+                for t in 0..<nt { for r in rows..<ldy {
+                    XCTAssertEqual(y2[t * ldy + r].bitPattern, start[t * ldy + r].bitPattern, "gap at (\(t), \(r))")
+                } }
+                // The wrappers: forward with W[rows, k], dx with the same W seen as [k, rows].
+                let wt = Self.quantizeCols(wf, ldw: k, rows: rows, cols: k)
+                let kpr = Int(ckpt_q8_padded(Int64(rows)))
+                var yf = [Float](repeating: .nan, count: nt * rows)
+                var sq = [Int8](repeating: 0, count: nt * max(kp, kpr)), ss = [Float](repeating: 0, count: nt * max(kp, kpr) / 32)
+                ckpt_linear_forward_q8(xf, Int64(nt), Int64(k), w.q, w.s, Int64(rows), &yf, &sq, &ss)
+                var dx = [Float](repeating: .nan, count: nt * k)
+                ckpt_linear_backward_input_q8(dy, Int64(nt), Int64(k), wt.q, wt.s, Int64(rows), &dx, &sq, &ss)
+                results.append(y + y2 + yf + dx)
+                quantized.append([x, w, wt])
+            } }
+            XCTAssertEqual(ckpt_kernel_level(), Int32(CKPT_LEVEL_AVX512), "the last runs took the AVX-512 path")
+            for i in 1..<results.count {
+                let level = Self.levels[i / 2], threads = i % 2 + 1
+                XCTAssertEqual(quantized[i], quantized[0], "nt \(nt) k \(k) rows \(rows): quantization at level \(level) threads \(threads)")
+                let same = zip(results[i], results[0]).filter { $0.bitPattern == $1.bitPattern }.count
+                XCTAssertEqual(same, results[0].count,
+                               "nt \(nt) k \(k) rows \(rows): level \(level) threads \(threads) differs from scalar in \(results[0].count - same) values")
             }
         }
     }

@@ -8,10 +8,16 @@
 // Each measurement is the fastest of REPS runs, f32 and int8 interleaved so both see the
 // same machine load. Weights are quantized once beforehand (a training step does it once
 // per weight update); that time is printed separately.
+//
+// When the best path is AVX-512 VNNI (ckpt_cpu_has_avx512vnni() at CKPT_LEVEL_AVX512), the
+// int8 products also run capped at CKPT_LEVEL_AVX2 in the same loop, and the last columns
+// give the AVX2 int8 GFLOP/s, the VNNI/AVX2 speed ratios and whether both paths gave the
+// same bits (they must).
 #include "CKernels.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -52,9 +58,14 @@ int main(int argc, char **argv) {
     const int threads = ckpt_pool_set_threads(atoi(argv[1]));
     const int64_t T = atoll(argv[2]);
     const int reps = atoi(argv[3]);
-    printf("threads %d, tokens %lld, best of %d; GFLOP/s = 2·T·in·out / time\n", threads, (long long)T, reps);
-    printf("%6s %6s | %22s %6s | %22s %6s | %9s %9s | %8s\n", "in", "out", "forward f32 / int8", "ratio", "dx f32 / int8",
+    const int level = ckpt_kernel_level();
+    const int vnni = level >= CKPT_LEVEL_AVX512 && ckpt_cpu_has_avx512vnni();
+    printf("threads %d, tokens %lld, best of %d; GFLOP/s = 2·T·in·out / time; int8 path: %s\n", threads, (long long)T, reps,
+           vnni ? "AVX-512 VNNI" : level >= CKPT_LEVEL_AVX2 ? "AVX2" : "scalar");
+    printf("%6s %6s | %22s %6s | %22s %6s | %9s %9s | %8s", "in", "out", "forward f32 / int8", "ratio", "dx f32 / int8",
            "ratio", "fwd err", "dx err", "W quant");
+    if (vnni) printf(" | %21s | %13s | %4s", "int8 AVX2 fwd / dx", "VNNI/AVX2 f dx", "bits");
+    printf("\n");
     for (int a = 4; a < argc; a++) {
         long long in_, out_;
         if (sscanf(argv[a], "%lld,%lld", &in_, &out_) != 2) { fprintf(stderr, "bad shape %s\n", argv[a]); return 64; }
@@ -65,6 +76,7 @@ int main(int argc, char **argv) {
         float *dx32 = xmalloc(sizeof(float) * T * in), *dx8 = xmalloc(sizeof(float) * T * in);
         int8_t *wq = xmalloc(out * kin), *wtq = xmalloc(in * kout);
         float *ws = xmalloc(sizeof(float) * out * (kin / 32)), *wts = xmalloc(sizeof(float) * in * (kout / 32));
+        float *y8a = xmalloc(sizeof(float) * T * out), *dx8a = xmalloc(sizeof(float) * T * in);
         int8_t *xq = xmalloc(T * (kin > kout ? kin : kout));
         float *xs = xmalloc(sizeof(float) * T * ((kin > kout ? kin : kout) / 32));
         gaussian(x, T * in, 1.0f);
@@ -76,8 +88,19 @@ int main(int argc, char **argv) {
         ckpt_q8_quantize_cols(w, in, out, in, wtq, wts);
         tq = now() - tq;
 
-        double f32_fwd = 1e30, q8_fwd = 1e30, f32_dx = 1e30, q8_dx = 1e30;
+        double f32_fwd = 1e30, q8_fwd = 1e30, f32_dx = 1e30, q8_dx = 1e30, avx2_fwd = 1e30, avx2_dx = 1e30;
         for (int r = 0; r < reps; r++) {
+            if (vnni) {
+                ckpt_set_kernel_level(CKPT_LEVEL_AVX2);
+                double t0 = now();
+                ckpt_linear_forward_q8(x, T, in, wq, ws, out, y8a, xq, xs);
+                double t1 = now();
+                ckpt_linear_backward_input_q8(dy, T, in, wtq, wts, out, dx8a, xq, xs);
+                double t2 = now();
+                ckpt_set_kernel_level(level);
+                if (t1 - t0 < avx2_fwd) avx2_fwd = t1 - t0;
+                if (t2 - t1 < avx2_dx) avx2_dx = t2 - t1;
+            }
             double t0 = now();
             ckpt_linear_forward(x, T, in, w, out, y32);
             double t1 = now();
@@ -93,11 +116,17 @@ int main(int argc, char **argv) {
             if (t4 - t3 < q8_dx) q8_dx = t4 - t3;
         }
         const double flop = 2.0 * (double)T * (double)in * (double)out * 1e-9;
-        printf("%6lld %6lld | %9.1f / %9.1f  %5.2fx | %9.1f / %9.1f  %5.2fx | %8.2f%% %8.2f%% | %6.1fms\n", in_, out_,
+        printf("%6lld %6lld | %9.1f / %9.1f  %5.2fx | %9.1f / %9.1f  %5.2fx | %8.2f%% %8.2f%% | %6.1fms", in_, out_,
                flop / f32_fwd, flop / q8_fwd, f32_fwd / q8_fwd, flop / f32_dx, flop / q8_dx, f32_dx / q8_dx,
                100 * rel_error(y8, y32, T * out), 100 * rel_error(dx8, dx32, T * in), 1e3 * tq);
+        if (vnni) {
+            const int same = memcmp(y8, y8a, sizeof(float) * T * out) == 0 && memcmp(dx8, dx8a, sizeof(float) * T * in) == 0;
+            printf(" | %9.1f / %9.1f | %5.2fx %5.2fx | %4s", flop / avx2_fwd, flop / avx2_dx, avx2_fwd / q8_fwd,
+                   avx2_dx / q8_dx, same ? "same" : "DIFF");
+        }
+        printf("\n");
         fflush(stdout);
-        free(x); free(w); free(dy); free(y32); free(y8); free(dx32); free(dx8);
+        free(x); free(w); free(dy); free(y32); free(y8); free(dx32); free(dx8); free(y8a); free(dx8a);
         free(wq); free(wtq); free(ws); free(wts); free(xq); free(xs);
     }
     return 0;

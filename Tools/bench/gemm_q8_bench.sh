@@ -8,6 +8,10 @@
 #   dx:       ckpt_linear_backward with dw = NULL (f32) vs ckpt_linear_backward_input_q8
 # and prints GFLOP/s (2·T·in·out / time) of both with the ratio, the relative Frobenius
 # error of the int8 results against f32, and the one-off time to quantize W both ways.
+# On a CPU with AVX-512 VNNI the int8 products also run on the AVX2 path (capped with
+# ckpt_set_kernel_level in the same loop): its GFLOP/s, the VNNI/AVX2 ratios and whether
+# both paths gave the same bits come last. Tile sizes can be tried with
+# CFLAGS="-O2 -DQ8_ZMM_VECS=4 -DQ8_ZMM_TOKENS=2" (see gemm_q8.c).
 #
 #   Tools/bench/gemm_q8_bench.sh [THREADS [TOKENS [REPS]]]
 #   CC=clang CFLAGS=-O3 Tools/bench/gemm_q8_bench.sh      # another compiler or flags

@@ -17,6 +17,9 @@ enum { CKPT_LEVEL_SCALAR = 0, CKPT_LEVEL_AVX2 = 1, CKPT_LEVEL_AVX512 = 2 };
 int ckpt_kernel_level(void);
 /// Caps the level (never above what the CPU has). For tests comparing paths.
 void ckpt_set_kernel_level(int level);
+/// 1 when the CPU has AVX-512 (the CKPT_LEVEL_AVX512 set) and AVX-512 VNNI, whatever the
+/// level in use: kernels with a VNNI path take it at CKPT_LEVEL_AVX512 only when this is 1.
+int ckpt_cpu_has_avx512vnni(void);
 
 // ---- scalar conversions -------------------------------------------------------
 float ckpt_f16_to_f32(uint16_t h);
@@ -255,7 +258,8 @@ double ckpt_one_minus_cosine_sum(const float *a, const float *b, int64_t ld, int
 // value = round-to-nearest-even(x · 127 / absmax), so |x − value · scale| ≤ scale / 2.
 // Blocks with absmax < 2⁻¹⁰⁰ are stored as zeros with scale 0. Inputs must be finite.
 // Each function dispatches on ckpt_kernel_level(); the scalar path is the reference and the
-// AVX2 path gives bit-identical results (quantized values, scales and products).
+// AVX2 and AVX-512 paths (VNNI for the product) give bit-identical results (quantized
+// values, scales and products).
 
 /// roundup(k, 32): int8 values per quantized row of k values.
 int64_t ckpt_q8_padded(int64_t k);
@@ -273,9 +277,9 @@ void ckpt_q8_quantize_cols(const float *w, int64_t ldw, int64_t rows, int64_t co
 /// for t < nt, r < rows, with both operands quantized rows of kp values (a multiple of 32).
 /// With `accumulate` the sum starts from y's old value instead of 0. Block sums are exact
 /// 32-bit integers, converted to f32 and added in ascending block order with one fused
-/// multiply-add each, so the AVX2 and scalar paths are bit-identical and results do not
-/// depend on the thread count. On the pool, by panels of 32 rows (allocates one packed
-/// panel per thread).
+/// multiply-add each, so the AVX-512 VNNI, AVX2 and scalar paths are bit-identical and
+/// results do not depend on the thread count. On the pool, by panels of 32 rows (allocates
+/// one packed panel per thread).
 void ckpt_gemm_q8(const int8_t *xq, const float *xs, int64_t nt, const int8_t *wq, const float *ws, int64_t rows, int64_t kp,
                   float *y, int64_t ldy, int accumulate);
 /// y[ntok, out] = x[ntok, in] · Wᵀ with W quantized by rows (ckpt_q8_quantize_rows of
