@@ -81,7 +81,17 @@ public enum Kernels {
     public static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, ldx: Int, tokens: Int,
                               into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: MatmulScratch,
                               llamaCppRounding: Bool = false) {
+        precondition(w.columns <= scratch.maxColumns && ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(w.columns))) <= scratch.buffer.count,
+                     "matmul scratch too small")
         var x = x, ldx = ldx
+        if llamaCppRounding && w.ggmlType == 30 && ckpt_matmul_bf16_available() != 0 {
+            // BF16 × bf16-rounded activations: the same rounding, on vdpbf16ps (twice the
+            // products per instruction of an f32 FMA). Declines few tokens; then as below.
+            let xb = scratch.roundedBuffer((tokens * w.columns + 1) / 2)
+            let bits = UnsafeMutableRawPointer(xb.pointer).assumingMemoryBound(to: UInt16.self)
+            if ckpt_matmul_bf16(w.base, w.rowBytes, Int64(w.rows), Int64(w.columns), x, Int64(ldx), Int64(tokens), y, Int64(ldy),
+                                scratch.buffer.pointer, bits) == 0 { return }
+        }
         if llamaCppRounding {
             let r = scratch.roundedBuffer(tokens * w.columns)
             if ckpt_round_activations(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), r.pointer, Int64(w.columns)) != 0 {
@@ -89,8 +99,6 @@ public enum Kernels {
                 ldx = w.columns
             }
         }
-        precondition(w.columns <= scratch.maxColumns && ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(w.columns))) <= scratch.buffer.count,
-                     "matmul scratch too small")
         let rc = ckpt_matmul(w.ggmlType, w.base, w.rowBytes, Int64(w.rows), Int64(w.columns),
                              x, Int64(ldx), Int64(tokens), y, Int64(ldy), scratch.buffer.pointer)
         precondition(rc == 0, "matmul called with an unsupported weight type \(w.ggmlType)")

@@ -128,6 +128,55 @@ final class KernelTests: XCTestCase {
         } } }
     }
 
+    /// BF16 weights with llama.cpp's rounding: the vdpbf16ps kernel (AVX-512 BF16) against
+    /// a double-precision sum of the bf16-rounded operands, and against the f32 kernel on
+    /// the same rounded activations (AVX2 level), for a partial panel and every token step.
+    func testBF16DotProductKernelMatchesRoundedProducts() throws {
+        ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+        try XCTSkipIf(ckpt_matmul_bf16_available() == 0, "no AVX-512 BF16 on this CPU")
+        var rng = Random(state: 23)
+        let rows = 41, k = 1200
+        let wf = rng.values(rows * k)
+        let bits = wf.map { ckpt_f32_to_bf16($0) }
+        let blocks = bits.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }
+        for tokens in [4, 13, 30] {
+            let x = rng.values(tokens * k, scale: 3)
+            var outs: [[Float]] = []
+            for level in [CKPT_LEVEL_AVX512, CKPT_LEVEL_AVX2] { for threads in [1, 2] {
+                ckpt_set_kernel_level(Int32(level))
+                ThreadPool.setThreads(threads)
+                let scratch = MatmulScratch(maxColumns: k)
+                var y = [Float](repeating: .nan, count: tokens * rows)
+                blocks.withUnsafeBytes { w in
+                    let m = WeightMatrix(ggmlType: 30, base: w.baseAddress!, rowBytes: 2 * k, rows: rows, columns: k)
+                    Kernels.matmul(m, x, ldx: k, tokens: tokens, into: &y, ldy: rows, scratch: scratch, llamaCppRounding: true)
+                }
+                outs.append(y)
+            } }
+            for t in 0..<tokens { for r in 0..<rows {
+                var s = 0.0, norm = 0.0
+                for i in 0..<k {
+                    let p = Double(ckpt_bf16_to_f32(bits[r * k + i])) * Double(ckpt_bf16_to_f32(ckpt_f32_to_bf16(x[t * k + i])))
+                    s += p; norm += abs(p)
+                }
+                for (n, y) in outs.enumerated() {
+                    XCTAssertEqual(Double(y[t * rows + r]), s, accuracy: 1e-6 * norm, "tokens \(tokens) run \(n) at \(t),\(r)")
+                }
+            } }
+            XCTAssertEqual(outs[0].map(\.bitPattern), outs[1].map(\.bitPattern), "bf16 kernel: 1 and 2 threads agree")
+        }
+        // The kernel itself takes 4 tokens or more and declines fewer (callers fall back).
+        ckpt_set_kernel_level(Int32(CKPT_LEVEL_AVX512))
+        var scratch = [Float](repeating: 0, count: ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(k))))
+        let x = rng.values(4 * k)
+        var y = [Float](repeating: 0, count: 4 * rows), xb = [UInt16](repeating: 0, count: 4 * k)
+        for (tokens, rc) in [(4, Int32(0)), (3, Int32(-1))] {
+            XCTAssertEqual(blocks.withUnsafeBytes { w in
+                ckpt_matmul_bf16(w.baseAddress, 2 * k, Int64(rows), Int64(k), x, Int64(k), Int64(tokens), &y, Int64(rows), &scratch, &xb)
+            }, rc, "\(tokens) tokens")
+        }
+    }
+
     func testMatmulRejectsUnsupportedTypesAndPartialBlocks() {
         XCTAssertEqual(ckpt_matmul_supported(16), 0, "IQ2_XXS has no kernel")
         var y = [Float](repeating: 0, count: 4)

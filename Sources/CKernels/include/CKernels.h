@@ -100,6 +100,16 @@ int64_t ckpt_matmul_scratch_floats(int64_t k);
 int ckpt_matmul(int ggml_type, const void *w, size_t row_bytes, int64_t rows, int64_t k,
                 const float *x, int64_t ldx, int64_t ntok, float *y, int64_t ldy, float *scratch);
 
+/// Whether ckpt_matmul_bf16 can run here (AVX-512 BF16, and the level allows AVX-512).
+int ckpt_matmul_bf16_available(void);
+/// BF16 weights × activations rounded to bf16 (as llama.cpp multiplies them), with
+/// vdpbf16ps: y[t*ldy + r] = Σ_i W[r][i] · bf16(x[t*ldx + i]). `scratch` as for ckpt_matmul;
+/// `xb` holds ntok × k uint16 for the rounded activations. Returns -1 (and does nothing)
+/// when the CPU lacks AVX-512 BF16, k is odd, rows are not 4-byte multiples, or ntok < 4
+/// (packing would cost more than it saves): take ckpt_matmul on rounded activations then.
+int ckpt_matmul_bf16(const void *w, size_t row_bytes, int64_t rows, int64_t k, const float *x, int64_t ldx, int64_t ntok,
+                     float *y, int64_t ldy, float *scratch, uint16_t *xb);
+
 /// Rounds rows of f32 activations as llama.cpp does before multiplying them with weights
 /// of `ggml_type` (8-bit blocks for quantized types, f16/bf16 for those); returns 0, and
 /// writes nothing, when llama.cpp uses them as they are (F32 weights).
