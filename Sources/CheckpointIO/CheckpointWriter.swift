@@ -312,8 +312,10 @@ public final class CheckpointWriter {
             // --force on a directory: swap old and new in one step, then delete the old one
             // (now under the staging name). Without RENAME_EXCHANGE, move the old one aside
             // and put it back if publishing fails.
+            CrashPoint.hit("directory output staged")
             if ckpt_rename_exchange(staging, destination) == 0 {
                 try FileSystem.syncDirectory(parent)
+                CrashPoint.hit("directory output exchanged")
                 FileSystem.removeTree(staging)
             } else {
                 let old = FileSystem.join(parent, ".\(FileSystem.baseName(destination)).ckpt-old-\(getpid())")

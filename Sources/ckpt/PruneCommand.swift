@@ -47,7 +47,7 @@ enum PruneCommand {
             .init("--dry-run", help: "Print the plan (shapes, parameter counts, what goes) and write nothing."),
             .init("--json", help: "Print the plan / summary as JSON."),
             .init("--force", help: "Replace an existing output."),
-            .init("--in-place", help: "Replace the model file itself (a single GGUF or .safetensors file), atomically."),
+            .init("--in-place", help: "Replace the model itself, atomically: a GGUF or .safetensors file, or a shard directory (staged beside it and swapped in with one rename; needs the pruned model's size in free disk)."),
             .init("-o", value: "out", help: "Output path (.gguf file, or a safetensors directory)."),
             .init("--output", value: "out", help: "Same as -o."),
         ],
@@ -149,10 +149,10 @@ enum PruneCommand {
             if args.output != nil {
                 throw UsageError(message: "--in-place replaces the model; it takes no -o", command: "prune")
             }
-            guard try FileSystem.kind(of: modelPath) == .file, !modelPath.hasSuffix(".index.json") else {
-                throw CheckpointError.unsupported(path: modelPath, reason: "prune --in-place rewrites a single GGUF or .safetensors file; for a shard directory write to a new path (-o)")
+            out = try inPlaceTarget(modelPath)
+            if model.checkpoint.format == .gguf && model.checkpoint.files.count > 1 {
+                throw CheckpointError.unsupported(path: modelPath, reason: "in-place pruning of a GGUF split set is not supported yet; write to a new path (-o)")
             }
-            out = modelPath
         } else {
             guard let o = args.output else {
                 throw UsageError(message: "prune needs -o <out> (or --dry-run, or --in-place)", command: "prune")
@@ -233,5 +233,40 @@ enum PruneCommand {
             exit(0)
         }
         return results[0].0.target
+    }
+
+    /// What an in-place prune replaces: the model file, or the whole shard directory it
+    /// belongs to (a directory, its index, or one of its shards). The new set is staged
+    /// beside the directory and swapped in with one atomic rename (RENAME_EXCHANGE), so a
+    /// crash leaves the old set or the new one; the next ckpt command clears the staging.
+    /// The swap carries the shards, the index and the directory's plain files (config,
+    /// tokenizer): anything else in it would be lost, so it is refused by name.
+    static func inPlaceTarget(_ path: String) throws -> String {
+        let path = FileSystem.withoutTrailingSlash(path)
+        var directory: String?
+        switch try FileSystem.kind(of: path) {
+        case .directory:
+            directory = path
+        case .file:
+            let parent = FileSystem.directoryName(path)
+            if path.hasSuffix(".index.json") {
+                directory = parent
+            } else if path.hasSuffix(".safetensors"),
+                      try FileSystem.list(directory: parent).contains(where: { $0.hasSuffix(".safetensors.index.json") }) {
+                directory = parent
+            }
+        default:
+            throw CheckpointError.notFound(path: path)
+        }
+        guard let directory else { return path }
+        var strays: [String] = []
+        for name in try FileSystem.list(directory: directory).sorted() {
+            let kind = try FileSystem.kind(of: FileSystem.join(directory, name))
+            if name.hasPrefix(".") || kind != .file { strays.append(name) }
+        }
+        guard strays.isEmpty else {
+            throw CheckpointError.unsupported(path: directory, reason: "prune --in-place replaces the whole directory and would not carry \(strays.joined(separator: ", ")) (hidden files and subdirectories): move them out first, or write to a new path (-o)")
+        }
+        return directory
     }
 }

@@ -81,4 +81,67 @@ final class PruneCLITests: XCTestCase {
         XCTAssertEqual(noStats.status, 64, noStats.stderr)
         XCTAssertTrue(noStats.stderr.contains("--importance"), noStats.stderr)
     }
+
+    /// `--in-place` on a shard directory (given as the directory or its index)
+    /// swaps in the same tensors and config as pruning to a new path; a directory holding
+    /// what the swap would not carry is refused, untouched.
+    func testInPlacePruneOfAShardDirectory() throws {
+        let dir = makeTemporaryDirectory()
+        let hf = fixturesPath + "/engine/tiny-llama-hf"
+        let prune = ["--method", "magnitude", "--ffn", "64", "--layers", "1"]
+        XCTAssertEqual(try runCkpt(["convert", hf, dir + "/src", "--shard-size", "100KB"]).status, 0)
+        XCTAssertEqual(try runCkpt(["prune", "--model", dir + "/src"] + prune + ["-o", dir + "/expected"]).status, 0)
+        let expected = try openCheckpoint(path: dir + "/expected")
+        let expectedConfig = try FileSystem.readFile(dir + "/expected/config.json")
+        for target in ["", "/model.safetensors.index.json"] {
+            let m = dir + "/m\(target.count)"
+            XCTAssertEqual(try runCkpt(["convert", hf, m, "--shard-size", "100KB"]).status, 0)
+            XCTAssertEqual(try openCheckpoint(path: m).files.count, 5)
+            let r = try runCkpt(["prune", "--model", m + target, "--in-place"] + prune)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let got = try openCheckpoint(path: m)
+            XCTAssertEqual(got.tensors.map(\.name), expected.tensors.map(\.name), target)
+            for (x, y) in zip(got.tensors, expected.tensors) { XCTAssertTrue(sameBytes(x.bytes, y.bytes), "\(target): \(x.name)") }
+            XCTAssertEqual(try FileSystem.readFile(m + "/config.json"), expectedConfig, target)
+            XCTAssertEqual(try FileSystem.list(directory: dir).filter { $0.hasPrefix(".") }, [], "no staging left beside")
+        }
+        let guarded = dir + "/guarded"
+        XCTAssertEqual(try runCkpt(["convert", hf, guarded, "--shard-size", "100KB"]).status, 0)
+        mkdir(guarded + "/original", 0o755)
+        let before = try FileSystem.list(directory: guarded).sorted()
+        let r = try runCkpt(["prune", "--model", guarded, "--in-place"] + prune)
+        XCTAssertEqual(r.status, 69, r.stderr)
+        XCTAssertTrue(r.stderr.contains("original") && r.stderr.contains("move them out"), r.stderr)
+        XCTAssertEqual(try FileSystem.list(directory: guarded).sorted(), before)
+        XCTAssertEqual(try openCheckpoint(path: guarded).files.count, 5, "untouched")
+    }
+
+    /// An in-place prune of a shard directory killed (as kill -9) at every crash point it
+    /// passes leaves the old set or the new one, whole, and the next command clears the
+    /// staging the kill left beside it.
+    func testInPlacePruneOfAShardDirectoryKilledAtEveryStep() throws {
+        let dir = makeTemporaryDirectory()
+        let hf = fixturesPath + "/engine/tiny-llama-hf"
+        let prune = ["--method", "magnitude", "--ffn", "64", "--layers", "1"]
+        XCTAssertEqual(try runCkpt(["convert", hf, dir + "/old", "--shard-size", "100KB"]).status, 0)
+        XCTAssertEqual(try runCkpt(["convert", hf, dir + "/new", "--shard-size", "100KB"]).status, 0)
+        XCTAssertEqual(try runCkpt(["prune", "--model", dir + "/new", "--in-place"] + prune).status, 0)
+        let old = try openCheckpoint(path: dir + "/old"), new = try openCheckpoint(path: dir + "/new")
+        var sawOld = false, sawNew = false
+        for k in 1...20 {
+            let m = dir + "/k\(k)"
+            XCTAssertEqual(try runCkpt(["convert", hf, m, "--shard-size", "100KB"]).status, 0)
+            let status = try runCkpt(["prune", "--model", m, "--in-place"] + prune, crashAfter: k)
+            XCTAssertTrue(status == 0 || status == 137, "k=\(k): status \(status)")
+            XCTAssertEqual(try runCkpt(["inspect", m, "--json"]).status, 0, "k=\(k): readable after the kill")
+            let got = try openCheckpoint(path: m)
+            let reference = got.tensors.count == old.tensors.count ? old : new
+            XCTAssertEqual(got.tensors.map(\.name), reference.tensors.map(\.name), "k=\(k)")
+            for (x, y) in zip(got.tensors, reference.tensors) { XCTAssertTrue(sameBytes(x.bytes, y.bytes), "k=\(k): \(x.name)") }
+            if reference === new { sawNew = true } else { sawOld = true }
+            XCTAssertEqual(try FileSystem.list(directory: dir).filter { $0.hasPrefix(".") }, [], "k=\(k): staging cleared")
+            if status == 0 { break }
+        }
+        XCTAssertTrue(sawOld && sawNew, "kills landed both before and after the swap")
+    }
 }
