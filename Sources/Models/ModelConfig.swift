@@ -188,6 +188,19 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         ropeTheta = value("rope.freq_base")?.doubleValue
         rmsNormEps = value("attention.layer_norm_rms_epsilon")?.doubleValue
         slidingWindow = int("attention.sliding_window")
+        // Which layers slide: one global layer in every N, or llama.cpp's per-layer array
+        // (bool or uint32, nonzero = sliding) as a depth-pruned gemma carries it.
+        if let pattern = value("attention.sliding_window_pattern") {
+            if let n = pattern.intValue {
+                slidingWindowPattern = n
+            } else if let items = pattern.arrayValue?.values() {
+                layerTypes = items.map { v in
+                    let sliding: Bool
+                    if case let .bool(b) = v { sliding = b } else { sliding = (v.intValue ?? 0) != 0 }
+                    return sliding ? "sliding_attention" : "full_attention"
+                }
+            }
+        }
         ropeDimensionCount = int("rope.dimension_count")
         attnLogitSoftcapping = value("attn_logit_softcapping")?.doubleValue
         finalLogitSoftcapping = value("final_logit_softcapping")?.doubleValue
@@ -243,6 +256,11 @@ extension ModelConfig {
             w.endObject()
         }
         int(slidingWindow, "sliding_window")
+        if let types = layerTypes {
+            w.beginArray(key: "layer_types")
+            for t in types { w.string(t) }
+            w.endArray()
+        }
         if architecture.normOffset != 0 {
             w.string("gelu_pytorch_tanh", key: "hidden_activation")
         } else {
@@ -280,6 +298,7 @@ extension ModelConfig {
         }())
         u32("vocab_size", vocabSize)
         u32("attention.sliding_window", slidingWindow)
+        if let entry = Self.slidingPatternEntry(architecture: a, layerTypes: layerTypes) { out.append(entry) }
         if let s = ropeScaling, let kind = s.kind {
             out.append(MetadataEntry(key: "\(a).rope.scaling.type", value: .string(kind)))
             f32("rope.scaling.factor", s.factor)
@@ -291,5 +310,14 @@ extension ModelConfig {
             }
         }
         return out
+    }
+
+    /// `{arch}.attention.sliding_window_pattern` as llama.cpp reads it for gemma2/gemma3
+    /// (one bool per layer, true = sliding), when the layers' kinds are known: a model
+    /// whose depth was pruned no longer follows the family's fixed period.
+    public static func slidingPatternEntry(architecture a: String, layerTypes: [String]?) -> MetadataEntry? {
+        guard a == "gemma2" || a == "gemma3", let types = layerTypes, !types.isEmpty else { return nil }
+        return MetadataEntry(key: "\(a).attention.sliding_window_pattern",
+                             value: .array(MetadataArray(values: types.map { .bool($0 == "sliding_attention") }, elementType: "bool")))
     }
 }

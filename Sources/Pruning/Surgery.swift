@@ -55,6 +55,9 @@ public enum Surgery {
                 u32("attention.value_length", s.headDim), u32("rope.dimension_count", s.ropeDims),
                 MetadataEntry(key: "ckpt.prune", value: .string(provenance)),
             ]
+            let keptTypes = s.slidingLayers.isEmpty ? nil
+                : plan.keptLayers.map { s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention" }
+            if let entry = ModelConfig.slidingPatternEntry(architecture: a, layerTypes: keptTypes) { edit.ggufMetadata.append(entry) }
         } else {
             let dir = try FileSystem.checkpointDirectory(ckpt.path)
             let path = FileSystem.join(dir, "config.json")
@@ -66,6 +69,9 @@ public enum Surgery {
             ]
             if let types = model.config.layerTypes, types.count == s.layers {
                 replacements["layer_types"] = .array(plan.keptLayers.map { .string(types[$0]) })
+            } else if !s.slidingLayers.isEmpty {
+                // A fixed period (gemma's sliding_window_pattern) no longer fits the kept layers: list them.
+                replacements["layer_types"] = .array(plan.keptLayers.map { .string(s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention") })
             }
             edit.files = [("config.json", Array((serialize(json, replacing: replacements) + "\n").utf8))]
             edit.safetensorsMetadata = [("ckpt_prune", provenance)]

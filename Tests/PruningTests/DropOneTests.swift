@@ -16,14 +16,37 @@ final class DropOneTests: XCTestCase {
         return out
     }
 
-    func pruned(_ plan: PrunePlan, _ path: String) throws -> LayerStream {
-        let src = try DecoderModel(path: fixturesPath + "/engine/tiny-llama.gguf")
+    func pruned(_ plan: PrunePlan, _ path: String, from source: String = fixturesPath + "/engine/tiny-llama.gguf") throws -> LayerStream {
+        let src = try DecoderModel(path: source)
         var options = ConversionOptions(target: .gguf)
         options.edit = try Surgery.edit(model: src, plan: plan, provenance: "{}")
         _ = try Converter(source: src.checkpoint, output: path, options: options).run()
         let s = LayerStream(model: try DecoderModel(path: path))
         s.llamaCppRounding = false
         return s
+    }
+
+    /// Gemma's sliding and global layers keep their kinds when layers before them go: the
+    /// pruned GGUF lists them (llama.cpp's per-layer sliding_window_pattern) instead of
+    /// leaving the family's fixed period to misplace them. Layer 0 of the tiny gemma3
+    /// (five sliding, then one global) and of the tiny gemma2 (alternating) are dropped.
+    func testDroppedLayersKeepGemmaSlidingPattern() throws {
+        let dir = makeTemporaryDirectory()
+        for name in ["tiny-gemma3", "tiny-gemma2"] {
+            let source = fixturesPath + "/engine/\(name).gguf"
+            let model = try DecoderModel(path: source)
+            let s = model.spec
+            let stream = LayerStream(model: model)
+            stream.llamaCppRounding = false
+            stream.skipLayers = [0]
+            let skipped = try logits(stream)
+            let plan = PrunePlan(keptLayers: Array(1..<s.layers), neurons: Array(repeating: Array(0..<s.ffn), count: s.layers - 1),
+                                 heads: Array(repeating: Array(0..<s.heads), count: s.layers - 1),
+                                 hiddenChannels: Array(0..<s.hidden), method: .random)
+            let out = try pruned(plan, dir + "/\(name).gguf", from: source)
+            XCTAssertEqual(out.model.spec.slidingLayers, Set(s.slidingLayers.filter { $0 > 0 }.map { $0 - 1 }), name)
+            XCTAssertTrue(try skipped == logits(out), "\(name): bit for bit")
+        }
     }
 
     func testSkipAndMaskEqualPrunedModels() throws {
