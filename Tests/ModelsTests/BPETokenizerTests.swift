@@ -34,7 +34,7 @@ final class BPETokenizerTests: XCTestCase {
 
     func testWholeCorpusMatchesLlamaCpp() throws {
         let t = try tokenizer()
-        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        let corpus = fixturesPath + "/corpus/train.txt"
         let text = String(decoding: try FileSystem.readFile(corpus), as: UTF8.self)
         let raw = try FileSystem.readFile(fixturesPath + "/tokenizer/smollm2-corpus.ids.u16")
         let expected = (0..<(raw.count / 2)).map { Int32(UInt16(raw[2 * $0]) | UInt16(raw[2 * $0 + 1]) << 8) }
@@ -50,7 +50,7 @@ final class BPETokenizerTests: XCTestCase {
 final class OtherPreTokenizerTests: XCTestCase {
     func testLlama3AndQwen2RulesMatchLlamaCpp() throws {
         let c = try GGUFCheckpoint(path: smolLM2Path)
-        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        let corpus = fixturesPath + "/corpus/train.txt"
         var head = Array(try FileSystem.readFile(corpus).prefix(300_000))
         while String(validating: head, as: UTF8.self) == nil { head.removeLast() } // as Python's errors="ignore" at the cut
         let text = String(decoding: head, as: UTF8.self)

@@ -48,7 +48,7 @@ final class SentencePieceTokenizerTests: XCTestCase {
         let t = try tokenizer(kind)
         let fixture = try json(Self.spmDir + "/spm-\(kind).awkward.json")
         let n = try XCTUnwrap(fixture["corpus_bytes"]?.nonNegativeInt)
-        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        let corpus = fixturesPath + "/corpus/train.txt"
         let head = Array(try FileSystem.readFile(corpus).prefix(n))
         let expected = try u16(Self.spmDir + "/spm-\(kind).corpus20k.ids.u16")
         let got = t.encode(String(decoding: head, as: UTF8.self))
@@ -86,6 +86,41 @@ final class SentencePieceTokenizerTests: XCTestCase {
         files.addSpacePrefix = false
         checked += try checkAwkward(Tokenizers.make(files), try XCTUnwrap(fixture["no_space_prefix_cases"]?.arrayValue), "spm, no space prefix")
         XCTAssertEqual(checked, 78)
+    }
+
+    /// GGUF → tokenizer.json → GGUF: the SentencePiece BPE fixture written as HF files and
+    /// read back (as `convert` does for HF → GGUF) keeps its pieces, kinds, special ids and
+    /// prefix setting, and its scores (made from the merge order) give llama.cpp's ids on
+    /// the corpus head and every awkward input, with and without the prefix space.
+    func testSPMTokenizerJSONConvertsBackToGGUF() throws {
+        let fixture = try json(Self.spmDir + "/spm-bpe.awkward.json")
+        let n = try XCTUnwrap(fixture["corpus_bytes"]?.nonNegativeInt)
+        let head = String(decoding: try FileSystem.readFile(fixturesPath + "/corpus/train.txt").prefix(n), as: UTF8.self)
+        for prefix in [true, false] {
+            var original = try files("bpe")
+            original.addSpacePrefix = prefix
+            let dir = makeTemporaryDirectory()
+            writeFile(dir + "/tokenizer.json", original.tokenizerJSON())
+            writeFile(dir + "/tokenizer_config.json", original.tokenizerConfigJSON(contextLength: 512))
+            let hf = try XCTUnwrap(try TokenizerFiles(hfDirectory: dir))
+            let back = try XCTUnwrap(try TokenizerFiles(gguf: hf.ggufMetadata()))
+            XCTAssertEqual(back.model, .spm)
+            XCTAssertEqual(back.tokens, original.tokens)
+            XCTAssertEqual(back.types, original.types)
+            XCTAssertEqual(back.addSpacePrefix, prefix)
+            XCTAssertEqual([back.bosID, back.eosID, back.unknownID], [1, 2, 0])
+            let t = try Tokenizers.make(back)
+            XCTAssertTrue(t.addsBOS)
+            if prefix {
+                let expected = try u16(Self.spmDir + "/spm-bpe.corpus20k.ids.u16")
+                let got = t.encode(head)
+                let first = zip(got, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                XCTAssertNil(first, "first difference at token \(first ?? -1)")
+                XCTAssertEqual(got.count, expected.count)
+            }
+            let cases = try XCTUnwrap(fixture[prefix ? "cases" : "no_space_prefix_cases"]?.arrayValue)
+            XCTAssertEqual(try checkAwkward(t, cases, "round trip, prefix \(prefix)"), 39)
+        }
     }
 
     func testUnigramAwkwardInputsMatchLlamaCpp() throws {
@@ -131,7 +166,7 @@ final class SentencePieceTokenizerTests: XCTestCase {
             checked += 1
         }
         XCTAssertEqual(checked, 39 + 27 - 2)
-        let corpus = FileSystem.join(FileSystem.directoryName(repositoryRoot), "shared/corpus/train.txt")
+        let corpus = fixturesPath + "/corpus/train.txt"
         let head = String(decoding: try FileSystem.readFile(corpus).prefix(20_000), as: UTF8.self)
         XCTAssertEqual(t.decode(t.encode(head)), " " + head)
     }

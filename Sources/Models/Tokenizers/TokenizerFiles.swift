@@ -2,10 +2,10 @@ import CheckpointIO
 
 /// A tokenizer's vocabulary and settings, as both GGUF and HF store them: converts
 /// GGUF's `tokenizer.ggml.*` keys to `tokenizer.json` + `tokenizer_config.json` and
-/// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) is handled
-/// both ways; SentencePiece vocabularies (GGUF `llama`: Llama 2, Mistral, Gemma …; `t5`:
-/// T5 and other unigram models) are read from GGUF for the engine's tokenizer, but not
-/// converted to or from `tokenizer.json` yet.
+/// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) and
+/// SentencePiece BPE (GGUF `llama`: Llama 2, Mistral, Gemma …) are handled both ways;
+/// SentencePiece unigram (`t5`) is read from GGUF for the engine's tokenizer, but not
+/// converted to `tokenizer.json` yet. Mapping: Formats/tokenizer.md.
 public struct TokenizerFiles: Sendable, Equatable {
     /// The vocabulary's kind, as GGUF's `tokenizer.ggml.model` names it.
     public enum Model: String, Sendable {
@@ -315,8 +315,15 @@ public struct TokenizerFiles: Sendable, Equatable {
             throw CheckpointError.malformed(path: path, reason: "invalid JSON: \(e)")
         }
         guard json["model"]?["type"]?.stringValue == "BPE", let vocab = json["model"]?["vocab"]?.objectValue else {
-            throw Unsupported(description: "\(path): only BPE tokenizer.json files are converted yet")
+            throw Unsupported(description: "\(path): only BPE tokenizer.json files are converted yet (byte-level, or SentencePiece BPE with byte fallback)")
         }
+        var normalizerText = JSONWriter(), preText = JSONWriter()
+        normalizerText.metadata(json["normalizer"]?.metadataValue ?? .null, full: true)
+        preText.metadata(json["pre_tokenizer"]?.metadataValue ?? .null, full: true)
+        // SentencePiece BPE (Llama 2, Mistral v0.1, Gemma): spaces become ▁ and characters no
+        // piece covers fall back to bytes.
+        let sentencePiece = json["model"]?["byte_fallback"] == .bool(true)
+            && (normalizerText.text.contains("\u{2581}") || preText.text.contains("\u{2581}"))
         var byID: [Int: String] = [:]
         for (token, id) in vocab {
             guard let i = id.nonNegativeInt else { throw CheckpointError.malformed(path: path, reason: "vocab id of '\(token)' is not an integer") }
@@ -339,16 +346,25 @@ public struct TokenizerFiles: Sendable, Equatable {
             if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { return a + " " + b }
             throw CheckpointError.malformed(path: path, reason: "a merge is neither \"a b\" nor [\"a\", \"b\"]")
         }
-        // Name the pre-tokenizer after the one whose tokenizer.json form matches.
-        var preText = JSONWriter()
-        preText.metadata(json["pre_tokenizer"]?.metadataValue ?? .null, full: true)
-        let found = canonical(preText.text)
-        // Several llama.cpp names share a form; the table's first choice for each is used.
-        let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2"]
-        guard let name = preferred.first(where: { canonical(Self.preTokenizers[$0]!) == found }) else {
-            throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)")
+        if sentencePiece {
+            model = .spm
+            pre = "default"
+            addSpacePrefix = try Self.sentencePiecePrefix(normalizer: json["normalizer"], preTokenizer: json["pre_tokenizer"], path: path)
+            scores = Self.sentencePieceScores(tokens: tokens, types: types, merges: merges)
+            for (i, t) in tokens.enumerated() where types[i] == .normal && Self.isByteToken(t) { types[i] = .byte }
+        } else {
+            // Name the pre-tokenizer after the one whose tokenizer.json form matches.
+            let found = canonical(preText.text)
+            // Several llama.cpp names share a form; the table's first choice for each is used.
+            let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2"]
+            guard let name = preferred.first(where: { canonical(Self.preTokenizers[$0]!) == found }) else {
+                throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)")
+            }
+            pre = name
+            model = .bpe
+            scores = []
+            addSpacePrefix = nil
         }
-        pre = name
         let configPath = FileSystem.join(dir, "tokenizer_config.json")
         let config = try FileSystem.kind(of: configPath) == .file ? try JSONParser.parse(FileSystem.readFile(configPath, limit: 64 << 20)) : JSONValue.null
         let vocabulary = tokens
@@ -359,8 +375,9 @@ public struct TokenizerFiles: Sendable, Equatable {
         }
         bosID = tokenID("bos_token")
         eosID = tokenID("eos_token")
-        unknownID = tokenID("unk_token")
+        unknownID = tokenID("unk_token") ?? json["model"]?["unk_token"]?.stringValue.flatMap { t in vocabulary.firstIndex(of: t) }
         paddingID = tokenID("pad_token")
+        if model == .spm, let u = unknownID { types[u] = .unknown }
         // Stated in tokenizer_config.json, or implied by a post-processor that adds the BOS token.
         if case let .bool(b)? = config["add_bos_token"] {
             addBOS = b
@@ -372,11 +389,59 @@ public struct TokenizerFiles: Sendable, Equatable {
         }
         if case let .bool(b)? = config["add_eos_token"] { addEOS = b } else { addEOS = nil }
         chatTemplate = config["chat_template"]?.stringValue
-        model = .bpe
-        scores = []
-        addSpacePrefix = nil
         removeExtraWhitespaces = nil
         precompiledCharsmap = []
+    }
+
+    /// Whether a SentencePiece tokenizer.json puts ▁ in front of the text: a `Prepend` of ▁ in
+    /// its normalizer (older files), or a `Metaspace` pre-tokenizer whose prepend scheme is
+    /// not "never" (newer ones). A Metaspace that splits the text at ▁ is not SentencePiece's
+    /// BPE, which merges across them.
+    static func sentencePiecePrefix(normalizer: JSONValue?, preTokenizer: JSONValue?, path: String) throws -> Bool {
+        func parts(_ v: JSONValue?, _ key: String) -> [JSONValue] {
+            guard let v, v != .null else { return [] }
+            return v["type"]?.stringValue == "Sequence" ? (v[key]?.arrayValue ?? []) : [v]
+        }
+        let prepend = parts(normalizer, "normalizers").contains { $0["type"]?.stringValue == "Prepend" && $0["prepend"]?.stringValue == "\u{2581}" }
+        var metaspace: Bool?
+        for p in parts(preTokenizer, "pretokenizers") {
+            guard p["type"]?.stringValue == "Metaspace" else {
+                throw Unsupported(description: "\(path): a SentencePiece tokenizer with a '\(p["type"]?.stringValue ?? "?")' pre-tokenizer has no llama.cpp equivalent")
+            }
+            if p["split"] == .bool(true) {
+                throw Unsupported(description: "\(path): its Metaspace pre-tokenizer splits the text at every space, which llama.cpp's SentencePiece tokenizer does not")
+            }
+            let scheme = p["prepend_scheme"]?.stringValue ?? (p["add_prefix_space"] == .bool(false) ? "never" : "always")
+            metaspace = scheme != "never"
+        }
+        return prepend || (metaspace ?? false)
+    }
+
+    /// Scores for llama.cpp's SentencePiece tokenizer, which merges the adjacent pair whose
+    /// result scores highest: a piece made by merge r scores −r (its first merge, if several
+    /// make it), so merges happen in the file's order, as the `tokenizers` BPE applies them.
+    /// Pieces no merge makes score −10⁹ (never preferred); control, user-defined and byte
+    /// pieces 0, as SentencePiece gives them.
+    static func sentencePieceScores(tokens: [String], types: [TokenType], merges: [String]) -> [Float] {
+        var id: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() where id[t] == nil { id[t] = i }
+        var scores = [Float](repeating: .nan, count: tokens.count)
+        for (rank, m) in merges.enumerated() {
+            guard let space = m.firstIndex(of: " ") else { continue }
+            let piece = String(m[..<space]) + String(m[m.index(after: space)...])
+            if let i = id[piece], scores[i].isNaN { scores[i] = -Float(rank) }
+        }
+        for i in scores.indices where scores[i].isNaN {
+            scores[i] = types[i] == .normal && !isByteToken(tokens[i]) ? -1e9 : 0
+        }
+        return scores
+    }
+
+    /// `<0xAB>`: SentencePiece's byte-fallback pieces.
+    static func isByteToken(_ t: String) -> Bool {
+        let u = Array(t.utf8)
+        return u.count == 6 && u[0] == 0x3C && u[1] == 0x30 && u[2] == 0x78 && u[5] == 0x3E
+            && u[3...4].allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x46) || ($0 >= 0x61 && $0 <= 0x66) }
     }
 
     /// Pads the vocabulary to `count` entries with unused `[PAD{i}]` tokens, as llama.cpp's
