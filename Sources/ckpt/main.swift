@@ -62,7 +62,10 @@ func fail(_ message: String, code: ExitCode) -> Never {
     case "--help", "-h":
         Console.out(mainHelp()); exit(0)
     case "--version":
-        let level = ["scalar", "avx2", "avx512"][Int(ckpt_kernel_level())]
+        var level = ["scalar", "avx2", "avx512"][Int(ckpt_kernel_level())]
+        // The AVX-512 extensions some kernels take when present (int8 training products, BF16 weights).
+        let extras = [ckpt_cpu_has_avx512vnni() != 0 ? "vnni" : nil, ckpt_matmul_bf16_available() != 0 ? "bf16" : nil].compactMap { $0 }
+        if Int(ckpt_kernel_level()) == Int(CKPT_LEVEL_AVX512), !extras.isEmpty { level += " + " + extras.joined(separator: ", ") }
         Console.out("ckpt \(version) (kernels: \(level))\n"); exit(0)
     case "help":
         if argv.count == 1 { Console.out(mainHelp()); exit(0) }
