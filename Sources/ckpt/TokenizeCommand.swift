@@ -16,8 +16,9 @@ enum TokenizeCommand {
         tokenized as llama.cpp does (each bad byte becomes U+FFFD).
 
         --export-hf writes a GGUF's tokenizer as tokenizer.json and tokenizer_config.json
-        (byte-level BPE, and SentencePiece BPE with merges derived from its scores, as
-        transformers derives them), for the `tokenizers` library and transformers.
+        (byte-level BPE; SentencePiece BPE with merges derived from its scores, as
+        transformers derives them; SentencePiece unigram with its precompiled normalizer),
+        for the `tokenizers` library and transformers.
         """,
         options: [
             .init("--model", value: "model", help: "GGUF file or HF directory whose tokenizer to use."),
@@ -93,6 +94,6 @@ enum TokenizeCommand {
         let context = ModelConfig(gguf: checkpoint.metadata).maxPositionEmbeddings
         try FileSystem.writeAtomically(FileSystem.join(dir, "tokenizer.json"), files.tokenizerJSON())
         try FileSystem.writeAtomically(FileSystem.join(dir, "tokenizer_config.json"), files.tokenizerConfigJSON(contextLength: context))
-        Console.out("\(dir): tokenizer.json, tokenizer_config.json (\(files.tokens.count) tokens, \(files.model == .spm ? "SentencePiece BPE" : "byte-level BPE"))\n")
+        Console.out("\(dir): tokenizer.json, tokenizer_config.json (\(files.tokens.count) tokens, \(["gpt2": "byte-level BPE", "llama": "SentencePiece BPE", "t5": "SentencePiece unigram"][files.model.rawValue] ?? files.model.rawValue))\n")
     }
 }

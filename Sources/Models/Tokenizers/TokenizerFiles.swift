@@ -4,8 +4,8 @@ import CheckpointIO
 /// GGUF's `tokenizer.ggml.*` keys to `tokenizer.json` + `tokenizer_config.json` and
 /// back. Byte-level BPE (GGUF model `gpt2`: GPT-2, SmolLM, Llama 3, Qwen2 …) and
 /// SentencePiece BPE (GGUF `llama`: Llama 2, Mistral, Gemma …) are handled both ways;
-/// SentencePiece unigram (`t5`) is read from GGUF for the engine's tokenizer, but not
-/// converted to `tokenizer.json` yet. Mapping: Formats/tokenizer.md.
+/// SentencePiece unigram (`t5`) goes from GGUF to `tokenizer.json`, not back yet.
+/// Mapping: Formats/tokenizer.md.
 public struct TokenizerFiles: Sendable, Equatable {
     /// The vocabulary's kind, as GGUF's `tokenizer.ggml.model` names it.
     public enum Model: String, Sendable {
@@ -140,11 +140,8 @@ public struct TokenizerFiles: Sendable, Equatable {
     /// Throws `Unsupported` unless `tokenizerJSON()` can describe this vocabulary (byte-level
     /// BPE and SentencePiece BPE; not unigram yet).
     public func checkConvertibleToHF() throws {
-        guard model != .ugm else {
-            throw Unsupported(description: "SentencePiece unigram vocabulary (GGUF tokenizer model 't5'): only byte-level and SentencePiece BPE are converted to tokenizer.json yet")
-        }
-        guard model != .spm || scores.count == tokens.count else {
-            throw Unsupported(description: "the SentencePiece vocabulary has no scores, which its merges are made from")
+        guard model == .bpe || scores.count == tokens.count else {
+            throw Unsupported(description: "the SentencePiece vocabulary has no scores, which its \(model == .spm ? "merges are made from" : "unigram model needs")")
         }
     }
 
@@ -173,7 +170,73 @@ public struct TokenizerFiles: Sendable, Equatable {
 
     /// `tokenizer.json` for the `tokenizers` library.
     public func tokenizerJSON() -> [UInt8] {
-        model == .spm ? sentencePieceJSON() : byteLevelJSON()
+        switch model {
+        case .spm: return sentencePieceJSON()
+        case .ugm: return unigramJSON()
+        case .bpe: return byteLevelJSON()
+        }
+    }
+
+    /// SentencePiece unigram as llama.cpp's UGM tokenizer runs it: the precompiled
+    /// normalizer, then (with remove_extra_whitespaces) spaces trimmed and runs of them
+    /// merged, ▁ for spaces and in front (Metaspace, not splitting: llama.cpp's Viterbi runs
+    /// over the whole text), and the Viterbi segmentation over the pieces' scores.
+    private func unigramJSON() -> [UInt8] {
+        var w = JSONWriter()
+        w.beginObject()
+        w.string("1.0", key: "version")
+        w.null(key: "truncation")
+        w.null(key: "padding")
+        addedTokens(&w)
+        let merge = removeExtraWhitespaces ?? true
+        var normalizers: [String] = []
+        if !precompiledCharsmap.isEmpty {
+            normalizers.append("{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"" + base64(precompiledCharsmap) + "\"}")
+        }
+        if merge {
+            normalizers.append(#"{"type":"Strip","strip_left":true,"strip_right":true}"#)
+            normalizers.append(#"{"type":"Replace","pattern":{"Regex":" {2,}"},"content":" "}"#)
+        }
+        w.raw(normalizers.isEmpty ? "null" : "{\"type\":\"Sequence\",\"normalizers\":[" + normalizers.joined(separator: ",") + "]}", key: "normalizer")
+        // With merged spaces llama.cpp puts ▁ before the first word whatever add_space_prefix says.
+        let scheme = merge || (addSpacePrefix ?? true) ? "always" : "never"
+        let metaspace = "{\"type\":\"Metaspace\",\"replacement\":\"\u{2581}\",\"prepend_scheme\":\"\(scheme)\",\"split\":false}"
+        w.raw(metaspace, key: "pre_tokenizer")
+        if let post = postProcessor(inner: nil) { w.raw(post, key: "post_processor") } else { w.null(key: "post_processor") }
+        w.raw(metaspace, key: "decoder")
+        w.beginObject(key: "model")
+        w.string("Unigram", key: "type")
+        if let u = unknownID, u < tokens.count { w.int(u, key: "unk_id") } else { w.null(key: "unk_id") }
+        w.beginArray(key: "vocab")
+        for (id, t) in tokens.enumerated() {
+            w.beginArray()
+            w.string(t)
+            w.raw(JSONWriter.number(scores[id]))
+            w.endArray()
+        }
+        w.endArray()
+        w.bool(types.contains(.byte), key: "byte_fallback")
+        w.endObject()
+        w.endObject()
+        return Array((w.text + "\n").utf8)
+    }
+
+    private func base64(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i < bytes.count {
+            let n = min(3, bytes.count - i)
+            let b0 = UInt32(bytes[i]), b1 = n > 1 ? UInt32(bytes[i + 1]) : 0, b2 = n > 2 ? UInt32(bytes[i + 2]) : 0
+            let v = b0 << 16 | b1 << 8 | b2
+            out.append(alphabet[Int(v >> 18 & 63)])
+            out.append(alphabet[Int(v >> 12 & 63)])
+            out.append(n > 1 ? alphabet[Int(v >> 6 & 63)] : UInt8(ascii: "="))
+            out.append(n > 2 ? alphabet[Int(v & 63)] : UInt8(ascii: "="))
+            i += 3
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Added tokens: control, unknown and user-defined entries, matched before the model.
