@@ -370,6 +370,17 @@ public final class GGUFCheckpoint: Checkpoint {
         try self.init(file: try MappedFile(path: path))
     }
 
+    /// One file of a split set on its own: its tensors and its own key/values (`split.*`
+    /// included), without looking for the other splits. For rewriting splits one at a time.
+    public init(singleFile file: MappedFile) throws {
+        let only = try GGUFFile(file: file)
+        path = file.path
+        splits = [only]
+        tensors = only.tensors
+        metadata = only.metadata
+        formatVersion = only.version
+    }
+
     public init(file: MappedFile) throws {
         let first = try GGUFFile(file: file)
         self.path = file.path
@@ -393,6 +404,13 @@ public final class GGUFCheckpoint: Checkpoint {
         }
         let prefix = String(name.dropLast(suffix.count + 6))
         let dir = FileSystem.directoryName(file.path)
+        // Split by split under a journal, an interrupted in-place rewrite leaves old and new
+        // splits side by side: refuse the mixture until a ckpt command finishes it.
+        let journal = FileSystem.join(dir, SafetensorsCheckpoint.inPlaceJournalName)
+        if try FileSystem.kind(of: journal) == .file, (try? FileSystem.readFile(journal, limit: 16 << 20))
+            .map({ String(decoding: $0, as: UTF8.self).contains("\"" + prefix + "-") }) ?? true {
+            throw CheckpointError.inconsistentSet(path: file.path, reason: "an in-place rewrite of this checkpoint was interrupted (\(SafetensorsCheckpoint.inPlaceJournalName)); run any ckpt command on it to finish it")
+        }
         var splits: [GGUFFile] = []
         for i in 0..<splitCount {
             let p = FileSystem.join(dir, prefix + "-" + pad5(i + 1) + suffix)

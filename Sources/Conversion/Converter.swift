@@ -38,6 +38,8 @@ public struct ConversionOptions: Sendable {
     public var includeSideFiles = true
     /// A structural rewrite (pruning) applied on the way; same format in and out.
     public var edit: CheckpointEdit?
+    /// GGUF → GGUF: keep the source's `split.*` keys (rewriting one split of a set in place).
+    public var keepSplitMetadata = false
 
     public init(target: CheckpointFormat) { self.target = target }
 }
@@ -339,7 +341,7 @@ public final class Converter {
                 warnings.append("tokenizer not converted: \(e.description); llama.cpp needs one to load the model")
             }
         case (.gguf, .gguf):
-            outputMetadata = source.metadata.filter { !$0.key.hasPrefix("split.") }
+            outputMetadata = options.keepSplitMetadata ? source.metadata : source.metadata.filter { !$0.key.hasPrefix("split.") }
         }
     }
 

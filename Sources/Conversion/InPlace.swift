@@ -93,7 +93,7 @@ public enum InPlaceRewrite {
             }
             let source = try openCheckpoint(path: path)
             if source.files.count > 1 {
-                throw CheckpointError.unsupported(path: path, reason: "in-place rewrite of a GGUF split set is not supported yet; write to a new path")
+                return try rewriteSplitSet(source, dtype: dtype, log: log)
             }
             return try convertFile(source, output: path, dtype: dtype)
         case .directory:
@@ -119,6 +119,32 @@ public enum InPlaceRewrite {
             CrashPoint.hit("journal created")
             return try complete(&journal, in: path, log: log)
         }
+    }
+
+    /// A GGUF split set, split by split under the same journal as a shard directory (in the
+    /// splits' directory; each split keeps its `split.*` keys), so that a crash leaves every
+    /// split old or new and the next command finishes the set.
+    private static func rewriteSplitSet(_ source: any Checkpoint, dtype: String, log: (String) -> Void) throws -> ConversionSummary {
+        let dir = FileSystem.directoryName(source.files[0].path)
+        guard source.files.allSatisfy({ FileSystem.directoryName($0.path) == dir }) else {
+            throw CheckpointError.unsupported(path: source.path, reason: "the splits are not in one directory")
+        }
+        if try FileSystem.kind(of: FileSystem.join(dir, journalName)) == .file {
+            _ = try recoverIfNeeded(path: dir, log: log)
+        }
+        let lock = try DirectoryLock(dir)
+        guard lock.acquired else {
+            throw CheckpointError.inconsistentSet(path: dir, reason: "another ckpt process is rewriting this checkpoint")
+        }
+        defer { lock.release() }
+        for f in source.files {
+            removeStaleStaging(for: f.path)
+            _ = try makeConverter(GGUFCheckpoint(singleFile: f), output: f.path, dtype: dtype)
+        }
+        var journal = Journal(dtype: dtype, files: source.files.map { Journal.File(name: FileSystem.baseName($0.path), state: .old) }, index: nil)
+        try write(journal, in: dir)
+        CrashPoint.hit("journal created")
+        return try complete(&journal, in: dir, log: log)
     }
 
     /// Finishes an interrupted in-place rewrite of `path` (a checkpoint directory, or a
@@ -184,7 +210,8 @@ public enum InPlaceRewrite {
                 journal.files[i].state = .old
             }
             removeStaleStaging(for: filePath)
-            let source = try SafetensorsCheckpoint(file: MappedFile(path: filePath))
+            let mapped = try MappedFile(path: filePath)
+            let source: any Checkpoint = name.hasSuffix(".gguf") ? try GGUFCheckpoint(singleFile: mapped) : try SafetensorsCheckpoint(file: mapped)
             let s = try convertFile(source, output: filePath, dtype: journal.dtype) { writer in
                 journal.files[i].state = .staged
                 journal.files[i].digest = try headerDigest(writer.stagedPath)
@@ -217,6 +244,7 @@ public enum InPlaceRewrite {
         options.dtype = DTypeChoice.parse(dtype)!
         options.overwrite = true
         options.includeSideFiles = false
+        options.keepSplitMetadata = true
         return try Converter(source: source, output: output, options: options)
     }
 

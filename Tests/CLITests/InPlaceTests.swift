@@ -63,6 +63,56 @@ final class InPlaceTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(crashes, 15, "every shard passes five crash points")
     }
 
+    /// Three GGUF splits (beside an unrelated file), rewritten in place split by split and
+    /// killed at every crash point: the mixture is refused until the next command finishes
+    /// it into exactly what an uninterrupted rewrite writes, `split.*` keys included.
+    func testGGUFSplitSetKilledAtEveryStepIsCompletedByTheNextCommand() throws {
+        func makeSplits(_ dir: String) {
+            mkdir(dir, 0o755)
+            for no in 0..<3 {
+                var b = GGUFBuilder()
+                b.metadata = [("split.no", .u16(UInt16(no))), ("split.count", .u16(3)), ("split.tensors.count", .i32(6))]
+                if no == 0 { b.metadata.insert(("general.architecture", .string("llama")), at: 0) }
+                b.tensors = (0..<2).map { t in
+                    GGUFTestTensor("blk.\(no).w\(t)", ne: [32, 2], type: 0, data: floatBytes((0..<64).map { Float(no * 100 + t * 10 + $0) * 0.37 - 5 }))
+                }
+                writeFile(dir + "/m-0000\(no + 1)-of-00003.gguf", b.build())
+            }
+            writeFile(dir + "/notes.txt", Array("not part of the model".utf8))
+        }
+        let root = makeTemporaryDirectory()
+        let reference = root + "/reference"
+        makeSplits(reference)
+        XCTAssertEqual(try runCkpt(["convert", reference + "/m-00002-of-00003.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: nil), 0)
+        let expected = try files(reference)
+        let set = try GGUFCheckpoint(path: reference + "/m-00001-of-00003.gguf")
+        XCTAssertEqual(set.tensors.map(\.dtype.name), Array(repeating: "Q8_0", count: 6))
+        XCTAssertEqual(set.splits.map { $0.metadata["split.no"]?.intValue }, [0, 1, 2], "split keys kept")
+        XCTAssertEqual(expected["notes.txt"], Array("not part of the model".utf8))
+        XCTAssertNil(expected[".ckpt-journal.json"])
+
+        var crashes = 0
+        for k in 1...40 {
+            let dir = root + "/k\(k)"
+            makeSplits(dir)
+            let status = try runCkpt(["convert", dir + "/m-00001-of-00003.gguf", "--in-place", "--dtype", "q8_0"], crashAfter: k)
+            if status == 0 {
+                XCTAssertEqual(try files(dir), expected, "k=\(k): finished without a crash")
+                break
+            }
+            XCTAssertEqual(status, 137, "k=\(k)")
+            crashes += 1
+            if try FileSystem.kind(of: dir + "/.ckpt-journal.json") == .file {
+                XCTAssertThrowsError(try GGUFCheckpoint(path: dir + "/m-00003-of-00003.gguf"), "k=\(k)") { e in
+                    XCTAssertTrue("\(e)".contains("in-place rewrite of this checkpoint was interrupted"), "\(e)")
+                }
+            }
+            XCTAssertEqual(try runCkpt(["inspect", dir + "/m-00003-of-00003.gguf", "--json"], crashAfter: nil), 0, "k=\(k)")
+            XCTAssertEqual(try files(dir), expected, "k=\(k): recovered checkpoint differs from an uninterrupted rewrite")
+        }
+        XCTAssertGreaterThanOrEqual(crashes, 12, "every split passes several crash points")
+    }
+
     func testSingleGGUFFileKilledMidRewriteIsUntouched() throws {
         let dir = makeTemporaryDirectory()
         var b = GGUFBuilder()
