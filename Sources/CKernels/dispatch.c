@@ -38,15 +38,32 @@ void ckpt_set_kernel_level(int level) {
     __atomic_store_n(&cached_level, level < best ? level : best, __ATOMIC_RELAXED);
 }
 
-static int cached_vnni = -1;
+// Extensions some kernels take at CKPT_LEVEL_AVX512, detected once.
+static int cached_vnni = -1, cached_bf16 = -1;
 
-int ckpt_cpu_has_avx512vnni(void) {
-    int has = __atomic_load_n(&cached_vnni, __ATOMIC_RELAXED);
+static int cached_extension(int *cache, int (*detect)(void)) {
+    int has = __atomic_load_n(cache, __ATOMIC_RELAXED);
     if (has >= 0) return has;
-    has = 0;
-#if defined(__x86_64__)
-    has = detected_level() == CKPT_LEVEL_AVX512 && __builtin_cpu_supports("avx512vnni");
-#endif
-    __atomic_store_n(&cached_vnni, has, __ATOMIC_RELAXED);
+    has = detected_level() == CKPT_LEVEL_AVX512 && detect();
+    __atomic_store_n(cache, has, __ATOMIC_RELAXED);
     return has;
 }
+
+static int detect_vnni(void) {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+static int detect_bf16(void) {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+int ckpt_cpu_has_avx512vnni(void) { return cached_extension(&cached_vnni, detect_vnni); }
+int ckpt_cpu_has_avx512bf16(void) { return cached_extension(&cached_bf16, detect_bf16); }

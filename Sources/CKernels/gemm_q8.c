@@ -400,11 +400,12 @@ static void gemm_rows_scalar(const int8_t *xq, const float *xs, int64_t nt, cons
 }
 
 #if defined(__x86_64__)
-// Packs rows [r0, r0 + nr) into pw[kp/4][Q8_PANEL][4] (four values of each row side by
-// side; missing rows are zero) and their scales into pws[nb][Q8_PANEL]. Whole groups of
-// eight rows go through 8 × 8 transposes of 4-byte quads.
+// Packs rows [r0, r0 + nr) into pw[kp/4][panel][4] (four values of each row side by side;
+// missing rows are zero) and their scales into pws[nb][panel], for a panel of `panel` rows
+// (a multiple of 8: Q8_PANEL for AVX2, Q8_ZMM_PANEL for VNNI). Whole groups of eight rows
+// go through 8 × 8 transposes of 4-byte quads.
 __attribute__((target("avx2,fma,f16c")))
-static void pack_panel_q8(const int8_t *wq, const float *ws, int64_t r0, int64_t nr, int64_t kp, int8_t *pw, float *pws) {
+static void pack_panel_q8(const int8_t *wq, const float *ws, int64_t r0, int64_t nr, int64_t kp, int panel, int8_t *pw, float *pws) {
     const int64_t nb = kp / QB, quads = kp / 4;
     int r = 0;
     for (; r + 8 <= nr; r += 8) {
@@ -413,20 +414,20 @@ static void pack_panel_q8(const int8_t *wq, const float *ws, int64_t r0, int64_t
             __m256i m[8];
             for (int i = 0; i < 8; i++) m[i] = _mm256_loadu_si256((const __m256i *)(src + i * kp + 4 * g));
             transpose_8x8_epi32(m);
-            for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(pw + ((g + i) * Q8_PANEL + r) * 4), m[i]);
+            for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(pw + ((g + i) * panel + r) * 4), m[i]);
         }
     }
-    for (; r < Q8_PANEL; r++) {
+    for (; r < panel; r++) {
         int32_t *dst = (int32_t *)pw + r;
         if (r < nr) {
             const int8_t *src = wq + (r0 + r) * kp;
-            for (int64_t g = 0; g < quads; g++) { int32_t v; memcpy(&v, src + 4 * g, 4); dst[g * Q8_PANEL] = v; }
+            for (int64_t g = 0; g < quads; g++) { int32_t v; memcpy(&v, src + 4 * g, 4); dst[g * panel] = v; }
         } else {
-            for (int64_t g = 0; g < quads; g++) dst[g * Q8_PANEL] = 0;
+            for (int64_t g = 0; g < quads; g++) dst[g * panel] = 0;
         }
     }
-    for (r = 0; r < Q8_PANEL; r++)
-        for (int64_t b = 0; b < nb; b++) pws[b * Q8_PANEL + r] = r < nr ? ws[(r0 + r) * nb + b] : 0;
+    for (r = 0; r < panel; r++)
+        for (int64_t b = 0; b < nb; b++) pws[b * panel + r] = r < nr ? ws[(r0 + r) * nb + b] : 0;
 }
 
 // One register tile: Q8_PANEL rows × NT tokens over all nb blocks. acc[t][v] holds block
@@ -563,28 +564,8 @@ VNNI_TARGET
 static void pack_panel_q8_vnni(const int8_t *wq, const float *ws, int64_t r0, int64_t nr, int64_t kp, int8_t *pw,
                                float *pws, int32_t *pcorr) {
     enum { P = Q8_ZMM_PANEL };
-    const int64_t nb = kp / QB, quads = kp / 4;
-    int r = 0;
-    for (; r + 8 <= nr; r += 8) {
-        const int8_t *src = wq + (r0 + r) * kp;
-        for (int64_t g = 0; g < quads; g += 8) {
-            __m256i m[8];
-            for (int i = 0; i < 8; i++) m[i] = _mm256_loadu_si256((const __m256i *)(src + i * kp + 4 * g));
-            transpose_8x8_epi32(m);
-            for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(pw + ((g + i) * P + r) * 4), m[i]);
-        }
-    }
-    for (; r < P; r++) {
-        int32_t *dst = (int32_t *)pw + r;
-        if (r < nr) {
-            const int8_t *src = wq + (r0 + r) * kp;
-            for (int64_t g = 0; g < quads; g++) { int32_t v; memcpy(&v, src + 4 * g, 4); dst[g * P] = v; }
-        } else {
-            for (int64_t g = 0; g < quads; g++) dst[g * P] = 0;
-        }
-    }
-    for (r = 0; r < P; r++)
-        for (int64_t b = 0; b < nb; b++) pws[b * P + r] = r < nr ? ws[(r0 + r) * nb + b] : 0;
+    const int64_t nb = kp / QB;
+    pack_panel_q8(wq, ws, r0, nr, kp, P, pw, pws);
     const __m512i u128 = _mm512_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b++)
         for (int v = 0; v < Q8_ZMM_VECS; v++) {
@@ -740,7 +721,7 @@ static void gemm_q8_task(void *ctx, int64_t task, int thread) {
         const int64_t nb = j->kp / QB;
         int8_t *pw = (int8_t *)(j->packs + (int64_t)thread * j->pack_bytes);
         float *pws = (float *)(pw + Q8_PANEL * j->kp);
-        pack_panel_q8(j->wq, j->ws, r0, nr, j->kp, pw, pws);
+        pack_panel_q8(j->wq, j->ws, r0, nr, j->kp, Q8_PANEL, pw, pws);
         int64_t t = t0;
         for (; t + Q8_TOKENS <= t1; t += Q8_TOKENS)
             tiles[Q8_TOKENS](pw, pws, nb, j->xq + t * j->kp, j->kp, j->xs + t * nb, j->y + t * j->ldy + r0, j->ldy, nr,

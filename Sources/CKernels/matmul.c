@@ -71,8 +71,6 @@ static void panel_scalar(const float *w, int64_t nr, int64_t k, const float *x, 
     }
 }
 
-// The first 64-byte aligned float at or after p (scratch buffers carry 16 floats of slack).
-static inline float *align64(float *p) { return p + ((16 - ((uintptr_t)p / 4) % 16) % 16); }
 
 // A panel of up to 16 rows transposed to [k][16]: 16 rows side by side, two vectors a
 // column. Rows are w[r*ldw + i], or w[i*ldw + r] when `transposed`; missing rows are zero.
@@ -173,11 +171,7 @@ static void packed_avx2(const float *wp, int64_t nr, int64_t k, const float *x, 
             const __m512 wv = _mm512_load_ps(w);                                                               \
             for (int j = 0; j < NT; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[j * ldx + i]), acc[j]); \
         }                                                                                                      \
-        for (int j = 0; j < NT; j++) {                                                                         \
-            __m512 v = acc[j];                                                                                 \
-            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y + j * ldy));                       \
-            _mm512_mask_storeu_ps(y + j * ldy, m, v);                                                          \
-        }                                                                                                      \
+        store_tile512(acc, NT, y, ldy, m, accumulate);                                                         \
     }
 PACKED512(12)
 PACKED512(4)
@@ -186,7 +180,7 @@ PACKED512(1)
 __attribute__((target("avx512f")))
 static void packed_avx512(const float *wp, int64_t nr, int64_t k, const float *x, int64_t ldx,
                           int64_t nt, float *y, int64_t ldy, int add) {
-    const __mmask16 m = nr >= CKPT_PANEL_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m = panel_mask(nr);
     for (int64_t k0 = 0; k0 < k; k0 += KC) {
         const int64_t kc = k - k0 < KC ? k - k0 : KC;
         const float *w = wp + k0 * CKPT_PANEL_ROWS;

@@ -10,6 +10,7 @@
 //
 // The sums differ from the f32 kernel's only in order (pairs first), within f32 rounding.
 #include "CKernels.h"
+#include "simd.h"
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -21,22 +22,7 @@
 // beside 12 tokens' slices of activations.
 #define KP 256
 
-static int cached_bf16 = -1;
-
-static int has_avx512bf16(void) {
-    int has = __atomic_load_n(&cached_bf16, __ATOMIC_RELAXED);
-    if (has >= 0) return has;
-    has = 0;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-          __builtin_cpu_supports("avx512bf16");
-#endif
-    __atomic_store_n(&cached_bf16, has, __ATOMIC_RELAXED);
-    return has;
-}
-
-int ckpt_matmul_bf16_available(void) { return ckpt_kernel_level() >= CKPT_LEVEL_AVX512 && has_avx512bf16(); }
+int ckpt_matmul_bf16_available(void) { return ckpt_kernel_level() >= CKPT_LEVEL_AVX512 && ckpt_cpu_has_avx512bf16(); }
 
 #if defined(__x86_64__)
 
@@ -94,11 +80,7 @@ static void pack_pairs(const uint8_t *w, size_t row_bytes, int64_t nr, int64_t k
             for (int j = 0; j < NT; j++)                                                                           \
                 acc[j] = _mm512_dpbf16_ps(acc[j], wv, (__m512bh)_mm512_set1_epi32((int)x[j * ldx + p]));          \
         }                                                                                                          \
-        for (int j = 0; j < NT; j++) {                                                                             \
-            __m512 v = acc[j];                                                                                     \
-            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y + j * ldy));                           \
-            _mm512_mask_storeu_ps(y + j * ldy, m, v);                                                              \
-        }                                                                                                          \
+        store_tile512(acc, NT, y, ldy, m, accumulate);                                                             \
     }
 BF16_TILE(12)
 BF16_TILE(4)
@@ -115,8 +97,6 @@ typedef struct {
     float *scratch;
 } bf16_job;
 
-static inline float *align64(float *p) { return p + ((16 - ((uintptr_t)p / 4) % 16) % 16); }
-
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void bf16_task(void *ctx, int64_t task, int thread) {
     const bf16_job *j = ctx;
@@ -124,7 +104,7 @@ static void bf16_task(void *ctx, int64_t task, int thread) {
     const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
     uint32_t *packed = (uint32_t *)align64(j->scratch + (int64_t)thread * ckpt_matmul_scratch_floats(j->k));
     pack_pairs(j->w + (size_t)r0 * j->row_bytes, j->row_bytes, nr, j->k, packed);
-    const __mmask16 m = nr >= CKPT_PANEL_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m = panel_mask(nr);
     const int64_t pairs = j->k / 2;
     const uint32_t *x = (const uint32_t *)j->xb;
     float *y = j->y + r0;

@@ -1,8 +1,27 @@
-// Small AVX2 helpers shared by the kernels (private to CKernels).
+// Small SIMD helpers shared by the kernels (private to CKernels).
 #ifndef CKPT_SIMD_H
 #define CKPT_SIMD_H
+#include <stdint.h>
+
+// The first 64-byte aligned float at or after p (scratch buffers carry 16 floats of slack).
+static inline float *align64(float *p) { return p + ((16 - ((uintptr_t)p / 4) % 16) % 16); }
+
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+// Lanes of a 16-row panel vector that hold one of its nr rows.
+static inline __mmask16 panel_mask(int64_t nr) { return nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1); }
+
+// Stores (or, with `accumulate`, adds into) the first rows of n token rows of outputs:
+// acc[j] goes to y + j·ldy, lanes outside `m` untouched. The epilogue of the 16-row tiles.
+__attribute__((target("avx512f")))
+static inline void store_tile512(const __m512 *acc, int n, float *y, int64_t ldy, __mmask16 m, int accumulate) {
+    for (int j = 0; j < n; j++) {
+        __m512 v = acc[j];
+        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y + j * ldy));
+        _mm512_mask_storeu_ps(y + j * ldy, m, v);
+    }
+}
 
 // Horizontal sum and maximum of eight floats.
 __attribute__((target("avx2,fma")))

@@ -215,9 +215,9 @@ final class Int8GemmTests: XCTestCase {
         }
     }
 
-    /// The AVX-512 VNNI path (64-row panels, biased activations, vpdpbusd) against the AVX2
+    /// The AVX-512 VNNI path (32-row panels, biased activations, vpdpbusd) against the AVX2
     /// and scalar paths, bit for bit, on shapes that are awkward for it: k not a multiple of
-    /// 32, rows not a multiple of its 64-row panel (nor of 16, the rows per vector), 1 to 5
+    /// 32, rows not a multiple of its 32-row panel (nor of 16, the rows per vector), 1 to 5
     /// tokens (partial register tiles), large k, a strided output whose gaps stay untouched,
     /// overwriting then accumulating, on one and two threads; blocks whose values are all
     /// ±127 or 0 take the biased activations to both ends of the unsigned range. Also the

@@ -20,6 +20,8 @@ void ckpt_set_kernel_level(int level);
 /// 1 when the CPU has AVX-512 (the CKPT_LEVEL_AVX512 set) and AVX-512 VNNI, whatever the
 /// level in use: kernels with a VNNI path take it at CKPT_LEVEL_AVX512 only when this is 1.
 int ckpt_cpu_has_avx512vnni(void);
+/// The same for AVX-512 BF16 (vdpbf16ps), taken by ckpt_matmul_bf16.
+int ckpt_cpu_has_avx512bf16(void);
 
 // ---- scalar conversions -------------------------------------------------------
 float ckpt_f16_to_f32(uint16_t h);
