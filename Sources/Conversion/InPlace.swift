@@ -97,38 +97,26 @@ public enum InPlaceRewrite {
             }
             return try convertFile(source, output: path, dtype: dtype)
         case .directory:
-            if try FileSystem.kind(of: FileSystem.join(path, journalName)) == .file {
-                _ = try recoverIfNeeded(path: path, log: log)
+            return try rewriteUnderJournal(in: path, dtype: dtype, log: log) {
+                let source = try SafetensorsCheckpoint(directory: path)
+                return (source.files, source.indexPath.map(FileSystem.baseName))
             }
-            let lock = try DirectoryLock(path)
-            guard lock.acquired else {
-                throw CheckpointError.inconsistentSet(path: path, reason: "another ckpt process is rewriting this checkpoint")
-            }
-            defer { lock.release() }
-            let source = try SafetensorsCheckpoint(directory: path)
-            let names = source.files.map { FileSystem.baseName($0.path) }
-            // Plan every shard before the journal exists: an error that would recur (a
-            // dtype the format cannot hold, a tensor without a decoder) must leave the
-            // checkpoint untouched, not locked behind a journal that cannot complete.
-            for f in source.files {
-                _ = try makeConverter(SafetensorsCheckpoint(file: f), output: f.path, dtype: dtype)
-            }
-            var journal = Journal(dtype: dtype, files: names.map { Journal.File(name: $0, state: .old) },
-                                  index: source.indexPath.map(FileSystem.baseName))
-            try write(journal, in: path)
-            CrashPoint.hit("journal created")
-            return try complete(&journal, in: path, log: log)
         }
     }
 
-    /// A GGUF split set, split by split under the same journal as a shard directory (in the
-    /// splits' directory; each split keeps its `split.*` keys), so that a crash leaves every
-    /// split old or new and the next command finishes the set.
+    /// A GGUF split set (its splits all lie in one directory, as GGUFCheckpoint finds them),
+    /// split by split under the same journal as a shard directory; each split keeps its
+    /// `split.*` keys.
     private static func rewriteSplitSet(_ source: any Checkpoint, dtype: String, log: (String) -> Void) throws -> ConversionSummary {
-        let dir = FileSystem.directoryName(source.files[0].path)
-        guard source.files.allSatisfy({ FileSystem.directoryName($0.path) == dir }) else {
-            throw CheckpointError.unsupported(path: source.path, reason: "the splits are not in one directory")
-        }
+        try rewriteUnderJournal(in: FileSystem.directoryName(source.files[0].path), dtype: dtype, log: log) { (source.files, nil) }
+    }
+
+    /// Rewrites the files of one checkpoint in `dir` one by one under a journal, so that a
+    /// crash leaves every file old or new and the next command finishes the set: finishes
+    /// an earlier interrupted rewrite there first, then takes the directory's lock and lists
+    /// the files (and the index) with `files`.
+    private static func rewriteUnderJournal(in dir: String, dtype: String, log: (String) -> Void,
+                                            files: () throws -> ([MappedFile], String?)) throws -> ConversionSummary {
         if try FileSystem.kind(of: FileSystem.join(dir, journalName)) == .file {
             _ = try recoverIfNeeded(path: dir, log: log)
         }
@@ -137,14 +125,22 @@ public enum InPlaceRewrite {
             throw CheckpointError.inconsistentSet(path: dir, reason: "another ckpt process is rewriting this checkpoint")
         }
         defer { lock.release() }
-        for f in source.files {
-            removeStaleStaging(for: f.path)
-            _ = try makeConverter(GGUFCheckpoint(singleFile: f), output: f.path, dtype: dtype)
+        let (members, index) = try files()
+        // Plan every file before the journal exists: an error that would recur (a dtype the
+        // format cannot hold, a tensor without a decoder) must leave the checkpoint
+        // untouched, not locked behind a journal that cannot complete.
+        for f in members {
+            _ = try makeConverter(memberCheckpoint(f), output: f.path, dtype: dtype)
         }
-        var journal = Journal(dtype: dtype, files: source.files.map { Journal.File(name: FileSystem.baseName($0.path), state: .old) }, index: nil)
+        var journal = Journal(dtype: dtype, files: members.map { Journal.File(name: FileSystem.baseName($0.path), state: .old) }, index: index)
         try write(journal, in: dir)
         CrashPoint.hit("journal created")
         return try complete(&journal, in: dir, log: log)
+    }
+
+    /// One file of a set on its own: a safetensors shard, or a GGUF split with its own keys.
+    private static func memberCheckpoint(_ file: MappedFile) throws -> any Checkpoint {
+        file.path.hasSuffix(".gguf") ? try GGUFCheckpoint(singleFile: file) : try SafetensorsCheckpoint(file: file)
     }
 
     /// Finishes an interrupted in-place rewrite of `path` (a checkpoint directory, or a
@@ -210,8 +206,7 @@ public enum InPlaceRewrite {
                 journal.files[i].state = .old
             }
             removeStaleStaging(for: filePath)
-            let mapped = try MappedFile(path: filePath)
-            let source: any Checkpoint = name.hasSuffix(".gguf") ? try GGUFCheckpoint(singleFile: mapped) : try SafetensorsCheckpoint(file: mapped)
+            let source = try memberCheckpoint(MappedFile(path: filePath))
             let s = try convertFile(source, output: filePath, dtype: journal.dtype) { writer in
                 journal.files[i].state = .staged
                 journal.files[i].digest = try headerDigest(writer.stagedPath)

@@ -235,8 +235,8 @@ enum PruneCommand {
         return results[0].0.target
     }
 
-    /// What an in-place prune replaces: the model file, or the whole shard directory it
-    /// belongs to (a directory, its index, or one of its shards). The new set is staged
+    /// What an in-place prune replaces: the model file, or the whole shard directory (given
+    /// as the directory or its index). The new set is staged
     /// beside the directory and swapped in with one atomic rename (RENAME_EXCHANGE), so a
     /// crash leaves the old set or the new one; the next ckpt command clears the staging.
     /// The swap carries the shards, the index and the directory's plain files (config,
@@ -248,13 +248,8 @@ enum PruneCommand {
         case .directory:
             directory = path
         case .file:
-            let parent = FileSystem.directoryName(path)
-            if path.hasSuffix(".index.json") {
-                directory = parent
-            } else if path.hasSuffix(".safetensors"),
-                      try FileSystem.list(directory: parent).contains(where: { $0.hasSuffix(".safetensors.index.json") }) {
-                directory = parent
-            }
+            // (One shard of a set given alone never gets here: it lacks the model's other tensors.)
+            if path.hasSuffix(".index.json") { directory = FileSystem.directoryName(path) }
         default:
             throw CheckpointError.notFound(path: path)
         }

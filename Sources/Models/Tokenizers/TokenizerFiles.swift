@@ -182,12 +182,7 @@ public struct TokenizerFiles: Sendable, Equatable {
     /// merged, ▁ for spaces and in front (Metaspace, not splitting: llama.cpp's Viterbi runs
     /// over the whole text), and the Viterbi segmentation over the pieces' scores.
     private func unigramJSON() -> [UInt8] {
-        var w = JSONWriter()
-        w.beginObject()
-        w.string("1.0", key: "version")
-        w.null(key: "truncation")
-        w.null(key: "padding")
-        addedTokens(&w)
+        var w = beginTokenizerJSON()
         let merge = removeExtraWhitespaces ?? true
         var normalizers: [String] = []
         if !precompiledCharsmap.isEmpty {
@@ -239,6 +234,18 @@ public struct TokenizerFiles: Sendable, Equatable {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// A tokenizer.json object opened with what every kind writes first: version, no
+    /// truncation or padding, and the added tokens.
+    private func beginTokenizerJSON() -> JSONWriter {
+        var w = JSONWriter()
+        w.beginObject()
+        w.string("1.0", key: "version")
+        w.null(key: "truncation")
+        w.null(key: "padding")
+        addedTokens(&w)
+        return w
+    }
+
     /// Added tokens: control, unknown and user-defined entries, matched before the model.
     private func addedTokens(_ w: inout JSONWriter) {
         w.beginArray(key: "added_tokens")
@@ -276,12 +283,7 @@ public struct TokenizerFiles: Sendable, Equatable {
     /// front when `add_space_prefix`), BPE over the pieces with the derived merges, byte
     /// fallback for characters no piece covers.
     private func sentencePieceJSON() -> [UInt8] {
-        var w = JSONWriter()
-        w.beginObject()
-        w.string("1.0", key: "version")
-        w.null(key: "truncation")
-        w.null(key: "padding")
-        addedTokens(&w)
+        var w = beginTokenizerJSON()
         let replace = "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\u{2581}\"}"
         if addSpacePrefix ?? true {
             w.raw("{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\u{2581}\"}," + replace + "]}", key: "normalizer")
@@ -320,12 +322,7 @@ public struct TokenizerFiles: Sendable, Equatable {
 
     private func byteLevelJSON() -> [UInt8] {
 
-        var w = JSONWriter()
-        w.beginObject()
-        w.string("1.0", key: "version")
-        w.null(key: "truncation")
-        w.null(key: "padding")
-        addedTokens(&w)
+        var w = beginTokenizerJSON()
         w.null(key: "normalizer")
         w.raw(Self.preTokenizers[pre]!, key: "pre_tokenizer")
         let byteLevelPost = #"{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,"use_regex":true}"#
