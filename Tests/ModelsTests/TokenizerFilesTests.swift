@@ -16,6 +16,31 @@ final class TokenizerFilesTests: XCTestCase {
         return try XCTUnwrap(try TokenizerFiles(hfDirectory: dir))
     }
 
+    /// SentencePiece tokenizer.json files llama.cpp has no equivalent for are refused by
+    /// name (convert then warns and writes no tokenizer), and the Metaspace forms it has are
+    /// read as the prefix setting they mean.
+    func testSentencePieceTokenizerJSONForms() throws {
+        func read(pre: String, normalizer: String = "null") throws -> TokenizerFiles? {
+            let dir = makeTemporaryDirectory()
+            let json = #"{"model": {"type": "BPE", "byte_fallback": true, "vocab": {"<unk>": 0, "▁a": 1, "a": 2}, "merges": []}, "normalizer": "#
+                + normalizer + #", "pre_tokenizer": "# + pre + "}"
+            writeFile(dir + "/tokenizer.json", Array(json.utf8))
+            return try TokenizerFiles(hfDirectory: dir)
+        }
+        let replace = #"{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}"#
+        for (pre, normalizer, message) in [(#"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}"#, "null", "splits the text"),
+                                           (#"{"type": "Whitespace"}"#, replace, "'Whitespace' pre-tokenizer")] {
+            XCTAssertThrowsError(try read(pre: pre, normalizer: normalizer)) { e in
+                XCTAssertTrue(e is TokenizerFiles.Unsupported && "\(e)".contains(message), "\(e)")
+            }
+        }
+        let first = try XCTUnwrap(try read(pre: #"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}"#))
+        XCTAssertEqual(first.model, .spm)
+        XCTAssertEqual(first.addSpacePrefix, true)
+        let never = try XCTUnwrap(try read(pre: #"{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never", "split": false}"#))
+        XCTAssertEqual(never.addSpacePrefix, false)
+    }
+
     func testRoundTripThroughTokenizerJSON() throws {
         for pre in ["gpt2", "smollm", "llama-bpe", "qwen2"] {
             for addBOS: Bool? in [true, false, nil] {
