@@ -12,27 +12,29 @@ extension DecoderSpec {
     /// The fields every family reads the same way. Missing sizes are errors naming the key.
     static func common(_ c: ModelConfig, architecture: String, format: CheckpointFormat,
                        ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
-        func need(_ v: Int?, _ key: String) throws -> Int {
-            guard let v, v > 0 else {
-                throw CheckpointError.badMetadata(path: path, key: key, reason: "missing or not a positive integer; the engine needs it")
-            }
-            return v
-        }
-        let layers = try need(c.numHiddenLayers, format == .gguf ? "\(architecture).block_count" : "num_hidden_layers")
-        let hidden = try need(c.hiddenSize, format == .gguf ? "\(architecture).embedding_length" : "hidden_size")
-        let heads = try need(c.numAttentionHeads, format == .gguf ? "\(architecture).attention.head_count" : "num_attention_heads")
-        let kvHeads = c.numKeyValueHeads ?? heads
-        let ffn = try need(c.intermediateSize, format == .gguf ? "\(architecture).feed_forward_length" : "intermediate_size")
-        let vocab = try need(c.vocabSize, "vocab_size")
-        let headDim = c.headDim ?? hidden / heads
-        guard kvHeads > 0, heads % kvHeads == 0 else {
-            throw CheckpointError.badMetadata(path: path, key: "num_key_value_heads",
+        // Every value is range-checked before anything is sized or narrowed from it: a
+        // config is user input, and a trap on it would be a crash, not an error.
+        let check = ConfigCheck(path: path, format: format, architecture: architecture)
+        let layers = try check.count(c.numHiddenLayers, "num_hidden_layers", "block_count", max: ConfigCheck.maxLayers)
+        let hidden = try check.count(c.hiddenSize, "hidden_size", "embedding_length", max: ConfigCheck.maxWidth)
+        let heads = try check.count(c.numAttentionHeads, "num_attention_heads", "attention.head_count", max: ConfigCheck.maxHeads)
+        let kvHeads = try check.count(c.numKeyValueHeads ?? heads, "num_key_value_heads", "attention.head_count_kv", max: ConfigCheck.maxHeads)
+        let ffn = try check.count(c.intermediateSize, "intermediate_size", "feed_forward_length", max: ConfigCheck.maxWidth)
+        let vocab = try check.count(c.vocabSize, "vocab_size", "vocab_size", max: ConfigCheck.maxVocab)
+        let headDim = try check.count(c.headDim ?? hidden / heads, "head_dim", "attention.key_length", max: ConfigCheck.maxHeadDim)
+        guard heads % kvHeads == 0 else {
+            throw CheckpointError.badMetadata(path: path, key: check.key("num_key_value_heads", "attention.head_count_kv"),
                                               reason: "\(kvHeads) KV heads do not divide \(heads) attention heads")
         }
-        let ropeDims = c.ropeDimensionCount ?? headDim
-        guard ropeDims > 0, ropeDims % 2 == 0, ropeDims <= headDim else {
-            throw CheckpointError.badMetadata(path: path, key: "rope.dimension_count", reason: "\(ropeDims) rotary dims for heads of \(headDim)")
+        let ropeDims = try check.count(c.ropeDimensionCount ?? headDim, "rope_dimension_count", "rope.dimension_count", max: headDim)
+        guard ropeDims % 2 == 0 else {
+            throw CheckpointError.badMetadata(path: path, key: check.key("rope_dimension_count", "rope.dimension_count"),
+                                              reason: "\(ropeDims) rotary dims: RoPE rotates pairs, so it must be even")
         }
+        let contextLength = try check.count(c.maxPositionEmbeddings ?? 2048, "max_position_embeddings", "context_length", max: Int(Int32.max))
+        let normEps = try check.real(c.rmsNormEps ?? 1e-6, "rms_norm_eps", "attention.layer_norm_rms_epsilon", in: 0...1)
+        _ = try check.real(c.ropeTheta ?? 10000, "rope_theta", "rope.freq_base", in: 1.0000001...1e12)
+        if let s = c.ropeScaling { try check.ropeScaling(s) }
         let theta = c.ropeTheta ?? 10000
         var attentionFactor = 1.0
         let inv: [Double]
@@ -50,7 +52,7 @@ extension DecoderSpec {
         let arch = Architecture.gguf(architecture)
         return DecoderSpec(
             architecture: architecture, layers: layers, hidden: hidden, heads: heads, kvHeads: kvHeads, headDim: headDim,
-            ffn: ffn, vocab: vocab, contextLength: c.maxPositionEmbeddings ?? 2048, normEps: Float(c.rmsNormEps ?? 1e-6),
+            ffn: ffn, vocab: vocab, contextLength: contextLength, normEps: Float(normEps),
             // llama.cpp's converter permutes Q/K rows of LLaMA-family models so RoPE can pair
             // adjacent elements; HF files keep the halves layout.
             ropeDims: ropeDims, ropeNeox: !(format == .gguf && (arch?.permutesQK ?? false)),

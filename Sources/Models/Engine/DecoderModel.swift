@@ -34,6 +34,11 @@ enum ModelFamily {
     static let supported = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"]
 
     static func spec(_ name: String, _ c: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec? {
+        guard let s = try familySpec(name, c, format: format, ropeFactors: ropeFactors, path: path) else { return nil }
+        return try ConfigCheck(path: path, format: format, architecture: name).finish(s, config: c)
+    }
+
+    private static func familySpec(_ name: String, _ c: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec? {
         switch name {
         case "llama": return try Llama.spec(c, format: format, ropeFactors: ropeFactors, path: path)
         case "mistral": return try Mistral.spec(c, format: format, ropeFactors: ropeFactors, path: path)
@@ -96,6 +101,15 @@ public final class DecoderModel: @unchecked Sendable {
         self.config = c
         guard let spec = try ModelFamily.spec(arch.ggufName, c, format: ckpt.format, ropeFactors: ropeFactors, path: path) else {
             throw ModelError.unknownArchitecture(path: path, name: archName)
+        }
+        // A layer count beyond the tensors is refused by name before anything is sized by it.
+        let present = roles.keys.reduce(0) { n, role in
+            if case let .layer(i, _) = role { return max(n, i + 1) }
+            return n
+        }
+        if spec.layers > present {
+            throw CheckpointError.badMetadata(path: path, key: ckpt.format == .gguf ? "\(arch.ggufName).block_count" : "num_hidden_layers",
+                                              reason: "the config says \(spec.layers) layers; the checkpoint holds tensors for \(present)")
         }
         self.spec = spec
         try checkTensors()
