@@ -6,7 +6,7 @@ import Darwin
 
 /// Everything that can go wrong while opening or reading a checkpoint, with enough
 /// context (file, tensor or key, byte offset) for a user to act on it.
-public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible {
+public enum CheckpointError: UserFacingError, Sendable, Equatable {
     /// A system call failed (open, fstat, mmap, read, …).
     case system(path: String, operation: String, errno: Int32)
     /// The path does not exist.
@@ -23,6 +23,10 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
     case unsupported(path: String, reason: String)
     /// A set of files (shards, GGUF splits, index) does not fit together.
     case inconsistentSet(path: String, reason: String)
+    /// The output exists and replacing it was not asked for.
+    case outputExists(path: String)
+    /// The output could not be made: its directory is missing or read-only, a create failed.
+    case cannotCreate(path: String, operation: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -42,6 +46,20 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
             return "\(path): unsupported: \(reason)"
         case let .inconsistentSet(path, reason):
             return "\(path): \(reason)"
+        case let .outputExists(path):
+            return "\(path): the output exists and is left as it is"
+        case let .cannotCreate(path, operation, code):
+            return "\(path): \(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
+        }
+    }
+
+    public var exitCode: ExitCode {
+        switch self {
+        case .notFound: return .noInput
+        case .system: return isMissingInput ? .noInput : .ioError
+        case .unsupported: return .unsupported
+        case .outputExists, .cannotCreate: return .cannotCreate
+        case .unrecognizedFormat, .malformed, .badTensor, .badMetadata, .inconsistentSet: return .dataError
         }
     }
 

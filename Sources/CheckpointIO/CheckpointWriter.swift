@@ -87,11 +87,11 @@ public final class CheckpointWriter {
         }
         destination = dest
         if !overwrite, try FileSystem.kind(of: dest) != .missing {
-            throw CheckpointError.system(path: dest, operation: "create output (it exists; pass --force to replace it)", errno: EEXIST)
+            throw CheckpointError.outputExists(path: dest)
         }
         let parent = FileSystem.directoryName(dest)
         guard try FileSystem.kind(of: parent) == .directory else {
-            throw CheckpointError.system(path: parent, operation: "write output into", errno: ENOENT)
+            throw CheckpointError.cannotCreate(path: parent, operation: "write output into", errno: ENOENT)
         }
         staging = FileSystem.join(parent, ".\(FileSystem.baseName(dest)).ckpt-staging-\(getpid())")
         FileSystem.removeTree(staging)

@@ -6,8 +6,9 @@ import CZstd
 public enum CompressionCodec: String, Sendable, CaseIterable {
     case zstd, lz4
 
-    public struct Failure: Error, CustomStringConvertible, Sendable {
+    public struct Failure: UserFacingError, Sendable {
         public let description: String
+        public var exitCode: ExitCode { .dataError }
     }
 
     /// Compresses `input`; `level` is zstd's level (1…22) or, for lz4, 0 for the fast

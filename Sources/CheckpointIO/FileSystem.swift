@@ -86,7 +86,7 @@ extension FileSystem {
     /// Creates a directory (mode 0755); fails if it exists.
     public static func makeDirectory(_ path: String) throws {
         if mkdir(path, 0o755) != 0 {
-            throw CheckpointError.system(path: path, operation: "mkdir", errno: errno)
+            throw CheckpointError.cannotCreate(path: path, operation: "mkdir", errno: errno)
         }
     }
 
@@ -152,7 +152,7 @@ public final class OutputFile {
     public init(creating path: String) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 { throw CheckpointError.system(path: path, operation: "create", errno: errno) }
+        if fd < 0 { throw CheckpointError.cannotCreate(path: path, operation: "create", errno: errno) }
     }
 
     /// Opens an existing file for writing, to append to or truncate (a resumed build).

@@ -73,10 +73,11 @@ public indirect enum JSONValue: Sendable, Equatable {
 }
 
 /// Why a JSON text was rejected, with the byte offset where parsing stopped.
-public struct JSONError: Error, Sendable, CustomStringConvertible {
+public struct JSONError: UserFacingError, Sendable {
     public let offset: Int
     public let reason: String
     public var description: String { "\(reason) at byte \(offset)" }
+    public var exitCode: ExitCode { .dataError }
 }
 
 /// A strict RFC 8259 parser over borrowed bytes. Duplicate keys in one object are an

@@ -25,7 +25,7 @@ public final class SharedMapping: @unchecked Sendable {
     /// Creates (or truncates) `path` to `size` bytes of zeros and maps it.
     public init(creating path: String, size: Int) throws {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw CheckpointError.system(path: path, operation: "create", errno: errno) }
+        if fd < 0 { throw CheckpointError.cannotCreate(path: path, operation: "create", errno: errno) }
         if ftruncate(fd, off_t(max(size, 1))) != 0 {
             let code = errno
             close(fd)

@@ -278,7 +278,7 @@ public final class Converter {
                 case .I16: name = "I16"
                 case .I32: name = "I32"
                 case .I64: name = "I64"
-                default: throw reject("GGUF has no \(s.rawValue); choose --dtype f32, f16, bf16 or a quantized type")
+                default: throw reject("GGUF has no \(s.rawValue); choose f32, f16, bf16 or a quantized type")
                 }
                 return .gguf(GGMLType.named(name)!)
             }

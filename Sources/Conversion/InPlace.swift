@@ -294,7 +294,7 @@ public enum InPlaceRewrite {
         init(_ dir: String) throws {
             path = FileSystem.join(dir, ".ckpt-journal.lock")
             fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-            if fd < 0 { throw CheckpointError.system(path: path, operation: "create lock", errno: errno) }
+            if fd < 0 { throw CheckpointError.cannotCreate(path: path, operation: "create lock", errno: errno) }
             acquired = flock(fd, LOCK_EX | LOCK_NB) == 0
             if !acquired { Glibc.close(fd); fd = -1 }
         }

@@ -218,7 +218,7 @@ func formatNumber(_ x: Double) -> String {
 }
 
 /// What goes wrong with a cache, said so a user can act on it.
-public enum LogitCacheError: Error, CustomStringConvertible, Sendable, Equatable {
+public enum LogitCacheError: UserFacingError, Sendable, Equatable {
     case malformed(path: String, reason: String)
     case corruptChunk(path: String, chunk: Int, offset: Int, reason: String)
     case incomplete(path: String, reason: String)
@@ -234,6 +234,14 @@ public enum LogitCacheError: Error, CustomStringConvertible, Sendable, Equatable
         case let .mismatch(path, other, reason): return "\(path) does not match \(other): \(reason)"
         case let .badSettings(reason): return reason
         case let .exists(path): return "\(path) already exists and holds a different cache; remove it or choose another output"
+        }
+    }
+
+    public var exitCode: ExitCode {
+        switch self {
+        case .malformed, .corruptChunk, .incomplete, .mismatch: return .dataError
+        case .badSettings: return .usage
+        case .exists: return .cannotCreate
         }
     }
 }

@@ -104,11 +104,11 @@ public enum TeacherPass {
         let model = stream.model, spec = model.spec
         let h = header(model: model, tokenizer: tokenizer, text: text, settings: settings)
         if case let .topK(k, _, _) = h.encoding, k > spec.vocab {
-            throw LogitCacheError.badSettings("--k \(k) is larger than the vocabulary (\(spec.vocab) tokens)")
+            throw LogitCacheError.badSettings("top-\(k) is more ids than the vocabulary has (\(spec.vocab))")
         }
         if text.tokens.isEmpty { throw LogitCacheError.badSettings("the text has no tokens; there is nothing to run the teacher on") }
         if text.length > spec.contextLength {
-            throw LogitCacheError.badSettings("--seq \(text.length) is longer than the teacher's context (\(spec.contextLength))")
+            throw LogitCacheError.badSettings("sequences of \(text.length) tokens are longer than the teacher's context (\(spec.contextLength))")
         }
         let t0 = monotonicSeconds()
         // A finished cache with these settings: nothing to do.

@@ -165,7 +165,7 @@ public struct ImportanceStats: Sendable, Equatable {
 }
 
 /// Errors of importance estimation and of statistics files.
-public enum ImportanceError: Error, CustomStringConvertible, Sendable, Equatable {
+public enum ImportanceError: UserFacingError, Sendable, Equatable {
     case mismatch(reason: String)
     case calibrationTooShort(path: String, tokens: Int, needed: Int, samples: Int, seq: Int)
     case badShard(String)
@@ -175,10 +175,17 @@ public enum ImportanceError: Error, CustomStringConvertible, Sendable, Equatable
         switch self {
         case let .mismatch(reason): return "cannot merge these statistics: \(reason)"
         case let .calibrationTooShort(path, tokens, needed, samples, seq):
-            return "\(path): \(tokens) tokens, fewer than the \(needed) that \(samples) samples of \(seq) need (use fewer --samples or a shorter --seq)"
-        case let .badShard(s): return "--shard takes i/N with 0 ≤ i < N, got '\(s)'"
+            return "\(path): \(tokens) tokens, fewer than the \(needed) that \(samples) samples of \(seq) need (fewer or shorter samples would fit)"
+        case let .badShard(s): return "a shard is i/N with 0 ≤ i < N, got '\(s)'"
         case let .wrongModel(path, expected, found):
             return "\(path): these statistics were measured on another model (identity \(found), this model is \(expected))"
+        }
+    }
+
+    public var exitCode: ExitCode {
+        switch self {
+        case .badShard: return .usage
+        case .mismatch, .calibrationTooShort, .wrongModel: return .dataError
         }
     }
 }

@@ -57,7 +57,7 @@ public struct PrunePlan: Sendable, Equatable {
 }
 
 /// Errors in a pruning request.
-public enum PruneError: Error, CustomStringConvertible, Sendable, Equatable {
+public enum PruneError: UserFacingError, Sendable, Equatable {
     case targetTooLarge(what: String, requested: Int, current: Int)
     case headsNotDivisible(heads: Int, groups: Int)
     case noLayersLeft
@@ -68,16 +68,19 @@ public enum PruneError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         switch self {
         case let .targetTooLarge(what, requested, current):
-            return "--\(what) \(requested) is not smaller than the model's \(current) (pruning only removes)"
+            return "\(what) \(requested) is not smaller than the model's \(current) (pruning only removes)"
         case let .headsNotDivisible(heads, groups):
-            return "--heads \(heads) does not split evenly over the \(groups) KV groups (GQA keeps every KV head and the same number of query heads per group)"
+            return "\(heads) query heads do not split evenly over the \(groups) KV groups (GQA keeps every KV head and the same number of query heads per group)"
         case .noLayersLeft: return "the plan drops every layer"
-        case let .badLayerList(s): return "--drop-layers takes layer numbers and ranges such as 3,20-25, got '\(s)'"
-        case let .needsStatistics(method): return "--method \(method) needs --importance STATS (from ckpt importance)"
+        case let .badLayerList(s): return "a layer list is layer numbers and ranges such as 3,20-25, got '\(s)'"
+        case let .needsStatistics(method): return "the \(method) method needs importance statistics (from ckpt importance)"
         case let .hiddenBlocks(hidden, block, type):
-            return "--hidden \(hidden) is not a multiple of \(block), which \(type) rows need; choose a multiple of \(block) or --dtype f16"
+            return "a hidden size of \(hidden) is not a multiple of \(block), which \(type) rows need; choose a multiple of \(block) or a float type"
         }
     }
+
+    /// Every case is a request the model cannot meet.
+    public var exitCode: ExitCode { .usage }
 }
 
 /// Scores by method, then the plan.
@@ -114,13 +117,13 @@ public enum PrunePlanner {
             throw ImportanceError.wrongModel(path: model.path, expected: model.identity, found: st.modelIdentity)
         }
         let groups = s.kvHeads, perGroup = s.heads / s.kvHeads
-        if let f = target.ffn, f >= s.ffn || f < 1 { throw PruneError.targetTooLarge(what: "ffn", requested: f, current: s.ffn) }
-        if let h = target.hidden, h >= s.hidden || h < 1 { throw PruneError.targetTooLarge(what: "hidden", requested: h, current: s.hidden) }
+        if let f = target.ffn, f >= s.ffn || f < 1 { throw PruneError.targetTooLarge(what: "an FFN width of", requested: f, current: s.ffn) }
+        if let h = target.hidden, h >= s.hidden || h < 1 { throw PruneError.targetTooLarge(what: "a hidden size of", requested: h, current: s.hidden) }
         if let g = target.headsPerGroup, g >= perGroup || g < 1 {
-            throw PruneError.targetTooLarge(what: "heads-per-group", requested: g, current: perGroup)
+            throw PruneError.targetTooLarge(what: "query heads per group:", requested: g, current: perGroup)
         }
         if let l = target.layers, l >= s.layers || l < 1 {
-            throw l < 1 ? PruneError.noLayersLeft : PruneError.targetTooLarge(what: "layers", requested: l, current: s.layers)
+            throw l < 1 ? PruneError.noLayersLeft : PruneError.targetTooLarge(what: "a depth of", requested: l, current: s.layers)
         }
         var rng = SplitMix64(seed: seed)
         let scorer = WeightScores(model: model)

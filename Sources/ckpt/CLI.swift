@@ -5,25 +5,6 @@ import Darwin
 #endif
 import CheckpointIO
 
-/// Exit codes, from BSD sysexits.h so scripts can tell a bad call from bad data.
-enum ExitCode: Int32 {
-    case success = 0
-    /// Something failed that is neither the user's call nor the input (a bug).
-    case failure = 1
-    /// The command line was wrong.
-    case usage = 64
-    /// The input was read and found malformed or inconsistent.
-    case dataError = 65
-    /// The input could not be opened (missing, unreadable).
-    case noInput = 66
-    /// The input is valid but uses something this build does not handle.
-    case unsupported = 69
-    /// The output could not be created (read-only or missing destination directory).
-    case cannotCreate = 73
-    /// An operating-system error while reading or writing.
-    case ioError = 74
-}
-
 /// A wrong command line: printed as `Error: …` plus a pointer to `--help`, exit 64.
 struct UsageError: Error, CustomStringConvertible {
     let message: String

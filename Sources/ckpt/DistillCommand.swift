@@ -101,7 +101,7 @@ enum DistillCommand {
             return d
         }
         if try FileSystem.kind(of: out) != .missing && !args.flag("--force") {
-            throw UsageError(message: "\(out) exists; pass --force to replace it", command: "distill")
+            throw CheckpointError.outputExists(path: out)
         }
 
         let cache = try LogitCacheReader(path: cachePath)

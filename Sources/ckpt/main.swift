@@ -48,6 +48,24 @@ let commands: [(spec: CommandSpec, run: @Sendable (ParsedArguments) throws -> Vo
     return s
 }
 
+/// What the user can type to get past an error, in this command's flags: library
+/// messages speak of settings, never of the CLI's spelling of them.
+func hint(for error: any UserFacingError, command: CommandSpec) -> String {
+    func has(_ flag: String) -> Bool { command.options.contains { $0.name == flag } }
+    switch error {
+    case CheckpointError.outputExists where has("--force"): return "; pass --force to replace it"
+    case is MemoryPlan.Failure: return " (--memory-budget)"
+    case Perplexity.Failure.tooFewTokens, Perplexity.Failure.badContext: return " (--ctx)"
+    case ModelError.contextTooLong where has("--ctx"): return " (--ctx)"
+    case ModelError.contextTooLong where has("--seq"): return " (--seq)"
+    case ImportanceError.calibrationTooShort: return " (--samples, --seq)"
+    case PruneError.needsStatistics: return " (--importance STATS)"
+    case PruneError.badLayerList: return " (--drop-layers)"
+    case PruneError.headsNotDivisible: return " (--heads)"
+    default: return ""
+    }
+}
+
 func fail(_ message: String, code: ExitCode) -> Never {
     Console.err("Error: \(message)\n")
     exit(code.rawValue)
@@ -95,43 +113,8 @@ func fail(_ message: String, code: ExitCode) -> Never {
     } catch let e as UsageError {
         Console.err("Error: \(e.message)\nSee 'ckpt \(e.command ?? "") --help'.\n")
         exit(ExitCode.usage.rawValue)
-    } catch let e as CheckpointError {
-        let code: ExitCode
-        switch e {
-        case .notFound: code = .noInput
-        case let .system(_, operation, _) where operation.hasPrefix("create") || operation.hasPrefix("mkdir") || operation.hasPrefix("write output"):
-            code = operation.contains("it exists") ? .ioError : .cannotCreate
-        case .system: code = e.isMissingInput ? .noInput : .ioError
-        case .unsupported: code = .unsupported
-        default: code = .dataError
-        }
-        fail(e.description, code: code)
-    } catch let e as ModelError {
-        switch e {
-        case .unknownArchitecture, .unsupportedTensorType: fail(e.description, code: .unsupported)
-        default: fail(e.description, code: .dataError)
-        }
-    } catch let e as ImportanceError {
-        switch e {
-        case .badShard: fail(e.description, code: .usage)
-        default: fail(e.description, code: .dataError)
-        }
-    } catch let e as PruneError {
-        fail(e.description, code: .usage)
-    } catch let e as LogitCacheError {
-        switch e {
-        case .badSettings: fail(e.description, code: .usage)
-        case .exists: fail(e.description, code: .cannotCreate)
-        default: fail(e.description, code: .dataError)
-        }
-    } catch let e as Distiller.Failure {
-        fail(e.description, code: .dataError)
-    } catch let e as TrainableDecoder.Failure {
-        fail(e.description, code: .unsupported)
-    } catch let e as CompressionCodec.Failure {
-        fail(e.description, code: .dataError)
-    } catch let e as Perplexity.Failure {
-        fail(e.description, code: .dataError)
+    } catch let e as any UserFacingError {
+        fail(e.description + hint(for: e, command: command.spec), code: e.exitCode)
     } catch {
         fail("\(error)", code: .failure)
     }

@@ -16,8 +16,8 @@ final class ConvertCLITests: XCTestCase {
         XCTAssertTrue(try FileSystem.list(directory: dir + "/hf").contains("tokenizer.json"))
 
         let again = try runCkpt(["convert", smolLM2Path, dir + "/hf"])
-        XCTAssertEqual(again.status, 74)
-        XCTAssertTrue(again.stderr.contains("Error: \(dir)/hf: create output (it exists; pass --force to replace it)"), again.stderr)
+        XCTAssertEqual(again.status, 73)
+        XCTAssertTrue(again.stderr.contains("Error: \(dir)/hf: the output exists and is left as it is; pass --force to replace it"), again.stderr)
         let forced = try runCkpt(["convert", smolLM2Path, dir + "/hf", "--dtype", "f16", "--force"])
         XCTAssertEqual(forced.status, 0, forced.stderr)
         XCTAssertEqual(try openCheckpoint(path: dir + "/hf").tensors.first?.dtype.name, "F16")

@@ -80,7 +80,7 @@ final class LogitsCLITests: XCTestCase {
 
         let k = try runCkpt(["logits", "build", "--model", model, "--file", text, "--encoding", "topk", "--k", "300", "-o", dir + "/k.cache"])
         XCTAssertEqual(k.status, 64)
-        XCTAssertTrue(k.stderr.contains("larger than the vocabulary (256 tokens)"), k.stderr)
+        XCTAssertTrue(k.stderr.contains("top-300 is more ids than the vocabulary has (256)"), k.stderr)
         writeFile(dir + "/empty.txt", [])
         let e = try runCkpt(["logits", "build", "--model", model, "--file", dir + "/empty.txt", "-o", dir + "/e.cache"])
         XCTAssertEqual(e.status, 65)

@@ -61,7 +61,7 @@ final class PruneCLITests: XCTestCase {
 
         let bad: [([String], String)] = [
             (["--ffn", "128"], "not smaller"),
-            (["--heads", "3"], "does not split evenly"),
+            (["--heads", "3"], "do not split evenly"),
             (["--drop-layers", "0-1"], "every layer"),
             (["--drop-layers", "7"], "--drop-layers"),
             (["--hidden", "0", "--method", "random"], "not smaller"),

@@ -89,7 +89,8 @@ final class WriterTests: XCTestCase {
         let out = dir + "/x.gguf"
         writeFile(out, Array("old".utf8))
         XCTAssertThrowsError(try CheckpointWriter(layout: .gguf(path: out, metadata: []), tensors: [])) { e in
-            XCTAssertTrue("\(e)".contains("it exists; pass --force"), "\(e)")
+            XCTAssertEqual(e as? CheckpointError, .outputExists(path: out))
+            XCTAssertEqual((e as? CheckpointError)?.exitCode, .cannotCreate)
         }
         let w = try CheckpointWriter(layout: .gguf(path: out, metadata: [MetadataEntry(key: "general.architecture", value: .string("llama"))]),
                                      tensors: [plan("a", .gguf(.named("F32")!), [1])], overwrite: true)

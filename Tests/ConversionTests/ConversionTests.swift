@@ -150,7 +150,7 @@ final class ConversionTests: XCTestCase {
         XCTAssertEqual(try FileSystem.list(directory: dir), ["bad.gguf"], "nothing written")
         writeFile(dir + "/exists", [1])
         XCTAssertThrowsError(try convert(smolLM2Path, dir + "/exists", to: .safetensors)) { e in
-            XCTAssertTrue("\(e)".contains("--force"), "\(e)")
+            XCTAssertEqual(e as? CheckpointError, .outputExists(path: dir + "/exists"))
         }
     }
 }

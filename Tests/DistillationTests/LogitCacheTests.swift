@@ -308,7 +308,7 @@ final class LogitCacheTests: XCTestCase {
         let s = try setup()
         let dir = makeTemporaryDirectory()
         XCTAssertThrowsError(try build(s, settings(.topK(k: 257)), to: dir + "/k.cache")) {
-            XCTAssertTrue("\($0)".contains("larger than the vocabulary"), "\($0)")
+            XCTAssertEqual($0 as? LogitCacheError, .badSettings("top-257 is more ids than the vocabulary has (256)"))
         }
         let empty = Setup(model: s.model, tokenizer: s.tokenizer, text: TeacherText(tokens: [], length: 24, bos: 1, identity: "0"))
         XCTAssertThrowsError(try build(empty, settings(.topK(k: 4)), to: dir + "/e.cache")) {

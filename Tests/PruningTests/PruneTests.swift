@@ -105,7 +105,7 @@ final class PruneTests: XCTestCase {
         }
         XCTAssertEqual(plan.keptLayers.count, 1)
         XCTAssertThrowsError(try PrunePlanner.plan(model: model, target: PruneTarget(ffn: 128), method: .random, stats: nil)) { e in
-            XCTAssertEqual(e as? PruneError, .targetTooLarge(what: "ffn", requested: 128, current: 128))
+            XCTAssertEqual(e as? PruneError, .targetTooLarge(what: "an FFN width of", requested: 128, current: 128))
         }
         XCTAssertThrowsError(try PrunePlanner.plan(model: model, target: PruneTarget(ffn: 64), method: .activation, stats: nil)) { e in
             XCTAssertEqual(e as? PruneError, .needsStatistics(method: "activation"))

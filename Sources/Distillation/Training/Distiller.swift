@@ -53,9 +53,10 @@ public final class Distiller {
         public var seconds: Double
     }
 
-    public enum Failure: Error, CustomStringConvertible, Sendable {
+    public enum Failure: UserFacingError, Sendable {
         case mismatch(String)
         case emptyCache(String)
+        public var exitCode: ExitCode { .dataError }
         public var description: String {
             switch self {
             case let .mismatch(s): return s
@@ -100,7 +101,7 @@ public final class Distiller {
         self.settings = settings
         optimizer = try AdamW(parameters: student.parameterCount, slots: student.slots, eightBit: settings.eightBitState, residence: stateResidence)
         if let h = settings.hidden {
-            guard let teacher else { throw Failure.mismatch("the hidden-state loss needs the teacher (--teacher)") }
+            guard let teacher else { throw Failure.mismatch("the hidden-state loss needs the teacher model") }
             if teacher.identity != cache.header.teacherIdentity {
                 throw Failure.mismatch("\(teacher.checkpoint.path) is not the teacher the cache was built from (\(teacher.identity), the cache's \(cache.header.teacherIdentity))")
             }

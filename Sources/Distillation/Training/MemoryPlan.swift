@@ -1,3 +1,4 @@
+import CheckpointIO
 import CKernels
 import Models
 import TensorMath
@@ -13,14 +14,16 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
     public var parts: [(name: String, bytes: Int)]
     public var total: Int { parts.reduce(0) { $0 + $1.bytes } }
 
-    public enum Failure: Error, CustomStringConvertible, Sendable {
+    public enum Failure: UserFacingError, Sendable {
         case budgetTooSmall(budget: Int, minimum: Int, parts: [(name: String, bytes: Int)])
+        /// The budget is the caller's request, and it cannot be met.
+        public var exitCode: ExitCode { .usage }
         public var description: String {
             switch self {
             case let .budgetTooSmall(budget, minimum, parts):
                 return "a memory budget of \(mib(budget)) cannot hold one layer's training state and one sequence's activations: "
                     + "at least \(mib(minimum)) is needed (\(parts.map { "\($0.name) \(mib($0.bytes))" }.joined(separator: ", "))). "
-                    + "Raise --memory-budget, or shorten the sequences"
+                    + "Raise the budget, or shorten the sequences"
             }
         }
     }

@@ -30,8 +30,9 @@ public final class TrainableDecoder {
         }
     }
 
-    public enum Failure: Error, CustomStringConvertible, Sendable {
+    public enum Failure: UserFacingError, Sendable {
         case unsupported(String)
+        public var exitCode: ExitCode { .unsupported }
         public var description: String {
             switch self {
             case let .unsupported(why): return "distillation does not handle this student yet: \(why)"

@@ -2,7 +2,7 @@ import CheckpointIO
 import TensorMath
 
 /// Engine-side errors about a model, as opposed to errors in its files.
-public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
+public enum ModelError: UserFacingError, Sendable, Equatable {
     case unknownArchitecture(path: String, name: String)
     case missingTensors(path: String, names: [String])
     case unsupportedTensorType(path: String, tensor: String, type: String)
@@ -25,6 +25,14 @@ public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
             return "token id \(id) is outside the vocabulary (0..<\(vocab))"
         case let .contextTooLong(tokens, context):
             return "a sequence of \(tokens) tokens is longer than the model's context of \(context)"
+        }
+    }
+
+    public var exitCode: ExitCode {
+        switch self {
+        case .unknownArchitecture, .unsupportedTensorType: return .unsupported
+        case .missingTensors, .badShape, .tokenOutOfVocabulary: return .dataError
+        case .contextTooLong: return .usage
         }
     }
 }
@@ -107,7 +115,7 @@ public final class DecoderModel: @unchecked Sendable {
             if case let .layer(i, _) = role { return max(n, i + 1) }
             return n
         }
-        if spec.layers > present {
+        if present > 0, spec.layers > present {
             throw CheckpointError.badMetadata(path: path, key: ckpt.format == .gguf ? "\(arch.ggufName).block_count" : "num_hidden_layers",
                                               reason: "the config says \(spec.layers) layers; the checkpoint holds tensors for \(present)")
         }

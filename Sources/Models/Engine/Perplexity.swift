@@ -26,16 +26,23 @@ public enum Perplexity {
         public var runningPPL: [Double]
     }
 
-    public enum Failure: Error, CustomStringConvertible, Sendable {
+    public enum Failure: UserFacingError, Sendable {
         case tooFewTokens(have: Int, ctx: Int)
         case badContext(ctx: Int)
 
         public var description: String {
             switch self {
             case let .tooFewTokens(have, ctx):
-                return "the text has \(have) tokens, fewer than one chunk of \(ctx) (use a longer file or a smaller --ctx)"
+                return "the text has \(have) tokens, fewer than one chunk of \(ctx) (a longer text or a shorter context would do)"
             case let .badContext(ctx):
-                return "--ctx \(ctx) is too small: a chunk needs at least 4 tokens"
+                return "a context of \(ctx) tokens is too small: a chunk needs at least 4"
+            }
+        }
+
+        public var exitCode: ExitCode {
+            switch self {
+            case .tooFewTokens: return .dataError
+            case .badContext: return .usage
             }
         }
     }

@@ -48,8 +48,9 @@ public struct TokenizerFiles: Sendable, Equatable {
     /// `tokenizer.ggml.precompiled_charsmap`: SentencePiece's normalizer (`t5` only).
     public var precompiledCharsmap: [UInt8]
 
-    public struct Unsupported: Error, CustomStringConvertible, Sendable {
+    public struct Unsupported: UserFacingError, Sendable {
         public let description: String
+        public var exitCode: ExitCode { .unsupported }
     }
 
     /// The pre-tokenizers llama.cpp names, as `tokenizers` spells them. The regexes are
