@@ -176,8 +176,8 @@ enum DistillCommand {
         }
         let plan = try MemoryPlan.choose(budget: budget, spec: model.spec, slots: try TrainableDecoder.slots(of: model),
                                          tokens: cache.header.sequenceLength, logitRows: 64, eightBitState: eightBitState,
-                                         baseline: ProcessMemory.resident ?? 0, chunkBytes: cacheDataBytes(cache.header, batch: batch),
-                                         extra: teacher.map { [("live teacher", teacherRunBytes($0, batch: batch, tokens: cache.header.sequenceLength,
+                                         baseline: ProcessMemory.resident ?? 0, chunkBytes: MemoryPlan.cacheDataBytes(cache.header, batch: batch),
+                                         extra: teacher.map { [("live teacher", MemoryPlan.teacherRunBytes($0, batch: batch, tokens: cache.header.sequenceLength,
                                                                                                   pairs: settings.hidden?.pairs.count ?? 0))] } ?? [],
                                          products: products)
         var residence = StateResidence.memory
@@ -209,65 +209,34 @@ enum DistillCommand {
             if text.tokens.isEmpty { throw CheckpointError.malformed(path: evalFile, reason: "no tokens to score") }
             heldOut = (0..<min(try args.int("--eval-chunks", default: 4, min: 1), text.sequenceCount)).map { text.sequence($0) }
         }
-        let evalEvery = try args.int("--eval-every", default: max(1, total / 10), min: 1)
-        var curve: [(step: Int, loss: Double)] = [], heldCurve: [(step: Int, ppl: Double)] = []
-        func measureHeldOut(_ step: Int) -> Double? {
-            guard !heldOut.isEmpty else { return nil }
-            let ppl = exp(distiller.heldOutLoss(heldOut))
-            heldCurve.append((step, ppl))
-            return ppl
-        }
-        if let p = measureHeldOut(distiller.optimizer.step) { Console.err("ckpt: held-out perplexity at step \(distiller.optimizer.step): \(formatFixed(p, digits: 3))\n") }
-        var log: OutputFile?
-        var logAt = 0
-        if let path = args.value("--log") {
-            if try FileSystem.kind(of: path) != .missing { unlink(path) }
-            let f = try OutputFile(creating: path)
-            let head = Array("step,tokens,kd_loss,ce_loss,lr,grad_norm,skipped,seconds,heldout_ppl,hidden_loss\n".utf8)
-            try head.withUnsafeBytes { try f.write($0, at: 0) }
-            logAt = head.count
-            log = f
-        }
-        let bar = ProgressBar(label: "distill", total: total, totalBytes: 0)
-        let start = monotonicSeconds()
-        var tokens = 0, first: Distiller.StepRecord?, last: Distiller.StepRecord?, skipped = 0
         let startStep = distiller.optimizer.step
-        while distiller.optimizer.step < total {
-            let r = try distiller.step()
-            tokens += r.tokens
-            if first == nil { first = r }
-            last = r
-            if r.skipped {
-                skipped += 1
+        var policy = TrainingRunPolicy()
+        policy.heldOut = heldOut
+        policy.evalEvery = try args.int("--eval-every", default: max(1, total / 10), min: 1)
+        policy.checkpointDirectory = checkpoints
+        policy.logPath = args.value("--log")
+        let bar = ProgressBar(label: "distill", total: total, totalBytes: 0)
+        let run = try distiller.run(policy) { event in
+            switch event {
+            case let .heldOut(step, ppl):
+                if step == startStep { Console.err("ckpt: held-out perplexity at step \(step): \(formatFixed(ppl, digits: 3))\n") }
+            case let .skipped(r):
                 Console.err("\nckpt: step \(r.step): loss or gradients not finite (distillation \(r.distillationLoss), gradient norm \(r.gradientNorm)); step skipped\n")
-                if skipped > 10 && skipped * 2 > r.step - startStep { throw Distiller.Failure.mismatch("more than half of the steps were not finite: lower --lr") }
-                continue
+            case let .step(r, rate):
+                bar.update(done: r.step, bytesDone: 0, force: r.step == total,
+                           detail: "\(Int(rate)) tok/s loss \(formatFixed(ceWeight < 1 ? r.distillationLoss : r.crossEntropy, digits: 4)) lr \(String(format: r.learningRate)) RSS \(formatBytes(currentResidentBytes()))")
             }
-            curve.append((r.step, ceWeight < 1 ? r.distillationLoss : r.crossEntropy))
-            let held = r.step % evalEvery == 0 || r.step == total ? measureHeldOut(r.step) : nil
-            if let f = log {
-                let line = Array("\(r.step),\(r.tokens),\(r.distillationLoss),\(r.crossEntropy),\(r.learningRate),\(r.gradientNorm),\(r.skipped ? 1 : 0),\(r.seconds),\(held.map { "\($0)" } ?? ""),\(settings.hidden == nil ? "" : "\(r.hiddenLoss)")\n".utf8)
-                try line.withUnsafeBytes { try f.write($0, at: logAt) }
-                logAt += line.count
-            }
-            if settings.checkpointEvery > 0 && r.step % settings.checkpointEvery == 0 && r.step < total {
-                try distiller.saveCheckpoint(in: checkpoints)
-            }
-            CrashPoint.hit("distill step \(r.step)")
-            let elapsed = monotonicSeconds() - start
-            bar.update(done: r.step, bytesDone: 0, force: r.step == total,
-                       detail: "\(Int(Double(tokens) / max(elapsed, 1e-9))) tok/s loss \(formatFixed(ceWeight < 1 ? r.distillationLoss : r.crossEntropy, digits: 4)) lr \(String(format: r.learningRate)) RSS \(formatBytes(currentResidentBytes()))")
         }
+        let tokens = run.tokens, first = run.first, last = run.last, skipped = run.skippedSteps
         bar.finish()
         if let plot = args.value("--plot") {
-            try TrainingPlot.drawing(loss: curve, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy", heldOut: heldCurve).write(to: plot)
+            try TrainingPlot.drawing(loss: run.loss, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy",
+                                     heldOut: run.heldOut.map { ($0.step, $0.perplexity) }).write(to: plot)
         }
-        try log?.sync()
-        try log?.close()
         let summary = try StudentWriter.write(student, source: model.checkpoint, to: out, dtype: dtype, overwrite: args.flag("--force"),
                                               metadata: [MetadataEntry(key: "ckpt.distill", value: .string("cache \(cache.header.teacherIdentity) steps \(total) loss \(loss.rawValue)"))])
         if case let .files(live) = residence { FileSystem.removeTree(live) }
-        let seconds = monotonicSeconds() - start
+        let seconds = run.seconds
         if args.flag("--json") {
             var w = JSONWriter()
             w.beginObject()
@@ -282,8 +251,8 @@ enum DistillCommand {
             w.bool(plan.streamState, key: "streamed_state")
             w.bool(plan.recomputeActivations, key: "recomputed_activations")
             w.int(plan.total, key: "planned_bytes")
-            if let h = heldCurve.first { w.double(h.ppl, key: "first_heldout_ppl") }
-            if let h = heldCurve.last { w.double(h.ppl, key: "last_heldout_ppl") }
+            if let h = run.heldOut.first { w.double(h.perplexity, key: "first_heldout_ppl") }
+            if let h = run.heldOut.last { w.double(h.perplexity, key: "last_heldout_ppl") }
             w.double(seconds, key: "seconds")
             w.double(Double(tokens) / max(seconds, 1e-9), key: "tokens_per_s")
             if let peak = peakResidentBytes() { w.int(peak, key: "peak_rss_bytes") }
@@ -343,32 +312,10 @@ extension String {
     }
 }
 
-/// Bytes of one decoded cache chunk plus a batch's targets (for memory plans).
-func cacheDataBytes(_ h: LogitCacheHeader, batch: Int) -> Int {
-    let entries: Int
-    switch h.encoding {
-    case let .topK(k, _, _): entries = k
-    case let .sample(draws, _): entries = draws
-    }
-    return (h.sequencesPerChunk + batch) * h.sequenceLength * (24 + 8 * entries)
-}
-
 /// What `ckpt prune` recorded in a checkpoint: the teacher layers and hidden channels kept.
 func pruneRecord(_ checkpoint: any Checkpoint) -> (keptLayers: [Int]?, hiddenChannels: [Int]?)? {
     guard let text = checkpoint.metadata.first(where: { $0.key == "ckpt.prune" || $0.key == "ckpt_prune" })?.value.stringValue,
           let json = try? JSONParser.parse(Array(text.utf8)) else { return nil }
     func ints(_ key: String) -> [Int]? { json[key]?.arrayValue?.compactMap { $0.nonNegativeInt } }
     return (ints("kept_layers"), ints("hidden_kept"))
-}
-
-/// Bytes a live teacher run takes: one layer's weights as stored, a batch's activations,
-/// and the hidden states kept for the loss (for memory plans).
-func teacherRunBytes(_ t: DecoderModel, batch: Int, tokens: Int, pairs: Int) -> Int {
-    let s = t.spec
-    var layer = 0
-    for l in 0..<s.layers {
-        layer = max(layer, LayerTensor.allCases.compactMap { t.tensor(.layer(l, $0))?.byteCount }.reduce(0, +))
-    }
-    let rows = batch * tokens
-    return layer + 4 * rows * (4 * s.hidden + 3 * s.qDim + 2 * s.kvDim + 3 * s.ffn) + 4 * rows * s.hidden * pairs
 }

@@ -86,6 +86,66 @@ final class DistillerTests: XCTestCase {
         XCTAssertLessThan(Double(bytes[1]), 0.26 * Double(bytes[0]))
     }
 
+    /// The run policy in-process: held-out perplexity at the start, every `evalEvery`
+    /// steps and at the end; one CSV line per step; checkpoints at the cadence but not at
+    /// the last step; the tokens counted.
+    func testRunFollowsItsPolicy() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 8))
+        let (_, student) = try damagedStudent()
+        var s = settings(steps: 7)
+        s.checkpointEvery = 3
+        let d = try Distiller(student: student, cache: cache, settings: s)
+        var policy = TrainingRunPolicy()
+        let tokenizer = try Tokenizers.forModel(path: Self.teacherPath)
+        let text = TeacherText(tokens: tokenizer.encode(bytes: try FileSystem.readFile(fixturesPath + "/logits/text.txt"), special: false),
+                               length: 32, bos: nil, identity: "")
+        policy.heldOut = [text.sequence(text.sequenceCount - 1)]
+        policy.evalEvery = 2
+        policy.checkpointDirectory = dir + "/ck"
+        policy.logPath = dir + "/log.csv"
+        try FileSystem.makeDirectory(dir + "/ck")
+        var events: [String] = []
+        let run = try d.run(policy) { e in
+            switch e {
+            case let .heldOut(step, _): events.append("eval \(step)")
+            case let .skipped(r): events.append("skip \(r.step)")
+            case let .step(r, _): events.append("step \(r.step)")
+            }
+        }
+        XCTAssertEqual(events, ["eval 0", "step 1", "eval 2", "step 2", "step 3", "eval 4", "step 4", "step 5", "eval 6", "step 6", "eval 7", "step 7"])
+        XCTAssertEqual(run.heldOut.map(\.step), [0, 2, 4, 6, 7])
+        XCTAssertLessThan(run.heldOut.last!.perplexity, run.heldOut.first!.perplexity, "the damaged student improves")
+        XCTAssertEqual(run.loss.map(\.step), Array(1...7))
+        XCTAssertEqual(try FileSystem.list(directory: dir + "/ck").sorted(), ["step-00000003", "step-00000006"])
+        let lines = String(decoding: try FileSystem.readFile(dir + "/log.csv"), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(lines.count, 8)
+        XCTAssertTrue(lines[0].hasPrefix("step,tokens,kd_loss"))
+        let logged = lines.dropFirst().map { Int($0.split(separator: ",")[1])! }
+        XCTAssertEqual(run.tokens, logged.reduce(0, +), "the summary counts what the log says each step saw")
+        XCTAssertTrue(logged.allSatisfy { $0 > 0 && $0 <= 3 * cache.header.sequenceLength }, "\(logged)")
+        XCTAssertFalse(lines[2].split(separator: ",", omittingEmptySubsequences: false)[8].isEmpty, "held-out ppl logged at step 2")
+        XCTAssertTrue(lines[3].split(separator: ",", omittingEmptySubsequences: false)[8].isEmpty, "and not at step 3")
+    }
+
+    /// A learning rate that blows the weights up skips steps, and past the tolerance the
+    /// run stops with an error instead of writing a broken student.
+    func testDivergedRunStops() throws {
+        let dir = makeTemporaryDirectory()
+        let cache = try makeCache(dir, encoding: .topK(k: 8))
+        let (_, student) = try damagedStudent()
+        var s = settings(steps: 30)
+        s.schedule = LearningRateSchedule(peak: 1e30, minimum: 1e30, warmup: 0, steps: 30)
+        let d = try Distiller(student: student, cache: cache, settings: s)
+        var skipped = 0
+        XCTAssertThrowsError(try d.run(TrainingRunPolicy()) { if case .skipped = $0 { skipped += 1 } }) { e in
+            guard let diverged = e as? TrainingDiverged else { return XCTFail("\(e)") }
+            XCTAssertEqual(diverged.skipped, 11)
+            XCTAssertEqual(diverged.exitCode, .dataError)
+        }
+        XCTAssertEqual(skipped, 11)
+    }
+
     func testResumedRunEndsBitIdentical() throws {
         let dir = makeTemporaryDirectory()
         let cache = try makeCache(dir, encoding: .topK(k: 8))
