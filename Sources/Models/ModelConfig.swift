@@ -62,6 +62,19 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         }
 
         public var kind: String? { ropeType ?? type }
+
+        public init() {}
+
+        /// The fields from any keyed container of them (`rope_scaling`, or one entry of
+        /// `rope_parameters`).
+        init<K: CodingKey>(from e: KeyedDecodingContainer<K>) throws {
+            func v<T: Decodable>(_ key: CodingKeys) throws -> T? { try K(stringValue: key.rawValue).flatMap { try e.decodeIfPresent(T.self, forKey: $0) } }
+            ropeType = try v(.ropeType); type = try v(.type); factor = try v(.factor)
+            originalMaxPositionEmbeddings = try v(.originalMaxPositionEmbeddings)
+            lowFreqFactor = try v(.lowFreqFactor); highFreqFactor = try v(.highFreqFactor)
+            betaFast = try v(.betaFast); betaSlow = try v(.betaSlow); attentionFactor = try v(.attentionFactor)
+            mscale = try v(.mscale); mscaleAllDim = try v(.mscaleAllDim); truncate = try v(.truncate)
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -79,6 +92,63 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation"
         case layerTypes = "layer_types"
         case textConfig = "text_config"
+        case ropeParameters = "rope_parameters"
+    }
+
+    /// A config value this build does not understand and will not guess at.
+    struct UnsupportedValue: Error { let reason: String }
+
+    private struct FieldKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The `rope_parameters` fields read (transformers v5 moved `rope_theta` and
+    /// `rope_scaling` there). Any other field is refused: a RoPE silently computed
+    /// without it would give a model that runs and is wrong.
+    static let ropeParameterFields: Set<String> = [
+        "rope_theta", "rope_type", "type", "factor", "original_max_position_embeddings", "low_freq_factor",
+        "high_freq_factor", "beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate",
+    ]
+
+    /// Reads transformers v5's `rope_parameters`: one object of the fields above, or one
+    /// per attention kind (`full_attention`, `sliding_attention`: gemma3's local base).
+    private mutating func readRopeParameters(_ c: KeyedDecodingContainer<CodingKeys>) throws {
+        let outer = try c.nestedContainer(keyedBy: FieldKey.self, forKey: .ropeParameters)
+        let kinds = ["full_attention", "sliding_attention"]
+        if outer.allKeys.contains(where: { kinds.contains($0.stringValue) }) {
+            for key in outer.allKeys {
+                guard kinds.contains(key.stringValue) else {
+                    throw UnsupportedValue(reason: "rope_parameters has '\(key.stringValue)' beside per-attention-kind entries")
+                }
+                let (theta, scaling) = try Self.ropeEntry(outer.nestedContainer(keyedBy: FieldKey.self, forKey: key), key.stringValue)
+                if key.stringValue == "full_attention" {
+                    ropeTheta = theta ?? ropeTheta
+                    ropeScaling = scaling
+                } else {
+                    // The sliding layers of gemma3 take their own base, unscaled.
+                    if scaling != nil { throw UnsupportedValue(reason: "rope_parameters.sliding_attention scales RoPE, which the engine does not do for local layers") }
+                    ropeLocalBaseFreq = theta ?? ropeLocalBaseFreq
+                }
+            }
+        } else {
+            let (theta, scaling) = try Self.ropeEntry(outer, "rope_parameters")
+            ropeTheta = theta ?? ropeTheta
+            ropeScaling = scaling
+        }
+    }
+
+    private static func ropeEntry(_ e: KeyedDecodingContainer<FieldKey>, _ name: String) throws -> (theta: Double?, scaling: RopeScaling?) {
+        let unknown = e.allKeys.map(\.stringValue).filter { !ropeParameterFields.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            throw UnsupportedValue(reason: "\(name) has \(unknown.map { "'\($0)'" }.joined(separator: ", ")), RoPE fields this build does not read")
+        }
+        let theta = try e.decodeIfPresent(Double.self, forKey: FieldKey(stringValue: "rope_theta"))
+        let scaling = try RopeScaling(from: e)
+        let kind = scaling.kind ?? "default"
+        return (theta, kind == "default" || kind == "none" ? nil : scaling)
     }
 
     public init() {}
@@ -118,6 +188,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         slidingWindowPattern = try opt(.slidingWindowPattern)
         hiddenAct = try opt(.hiddenActivation) ?? opt(.hiddenAct)
         layerTypes = try opt(.layerTypes)
+        if c.contains(.ropeParameters) { try readRopeParameters(c) }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -155,6 +226,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             throw CheckpointError.malformed(path: path, reason: "invalid JSON: \(e)")
         } catch let e as DecodingError {
             throw CheckpointError.malformed(path: path, reason: "not a usable config.json: \(e.readableDescription)")
+        } catch let e as UnsupportedValue {
+            throw CheckpointError.unsupported(path: path, reason: e.reason)
         }
     }
 

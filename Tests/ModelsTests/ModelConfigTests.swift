@@ -116,3 +116,47 @@ final class ModelConfigStrictnessTests: XCTestCase {
         XCTAssertEqual(inv[31], pow(theta, -62 / dims) / 4, accuracy: 1e-6 * inv[31])
     }
 }
+
+/// transformers v5 keeps RoPE in `rope_parameters`; before it was read, RoPE base fell
+/// back to 10000 without a word.
+final class RopeParametersTests: XCTestCase {
+    func decode(_ rope: String, extra: String = "") throws -> ModelConfig {
+        let text = #"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "rope_parameters": "# + rope + extra + "}"
+        return try ModelConfig.decode(json: Array(text.utf8), path: "dir/config.json")
+    }
+
+    func testLlama31AndDefaultForms() throws {
+        let c = try decode(#"{"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_theta": 500000.0, "rope_type": "llama3"}"#)
+        XCTAssertEqual(c.ropeTheta, 500_000)
+        XCTAssertEqual(c.ropeScaling?.kind, "llama3")
+        XCTAssertEqual(c.ropeScaling?.factor, 8)
+        XCTAssertEqual(c.ropeScaling?.highFreqFactor, 4)
+        XCTAssertEqual(c.ropeScaling?.originalMaxPositionEmbeddings, 8192)
+        let d = try decode(#"{"rope_theta": 1000000.0, "rope_type": "default"}"#)
+        XCTAssertEqual(d.ropeTheta, 1_000_000)
+        XCTAssertNil(d.ropeScaling)
+        // The engine's frequencies follow: base 1e6, not the 10000 fallback.
+        XCTAssertEqual(try RotaryFrequencies.base(XCTUnwrap(d.ropeTheta), dims: 16)[1], 1 / pow(1e6, 2.0 / 16), accuracy: 1e-15)
+    }
+
+    func testPerAttentionKindForm() throws {
+        let c = try decode(#"{"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}, "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}"#)
+        XCTAssertEqual(c.ropeTheta, 1_000_000)
+        XCTAssertEqual(c.ropeScaling?.kind, "linear")
+        XCTAssertEqual(c.ropeScaling?.factor, 8)
+        XCTAssertEqual(c.ropeLocalBaseFreq, 10_000)
+    }
+
+    func testUnknownFieldsAreRefusedByName() {
+        for (rope, field) in [(#"{"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0], "long_factor": [1.0]}"#, "long_factor"),
+                              (#"{"rope_theta": 1e4, "partial_rotary_factor": 0.5}"#, "partial_rotary_factor"),
+                              (#"{"full_attention": {"rope_theta": 1e4}, "chunked_attention": {}}"#, "chunked_attention")] {
+            XCTAssertThrowsError(try decode(rope)) { e in
+                guard case let CheckpointError.unsupported(path, reason)? = e as? CheckpointError else { return XCTFail("\(e)") }
+                XCTAssertEqual(path, "dir/config.json")
+                XCTAssertTrue(reason.contains(field), reason)
+                XCTAssertEqual((e as? CheckpointError)?.exitCode, .unsupported)
+            }
+        }
+    }
+}
