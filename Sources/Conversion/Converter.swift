@@ -86,7 +86,7 @@ public final class Converter {
     public let options: ConversionOptions
     public private(set) var warnings: [String] = []
     private let architecture: Architecture?
-    private let config: ModelConfig
+    private var config: ModelConfig
     private var jobs: [Job] = []
     private var extraFiles: [(String, [UInt8])] = []
     private var outputMetadata: [MetadataEntry] = []
@@ -143,7 +143,9 @@ public final class Converter {
                 : (config.modelType ?? "(no config.json)")
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
+        if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }
         for t in source.tensors {
+            if crossesFormats, !toGGUF, t.name == Self.ropeFreqsName, config.ropeScaling?.kind == "llama3" { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }
             var name = edit?.name ?? t.name
@@ -191,6 +193,34 @@ public final class Converter {
         var names = Set<String>()
         for j in jobs where !names.insert(j.plan.name).inserted {
             throw CheckpointError.badTensor(path: source.path, tensor: j.source.name, reason: "maps to '\(j.plan.name)', which another tensor also maps to")
+        }
+    }
+
+    static let ropeFreqsName = "rope_freqs.weight"
+
+    /// Llama 3.1's RoPE scaling crosses formats as llama.cpp's converter carries it: HF's
+    /// `rope_scaling` becomes a `rope_freqs.weight` factor vector (and no scaling keys),
+    /// and that vector becomes `rope_scaling` again going back.
+    private func planLlama3Rope(toGGUF: Bool) throws {
+        let dims = config.ropeDimensionCount ?? config.headDim ?? {
+            guard let h = config.hiddenSize, let n = config.numAttentionHeads, n > 0 else { return 0 }
+            return h / n
+        }()
+        if toGGUF {
+            guard let factors = config.llama3RopeFactors(dims: dims) else { return }
+            var bytes: [UInt8] = []
+            for f in factors { withUnsafeBytes(of: f.bitPattern.littleEndian) { bytes += $0 } }
+            let view = TensorView(name: Self.ropeFreqsName, dtype: .safetensors(.F32), shape: [factors.count],
+                                  file: MappedFile(copying: bytes, label: "rope_freqs (from rope_scaling)"), offset: 0, byteCount: bytes.count)
+            jobs.append(Job(source: view, plan: try TensorPlan(name: Self.ropeFreqsName, dtype: .gguf(GGMLType.named("F32")!), shape: [factors.count]),
+                            rowMap: nil, offset: 0))
+        } else if let t = source.tensors.first(where: { $0.name == Self.ropeFreqsName }) {
+            var f = [Float](repeating: 0, count: t.elementCount)
+            try f.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
+            guard let scaling = config.llama3Scaling(fromFactors: f, dims: dims) else {
+                throw CheckpointError.unsupported(path: source.path, reason: "tensor '\(t.name)' holds RoPE factors that no Llama 3.1 rope_scaling reproduces, so config.json cannot express them")
+            }
+            config.ropeScaling = scaling
         }
     }
 

@@ -326,6 +326,8 @@ extension ModelConfig {
             if let v = s.betaFast { w.double(v, key: "beta_fast") }
             if let v = s.betaSlow { w.double(v, key: "beta_slow") }
             if let v = s.attentionFactor { w.double(v, key: "attention_factor") }
+            if let v = s.lowFreqFactor { w.double(v, key: "low_freq_factor") }
+            if let v = s.highFreqFactor { w.double(v, key: "high_freq_factor") }
             w.endObject()
         }
         int(slidingWindow, "sliding_window")
@@ -372,7 +374,9 @@ extension ModelConfig {
         u32("vocab_size", vocabSize)
         u32("attention.sliding_window", slidingWindow)
         if let entry = Self.slidingPatternEntry(architecture: a, layerTypes: layerTypes) { out.append(entry) }
-        if let s = ropeScaling, let kind = s.kind {
+        // llama3 scaling is a factor vector in GGUF (`rope_freqs.weight`, see
+        // `llama3RopeFactors`), not keys: llama.cpp aborts on a `llama3` scaling type.
+        if let s = ropeScaling, let kind = s.kind, kind != "llama3" {
             out.append(MetadataEntry(key: "\(a).rope.scaling.type", value: .string(kind)))
             f32("rope.scaling.factor", s.factor)
             u32("rope.scaling.original_context_length", s.originalMaxPositionEmbeddings)
@@ -383,6 +387,51 @@ extension ModelConfig {
             }
         }
         return out
+    }
+
+    /// What llama.cpp's converter writes as `rope_freqs.weight` for Llama 3.1's scaling:
+    /// per rotary pair, the divisor of its frequency (1 for the fast pairs, the factor for
+    /// the slow ones, a blend between). Nil unless the config scales RoPE that way.
+    public func llama3RopeFactors(dims: Int) -> [Float]? {
+        guard let s = ropeScaling, s.kind == "llama3", dims >= 2 else { return nil }
+        let base = RotaryFrequencies.base(ropeTheta ?? 10000, dims: dims)
+        guard let scaled = RotaryFrequencies.scaled(base, scaling: s, factors: nil) else { return nil }
+        return zip(base, scaled).map { Float($0 / $1) }
+    }
+
+    /// The `rope_scaling` that gives `factors` (a GGUF `rope_freqs.weight`) for RoPE of
+    /// `dims` dimensions and this config's base, with Llama 3.1's original context of 8192
+    /// (GGUF does not keep it; only its ratios to the band edges matter). Nil when no
+    /// llama3 scaling reproduces the factors to 1e-4.
+    public func llama3Scaling(fromFactors factors: [Float], dims: Int) -> RopeScaling? {
+        let base = RotaryFrequencies.base(ropeTheta ?? 10000, dims: dims)
+        guard factors.count == base.count, let factor = factors.max().map(Double.init), factor > 1 else { return nil }
+        let original = 8192.0
+        var s = RopeScaling()
+        s.ropeType = "llama3"
+        s.factor = factor
+        s.originalMaxPositionEmbeddings = Int(original)
+        s.lowFreqFactor = 1
+        s.highFreqFactor = 4
+        // In the blended band, 1/f = (1 − t)/factor + t with t = original·inv/(2π) − low, over
+        // (high − low): a line in t whose two points give low and high.
+        let band = factors.indices.filter { Double(factors[$0]) > 1 + 1e-6 && Double(factors[$0]) < factor * (1 - 1e-6) }
+        if band.count >= 2 {
+            let t = band.map { (1 / Double(factors[$0]) - 1 / factor) / (1 - 1 / factor) }
+            let y = band.map { original * base[$0] / (2 * Double.pi) }
+            let (i, j) = (0, band.count - 1)
+            if t[i] != t[j] {
+                let span = (y[j] - y[i]) / (t[j] - t[i])
+                let low = y[i] - t[i] * span
+                s.lowFreqFactor = low
+                s.highFreqFactor = low + span
+            }
+        }
+        var c = self
+        c.ropeScaling = s
+        guard let back = c.llama3RopeFactors(dims: dims),
+              zip(back, factors).allSatisfy({ abs(Double($0) - Double($1)) <= 1e-4 * Double(abs($1)) }) else { return nil }
+        return s
     }
 
     /// `{arch}.attention.sliding_window_pattern` as llama.cpp reads it for gemma2/gemma3
