@@ -28,6 +28,21 @@ public enum DTypeChoice: Sendable, Equatable {
     }
 }
 
+/// Conversions this build refuses rather than writing a file no loader takes.
+public enum ConversionError: UserFacingError, Sendable, Equatable {
+    /// Across formats, an architecture whose tensor names ckpt cannot translate.
+    case noNameMap(path: String, architecture: String)
+
+    public var description: String {
+        switch self {
+        case let .noNameMap(path, architecture):
+            return "\(path): architecture '\(architecture)' has no name map, so its tensors cannot be renamed for the other format; nothing was written"
+        }
+    }
+
+    public var exitCode: ExitCode { .unsupported }
+}
+
 public struct ConversionOptions: Sendable {
     public var target: CheckpointFormat
     public var dtype: DTypeChoice = .keep
@@ -40,6 +55,9 @@ public struct ConversionOptions: Sendable {
     public var edit: CheckpointEdit?
     /// GGUF → GGUF: keep the source's `split.*` keys (rewriting one split of a set in place).
     public var keepSplitMetadata = false
+    /// Across formats, write an architecture without a name map under its own tensor
+    /// names (a file llama.cpp or transformers will not load as a model). Off, it is refused.
+    public var keepNames = false
 
     public init(target: CheckpointFormat) { self.target = target }
 }
@@ -141,6 +159,9 @@ public final class Converter {
             let name = source.format == .gguf
                 ? (source.metadata["general.architecture"]?.stringValue ?? "(none)")
                 : (config.modelType ?? "(no config.json)")
+            guard options.keepNames else {
+                throw ConversionError.noNameMap(path: source.path, architecture: name)
+            }
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
         if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }

@@ -26,6 +26,7 @@ enum ConvertCommand {
             .init("--dtype", value: "type", help: "Element type of the output tensors (default: keep)."),
             .init("--shard-size", value: "size", help: "Largest safetensors shard, e.g. 5GB, 500MB, 2GiB (default 5GB)."),
             .init("--force", help: "Replace an existing output."),
+            .init("--keep-names", help: "Across formats, write an architecture ckpt has no name map for under its own tensor names (no loader will take it as a model)."),
             .init("--in-place", help: "Rewrite the checkpoint where it lies (crash-safe; needs --dtype)."),
             .init("--json", help: "Print the summary as one JSON object on stdout."),
         ],
@@ -67,6 +68,7 @@ enum ConvertCommand {
             options.shardSize = bytes
         }
         options.overwrite = args.flag("--force")
+        options.keepNames = args.flag("--keep-names")
         let converter = try Converter(source: source, output: output, options: options)
         for w in converter.warnings { Console.err("warning: \(w)\n") }
         let bar = ProgressBar(label: "convert", total: source.tensors.count, totalBytes: source.tensorBytes)

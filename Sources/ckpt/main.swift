@@ -59,6 +59,7 @@ func hint(for error: any UserFacingError, command: CommandSpec) -> String {
     case ModelError.contextTooLong where has("--ctx"): return " (--ctx)"
     case ModelError.contextTooLong where has("--seq"): return " (--seq)"
     case ImportanceError.calibrationTooShort: return " (--samples, --seq)"
+    case ConversionError.noNameMap where has("--keep-names"): return "; --keep-names writes it under its own names"
     case PruneError.needsStatistics: return " (--importance STATS)"
     case PruneError.badLayerList: return " (--drop-layers)"
     case PruneError.headsNotDivisible: return " (--heads)"

@@ -67,7 +67,11 @@ final class ConvertCLITests: XCTestCase {
         XCTAssertEqual(b.tensors.map(\.name), a.tensors.map(\.name))
         for (x, y) in zip(a.tensors, b.tensors) { XCTAssertTrue(sameBytes(x.bytes, y.bytes), x.name) }
         XCTAssertTrue(try FileSystem.list(directory: dir + "/resharded").contains("modules.json"))
-        let g = try runCkpt(["convert", dir + "/bert", dir + "/bert.gguf"])
+        let refused = try runCkpt(["convert", dir + "/bert", dir + "/bert.gguf"])
+        XCTAssertEqual(refused.status, 69, "a GGUF with HF names and no architecture loads nowhere: \(refused.stderr)")
+        XCTAssertTrue(refused.stderr.contains("architecture 'bert' has no name map") && refused.stderr.contains("--keep-names"), refused.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/bert.gguf"), .missing)
+        let g = try runCkpt(["convert", dir + "/bert", dir + "/bert.gguf", "--keep-names"])
         XCTAssertEqual(g.status, 0, g.stderr)
         XCTAssertTrue(g.stderr.contains("has no name map: tensor names are kept"), g.stderr)
         XCTAssertEqual(try GGUFCheckpoint(path: dir + "/bert.gguf").tensors.map(\.name), names)

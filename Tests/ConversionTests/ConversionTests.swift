@@ -127,7 +127,13 @@ final class ConversionTests: XCTestCase {
         u.metadata = [("general.architecture", .string("mamba"))]
         u.tensors = [GGUFTestTensor("blk.0.ssm_a", ne: [2], type: 0, data: floatBytes([1, 2]))]
         writeFile(dir + "/u.gguf", u.build())
-        let s = try convert(dir + "/u.gguf", dir + "/u-hf", to: .safetensors)
+        XCTAssertThrowsError(try convert(dir + "/u.gguf", dir + "/u-hf", to: .safetensors)) { e in
+            XCTAssertEqual(e as? ConversionError, .noNameMap(path: dir + "/u.gguf", architecture: "mamba"))
+        }
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/u-hf"), .missing)
+        var keep = ConversionOptions(target: .safetensors)
+        keep.keepNames = true
+        let s = try Converter(source: try openCheckpoint(path: dir + "/u.gguf"), output: dir + "/u-hf", options: keep).run()
         XCTAssertTrue(s.warnings.contains { $0.contains("'mamba' has no name map") }, "\(s.warnings)")
         XCTAssertNotNil(try openCheckpoint(path: dir + "/u-hf").tensor(named: "blk.0.ssm_a"))
     }
