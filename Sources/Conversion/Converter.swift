@@ -165,7 +165,12 @@ public final class Converter {
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
         if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }
+        var vision = 0
+        defer { if vision > 0 { warnings.append("\(vision) vision-tower and projector tensors not written: the GGUF holds the text model") } }
         for t in source.tensors {
+            // llama.cpp loads a multimodal model's text part from one GGUF and its vision part
+            // from another (mmproj); a text GGUF with the vision tensors in it does not load.
+            if crossesFormats, toGGUF, MultimodalNames.isVisionTensor(t.name) { vision += 1; continue }
             if crossesFormats, !toGGUF, t.name == Self.ropeFreqsName, config.ropeScaling?.kind == "llama3" { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }

@@ -117,11 +117,11 @@ public struct Architecture: Sendable {
 
     /// The role of an HF tensor name, or nil.
     public func role(hfName name: String) -> TensorRole? {
-        switch name {
+        switch MultimodalNames.textModelName(name) {
         case "model.embed_tokens.weight": return .embed
         case "lm_head.weight": return .lmHead
         case "model.norm.weight": return .finalNorm
-        default: return layerRole(name, prefix: "model.layers.", \.hf)
+        case let name: return layerRole(name, prefix: "model.layers.", \.hf)
         }
     }
 
