@@ -33,7 +33,7 @@ enum EvalCommand {
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
             .init("--all-positions", help: "Compute logits at every position and score positions 0 … ctx-2 (a teacher pass's work)."),
             .init("--f32-activations", help: "Keep activations f32 instead of rounding them as llama.cpp does."),
-            .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (e.g. 64M, 2G)."),
+            .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (e.g. 64M, 2G; default: half the memory of the machine or its cgroup)."),
             .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes."),
         ],
         positionals: 0...0
@@ -46,7 +46,7 @@ enum EvalCommand {
         let maxChunks = try args.optionalInt("--chunks", min: 1)
         let batch = try args.int("--batch", default: max(1, 2048 / ctx), min: 1)
         let threads = try args.threads()
-        let cap = try args.size("--max-resident")
+        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)

@@ -38,7 +38,7 @@ enum ImportanceCommand {
             .init("--tokenizer", value: "path", help: "A GGUF or a directory with tokenizer.json to tokenize with, for models that ship none."),
             .init("--shard", value: "i/N", help: "Measure only shard i of N of the samples (merge the shards afterwards)."),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
-            .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this."),
+            .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (default: half the memory of the machine or its cgroup)."),
             .init("-o", value: "stats", help: "Output statistics file."),
             .init("--output", value: "stats", help: "Same as -o."),
             .init("--json", help: "show: print scores as JSON."),
@@ -76,7 +76,7 @@ enum ImportanceCommand {
         let seq = try args.int("--seq", default: 512, min: 2)
         let batch = try args.int("--batch", default: max(1, 2048 / seq), min: 1)
         ThreadPool.setThreads(try args.threads())
-        let cap = try args.size("--max-resident")
+        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
         let model = try DecoderModel(path: modelPath)
         if seq > model.spec.contextLength { throw ModelError.contextTooLong(tokens: seq, context: model.spec.contextLength) }
         let tokenizer = try Tokenizers.forModel(path: args.value("--tokenizer") ?? modelPath)

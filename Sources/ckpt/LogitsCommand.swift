@@ -52,7 +52,7 @@ enum LogitsCommand {
             .init("--shard", value: "i/N", help: "build: only shard i of N (whole chunks; merge the shards afterwards)."),
             .init("--batch", value: "n", help: "build: sequences per pass through the layers (default: 2048 tokens' worth)."),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
-            .init("--max-resident", value: "size", help: "Stream the teacher's layers when it is larger than this (e.g. 2G)."),
+            .init("--max-resident", value: "size", help: "Stream the teacher's layers when it is larger than this (e.g. 2G; default: half the memory of the machine or its cgroup)."),
             .init("--f32-activations", help: "Keep activations f32 instead of rounding them as llama.cpp does."),
             .init("--teacher", value: "model", help: "verify: recompute positions with this teacher."),
             .init("--student", value: "model", help: "verify: also measure the loss and gradient error for this student."),
@@ -117,7 +117,7 @@ enum LogitsCommand {
         if codec == .lz4 && level > 12 { throw UsageError(message: "--level for lz4 is 0 (fast) or 1-12 (lz4hc)", command: "logits") }
         let threads = try args.threads()
         ThreadPool.setThreads(threads)
-        let cap = try args.size("--max-resident")
+        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
 
         let model = try DecoderModel(path: modelPath)
         let tokenizer = try Tokenizers.forModel(path: args.value("--tokenizer") ?? modelPath)
