@@ -74,6 +74,11 @@ public struct Architecture: Sendable {
 
     public static func gguf(_ name: String) -> Architecture? { all.first { $0.ggufName == name } }
 
+    /// `general.architecture` of a GGUF converted from this family. llama.cpp has no
+    /// `mistral` architecture: its converter writes Mistral (and Mixtral) as `llama`,
+    /// whose name map and Q/K order they share. A `mistral` GGUF is still read.
+    public var ggufOutputName: String { ggufName == "mistral" ? "llama" : ggufName }
+
     public static func hf(modelType: String) -> Architecture? {
         all.first { $0.hfModelType == modelType } ?? (modelType == "gemma3" ? gguf("gemma3") : nil)
     }

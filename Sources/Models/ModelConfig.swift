@@ -351,7 +351,7 @@ extension ModelConfig {
 
     /// The `{arch}.*` GGUF keys llama.cpp reads for these hyper-parameters.
     public func ggufMetadata(architecture: Architecture) -> [MetadataEntry] {
-        let a = architecture.ggufName
+        let a = architecture.ggufOutputName
         var out: [MetadataEntry] = [MetadataEntry(key: "general.architecture", value: .string(a))]
         func u32(_ key: String, _ v: Int?) { if let v, v >= 0, v <= Int(UInt32.max) { out.append(MetadataEntry(key: "\(a).\(key)", value: .uint32(UInt32(v)))) } }
         func f32(_ key: String, _ v: Double?) { if let v { out.append(MetadataEntry(key: "\(a).\(key)", value: .float32(Float(v)))) } }

@@ -88,3 +88,30 @@ final class Llama3RopeTests: XCTestCase {
         }
     }
 }
+
+/// HF Mistral → GGUF is written as llama.cpp's converter writes it: architecture `llama`
+/// (llama.cpp has no `mistral` and refused the file), the same names and Q/K order.
+final class MistralToGGUFTests: XCTestCase {
+    func testMistralIsWrittenAsLlama() throws {
+        ThreadPool.setThreads(2)
+        let dir = makeTemporaryDirectory()
+        try FileSystem.makeDirectory(dir + "/hf")
+        symlink(fixturesPath + "/engine/tiny-llama-hf/model.safetensors", dir + "/hf/model.safetensors")
+        var text = String(decoding: try FileSystem.readFile(fixturesPath + "/engine/tiny-llama-hf/config.json"), as: UTF8.self)
+        text.replaceSubrange(text.firstRange(of: #""model_type": "llama""#)!, with: #""model_type": "mistral""#)
+        text.replaceSubrange(text.firstRange(of: "LlamaForCausalLM")!, with: "MistralForCausalLM")
+        writeFile(dir + "/hf/config.json", Array(text.utf8))
+        XCTAssertEqual(try DecoderModel(path: dir + "/hf").spec.architecture, "mistral")
+        _ = try Converter(source: try openCheckpoint(path: dir + "/hf"), output: dir + "/m.gguf", options: ConversionOptions(target: .gguf)).run()
+        let g = try GGUFCheckpoint(path: dir + "/m.gguf")
+        XCTAssertEqual(g.metadata["general.architecture"]?.stringValue, "llama")
+        XCTAssertEqual(g.metadata["llama.block_count"]?.intValue, 2)
+        XCTAssertFalse(g.metadata.contains { $0.key.hasPrefix("mistral.") })
+        func logits(_ path: String) throws -> [Float] {
+            var out: [Float] = []
+            try LayerStream(model: try DecoderModel(path: path)).run([[1, 2, 3, 4, 5, 6]], outputs: { _ in 0..<6 }) { _, _, rows in out += rows }
+            return out
+        }
+        XCTAssertLessThan(zip(try logits(dir + "/hf"), try logits(dir + "/m.gguf")).map { abs($0 - $1) }.max()!, 1e-4)
+    }
+}
