@@ -54,7 +54,7 @@ final class OtherPreTokenizerTests: XCTestCase {
         var head = Array(try FileSystem.readFile(corpus).prefix(300_000))
         while String(validating: head, as: UTF8.self) == nil { head.removeLast() } // as Python's errors="ignore" at the cut
         let text = String(decoding: head, as: UTF8.self)
-        for pre in ["llama-bpe", "qwen2"] {
+        for pre in ["llama-bpe", "qwen2", "tekken"] {
             var files = try XCTUnwrap(try TokenizerFiles(gguf: c.metadata))
             files.pre = pre
             let t = try BPETokenizer(files)

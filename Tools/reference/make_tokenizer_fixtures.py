@@ -27,6 +27,7 @@ AWKWARD = [
     "\t tabs\tand\r\nCRLF", "emoji 🤖🚀 and 👩‍👩‍👧 family", "CJK: 日本語のテキスト 中文 한국어", "digits 1234567890 3.14159 1e-5",
     "contractions: don't, I'll, we've, she's, they're, I'd", "URL https://example.com/a?b=c&d=e#f", "ümlaut café naïve",
     "x" * 300, " " * 64 + "end", "mixed\u00a0nbsp\u2028line sep", "<|im_start|>not special<|im_end|>", "",
+    "CamelCaseWord HTTPServer iPhone XMLHttpRequest McDonald's", "ÉCOLE école Ñandú ΑΒΓαβγ ǅungla", "path/to/file.txt\n//comment /\n/",
 ]
 INVALID = [b"bad \xff byte", b"\xc3\x28 broken pair", b"cut \xe2\x82", b"\x80\x81\x82 lone continuations"]
 

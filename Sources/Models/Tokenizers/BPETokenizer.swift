@@ -18,7 +18,7 @@ public struct BPETokenizer: Tokenizer {
         guard files.model == .bpe else {
             throw TokenizerFiles.Unsupported(description: "a '\(files.model.rawValue)' vocabulary is SentencePiece, not byte-level BPE")
         }
-        guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2"].contains(files.pre) else {
+        guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2", "tekken"].contains(files.pre) else {
             throw TokenizerFiles.Unsupported(description: "pre-tokenizer '\(files.pre)' is not implemented in the engine yet")
         }
         self.files = files
@@ -169,6 +169,7 @@ public struct BPETokenizer: Tokenizer {
         switch files.pre {
         case "llama-bpe": for r in pieces { llama3Split(cpts, r, maxDigits: 3) { words.append(cpts[$0]) } }
         case "qwen2": for r in pieces { llama3Split(cpts, r, maxDigits: 1) { words.append(cpts[$0]) } }
+        case "tekken": for r in pieces { tekkenSplit(cpts, r) { words.append(cpts[$0]) } }
         default: for r in pieces { gpt2Split(cpts, r) { words.append(cpts[$0]) } }
         }
         return words
@@ -266,17 +267,68 @@ public struct BPETokenizer: Tokenizer {
                 while isNewline(at(pos)) { pos += 1 }
                 add(pos); continue
             }
-            var spaces = 0
-            var lastNewlineEnd = 0
-            while let s = at(pos + spaces), Self.isWhitespace(s) {
-                if isNewline(s) { lastNewlineEnd = pos + spaces + 1 }
-                spaces += 1
-            }
-            if lastNewlineEnd > 0 { add(lastNewlineEnd); continue }
-            if spaces > 1 && pos + spaces < end { add(pos + spaces - 1); continue }
-            if spaces > 0 { add(pos + spaces); continue }
-            add(pos + 1)
+            add(Self.whitespaceMatchEnd(c, pos, end))
         }
+    }
+
+    /// Mistral-NeMo's Tekken rule as llama.cpp runs it (its regex with the case classes
+    /// spelled as "a letter that is not a-z" and "a letter that is not A-Z"):
+    /// `[^\r\n\p{L}\p{N}]?U*L+|[^\r\n\p{L}\p{N}]?U+L*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    private func tekkenSplit(_ c: [Unicode.Scalar], _ range: Range<Int>, emit: (Range<Int>) -> Void) {
+        var pos = range.lowerBound
+        while pos < range.upperBound {
+            let e = Self.tekkenMatchEnd(c, pos, range.upperBound)
+            emit(pos..<e)
+            pos = e
+        }
+    }
+
+    /// Where the Tekken rule's match at `pos` ends (always past `pos`).
+    static func tekkenMatchEnd(_ c: [Unicode.Scalar], _ pos: Int, _ end: Int) -> Int {
+        func at(_ i: Int) -> Unicode.Scalar? { i < end ? c[i] : nil }
+        func isNewline(_ s: Unicode.Scalar?) -> Bool { s == "\r" || s == "\n" }
+        func upper(_ i: Int) -> Bool { guard let s = at(i) else { return false }; return flags(s).letter && !("a"..."z").contains(s) }
+        func lower(_ i: Int) -> Bool { guard let s = at(i) else { return false }; return flags(s).letter && !("A"..."Z").contains(s) }
+        func lowerRun(_ from: Int) -> Int {
+            var e = from
+            while lower(e) { e += 1 }
+            return e
+        }
+        let cpt = c[pos]
+        let f = flags(cpt)
+        // The two letter alternatives, after an optional non-letter, non-digit prefix.
+        let first = !isNewline(cpt) && !f.letter && !f.number ? pos + 1 : pos
+        var uppers = first
+        while upper(uppers) { uppers += 1 }
+        // U*L+: the longest run of U that a run of L follows (U* gives back a letter at a time).
+        var k = uppers
+        while k >= first && !lower(k) { k -= 1 }
+        if k >= first { return lowerRun(k) }
+        if uppers > first { return lowerRun(uppers) }  // U+L*
+        if f.number { return pos + 1 }
+        let space = cpt == " "
+        var p = pos + (space ? 1 : 0)
+        var f2 = flags(at(p))
+        if !(f2.whitespace || f2.letter || f2.number) && f2.valid {
+            while !(f2.whitespace || f2.letter || f2.number) && f2.valid { p += 1; f2 = flags(at(p)) }
+            while isNewline(at(p)) || at(p) == "/" { p += 1 }
+            return p
+        }
+        return whitespaceMatchEnd(c, pos, end)
+    }
+
+    /// Where `\s*[\r\n]+|\s+(?!\S)|\s+` matching at `pos` ends (the last three
+    /// alternatives of the Llama 3 and Tekken rules), or `pos + 1` when none does.
+    static func whitespaceMatchEnd(_ c: [Unicode.Scalar], _ pos: Int, _ end: Int) -> Int {
+        var spaces = 0
+        var lastNewlineEnd = 0
+        while pos + spaces < end, isWhitespace(c[pos + spaces]) {
+            if c[pos + spaces] == "\r" || c[pos + spaces] == "\n" { lastNewlineEnd = pos + spaces + 1 }
+            spaces += 1
+        }
+        if lastNewlineEnd > 0 { return lastNewlineEnd }
+        if spaces > 1 && pos + spaces < end { return pos + spaces - 1 }
+        return pos + max(spaces, 1)
     }
 
     // MARK: BPE
@@ -285,7 +337,7 @@ public struct BPETokenizer: Tokenizer {
         var symbols: [String] = []
         symbols.reserveCapacity(utf8.count)
         for b in utf8 { symbols.append(byteSymbols[Int(b)]) }
-        if files.pre == "llama-bpe", let id = ids[symbols.joined()] {
+        if files.pre == "llama-bpe" || files.pre == "tekken", let id = ids[symbols.joined()] {
             // Llama 3 looks the whole word up before merging (ignore_merges).
             out.append(id)
             return

@@ -66,6 +66,8 @@ public struct TokenizerFiles: Sendable, Equatable {
         }
         let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
         let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+        // Mistral-NeMo's file spells the case classes with \p{Lu}… (llama.cpp runs an equivalent).
+        let tekken = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
         func sequence(_ parts: String...) -> String { #"{"type":"Sequence","pretokenizers":["# + parts.joined(separator: ",") + "]}" }
         return [
             "gpt2": byteLevelRegex,
@@ -75,6 +77,7 @@ public struct TokenizerFiles: Sendable, Equatable {
             "refact": sequence(digits, byteLevelRegex),
             "llama-bpe": sequence(split(llama3), byteLevelPlain),
             "qwen2": sequence(split(qwen2), byteLevelPlain),
+            "tekken": sequence(split(tekken), byteLevelPlain),
         ]
     }()
 
@@ -338,7 +341,7 @@ public struct TokenizerFiles: Sendable, Equatable {
         w.bool(false, key: "fuse_unk")
         w.bool(false, key: "byte_fallback")
         // llama.cpp (and Llama 3's own file) take a whole-word vocabulary hit before merging.
-        w.bool(pre == "llama-bpe", key: "ignore_merges")
+        w.bool(pre == "llama-bpe" || pre == "tekken", key: "ignore_merges")
         w.beginObject(key: "vocab")
         for (id, t) in tokens.enumerated() { w.int(id, key: t) }
         w.endObject()
@@ -417,9 +420,9 @@ public struct TokenizerFiles: Sendable, Equatable {
             // Name the pre-tokenizer after the one whose tokenizer.json form matches.
             let found = canonical(preText.text)
             // Several llama.cpp names share a form; the table's first choice for each is used.
-            let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2"]
+            let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2", "tekken"]
             guard let name = preferred.first(where: { canonical(Self.preTokenizers[$0]!) == found }) else {
-                throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)")
+                throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (\(preferred.joined(separator: ", ")))")
             }
             pre = name
             model = .bpe
