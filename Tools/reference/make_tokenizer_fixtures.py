@@ -45,7 +45,7 @@ def main():
     # The other pre-tokenizers, on the same vocabulary: llama.cpp with tokenizer.ggml.pre
     # overridden tokenizes with Llama 3's and Qwen2's rules (the first 300 kB of the corpus).
     head = text[:300_000].decode("utf-8", errors="ignore").encode()
-    for pre in ("llama-bpe", "qwen2"):
+    for pre in ("llama-bpe", "qwen2", "tekken"):
         other = llama_cpp.Llama(model_path=str(REPO / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"), vocab_only=True,
                                 verbose=False, kv_overrides={"tokenizer.ggml.pre": pre})
         ids = other.tokenize(head, add_bos=False, special=False)
