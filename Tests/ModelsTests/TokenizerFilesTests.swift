@@ -42,7 +42,7 @@ final class TokenizerFilesTests: XCTestCase {
     }
 
     func testRoundTripThroughTokenizerJSON() throws {
-        for pre in ["gpt2", "smollm", "llama-bpe", "qwen2", "tekken"] {
+        for pre in ["gpt-2", "smollm", "llama-bpe", "qwen2", "tekken"] {
             for addBOS: Bool? in [true, false, nil] {
                 let t = sample(pre: pre, addBOS: addBOS)
                 let back = try roundTrip(t)

@@ -18,7 +18,7 @@ public struct BPETokenizer: Tokenizer {
         guard files.model == .bpe else {
             throw TokenizerFiles.Unsupported(description: "a '\(files.model.rawValue)' vocabulary is SentencePiece, not byte-level BPE")
         }
-        guard ["gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2", "tekken"].contains(files.pre) else {
+        guard ["gpt-2", "gpt2", "default", "smollm", "starcoder", "refact", "llama-bpe", "qwen2", "tekken"].contains(files.pre) else {
             throw TokenizerFiles.Unsupported(description: "pre-tokenizer '\(files.pre)' is not implemented in the engine yet")
         }
         self.files = files

@@ -70,6 +70,8 @@ public struct TokenizerFiles: Sendable, Equatable {
         let tekken = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
         func sequence(_ parts: String...) -> String { #"{"type":"Sequence","pretokenizers":["# + parts.joined(separator: ",") + "]}" }
         return [
+            // llama.cpp spells it gpt-2 (and refuses gpt2, which ckpt wrote before).
+            "gpt-2": byteLevelRegex,
             "gpt2": byteLevelRegex,
             "default": byteLevelRegex,
             "smollm": sequence(digits, byteLevelRegex),
@@ -420,7 +422,7 @@ public struct TokenizerFiles: Sendable, Equatable {
             // Name the pre-tokenizer after the one whose tokenizer.json form matches.
             let found = canonical(preText.text)
             // Several llama.cpp names share a form; the table's first choice for each is used.
-            let preferred = ["gpt2", "smollm", "llama-bpe", "qwen2", "tekken"]
+            let preferred = ["gpt-2", "smollm", "llama-bpe", "qwen2", "tekken"]
             guard let name = preferred.first(where: { canonical(Self.preTokenizers[$0]!) == found }) else {
                 throw Unsupported(description: "\(path): its pre_tokenizer matches none that llama.cpp names (\(preferred.joined(separator: ", ")))")
             }
