@@ -38,14 +38,6 @@ final class Llama3RopeTests: XCTestCase {
         XCTAssertNil(c.llama3Scaling(fromFactors: odd, dims: 128))
     }
 
-    func logits(_ path: String) throws -> [Float] {
-        let m = try DecoderModel(path: path)
-        var out: [Float] = []
-        let tokens: [Int32] = [1, 9, 200, 31, 77, 5, 140, 3]
-        try LayerStream(model: m).run([tokens], outputs: { _ in 0..<tokens.count }) { _, _, rows in out += rows }
-        return out
-    }
-
     /// The tiny llama with llama3 scaling, HF → GGUF → HF: the GGUF holds the factors and
     /// no scaling keys, the HF copy gets rope_scaling back and no stray tensor, and all
     /// three give the logits of the original (which differ from unscaled RoPE's).
@@ -79,12 +71,11 @@ final class Llama3RopeTests: XCTestCase {
         XCTAssertEqual(config.ropeScaling?.kind, "llama3")
         XCTAssertEqual(config.ropeScaling?.factor ?? 0, 8, accuracy: 1e-6)
 
-        let want = try logits(src)
-        let d0 = zip(want, try logits(unscaled)).map { abs($0 - $1) }.max()!
+        let want = try engineLogits(src)
+        let d0 = maxDifference(want, try engineLogits(unscaled))
         XCTAssertGreaterThan(d0, 1e-3, "the scaling changes the logits, so the checks below can fail")
         for path in [dir + "/m.gguf", dir + "/back"] {
-            let d = zip(want, try logits(path)).map { abs($0 - $1) }.max()!
-            XCTAssertLessThan(d, 1e-4, path)
+            XCTAssertLessThan(maxDifference(want, try engineLogits(path)), 1e-4, path)
         }
     }
 }
@@ -107,11 +98,6 @@ final class MistralToGGUFTests: XCTestCase {
         XCTAssertEqual(g.metadata["general.architecture"]?.stringValue, "llama")
         XCTAssertEqual(g.metadata["llama.block_count"]?.intValue, 2)
         XCTAssertFalse(g.metadata.contains { $0.key.hasPrefix("mistral.") })
-        func logits(_ path: String) throws -> [Float] {
-            var out: [Float] = []
-            try LayerStream(model: try DecoderModel(path: path)).run([[1, 2, 3, 4, 5, 6]], outputs: { _ in 0..<6 }) { _, _, rows in out += rows }
-            return out
-        }
-        XCTAssertLessThan(zip(try logits(dir + "/hf"), try logits(dir + "/m.gguf")).map { abs($0 - $1) }.max()!, 1e-4)
+        XCTAssertLessThan(maxDifference(try engineLogits(dir + "/hf"), try engineLogits(dir + "/m.gguf")), 1e-4)
     }
 }
