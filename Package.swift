@@ -1,6 +1,10 @@
 // swift-tools-version:6.0
 // The architecture at a glance: dependencies point one way,
-// ckpt (CLI) → Conversion, Pruning, Distillation (features) → Models → TensorMath, CheckpointIO → CKernels.
+//   ckpt (CLI: parse, render, exit codes)
+//     → Pruning, Training (features)  → LogitCache, Conversion
+//     → Models (architectures, tokenizers, the layer-streamed engine)
+//     → TensorMath, CheckpointIO (formats)  → Basics (files, JSON, clocks, errors)
+//     → CKernels, CSystem, CZstd, CLZ4 (C).
 import PackageDescription
 
 let cKernelFlags: [CSetting] = [
@@ -26,42 +30,53 @@ let package = Package(
         // Linux system calls Swift's Glibc module does not expose (copy_file_range).
         .target(name: "CSystem"),
 
-        // Mapped files, safetensors and GGUF readers, dtypes, codecs, compression.
-        .target(name: "CheckpointIO", dependencies: ["CKernels", "CSystem", "CZstd", "CLZ4"]),
+        // What every module uses and none owns: the file system (atomic writes, fsync,
+        // copy_file_range), JSON (parse, decode Codable, write), clocks, process memory,
+        // fingerprints, the crash-test hook, the file error type and sysexits codes.
+        .target(name: "Basics", dependencies: ["CSystem"]),
+
+        // Mapped files, safetensors and GGUF readers and writers, dtypes, block codecs.
+        .target(name: "CheckpointIO", dependencies: ["Basics", "CKernels", "CSystem"]),
 
         // f32 buffers, the thread pool, matmul over any stored weight type, statistics.
-        .target(name: "TensorMath", dependencies: ["CKernels"]),
+        .target(name: "TensorMath", dependencies: ["Basics", "CKernels"]),
 
         // Model configs (HF config.json and GGUF metadata), tensor-name maps, tokenizers,
         // one file per architecture, and the layer-streamed engine (LayerStream, eval).
-        .target(name: "Models", dependencies: ["CheckpointIO", "TensorMath", "CKernels"]),
+        .target(name: "Models", dependencies: ["Basics", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // Activation statistics, importance scores, prune plans and surgery (a feature over the engine).
-        .target(name: "Pruning", dependencies: ["Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
+        .target(name: "Pruning", dependencies: ["Basics", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // Converting between formats, dtypes and shard layouts (a feature over Models and the writer).
-        .target(name: "Conversion", dependencies: ["CheckpointIO", "Models", "CKernels"]),
+        .target(name: "Conversion", dependencies: ["Basics", "CheckpointIO", "Models", "CKernels"]),
 
-        // The teacher-logit cache (format, builder, reader); later the distillation loop.
-        .target(name: "Distillation", dependencies: ["Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
+        // The teacher-logit cache: its format, the teacher pass that fills it (resumable,
+        // sharded), the reader and prefetching chunk stream, fidelity checks; zstd and lz4.
+        .target(name: "LogitCache", dependencies: ["Basics", "Models", "CheckpointIO", "TensorMath", "CKernels", "CZstd", "CLZ4"]),
+
+        // Distillation: the trainable decoder (forward and backward side by side), losses,
+        // AdamW, the memory plan, the training run and its policy, the student writer.
+        .target(name: "Training", dependencies: ["Basics", "LogitCache", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // The command-line tool: argument parsing, rendering, exit codes.
         .executableTarget(
             name: "ckpt",
-            dependencies: ["CheckpointIO", "TensorMath", "Models", "Conversion", "Pruning", "Distillation", "CKernels"],
+            dependencies: ["Basics", "CheckpointIO", "TensorMath", "Models", "Conversion", "Pruning", "LogitCache", "Training", "CKernels"],
             // A statically linked Swift runtime starts in ~3 ms instead of ~11 ms
             // (measured with hyperfine); `inspect` is meant to feel like `ls -l`.
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]
         ),
 
         // Hand-made test vectors (byte-level GGUF and safetensors builders) shared by the tests.
-        .target(name: "TestSupport", dependencies: ["CheckpointIO"], path: "Tests/TestSupport"),
-        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
-        .testTarget(name: "TensorMathTests", dependencies: ["TensorMath", "CKernels", "CheckpointIO", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
-        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Conversion", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
-        .testTarget(name: "ConversionTests", dependencies: ["Conversion", "Models", "CheckpointIO", "TestSupport"]),
-        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "TestSupport"]),
+        .target(name: "TestSupport", dependencies: ["Basics", "CheckpointIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "CheckpointIOTests", dependencies: ["Basics", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "TensorMathTests", dependencies: ["Basics", "TensorMath", "CKernels", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Basics", "Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "PruningTests", dependencies: ["Basics", "Pruning", "Conversion", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
+        .testTarget(name: "ConversionTests", dependencies: ["Basics", "Conversion", "Models", "CheckpointIO", "TestSupport"]),
+        .testTarget(name: "LogitCacheTests", dependencies: ["Basics", "LogitCache", "Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Basics", "Training", "LogitCache", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Basics", "CheckpointIO", "TestSupport"]),
     ]
 )

@@ -1,3 +1,4 @@
+import Basics
 /// A bounds-checked little-endian cursor over borrowed bytes.
 ///
 /// Every read checks the remaining length first, so a parser built on it cannot read
@@ -53,27 +54,9 @@ struct ByteReader {
     }
 }
 
-/// A name compared byte for byte. Swift's `String` equality is Unicode canonical
-/// equivalence, which would call "é" and "e\u{301}" the same tensor; file formats
-/// (and the reference readers) compare bytes.
-struct ExactName: Hashable {
-    let bytes: [UInt8]
-    init(_ s: String) { bytes = Array(s.utf8) }
-}
-
 /// Upper bound for reserving capacity from a count read from a file: the count is
 /// checked against the file size, but sparse files make size free.
 func reservation(_ count: Int) -> Int { min(count, 4096) }
-
-/// Decodes UTF-8, or returns nil when the bytes are not valid UTF-8.
-func decodeUTF8(_ raw: UnsafeRawBufferPointer) -> String? {
-    String(validating: raw.bindMemory(to: UInt8.self), as: UTF8.self)
-}
-
-/// Decodes UTF-8, replacing invalid sequences with U+FFFD.
-func decodeUTF8Lossy(_ raw: UnsafeRawBufferPointer) -> String {
-    String(decoding: raw.bindMemory(to: UInt8.self), as: UTF8.self)
-}
 
 extension Int {
     /// `self * other`, or nil on overflow.

@@ -1,3 +1,4 @@
+import Basics
 /// A borrowed description of one stored tensor: what it is and where its bytes lie.
 /// Creating or copying a view reads no tensor data.
 public struct TensorView: Sendable {

@@ -1,3 +1,4 @@
+import Basics
 /// Element types of safetensors files, as named by the `safetensors` package (0.8).
 ///
 /// Sizes are in bits because F4 and F6 pack several elements per byte; a tensor's

@@ -1,3 +1,4 @@
+import Basics
 /// The value types of GGUF metadata (gguf.md, `gguf_metadata_value_type`).
 public enum GGUFValueType: UInt32, Sendable {
     case uint8 = 0, int8, uint16, int16, uint32, int32, float32, bool, string, array, uint64, int64, float64

@@ -1,3 +1,4 @@
+import Basics
 /// A metadata value from either format: GGUF key/values keep their exact stored type
 /// (so a rewrite can reproduce them), JSON-derived values (safetensors headers, index
 /// files) use the 64-bit and object cases.

@@ -1,3 +1,4 @@
+import Basics
 /// One safetensors file: an 8-byte little-endian header length, a JSON header, then
 /// the data section. See `Formats/safetensors.md` for what is accepted.
 public struct SafetensorsFile: Sendable {
@@ -127,16 +128,6 @@ public struct SafetensorsFile: Sendable {
     }
 }
 
-func jsonText(_ v: JSONValue) -> String {
-    switch v {
-    case let .number(t): return t
-    case let .string(s): return "\"\(s)\""
-    case let .bool(b): return b ? "true" : "false"
-    case .null: return "null"
-    case .array: return "an array"
-    case .object: return "an object"
-    }
-}
 
 /// A safetensors checkpoint: one file, or the shards of an HF sharded set (found
 /// through `model.safetensors.index.json`, or all `*.safetensors` of a directory).

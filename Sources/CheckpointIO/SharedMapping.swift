@@ -1,3 +1,4 @@
+import Basics
 import CSystem
 #if canImport(Glibc)
 import Glibc

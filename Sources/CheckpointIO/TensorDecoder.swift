@@ -1,3 +1,4 @@
+import Basics
 import CKernels
 
 /// Decodes stored tensor bytes to f32, a range of rows at a time, so callers can

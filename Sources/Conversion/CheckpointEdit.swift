@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// What to change about one tensor while a checkpoint is rewritten.

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// What a tensor is in the model, independent of any file's naming scheme. Pruning and

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// The hyper-parameters of a decoder-only transformer, under the names HF

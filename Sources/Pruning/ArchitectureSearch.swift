@@ -1,3 +1,4 @@
+import Basics
 import Models
 
 /// Minitron's lightweight architecture search: candidate shapes (depth and width

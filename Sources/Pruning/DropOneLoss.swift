@@ -1,3 +1,4 @@
+import Basics
 import Models
 
 /// Importance by ablation: the held-out loss with one layer (or one head) removed, minus

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Reading and writing `ImportanceStats` (Formats/importance.md): an 8-byte magic, a

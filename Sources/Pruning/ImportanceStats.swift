@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Exact sums of activation statistics. Every per-sample quantity is rounded once to a

@@ -1,9 +1,11 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
 import CheckpointIO
 import Conversion
-import Distillation
+import LogitCache
+import Training
 import Models
 import TensorMath
 

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// A picture as a list of shapes, written as SVG or rendered to PNG: the plots

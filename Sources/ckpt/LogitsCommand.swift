@@ -1,8 +1,10 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
 import CheckpointIO
-import Distillation
+import LogitCache
+import Training
 import Models
 import TensorMath
 

@@ -1,10 +1,12 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 import CheckpointIO
-import Distillation
+import LogitCache
+import Training
 import CKernels
 import Conversion
 import Models

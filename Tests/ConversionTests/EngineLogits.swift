@@ -1,3 +1,4 @@
+import Basics
 import Models
 
 /// The engine's logits at every position of `tokens` for the model at `path`: what a

@@ -1,3 +1,4 @@
+import Basics
 @testable import Models
 import TensorMath
 import XCTest

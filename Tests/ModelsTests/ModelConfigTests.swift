@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 @testable import Models
 import TestSupport

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 import Models
 import TensorMath

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Gemma 2: embeddings scaled by sqrt(hidden), norms after attention and after the MLP as

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Gemma 3 (text): Gemma 2's block with RMSNorm of q and k per head instead of score

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// LLaMA (also SmolLM, TinyLlama, Llama 2/3/3.1): pre-norm RMSNorm blocks, RoPE, grouped

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Mistral: LLaMA with an optional sliding window on every layer.

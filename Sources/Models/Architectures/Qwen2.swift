@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Qwen2 / Qwen2.5: LLaMA with biases on Q, K and V and NeoX RoPE in both formats.

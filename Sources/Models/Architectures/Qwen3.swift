@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Qwen3: LLaMA with per-head RMSNorm of q and k before RoPE, no biases, and head_dim

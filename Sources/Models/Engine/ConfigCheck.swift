@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Range checks on a model's hyper-parameters, run before anything is allocated, sized

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Everything the forward pass needs to know about a decoder, resolved from a config

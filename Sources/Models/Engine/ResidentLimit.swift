@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// How much of a model the engine lets stay resident when the user names no limit: half

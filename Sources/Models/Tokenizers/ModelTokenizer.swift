@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// Text to token ids and back, with exactly llama.cpp's ids, whatever the vocabulary's

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// A tokenizer's vocabulary and settings, as both GGUF and HF store them: converts

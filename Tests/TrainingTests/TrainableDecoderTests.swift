@@ -1,6 +1,8 @@
+import Basics
 import CKernels
 import CheckpointIO
-@testable import Distillation
+import LogitCache
+@testable import Training
 import Models
 import TensorMath
 import TestSupport

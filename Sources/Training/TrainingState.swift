@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 #if canImport(Glibc)
 import Glibc

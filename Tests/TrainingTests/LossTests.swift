@@ -1,5 +1,7 @@
+import Basics
 import CKernels
-@testable import Distillation
+import LogitCache
+@testable import Training
 import TensorMath
 import XCTest
 

@@ -1,5 +1,7 @@
+import Basics
 import CKernels
 import CheckpointIO
+import LogitCache
 import Models
 import TensorMath
 #if canImport(Glibc)

@@ -86,39 +86,4 @@ public struct JSONWriter {
         out += run
         out += "\""
     }
-
-    /// Writes a metadata value. Arrays longer than `arrayLimit` become
-    /// `{"type": …, "count": …}` unless `full`.
-    public mutating func metadata(_ value: MetadataValue, key: String? = nil, full: Bool, arrayLimit: Int = 64) {
-        switch value {
-        case let .uint8(v): int(Int(v), key: key)
-        case let .int8(v): int(Int(v), key: key)
-        case let .uint16(v): int(Int(v), key: key)
-        case let .int16(v): int(Int(v), key: key)
-        case let .uint32(v): int(Int(v), key: key)
-        case let .int32(v): int(Int(v), key: key)
-        case let .uint64(v): raw(String(v), key: key)
-        case let .int64(v): raw(String(v), key: key)
-        case let .float32(v): raw(Self.number(v), key: key)
-        case let .float64(v): double(v, key: key)
-        case let .bool(v): bool(v, key: key)
-        case let .string(s): string(s, key: key)
-        case .null: null(key: key)
-        case let .object(entries):
-            beginObject(key: key)
-            for e in entries { metadata(e.value, key: e.key, full: full, arrayLimit: arrayLimit) }
-            endObject()
-        case let .array(a):
-            if !full && a.count > arrayLimit {
-                beginObject(key: key)
-                string(a.elementType, key: "type")
-                int(a.count, key: "count")
-                endObject()
-            } else {
-                beginArray(key: key)
-                for v in a.values() { metadata(v, full: full, arrayLimit: arrayLimit) }
-                endArray()
-            }
-        }
-    }
 }

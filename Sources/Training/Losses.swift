@@ -1,4 +1,6 @@
+import Basics
 import CKernels
+import LogitCache
 import TensorMath
 #if canImport(Glibc)
 import Glibc

@@ -52,24 +52,6 @@ public indirect enum JSONValue: Sendable, Equatable {
         return Double(text)
     }
 
-    /// Converts to metadata: integers become int64/uint64, other numbers float64.
-    public var metadataValue: MetadataValue {
-        switch self {
-        case let .object(pairs):
-            return .object(pairs.map { MetadataEntry(key: $0.key, value: $0.value.metadataValue) })
-        case let .array(items):
-            let values = items.map(\.metadataValue)
-            let types = Set(values.map(\.typeName))
-            return .array(MetadataArray(values: values, elementType: types.count == 1 ? types.first! : "mixed"))
-        case let .string(s): return .string(s)
-        case let .number(text):
-            if let i = Int64(text) { return .int64(i) }
-            if let u = UInt64(text) { return .uint64(u) }
-            return .float64(Double(text) ?? .nan)
-        case let .bool(b): return .bool(b)
-        case .null: return .null
-        }
-    }
 }
 
 /// Why a JSON text was rejected, with the byte offset where parsing stopped.

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// How a teacher's distribution at one position is kept (Formats/logit-cache.md).

@@ -1,7 +1,9 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
 import CheckpointIO
+import LogitCache
 import Models
 
 /// The policy of one training run around `Distiller.step()`: when to measure held-out

@@ -1,3 +1,4 @@
+import Basics
 import CKernels
 import TensorMath
 import XCTest

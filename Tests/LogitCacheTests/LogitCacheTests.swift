@@ -1,6 +1,7 @@
+import Basics
 import CKernels
 import CheckpointIO
-@testable import Distillation
+@testable import LogitCache
 import Models
 import TensorMath
 import TestSupport

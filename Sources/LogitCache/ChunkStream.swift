@@ -1,3 +1,4 @@
+import Basics
 import TensorMath
 #if canImport(Glibc)
 import Glibc

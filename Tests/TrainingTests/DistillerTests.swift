@@ -1,7 +1,9 @@
+import Basics
 import CKernels
 import CheckpointIO
 import Conversion
-@testable import Distillation
+import LogitCache
+@testable import Training
 import Models
 import TensorMath
 import TestSupport

@@ -1,3 +1,4 @@
+import Basics
 import CLZ4
 import CZstd
 

@@ -1,3 +1,4 @@
+import Basics
 import CheckpointIO
 
 /// The records of consecutive sequences, decoded: one record per token fed to the
