@@ -39,15 +39,36 @@ public enum LayerTensor: String, CaseIterable, Sendable {
     }
 }
 
-/// A decoder architecture's naming and storage conventions in GGUF and in HF
-/// checkpoints: one table per family, the only place these names are spelled.
+/// One tensor of a decoder layer as an architecture lays it out: its part, the shape the
+/// spec implies, and whether a checkpoint may leave it out (biases).
+public struct LayerSlot: Sendable, Equatable {
+    public let part: LayerTensor
+    public let shape: [Int]
+    public let optional: Bool
+
+    public init(_ part: LayerTensor, _ shape: [Int], optional: Bool = false) {
+        self.part = part
+        self.shape = shape
+        self.optional = optional
+    }
+}
+
+/// A decoder family's registry entry: its names in GGUF and HF checkpoints, how its
+/// `DecoderSpec` is read from a config, and which tensors a layer holds, with their
+/// shapes, in the order training lays them out. Each family's entry lives in its own
+/// file under Architectures/; everything else (the engine's tensor check, conversion,
+/// surgery, training slots) reads it from here, so adding a family touches one file.
 public struct Architecture: Sendable {
     /// `general.architecture` in GGUF.
     public let ggufName: String
-    /// `model_type` in HF `config.json`.
+    /// `model_type` in HF `config.json` (and other spellings of it that are read).
     public let hfModelType: String
+    let hfModelTypeAliases: [String]
     /// `architectures[0]` in HF `config.json`.
     public let hfClass: String
+    /// `general.architecture` of a GGUF converted from this family: llama.cpp knows some
+    /// families (Mistral) only by the name of the one they share a layout with.
+    public let ggufOutputName: String
     /// llama.cpp's converter reorders the rows of Q and K for these (its RoPE pairs
     /// adjacent elements, HF's pairs the two halves of each head).
     public let permutesQK: Bool
@@ -55,61 +76,61 @@ public struct Architecture: Sendable {
     public let normOffset: Float
     /// The embedding doubles as the LM head (no `output.weight` / `lm_head.weight`).
     public let alwaysTiedEmbeddings: Bool
+    /// llama.cpp reads which layers slide from `{arch}.attention.sliding_window_pattern`.
+    public let ggufSlidingPattern: Bool
     /// GGUF name suffix (after `blk.N.`) and HF name suffix (after `model.layers.N.`).
     let layerNames: [LayerTensor: (gguf: String, hf: String)]
+    /// The family's spec from a config (sizes, RoPE, norms, windows), before the shared checks.
+    let readSpec: @Sendable (ModelConfig, CheckpointFormat, _ ropeFactors: [Float]?, _ path: String) throws -> DecoderSpec
+    /// The tensors of one layer, in training order.
+    let layerLayout: @Sendable (DecoderSpec) -> [LayerSlot]
 
-    public static let all: [Architecture] = [
-        Architecture(ggufName: "llama", hfModelType: "llama", hfClass: "LlamaForCausalLM", permutesQK: true, normOffset: 0,
-                     alwaysTiedEmbeddings: false, layerNames: llamaNames),
-        Architecture(ggufName: "mistral", hfModelType: "mistral", hfClass: "MistralForCausalLM", permutesQK: true, normOffset: 0,
-                     alwaysTiedEmbeddings: false, layerNames: llamaNames),
-        Architecture(ggufName: "qwen2", hfModelType: "qwen2", hfClass: "Qwen2ForCausalLM", permutesQK: false, normOffset: 0,
-                     alwaysTiedEmbeddings: false, layerNames: llamaNames),
-        Architecture(ggufName: "qwen3", hfModelType: "qwen3", hfClass: "Qwen3ForCausalLM", permutesQK: false, normOffset: 0,
-                     alwaysTiedEmbeddings: false, layerNames: llamaNames),
-        Architecture(ggufName: "gemma2", hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", permutesQK: false, normOffset: 1,
-                     alwaysTiedEmbeddings: true, layerNames: gemmaNames),
-        Architecture(ggufName: "gemma3", hfModelType: "gemma3_text", hfClass: "Gemma3ForCausalLM", permutesQK: false, normOffset: 1,
-                     alwaysTiedEmbeddings: true, layerNames: gemmaNames),
-    ]
+    init(ggufName: String, hfModelType: String, hfModelTypeAliases: [String] = [], hfClass: String, ggufOutputName: String? = nil,
+         permutesQK: Bool, normOffset: Float = 0, alwaysTiedEmbeddings: Bool = false,
+         ggufSlidingPattern: Bool = false, layerNames: [LayerTensor: (gguf: String, hf: String)],
+         spec: @escaping @Sendable (ModelConfig, CheckpointFormat, [Float]?, String) throws -> DecoderSpec,
+         layout: @escaping @Sendable (DecoderSpec) -> [LayerSlot]) {
+        self.ggufName = ggufName
+        self.hfModelType = hfModelType
+        self.hfModelTypeAliases = hfModelTypeAliases
+        self.hfClass = hfClass
+        self.ggufOutputName = ggufOutputName ?? ggufName
+        self.permutesQK = permutesQK
+        self.normOffset = normOffset
+        self.alwaysTiedEmbeddings = alwaysTiedEmbeddings
+        self.ggufSlidingPattern = ggufSlidingPattern
+        self.layerNames = layerNames
+        self.readSpec = spec
+        self.layerLayout = layout
+    }
+
+    /// Every family ckpt reads, converts, prunes and trains.
+    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3]
 
     public static func gguf(_ name: String) -> Architecture? { all.first { $0.ggufName == name } }
 
-    /// `general.architecture` of a GGUF converted from this family. llama.cpp has no
-    /// `mistral` architecture: its converter writes Mistral (and Mixtral) as `llama`,
-    /// whose name map and Q/K order they share. A `mistral` GGUF is still read.
-    public var ggufOutputName: String { ggufName == "mistral" ? "llama" : ggufName }
-
     public static func hf(modelType: String) -> Architecture? {
-        all.first { $0.hfModelType == modelType } ?? (modelType == "gemma3" ? gguf("gemma3") : nil)
+        all.first { $0.hfModelType == modelType || $0.hfModelTypeAliases.contains(modelType) }
     }
 
-    private static let llamaNames: [LayerTensor: (gguf: String, hf: String)] = [
-        .attnNorm: ("attn_norm.weight", "input_layernorm.weight"),
-        .attnQ: ("attn_q.weight", "self_attn.q_proj.weight"),
-        .attnK: ("attn_k.weight", "self_attn.k_proj.weight"),
-        .attnV: ("attn_v.weight", "self_attn.v_proj.weight"),
-        .attnOutput: ("attn_output.weight", "self_attn.o_proj.weight"),
-        .attnQBias: ("attn_q.bias", "self_attn.q_proj.bias"),
-        .attnKBias: ("attn_k.bias", "self_attn.k_proj.bias"),
-        .attnVBias: ("attn_v.bias", "self_attn.v_proj.bias"),
-        .attnQNorm: ("attn_q_norm.weight", "self_attn.q_norm.weight"),
-        .attnKNorm: ("attn_k_norm.weight", "self_attn.k_norm.weight"),
-        .mlpNorm: ("ffn_norm.weight", "post_attention_layernorm.weight"),
-        .mlpGate: ("ffn_gate.weight", "mlp.gate_proj.weight"),
-        .mlpUp: ("ffn_up.weight", "mlp.up_proj.weight"),
-        .mlpDown: ("ffn_down.weight", "mlp.down_proj.weight"),
-    ]
+    /// The decoder spec of a model of this family, every value range-checked.
+    public func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+        let s = try readSpec(config, format, ropeFactors, path)
+        return try ConfigCheck(path: path, format: format, architecture: ggufName).finish(s, config: config)
+    }
 
-    // Gemma 2/3 norm around both blocks: HF's post_attention_layernorm is the norm *after*
-    // attention (GGUF post_attention_norm), and the pre-MLP norm has its own name.
-    private static let gemmaNames: [LayerTensor: (gguf: String, hf: String)] = {
-        var n = llamaNames
-        n[.postAttnNorm] = ("post_attention_norm.weight", "post_attention_layernorm.weight")
-        n[.mlpNorm] = ("ffn_norm.weight", "pre_feedforward_layernorm.weight")
-        n[.postMlpNorm] = ("post_ffw_norm.weight", "post_feedforward_layernorm.weight")
-        return n
-    }()
+    /// Every tensor a model of this shape holds, with its shape, in training order: the
+    /// embedding, each layer's tensors, the final norm, and the LM head unless tied.
+    public func tensors(_ s: DecoderSpec) -> [(role: TensorRole, shape: [Int], optional: Bool)] {
+        var out: [(role: TensorRole, shape: [Int], optional: Bool)] = [(.embed, [s.vocab, s.hidden], false)]
+        let layout = layerLayout(s)
+        for i in 0..<s.layers {
+            out += layout.map { (.layer(i, $0.part), $0.shape, $0.optional) }
+        }
+        out.append((.finalNorm, [s.hidden], false))
+        out.append((.lmHead, [s.vocab, s.hidden], true))
+        return out
+    }
 
     /// The role of a GGUF tensor name, or nil when the name is not this family's.
     public func role(ggufName name: String) -> TensorRole? {

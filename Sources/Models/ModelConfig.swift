@@ -374,7 +374,7 @@ extension ModelConfig {
         }())
         u32("vocab_size", vocabSize)
         u32("attention.sliding_window", slidingWindow)
-        if let entry = Self.slidingPatternEntry(architecture: a, layerTypes: layerTypes) { out.append(entry) }
+        if let entry = Self.slidingPatternEntry(architecture: architecture, layerTypes: layerTypes) { out.append(entry) }
         // llama3 scaling is a factor vector in GGUF (`rope_freqs.weight`, see
         // `llama3RopeFactors`), not keys: llama.cpp aborts on a `llama3` scaling type.
         if let s = ropeScaling, let kind = s.kind, kind != "llama3" {
@@ -435,12 +435,12 @@ extension ModelConfig {
         return s
     }
 
-    /// `{arch}.attention.sliding_window_pattern` as llama.cpp reads it for gemma2/gemma3
-    /// (one bool per layer, true = sliding), when the layers' kinds are known: a model
-    /// whose depth was pruned no longer follows the family's fixed period.
-    public static func slidingPatternEntry(architecture a: String, layerTypes: [String]?) -> MetadataEntry? {
-        guard a == "gemma2" || a == "gemma3", let types = layerTypes, !types.isEmpty else { return nil }
-        return MetadataEntry(key: "\(a).attention.sliding_window_pattern",
+    /// `{arch}.attention.sliding_window_pattern` as llama.cpp reads it for the families
+    /// that have one (one bool per layer, true = sliding), when the layers' kinds are
+    /// known: a model whose depth was pruned no longer follows the family's fixed period.
+    public static func slidingPatternEntry(architecture: Architecture, layerTypes: [String]?) -> MetadataEntry? {
+        guard architecture.ggufSlidingPattern, let types = layerTypes, !types.isEmpty else { return nil }
+        return MetadataEntry(key: "\(architecture.ggufOutputName).attention.sliding_window_pattern",
                              value: .array(MetadataArray(values: types.map { .bool($0 == "sliding_attention") }, elementType: "bool")))
     }
 }

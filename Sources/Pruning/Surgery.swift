@@ -58,7 +58,7 @@ public enum Surgery {
             ]
             let keptTypes = s.slidingLayers.isEmpty ? nil
                 : plan.keptLayers.map { s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention" }
-            if let entry = ModelConfig.slidingPatternEntry(architecture: a, layerTypes: keptTypes) { edit.ggufMetadata.append(entry) }
+            if let entry = ModelConfig.slidingPatternEntry(architecture: arch, layerTypes: keptTypes) { edit.ggufMetadata.append(entry) }
         } else {
             let dir = try FileSystem.checkpointDirectory(ckpt.path)
             let path = FileSystem.join(dir, "config.json")

@@ -120,19 +120,9 @@ public final class TrainableDecoder {
 
     /// The tensors a student trains, in the order they sit in the flat buffers.
     public static func slots(of model: DecoderModel) throws -> [Slot] {
-        let s = model.spec
-        var roles: [TensorRole] = [.embed]
-        for i in 0..<s.layers {
-            roles += [.layer(i, .attnNorm), .layer(i, .attnQ), .layer(i, .attnK), .layer(i, .attnV)]
-            for b in [LayerTensor.attnQBias, .attnKBias, .attnVBias] where model.tensor(.layer(i, b)) != nil { roles.append(.layer(i, b)) }
-            if s.qkNorm { roles += [.layer(i, .attnQNorm), .layer(i, .attnKNorm)] }
-            roles.append(.layer(i, .attnOutput))
-            if s.postNorms { roles.append(.layer(i, .postAttnNorm)) }
-            roles += [.layer(i, .mlpNorm), .layer(i, .mlpGate), .layer(i, .mlpUp), .layer(i, .mlpDown)]
-            if s.postNorms { roles.append(.layer(i, .postMlpNorm)) }
+        let roles = model.architecture.tensors(model.spec).compactMap { t in
+            t.optional && model.tensor(t.role) == nil ? nil : t.role
         }
-        roles.append(.finalNorm)
-        if model.tensor(.lmHead) != nil { roles.append(.lmHead) }
         var slots: [Slot] = []
         var at = 0
         for r in roles {

@@ -102,7 +102,7 @@ final class ModelConfigStrictnessTests: XCTestCase {
             // for transformers' truncate = false, so that case is checked from config.json only.
             let sources = config.ropeScaling?.truncate == false ? [("config.json", config)] : [("config.json", config), ("GGUF", fromGGUF)]
             for (source, cfg) in sources {
-                let spec = try XCTUnwrap(ModelFamily.spec("qwen2", cfg, format: source == "GGUF" ? .gguf : .safetensors, ropeFactors: nil, path: "x"))
+                let spec = try Architecture.qwen2.spec(cfg, format: source == "GGUF" ? .gguf : .safetensors, ropeFactors: nil, path: "x")
                 XCTAssertEqual(spec.ropeInvFreq.count, want.count, name)
                 for (a, b) in zip(spec.ropeInvFreq, want) { XCTAssertEqual(a, b, accuracy: 2e-6 * b, "\(name) from \(source)") }
                 XCTAssertEqual(Double(spec.ropeAttentionFactor), attention, accuracy: 1e-6, "\(name) from \(source)")

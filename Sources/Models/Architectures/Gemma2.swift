@@ -1,11 +1,17 @@
 import Basics
 import CheckpointIO
 
-/// Gemma 2: embeddings scaled by sqrt(hidden), norms after attention and after the MLP as
-/// well as before, GELU-tanh gated MLP, tanh soft-capping of attention scores (50) and of
-/// final logits (30), sliding-window attention on even layers, global on odd ones.
+extension Architecture {
+    /// Gemma 2: embeddings scaled by sqrt(hidden), norms after attention and after the MLP as
+    /// well as before, GELU-tanh gated MLP, tanh soft-capping of attention scores (50) and of
+    /// final logits (30), sliding-window attention on even layers, global on odd ones.
+    public static let gemma2 = Architecture(
+        ggufName: "gemma2", hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", permutesQK: false, normOffset: 1,
+        alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, spec: Gemma2.spec, layout: Gemma.layout)
+}
+
 enum Gemma2 {
-    static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+    @Sendable static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
         var s = try DecoderSpec.common(config, architecture: "gemma2", format: format, ropeFactors: ropeFactors, path: path)
         s.activation = .geluTanh
         s.postNorms = true
@@ -26,6 +32,24 @@ enum Gemma2 {
 
 /// What the two Gemma files share.
 enum Gemma {
+    /// LLaMA's layer with a norm after attention and one after the MLP.
+    @Sendable static func layout(_ s: DecoderSpec) -> [LayerSlot] {
+        var out = Llama.layout(s)
+        out.insert(LayerSlot(.postAttnNorm, [s.hidden]), at: out.firstIndex { $0.part == .attnOutput }! + 1)
+        out.append(LayerSlot(.postMlpNorm, [s.hidden]))
+        return out
+    }
+
+    // Norms around both blocks: HF's post_attention_layernorm is the norm *after*
+    // attention (GGUF post_attention_norm), and the pre-MLP norm has its own name.
+    static let names: [LayerTensor: (gguf: String, hf: String)] = {
+        var n = Llama.names
+        n[.postAttnNorm] = ("post_attention_norm.weight", "post_attention_layernorm.weight")
+        n[.mlpNorm] = ("ffn_norm.weight", "pre_feedforward_layernorm.weight")
+        n[.postMlpNorm] = ("post_ffw_norm.weight", "post_feedforward_layernorm.weight")
+        return n
+    }()
+
     /// HF's query_pre_attn_scalar when the config has it; otherwise llama.cpp's rule,
     /// which derives the 27B model's value (hidden/heads, not head_dim) from its layer count.
     static func attentionScale(_ c: ModelConfig, spec s: DecoderSpec, twentySevenBLayers: Int) -> Float {

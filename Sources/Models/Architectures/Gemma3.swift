@@ -1,15 +1,23 @@
 import Basics
 import CheckpointIO
 
-/// Gemma 3 (text): Gemma 2's block with RMSNorm of q and k per head instead of score
-/// capping; five sliding-window layers for each global one; the sliding layers use RoPE
-/// base 10000 without scaling, the global ones the config's base and scaling. llama.cpp
-/// fixes the 10000 and the 5:1 pattern in code (llama-model.cpp), not in GGUF metadata.
+extension Architecture {
+    /// Gemma 3 (text): Gemma 2's block with RMSNorm of q and k per head instead of score
+    /// capping; five sliding-window layers for each global one; the sliding layers use RoPE
+    /// base 10000 without scaling, the global ones the config's base and scaling. llama.cpp
+    /// fixes the 10000 and the 5:1 pattern in code (llama-model.cpp), not in GGUF metadata.
+    /// The text model of a multimodal checkpoint (`gemma3`) is read too (MultimodalNames).
+    public static let gemma3 = Architecture(
+        ggufName: "gemma3", hfModelType: "gemma3_text", hfModelTypeAliases: ["gemma3"], hfClass: "Gemma3ForCausalLM",
+        permutesQK: false, normOffset: 1, alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, spec: Gemma3.spec,
+        layout: { Llama.withQKNorm(Gemma.layout($0), $0) })
+}
+
 enum Gemma3 {
     static let localRopeBase = 10000.0
     static let defaultPattern = 6
 
-    static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+    @Sendable static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
         var c = config
         if c.ropeTheta == nil { c.ropeTheta = 1_000_000 }
         var s = try DecoderSpec.common(c, architecture: "gemma3", format: format, ropeFactors: ropeFactors, path: path)

@@ -1,12 +1,57 @@
 import Basics
 import CheckpointIO
 
-/// LLaMA (also SmolLM, TinyLlama, Llama 2/3/3.1): pre-norm RMSNorm blocks, RoPE, grouped
-/// KV heads, SiLU-gated MLP. The reference decoder the other families vary.
+extension Architecture {
+    /// LLaMA (also SmolLM, TinyLlama, Llama 2/3/3.1): pre-norm RMSNorm blocks, RoPE, grouped
+    /// KV heads, SiLU-gated MLP. The reference decoder the other families vary.
+    public static let llama = Architecture(
+        ggufName: "llama", hfModelType: "llama", hfClass: "LlamaForCausalLM", permutesQK: true,
+        layerNames: Llama.names, spec: Llama.spec, layout: Llama.layout)
+}
+
 enum Llama {
-    static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+    @Sendable static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
         try DecoderSpec.common(config, architecture: "llama", format: format, ropeFactors: ropeFactors, path: path)
     }
+
+    /// Pre-norm attention (Q, K, V with optional biases, output), then a pre-norm gated MLP.
+    @Sendable static func layout(_ s: DecoderSpec) -> [LayerSlot] {
+        [
+            LayerSlot(.attnNorm, [s.hidden]),
+            LayerSlot(.attnQ, [s.qDim, s.hidden]), LayerSlot(.attnK, [s.kvDim, s.hidden]), LayerSlot(.attnV, [s.kvDim, s.hidden]),
+            // Biases are found by name: their presence is the only switch (qwen2 has them).
+            LayerSlot(.attnQBias, [s.qDim], optional: true), LayerSlot(.attnKBias, [s.kvDim], optional: true),
+            LayerSlot(.attnVBias, [s.kvDim], optional: true),
+            LayerSlot(.attnOutput, [s.hidden, s.qDim]),
+            LayerSlot(.mlpNorm, [s.hidden]),
+            LayerSlot(.mlpGate, [s.ffn, s.hidden]), LayerSlot(.mlpUp, [s.ffn, s.hidden]), LayerSlot(.mlpDown, [s.hidden, s.ffn]),
+        ]
+    }
+
+    /// The layout with per-head q and k norms after the projections (qwen3, gemma3).
+    static func withQKNorm(_ layout: [LayerSlot], _ s: DecoderSpec) -> [LayerSlot] {
+        var out = layout
+        let at = out.firstIndex { $0.part == .attnOutput }!
+        out.insert(contentsOf: [LayerSlot(.attnQNorm, [s.headDim]), LayerSlot(.attnKNorm, [s.headDim])], at: at)
+        return out
+    }
+
+    static let names: [LayerTensor: (gguf: String, hf: String)] = [
+        .attnNorm: ("attn_norm.weight", "input_layernorm.weight"),
+        .attnQ: ("attn_q.weight", "self_attn.q_proj.weight"),
+        .attnK: ("attn_k.weight", "self_attn.k_proj.weight"),
+        .attnV: ("attn_v.weight", "self_attn.v_proj.weight"),
+        .attnOutput: ("attn_output.weight", "self_attn.o_proj.weight"),
+        .attnQBias: ("attn_q.bias", "self_attn.q_proj.bias"),
+        .attnKBias: ("attn_k.bias", "self_attn.k_proj.bias"),
+        .attnVBias: ("attn_v.bias", "self_attn.v_proj.bias"),
+        .attnQNorm: ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+        .attnKNorm: ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+        .mlpNorm: ("ffn_norm.weight", "post_attention_layernorm.weight"),
+        .mlpGate: ("ffn_gate.weight", "mlp.gate_proj.weight"),
+        .mlpUp: ("ffn_up.weight", "mlp.up_proj.weight"),
+        .mlpDown: ("ffn_down.weight", "mlp.down_proj.weight"),
+    ]
 }
 
 extension DecoderSpec {

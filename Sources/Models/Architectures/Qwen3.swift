@@ -1,10 +1,16 @@
 import Basics
 import CheckpointIO
 
-/// Qwen3: LLaMA with per-head RMSNorm of q and k before RoPE, no biases, and head_dim
-/// independent of hidden/heads.
+extension Architecture {
+    /// Qwen3: LLaMA with per-head RMSNorm of q and k before RoPE, no biases, and head_dim
+    /// independent of hidden/heads.
+    public static let qwen3 = Architecture(
+        ggufName: "qwen3", hfModelType: "qwen3", hfClass: "Qwen3ForCausalLM", permutesQK: false,
+        layerNames: Llama.names, spec: Qwen3.spec, layout: { Llama.withQKNorm(Llama.layout($0), $0) })
+}
+
 enum Qwen3 {
-    static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
+    @Sendable static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
         var s = try DecoderSpec.common(config, architecture: "qwen3", format: format, ropeFactors: ropeFactors, path: path)
         s.qkNorm = true
         return s

@@ -14,7 +14,7 @@ public enum ModelError: UserFacingError, Sendable, Equatable {
     public var description: String {
         switch self {
         case let .unknownArchitecture(path, name):
-            return "\(path): architecture '\(name)' is not one the engine runs (it runs \(ModelFamily.supported.joined(separator: ", ")))"
+            return "\(path): architecture '\(name)' is not one the engine runs (it runs \(Architecture.all.map(\.ggufName).joined(separator: ", ")))"
         case let .missingTensors(path, names):
             let shown = names.prefix(12).joined(separator: ", ")
             return "\(path): \(names.count) tensor(s) the model needs are missing: \(shown)\(names.count > 12 ? ", …" : "")"
@@ -34,28 +34,6 @@ public enum ModelError: UserFacingError, Sendable, Equatable {
         case .unknownArchitecture, .unsupportedTensorType: return .unsupported
         case .missingTensors, .badShape, .tokenOutOfVocabulary: return .dataError
         case .contextTooLong: return .usage
-        }
-    }
-}
-
-/// The families the engine runs, by GGUF architecture name.
-enum ModelFamily {
-    static let supported = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"]
-
-    static func spec(_ name: String, _ c: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec? {
-        guard let s = try familySpec(name, c, format: format, ropeFactors: ropeFactors, path: path) else { return nil }
-        return try ConfigCheck(path: path, format: format, architecture: name).finish(s, config: c)
-    }
-
-    private static func familySpec(_ name: String, _ c: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec? {
-        switch name {
-        case "llama": return try Llama.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        case "mistral": return try Mistral.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        case "qwen2": return try Qwen2.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        case "qwen3": return try Qwen3.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        case "gemma2": return try Gemma2.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        case "gemma3": return try Gemma3.spec(c, format: format, ropeFactors: ropeFactors, path: path)
-        default: return nil
         }
     }
 }
@@ -108,9 +86,7 @@ public final class DecoderModel: @unchecked Sendable {
         var c = config
         if c.vocabSize == nil, let e = roles[.embed] { c.vocabSize = e.shape.first }
         self.config = c
-        guard let spec = try ModelFamily.spec(arch.ggufName, c, format: ckpt.format, ropeFactors: ropeFactors, path: path) else {
-            throw ModelError.unknownArchitecture(path: path, name: archName)
-        }
+        let spec = try arch.spec(c, format: ckpt.format, ropeFactors: ropeFactors, path: path)
         // A layer count beyond the tensors is refused by name before anything is sized by it.
         let present = roles.keys.reduce(0) { n, role in
             if case let .layer(i, _) = role { return max(n, i + 1) }
@@ -128,23 +104,10 @@ public final class DecoderModel: @unchecked Sendable {
         (checkpoint.format == .gguf ? architecture.ggufName(role) : architecture.hfName(role)) ?? role.description
     }
 
-    /// Every tensor the forward pass reads, with the shape the spec implies.
+    /// Every tensor the forward pass reads, with the shape the spec implies: the
+    /// architecture's list, less the optional ones the checkpoint leaves out.
     private func required() -> [(TensorRole, [Int])] {
-        let s = spec
-        var out: [(TensorRole, [Int])] = [(.embed, [s.vocab, s.hidden]), (.finalNorm, [s.hidden])]
-        if byRole[.lmHead] != nil { out.append((.lmHead, [s.vocab, s.hidden])) }
-        for i in 0..<s.layers {
-            out += [
-                (.layer(i, .attnNorm), [s.hidden]), (.layer(i, .attnQ), [s.qDim, s.hidden]),
-                (.layer(i, .attnK), [s.kvDim, s.hidden]), (.layer(i, .attnV), [s.kvDim, s.hidden]),
-                (.layer(i, .attnOutput), [s.hidden, s.qDim]), (.layer(i, .mlpNorm), [s.hidden]),
-                (.layer(i, .mlpGate), [s.ffn, s.hidden]), (.layer(i, .mlpUp), [s.ffn, s.hidden]),
-                (.layer(i, .mlpDown), [s.hidden, s.ffn]),
-            ]
-            if s.qkNorm { out += [(.layer(i, .attnQNorm), [s.headDim]), (.layer(i, .attnKNorm), [s.headDim])] }
-            if s.postNorms { out += [(.layer(i, .postAttnNorm), [s.hidden]), (.layer(i, .postMlpNorm), [s.hidden])] }
-        }
-        return out
+        architecture.tensors(spec).compactMap { t in t.optional && byRole[t.role] == nil ? nil : (t.role, t.shape) }
     }
 
     private func checkTensors() throws {
