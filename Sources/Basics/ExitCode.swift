@@ -11,6 +11,8 @@ public enum ExitCode: Int32, Sendable {
     case noInput = 66
     /// The input is valid but uses something this build does not handle.
     case unsupported = 69
+    /// The operating system refused a resource (a thread, memory for a mapping).
+    case osError = 71
     /// The output could not be created (it exists, or its directory is missing or read-only).
     case cannotCreate = 73
     /// An operating-system error while reading or writing.

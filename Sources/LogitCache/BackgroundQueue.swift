@@ -1,7 +1,4 @@
 import Basics
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One worker thread running jobs in order, with at most `capacity` waiting: compression
 /// and writing overlap the teacher's compute, and a slow disk holds the producer back
@@ -9,68 +6,55 @@ import Glibc
 /// rethrown by `submit` or `finish`.
 public final class BackgroundQueue: @unchecked Sendable {
     public typealias Job = () throws -> Void
+    // Everything below is guarded by `monitor`.
     private var jobs: [Job] = []
-    private var running = false
     private var closed = false
     private var failure: (any Error)?
     private let capacity: Int
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
-    private var thread = pthread_t()
+    private let monitor = Monitor()
+    private var thread: WorkerThread?
 
-    public init(capacity: Int = 1) {
+    public init(capacity: Int = 1, purpose: String = "background writes") throws {
         self.capacity = max(capacity, 1)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
-        let me = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { arg in
-            let q = Unmanaged<BackgroundQueue>.fromOpaque(arg!).takeRetainedValue()
-            q.work()
-            return nil
-        }, me)
-    }
-
-    deinit {
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
+        thread = try WorkerThread(purpose: purpose) { [self] in work() }
     }
 
     private func work() {
-        pthread_mutex_lock(&mutex)
+        monitor.lock()
+        defer { monitor.unlock() }
         while true {
-            while jobs.isEmpty && !closed { pthread_cond_wait(&changed, &mutex) }
-            if jobs.isEmpty && closed { break }
+            while jobs.isEmpty && !closed { monitor.wait() }
+            if jobs.isEmpty { return }
             let job = jobs.removeFirst()
-            running = true
             let skip = failure != nil
-            pthread_mutex_unlock(&mutex)
-            var err: (any Error)?
-            if !skip { do { try job() } catch { err = error } }
-            pthread_mutex_lock(&mutex)
-            running = false
-            if failure == nil, let err { failure = err }
-            pthread_cond_broadcast(&changed)
+            // The job runs unlocked, so the producer can queue the next one meanwhile.
+            monitor.unlock()
+            var error: (any Error)?
+            if !skip { do { try job() } catch let e { error = e } }
+            monitor.lock()
+            if failure == nil, let error { failure = error }
+            monitor.broadcast()
         }
-        pthread_mutex_unlock(&mutex)
     }
 
     /// Queues `job`, waiting while the queue is full.
     public func submit(_ job: @escaping Job) throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while jobs.count >= capacity && failure == nil { pthread_cond_wait(&changed, &mutex) }
-        if let failure { throw failure }
-        jobs.append(job)
-        pthread_cond_broadcast(&changed)
+        try monitor.withLock {
+            while jobs.count >= capacity && failure == nil { monitor.wait() }
+            if let failure { throw failure }
+            jobs.append(job)
+            monitor.broadcast()
+        }
     }
 
     /// Waits for every queued job, stops the thread, rethrows the first error.
     public func finish() throws {
-        pthread_mutex_lock(&mutex)
-        closed = true
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
-        pthread_join(thread, nil)
-        if let failure { throw failure }
+        monitor.withLock {
+            closed = true
+            monitor.broadcast()
+        }
+        thread?.join()
+        thread = nil
+        if let failure = monitor.withLock({ failure }) { throw failure }
     }
 }

@@ -1,8 +1,5 @@
 import Basics
 import TensorMath
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Reads a cache's chunks in order or shuffled (whole chunks, seeded), decoding the next
 /// one on a background thread while the caller works on the current one. At most two
@@ -21,9 +18,8 @@ public final class ChunkStream: @unchecked Sendable {
     private var ready: Result<LogitChunk, any Error>?
     private var pending = false
     private var stopping = false
-    private var worker = pthread_t()
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
+    private var worker: WorkerThread?
+    private let monitor = Monitor()
     private var wanted = -1
 
     public init(reader: LogitCacheReader, order: Order = .sequential, prefetch: Bool = true) {
@@ -34,49 +30,39 @@ public final class ChunkStream: @unchecked Sendable {
             rng.shuffle(&o)
         }
         self.order = o
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
-        if prefetch && !o.isEmpty {
-            let me = Unmanaged.passRetained(self).toOpaque()
-            pthread_create(&worker, nil, { arg in
-                let s = Unmanaged<ChunkStream>.fromOpaque(arg!).takeRetainedValue()
-                s.work()
-                return nil
-            }, me)
+        // Without a thread (the system refused one) chunks are decoded when asked for:
+        // slower, never wrong.
+        if prefetch && !o.isEmpty, let t = try? WorkerThread(purpose: "reading logit chunks ahead", { [self] in work() }) {
+            worker = t
             request(0)
         }
     }
 
-    deinit {
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    private var prefetching: Bool { worker != pthread_t() }
+    private var prefetching: Bool { worker != nil }
 
     private func request(_ k: Int) {
-        pthread_mutex_lock(&mutex)
-        wanted = k < order.count ? k : -1
-        pending = wanted >= 0
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
+        monitor.withLock {
+            wanted = k < order.count ? k : -1
+            pending = wanted >= 0
+            monitor.broadcast()
+        }
     }
 
     private func work() {
-        pthread_mutex_lock(&mutex)
+        monitor.lock()
+        defer { monitor.unlock() }
         while true {
-            while wanted < 0 && !stopping { pthread_cond_wait(&changed, &mutex) }
-            if stopping { break }
+            while wanted < 0 && !stopping { monitor.wait() }
+            if stopping { return }
             let k = wanted
             wanted = -1
-            pthread_mutex_unlock(&mutex)
+            monitor.unlock()
             let r = Result { try reader.chunk(order[k]) }
-            pthread_mutex_lock(&mutex)
+            monitor.lock()
             ready = r
             pending = false
-            pthread_cond_broadcast(&changed)
+            monitor.broadcast()
         }
-        pthread_mutex_unlock(&mutex)
     }
 
     /// The next chunk, or nil after the last. Rethrows a chunk's checksum or decoding error.
@@ -84,11 +70,11 @@ public final class ChunkStream: @unchecked Sendable {
         guard next < order.count else { return nil }
         defer { next += 1 }
         guard prefetching else { return try reader.chunk(order[next]) }
-        pthread_mutex_lock(&mutex)
-        while pending || ready == nil { pthread_cond_wait(&changed, &mutex) }
-        let r = ready!
-        ready = nil
-        pthread_mutex_unlock(&mutex)
+        let r: Result<LogitChunk, any Error> = monitor.withLock {
+            while pending || ready == nil { monitor.wait() }
+            defer { ready = nil }
+            return ready!
+        }
         if next + 1 < order.count { request(next + 1) } else { close() }
         return try r.get()
     }
@@ -96,11 +82,10 @@ public final class ChunkStream: @unchecked Sendable {
     /// Stops the background thread (also done by reading to the end).
     public func close() {
         guard prefetching else { return }
-        pthread_mutex_lock(&mutex)
-        let alreadyStopped = stopping
-        stopping = true
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
-        if !alreadyStopped { pthread_join(worker, nil) }
+        let alreadyStopped = monitor.withLock {
+            defer { stopping = true; monitor.broadcast() }
+            return stopping
+        }
+        if !alreadyStopped { worker?.join() }
     }
 }

@@ -2,6 +2,7 @@ import Basics
 import CKernels
 import CheckpointIO
 import Models
+import Synchronization
 import TensorMath
 #if canImport(Glibc)
 import Glibc
@@ -137,7 +138,7 @@ public enum TeacherPass {
             appender = try LogitCacheAppender(creating: partial, header: h)
         }
         let resumedAfter = appender.sequencesDone - h.sequences.lowerBound
-        let queue = BackgroundQueue(capacity: 1)
+        let queue = try BackgroundQueue(capacity: 1, purpose: "compressing and writing logit chunks")
         var queueOpen = true
         defer { if queueOpen { try? queue.finish() } }
 
@@ -193,12 +194,11 @@ public enum TeacherPass {
     }
 }
 
-final class Counter: @unchecked Sendable {
-    private var v = 0
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    func add(_ n: Int) { pthread_mutex_lock(&m); v += n; pthread_mutex_unlock(&m) }
-    var value: Int { pthread_mutex_lock(&m); defer { pthread_mutex_unlock(&m) }; return v }
+/// A count the pool's workers add to.
+final class Counter: Sendable {
+    private let v = Mutex(0)
+    func add(_ n: Int) { v.withLock { $0 += n } }
+    var value: Int { v.withLock { $0 } }
 }
 
 /// Turns rows of logits into records (top-k or draws), rows spread over the pool.
