@@ -17,17 +17,12 @@
 #include <immintrin.h>
 #endif
 
-enum {
-    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
-    GGML_Q8_0 = 8, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13,
-    GGML_Q6_K = 14, GGML_IQ4_NL = 20, GGML_BF16 = 30,
-};
 
 static int block_elements(int type) {
     switch (type) {
-    case GGML_F32: case GGML_F16: case GGML_BF16: return 1;
-    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL: return 32;
-    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return 256;
+    case CKPT_GGML_F32: case CKPT_GGML_F16: case CKPT_GGML_BF16: return 1;
+    case CKPT_GGML_Q4_0: case CKPT_GGML_Q4_1: case CKPT_GGML_Q5_0: case CKPT_GGML_Q5_1: case CKPT_GGML_Q8_0: case CKPT_GGML_IQ4_NL: return 32;
+    case CKPT_GGML_Q2_K: case CKPT_GGML_Q3_K: case CKPT_GGML_Q4_K: case CKPT_GGML_Q5_K: case CKPT_GGML_Q6_K: return 256;
     default: return 0;
     }
 }
@@ -39,20 +34,20 @@ int64_t ckpt_matmul_scratch_floats(int64_t k) { return 2 * (int64_t)CKPT_PANEL_R
 static void decode_rows(int type, const uint8_t *src, float *dst, int64_t n) {
     const int64_t nb = n / block_elements(type);
     switch (type) {
-    case GGML_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case GGML_F16: ckpt_dequant_f16(src, dst, n); break;
-    case GGML_BF16: ckpt_dequant_bf16(src, dst, n); break;
-    case GGML_Q4_0: ckpt_dequant_q4_0(src, dst, nb); break;
-    case GGML_Q4_1: ckpt_dequant_q4_1(src, dst, nb); break;
-    case GGML_Q5_0: ckpt_dequant_q5_0(src, dst, nb); break;
-    case GGML_Q5_1: ckpt_dequant_q5_1(src, dst, nb); break;
-    case GGML_Q8_0: ckpt_dequant_q8_0(src, dst, nb); break;
-    case GGML_IQ4_NL: ckpt_dequant_iq4_nl(src, dst, nb); break;
-    case GGML_Q2_K: ckpt_dequant_q2_k(src, dst, nb); break;
-    case GGML_Q3_K: ckpt_dequant_q3_k(src, dst, nb); break;
-    case GGML_Q4_K: ckpt_dequant_q4_k(src, dst, nb); break;
-    case GGML_Q5_K: ckpt_dequant_q5_k(src, dst, nb); break;
-    case GGML_Q6_K: ckpt_dequant_q6_k(src, dst, nb); break;
+    case CKPT_GGML_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case CKPT_GGML_F16: ckpt_dequant_f16(src, dst, n); break;
+    case CKPT_GGML_BF16: ckpt_dequant_bf16(src, dst, n); break;
+    case CKPT_GGML_Q4_0: ckpt_dequant_q4_0(src, dst, nb); break;
+    case CKPT_GGML_Q4_1: ckpt_dequant_q4_1(src, dst, nb); break;
+    case CKPT_GGML_Q5_0: ckpt_dequant_q5_0(src, dst, nb); break;
+    case CKPT_GGML_Q5_1: ckpt_dequant_q5_1(src, dst, nb); break;
+    case CKPT_GGML_Q8_0: ckpt_dequant_q8_0(src, dst, nb); break;
+    case CKPT_GGML_IQ4_NL: ckpt_dequant_iq4_nl(src, dst, nb); break;
+    case CKPT_GGML_Q2_K: ckpt_dequant_q2_k(src, dst, nb); break;
+    case CKPT_GGML_Q3_K: ckpt_dequant_q3_k(src, dst, nb); break;
+    case CKPT_GGML_Q4_K: ckpt_dequant_q4_k(src, dst, nb); break;
+    case CKPT_GGML_Q5_K: ckpt_dequant_q5_k(src, dst, nb); break;
+    case CKPT_GGML_Q6_K: ckpt_dequant_q6_k(src, dst, nb); break;
     }
 }
 
@@ -288,7 +283,7 @@ static void matmul_task(void *ctx, int64_t task, int thread) {
     float *packed = align64(slice);
     float *decoded = packed + CKPT_PANEL_ROWS * j->k;
     const float *rows;
-    if (j->type == GGML_F32 && j->row_bytes == (size_t)j->k * 4) {
+    if (j->type == CKPT_GGML_F32 && j->row_bytes == (size_t)j->k * 4) {
         rows = (const float *)(j->w + (size_t)r0 * j->row_bytes);
     } else {
         decode_rows(j->type, j->w + (size_t)r0 * j->row_bytes, decoded, nr * j->k);
@@ -429,17 +424,17 @@ static void round_task(void *ctx, int64_t task, int thread) {
         const float *x = j->x + r * j->ldx;
         float *y = j->y + r * j->ldy;
         switch (j->type) {
-        case GGML_F16:
+        case CKPT_GGML_F16:
 #if defined(__x86_64__)
             if (avx2) { round_f16_avx2(x, y, j->k); break; }
 #endif
             round_f16(x, y, j->k); break;
-        case GGML_BF16:
+        case CKPT_GGML_BF16:
 #if defined(__x86_64__)
             if (avx2) { round_bf16_avx2(x, y, j->k); break; }
 #endif
             round_bf16(x, y, j->k); break;
-        case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+        case CKPT_GGML_Q2_K: case CKPT_GGML_Q3_K: case CKPT_GGML_Q4_K: case CKPT_GGML_Q5_K: case CKPT_GGML_Q6_K:
             round_q8_k(x, y, j->k); break;
         default:
 #if defined(__x86_64__)
@@ -452,13 +447,13 @@ static void round_task(void *ctx, int64_t task, int thread) {
 
 int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy) {
     switch (type) {
-    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_IQ4_NL:
+    case CKPT_GGML_Q4_0: case CKPT_GGML_Q4_1: case CKPT_GGML_Q5_0: case CKPT_GGML_Q5_1: case CKPT_GGML_Q8_0: case CKPT_GGML_IQ4_NL:
         if (k % 32) return 0;
         break;
-    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+    case CKPT_GGML_Q2_K: case CKPT_GGML_Q3_K: case CKPT_GGML_Q4_K: case CKPT_GGML_Q5_K: case CKPT_GGML_Q6_K:
         if (k % 256) return 0;
         break;
-    case GGML_F16: case GGML_BF16:
+    case CKPT_GGML_F16: case CKPT_GGML_BF16:
         break;
     default:
         return 0;

@@ -53,6 +53,8 @@ public struct GGMLType: Hashable, Sendable, CustomStringConvertible {
 
     public static var all: [GGMLType] { table.compactMap { $0 } }
 
+    public static let f32 = table[0]!, f16 = table[1]!, bf16 = table[30]!
+
     private init(_ id: UInt32, _ name: String, _ block: Int, _ bytes: Int, removed: Bool = false) {
         self.id = id; self.name = name; self.blockSize = block; self.bytesPerBlock = bytes
         self.removedFromFiles = removed
@@ -120,6 +122,18 @@ public enum TensorDType: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { name }
+
+    /// The ggml type with the same element layout (safetensors F32, F16 and BF16 are
+    /// ggml's), so one set of kernels reads both formats; nil for types ggml lacks.
+    public var ggmlEquivalent: GGMLType? {
+        switch self {
+        case let .gguf(t): return t
+        case .safetensors(.F32): return .f32
+        case .safetensors(.F16): return .f16
+        case .safetensors(.BF16): return .bf16
+        case .safetensors: return nil
+        }
+    }
 
     /// Bytes needed for `elements` elements laid out as one row-major run, or nil when
     /// the count does not fill whole bytes or blocks (the caller reports why).

@@ -239,7 +239,7 @@ public final class Converter {
             for f in factors { withUnsafeBytes(of: f.bitPattern.littleEndian) { bytes += $0 } }
             let view = TensorView(name: Self.ropeFreqsName, dtype: .safetensors(.F32), shape: [factors.count],
                                   file: MappedFile(copying: bytes, label: "rope_freqs (from rope_scaling)"), offset: 0, byteCount: bytes.count)
-            jobs.append(Job(source: view, plan: try TensorPlan(name: Self.ropeFreqsName, dtype: .gguf(GGMLType.named("F32")!), shape: [factors.count]),
+            jobs.append(Job(source: view, plan: try TensorPlan(name: Self.ropeFreqsName, dtype: .gguf(GGMLType.f32), shape: [factors.count]),
                             rowMap: nil, offset: 0))
         } else if let t = source.tensors.first(where: { $0.name == Self.ropeFreqsName }) {
             var f = [Float](repeating: 0, count: t.elementCount)
@@ -288,11 +288,11 @@ public final class Converter {
         case (.safetensors, .f32): return .safetensors(.F32)
         case (.safetensors, .f16): return .safetensors(.F16)
         case (.safetensors, .bf16): return .safetensors(.BF16)
-        case (.gguf, .f32): return .gguf(GGMLType.named("F32")!)
-        case (.gguf, .f16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("F16")!)
-        case (.gguf, .bf16): return .gguf(isVector ? GGMLType.named("F32")! : GGMLType.named("BF16")!)
+        case (.gguf, .f32): return .gguf(GGMLType.f32)
+        case (.gguf, .f16): return .gguf(isVector ? GGMLType.f32 : GGMLType.f16)
+        case (.gguf, .bf16): return .gguf(isVector ? GGMLType.f32 : GGMLType.bf16)
         case let (.gguf, .quantized(q)):
-            if isVector { return .gguf(GGMLType.named("F32")!) }
+            if isVector { return .gguf(GGMLType.f32) }
             if rowLength % q.blockSize == 0 { return .gguf(q) }
             // As llama.cpp does: a K-quant whose 256-element blocks do not fit the rows
             // falls back to a 32-element type of about the same precision.

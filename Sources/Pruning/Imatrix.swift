@@ -24,7 +24,7 @@ public enum Imatrix {
         }
         entries.sort { $0.name < $1.name }
         var plans: [TensorPlan] = []
-        let f32 = TensorDType.gguf(GGMLType.named("F32")!)
+        let f32 = TensorDType.gguf(GGMLType.f32)
         for e in entries {
             plans.append(try TensorPlan(name: e.name + ".in_sum2", dtype: f32, shape: [1, e.values.count]))
             plans.append(try TensorPlan(name: e.name + ".counts", dtype: f32, shape: [1, 1]))

@@ -84,7 +84,7 @@ public enum Kernels {
         precondition(w.columns <= scratch.maxColumns && ThreadPool.threads * Int(ckpt_matmul_scratch_floats(Int64(w.columns))) <= scratch.buffer.count,
                      "matmul scratch too small")
         var x = x, ldx = ldx
-        if llamaCppRounding && w.ggmlType == 30 && ckpt_matmul_bf16_available() != 0 {
+        if llamaCppRounding && w.ggmlType == Int32(CKPT_GGML_BF16) && ckpt_matmul_bf16_available() != 0 {
             // BF16 × bf16-rounded activations: the same rounding, on vdpbf16ps (twice the
             // products per instruction of an f32 FMA). Declines few tokens; then as below.
             let xb = scratch.roundedBuffer((tokens * w.columns + 1) / 2)
@@ -107,33 +107,5 @@ public enum Kernels {
     public static func rmsNorm(_ x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,
                                ldy: Int, rows: Int, width: Int, eps: Float) {
         ckpt_rmsnorm(x, Int64(ldx), weight, y, Int64(ldy), Int64(rows), Int64(width), eps)
-    }
-}
-
-/// SplitMix64: a small seeded generator for sampling and for random baselines, so runs
-/// with the same seed repeat exactly.
-public struct SplitMix64: Sendable {
-    public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        return Self.mix(state)
-    }
-
-    /// SplitMix64's output function: a bijective 64-bit mix (also a seed deriver).
-    public static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), 53 bits.
-    public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-
-    /// Fisher–Yates shuffle of `a` in place, from the last element down.
-    public mutating func shuffle<T>(_ a: inout [T]) {
-        for i in a.indices.reversed() where i > 0 { a.swapAt(i, Int(next() % UInt64(i + 1))) }
     }
 }

@@ -253,7 +253,7 @@ final class KQuantEncoderTests: XCTestCase {
     }
 
     func testKQuantErrorsOrderAsTheirBitsAndBeatTheirLegacyPeers() throws {
-        var rng = FuzzTests.SplitMix64(state: 42)
+        var rng = SplitMix64(seed: 42)
         // Weight-like values: Gaussian with a few outliers, 16 super-blocks.
         let x: [Float] = (0..<(256 * 16)).map { i in
             let u1 = Double(rng.next() % 1_000_000 + 1) / 1_000_001, u2 = Double(rng.next() % 1_000_000) / 1_000_000

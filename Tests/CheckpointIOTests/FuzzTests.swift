@@ -15,18 +15,6 @@ import XCTest
 /// `CKPT_FUZZ_CASES` sets the number of cases (default 4000 here;
 /// `Tools/fuzz_headers.sh` runs 100,000 in a release build).
 final class FuzzTests: XCTestCase {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
-    }
-
     struct Seed {
         let name: String
         let bytes: [UInt8]
@@ -143,7 +131,7 @@ final class FuzzTests: XCTestCase {
     func testMutatedHeadersNeverCrash() throws {
         let total = Int(ProcessInfo.processInfo.environment["CKPT_FUZZ_CASES"] ?? "") ?? 4000
         let seeds = try Self.seeds()
-        var rng = SplitMix64(state: UInt64(ProcessInfo.processInfo.environment["CKPT_FUZZ_SEED"] ?? "") ?? 0xC0FFEE)
+        var rng = SplitMix64(seed: UInt64(ProcessInfo.processInfo.environment["CKPT_FUZZ_SEED"] ?? "") ?? 0xC0FFEE)
         var accepted = 0
         let start = Date()
         for i in 0..<total {

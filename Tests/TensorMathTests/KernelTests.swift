@@ -13,17 +13,11 @@ final class KernelTests: XCTestCase {
         ThreadPool.setThreads(1)
     }
 
-    /// Deterministic values in [-1, 1) (SplitMix64).
+    /// Deterministic values in [-1, 1): the top 24 bits of SplitMix64's output.
     struct Random {
-        var state: UInt64
-        mutating func next() -> Float {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return Float(z >> 40) / Float(1 << 23) - 1
-        }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(seed: state) }
+        mutating func next() -> Float { Float(generator.next() >> 40) / Float(1 << 23) - 1 }
         mutating func values(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in next() * scale } }
     }
 
@@ -149,7 +143,7 @@ final class KernelTests: XCTestCase {
                 let scratch = MatmulScratch(maxColumns: k)
                 var y = [Float](repeating: .nan, count: tokens * rows)
                 blocks.withUnsafeBytes { w in
-                    let m = WeightMatrix(ggmlType: 30, base: w.baseAddress!, rowBytes: 2 * k, rows: rows, columns: k)
+                    let m = WeightMatrix(ggmlType: Int32(CKPT_GGML_BF16), base: w.baseAddress!, rowBytes: 2 * k, rows: rows, columns: k)
                     Kernels.matmul(m, x, ldx: k, tokens: tokens, into: &y, ldy: rows, scratch: scratch, llamaCppRounding: true)
                 }
                 outs.append(y)
@@ -291,7 +285,7 @@ final class KernelTests: XCTestCase {
         var rng = Random(state: 9)
         let rows = 20, k = 512
         let x = rng.values(rows * k, scale: 3)
-        for (type, block) in [(8, 32), (3, 32), (12, 256), (1, 1), (30, 1)] {
+        for (type, block) in [(CKPT_GGML_Q8_0, 32), (CKPT_GGML_Q4_1, 32), (CKPT_GGML_Q4_K, 256), (CKPT_GGML_F16, 1), (CKPT_GGML_BF16, 1)] {
             var outs: [[Float]] = []
             for level in Self.levels {
                 ckpt_set_kernel_level(level)
@@ -311,8 +305,8 @@ final class KernelTests: XCTestCase {
                 let scaleError = block == 32 ? 127 * abs(step - Float(Float16(step))) : 0
                 for i in b..<(b + block) { XCTAssertEqual(y[i], x[i], accuracy: step * 0.501 + scaleError, "type \(type) at \(i)") }
             }
-            if type == 1 { for i in x.indices { XCTAssertEqual(y[i], Float(Float16(x[i]))) } }
-            if type == 30 { for i in x.indices { XCTAssertEqual(y[i].bitPattern & 0xFFFF, 0); XCTAssertEqual(y[i], x[i], accuracy: abs(x[i]) / 256) } }
+            if type == CKPT_GGML_F16 { for i in x.indices { XCTAssertEqual(y[i], Float(Float16(x[i]))) } }
+            if type == CKPT_GGML_BF16 { for i in x.indices { XCTAssertEqual(y[i].bitPattern & 0xFFFF, 0); XCTAssertEqual(y[i], x[i], accuracy: abs(x[i]) / 256) } }
         }
         var y = [Float](repeating: 0, count: k)
         XCTAssertEqual(ckpt_round_activations(0, x, Int64(k), 1, Int64(k), &y, Int64(k)), 0, "F32 weights: activations stay")

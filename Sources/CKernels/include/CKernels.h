@@ -91,6 +91,14 @@ void ckpt_pool_run(int64_t ntasks, ckpt_task_fn fn, void *ctx);
 // ---- matrix × activations ------------------------------------------------------------------
 /// Rows of weights decoded per task of ckpt_matmul.
 #define CKPT_PANEL_ROWS 16
+/// The ggml type ids (ggml.h's enum ggml_type, as stored in GGUF) the matrix kernels
+/// compute with; safetensors F32/F16/BF16 run as the first three.
+enum {
+    CKPT_GGML_F32 = 0, CKPT_GGML_F16 = 1, CKPT_GGML_Q4_0 = 2, CKPT_GGML_Q4_1 = 3, CKPT_GGML_Q5_0 = 6, CKPT_GGML_Q5_1 = 7,
+    CKPT_GGML_Q8_0 = 8, CKPT_GGML_Q2_K = 10, CKPT_GGML_Q3_K = 11, CKPT_GGML_Q4_K = 12, CKPT_GGML_Q5_K = 13,
+    CKPT_GGML_Q6_K = 14, CKPT_GGML_IQ4_NL = 20, CKPT_GGML_BF16 = 30,
+};
+
 /// Whether ckpt_matmul takes weights of this ggml type id.
 int ckpt_matmul_supported(int ggml_type);
 /// Floats of scratch ckpt_matmul needs per pool thread for rows of `k` elements.

@@ -128,15 +128,7 @@ public final class DecoderModel: @unchecked Sendable {
         if !missing.isEmpty { throw ModelError.missingTensors(path: path, names: missing) }
     }
 
-    static func ggmlType(_ d: TensorDType) -> Int32? {
-        switch d {
-        case let .gguf(t): return Int32(t.id)
-        case .safetensors(.F32): return 0
-        case .safetensors(.F16): return 1
-        case .safetensors(.BF16): return 30
-        default: return nil
-        }
-    }
+    static func ggmlType(_ d: TensorDType) -> Int32? { d.ggmlEquivalent.map { Int32($0.id) } }
 
     public func tensor(_ role: TensorRole) -> TensorView? { byRole[role] }
 
