@@ -189,14 +189,9 @@ enum PruneCommand {
     /// best one's target when --pick best is given (and prints the table either way).
     static func search(_ args: ParsedArguments, model: DecoderModel, goal text: String, method: PruneMethod, metric: HeadMetric,
                        stats: ImportanceStats?, seed: UInt64) throws -> PruneTarget {
-        // Decimal multiples, as parameter counts are written: 90M, 1.5B, 8e9.
-        let scales: [Character: Double] = ["K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12]
-        var number = Substring(text), scale = 1.0
-        if let last = text.last.map({ Character($0.uppercased()) }), let m = scales[last] { scale = m; number = text.dropLast() }
-        guard let v = Double(number), v > 0, v * scale < 1e15 else {
+        guard let goal = ArchitectureSearch.parameterCount(text) else {
             throw UsageError(message: "--target-params takes a count such as 90M or 8B, not '\(text)'", command: "prune")
         }
-        let goal = Int(v * scale)
         guard let evalFile = args.value("--eval-file") else {
             throw UsageError(message: "--target-params needs --eval-file (held-out text to rank the candidates on)", command: "prune")
         }
@@ -210,30 +205,22 @@ enum PruneCommand {
         let tokenizer = try Tokenizers.forModel(path: model.path)
         let tokens = tokenizer.encode(bytes: try FileSystem.readFile(evalFile, limit: 1 << 32), special: false)
         let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
-        let dir = FileSystem.directoryName(args.output ?? model.path)
-        let ext = model.checkpoint.format == .gguf ? ".gguf" : ""
-        var results: [(ArchitectureSearch.Candidate, Double)] = []
-        for (i, c) in candidates.enumerated() {
-            let temp = FileSystem.join(dir, ".ckpt-search-\(getpid())-\(i)\(ext)")
-            defer { FileSystem.removeTree(temp) }
-            let plan = try PrunePlanner.plan(model: model, target: c.target, method: method, stats: stats, headMetric: metric, seed: seed)
-            var options = ConversionOptions(target: model.checkpoint.format)
-            options.edit = try Surgery.edit(model: model, plan: plan, provenance: "{\"search\": true}")
-            _ = try Converter(source: model.checkpoint, output: temp, options: options).run()
-            let pruned = try DecoderModel(path: temp)
-            let r = try Perplexity.evaluate(stream: LayerStream(model: pruned), tokens: tokens, ctx: 256, maxChunks: chunks, batch: chunks, bos: bos)
-            results.append((c, r.ppl))
-            Console.err("candidate \(i + 1)/\(candidates.count): \(c.label): \(formatCount(c.parameters)) parameters, ppl \(formatFixed(r.ppl, digits: 2))\n")
+        let results = try ArchitectureSearch.rank(
+            model: model, candidates: candidates, method: method, stats: stats, headMetric: metric, seed: seed, tokens: tokens, bos: bos,
+            chunks: chunks, scratchDirectory: FileSystem.directoryName(args.output ?? model.path)) { i, r in
+            Console.err("candidate \(i + 1)/\(candidates.count): \(r.candidate.label): \(formatCount(r.candidate.parameters)) parameters, ppl \(formatFixed(r.perplexity, digits: 2))\n")
         }
-        results.sort { $0.1 < $1.1 }
         var table = "shape".padding(to: 48) + "parameters".leftPadding(to: 12) + "ppl".leftPadding(to: 12) + "\n"
-        for (c, p) in results { table += c.label.padding(to: 48) + formatCount(c.parameters).leftPadding(to: 12) + formatFixed(p, digits: 2).leftPadding(to: 12) + "\n" }
+        for r in results {
+            table += r.candidate.label.padding(to: 48) + formatCount(r.candidate.parameters).leftPadding(to: 12)
+                + formatFixed(r.perplexity, digits: 2).leftPadding(to: 12) + "\n"
+        }
         Console.out(table)
         guard args.value("--pick") == "best" else {
             Console.err("(--pick best writes the first row)\n")
             exit(0)
         }
-        return results[0].0.target
+        return results[0].candidate.target
     }
 
     /// What an in-place prune replaces: the model file, or the whole shard directory (given
