@@ -37,7 +37,12 @@ enum InspectCommand {
         }
         let config = try summaryConfig(checkpoint)
         var stats: [TensorStatistics?]?
-        if args.flag("--stats") { stats = try computeStats(tensors) }
+        if args.flag("--stats") {
+            let totalBytes = tensors.reduce(0) { $0 + $1.byteCount }
+            let bar = ProgressBar(label: "stats", total: tensors.count, totalBytes: totalBytes)
+            stats = try TensorStatistics.scan(tensors) { done, bytes in bar.update(done: done, bytesDone: bytes) }
+            bar.finish()
+        }
         if args.flag("--json") {
             Console.out(renderJSON(checkpoint, tensors: tensors, config: config, stats: stats, full: args.flag("--full")))
         } else {
@@ -49,82 +54,6 @@ enum InspectCommand {
         switch c.format {
         case .gguf: return ModelConfig(gguf: c.metadata)
         case .safetensors: return try ModelConfig.beside(checkpointPath: c.path)
-        }
-    }
-
-    /// Streams each tensor through a fixed f32 buffer, a block of rows at a time, and
-    /// drops its pages afterwards: resident memory stays about one buffer.
-    static func computeStats(_ tensors: [TensorView]) throws -> [TensorStatistics?] {
-        let bufferElements = 1 << 20
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: bufferElements)
-        defer { buffer.deallocate() }
-        let totalBytes = tensors.reduce(0) { $0 + $1.byteCount }
-        let bar = ProgressBar(label: "stats", total: tensors.count, totalBytes: totalBytes)
-        var bytesDone = 0
-        var results: [TensorStatistics?] = []
-        for (i, t) in tensors.enumerated() {
-            defer {
-                bytesDone += t.byteCount
-                bar.update(done: i + 1, bytesDone: bytesDone)
-            }
-            guard TensorDecoder.canDecode(t.dtype), t.elementCount > 0 else {
-                results.append(t.elementCount == 0 ? TensorStatistics() : nil)
-                continue
-            }
-            var s = TensorStatistics()
-            let rowLength = t.rowLength
-            try? t.file.advise(.sequential, range: t.offset..<(t.offset + t.byteCount))
-            if rowLength > bufferElements {
-                // A single enormous row (a 1-D tensor): decode it in whole-block pieces.
-                try statsOfLongRow(t, buffer: buffer, capacity: bufferElements, into: &s) { bytes in
-                    bar.update(done: i, bytesDone: bytesDone + bytes)
-                }
-            } else {
-                let rowsPerChunk = max(1, bufferElements / max(rowLength, 1))
-                let rowBytes = t.byteCount / max(t.rowCount, 1)
-                var row = 0
-                while row < t.rowCount {
-                    let end = min(t.rowCount, row + rowsPerChunk)
-                    try TensorDecoder.decodeRows(t, rows: row..<end, into: buffer)
-                    s.add(buffer, count: (end - row) * rowLength)
-                    // Drop the pages just read, so resident memory stays one chunk however
-                    // large the tensor (a 15B model's embedding is 1.5 GB).
-                    try? t.file.advise(.dontNeed, range: (t.offset + row * rowBytes)..<(t.offset + end * rowBytes))
-                    row = end
-                    bar.update(done: i, bytesDone: bytesDone + row * rowBytes)
-                }
-            }
-            try? t.file.advise(.dontNeed, range: t.offset..<(t.offset + t.byteCount))
-            results.append(s)
-        }
-        bar.finish()
-        return results
-    }
-
-    private static func statsOfLongRow(_ t: TensorView, buffer: UnsafeMutablePointer<Float>, capacity: Int,
-                                       into s: inout TensorStatistics, progress: (Int) -> Void) throws {
-        // Reinterpret the row as many shorter rows of a block-aligned length.
-        let block: Int
-        switch t.dtype {
-        case let .gguf(g): block = g.blockSize
-        case let .safetensors(d): block = d.bits % 8 == 0 ? 1 : 8
-        }
-        let piece = (capacity / block) * block
-        let view = TensorView(name: t.name, dtype: t.dtype, shape: [t.elementCount / piece, piece], file: t.file,
-                              offset: t.offset, byteCount: t.dtype.byteCount(elements: (t.elementCount / piece) * piece)!)
-        let pieceBytes = view.byteCount / max(view.rowCount, 1)
-        for r in 0..<view.rowCount {
-            try TensorDecoder.decodeRows(view, rows: r..<(r + 1), into: buffer)
-            s.add(buffer, count: piece)
-            try? t.file.advise(.dontNeed, range: (t.offset + r * pieceBytes)..<(t.offset + (r + 1) * pieceBytes))
-            progress((r + 1) * pieceBytes)
-        }
-        let rest = t.elementCount - view.rowCount * piece
-        if rest > 0 {
-            let tail = TensorView(name: t.name, dtype: t.dtype, shape: [rest], file: t.file,
-                                  offset: t.offset + view.byteCount, byteCount: t.byteCount - view.byteCount)
-            try TensorDecoder.decodeRows(tail, rows: 0..<1, into: buffer)
-            s.add(buffer, count: rest)
         }
     }
 

@@ -283,3 +283,28 @@ final class KQuantEncoderTests: XCTestCase {
         XCTAssertLessThan(try roundTripError(tiny, "Q6_K") { ckpt_quant_q6_k($0, $1, $2) }, 1e-19)
     }
 }
+
+/// `inspect --stats`'s scan: the same statistics whether a tensor streams through a buffer
+/// larger than itself, a few rows at a time, or in block-aligned pieces of one long row.
+final class StatisticsScanTests: XCTestCase {
+    func testScanIsIndependentOfTheBuffer() throws {
+        for path in ["/engine/tiny-llama.gguf", "/all-dtypes.safetensors", "/engine/tiny-qwen3-hf"] {
+            let tensors = try openCheckpoint(path: fixturesPath + path).tensors
+            var heard = 0
+            let roomy = try TensorStatistics.scan(tensors) { done, _ in heard = done }
+            XCTAssertEqual(heard, tensors.count)
+            for elements in [1, 300, 4096] {
+                let tight = try TensorStatistics.scan(tensors, bufferElements: elements)
+                for (i, t) in tensors.enumerated() {
+                    XCTAssertEqual(roomy[i] == nil, !TensorDecoder.canDecode(t.dtype) && t.elementCount > 0, t.name)
+                    guard let a = roomy[i], let b = tight[i] else { continue }
+                    XCTAssertEqual(a.count + a.nanCount + a.infCount, t.elementCount, "\(path) \(t.name)")
+                    XCTAssertEqual(b.count, a.count, "\(path) \(t.name) with \(elements)")
+                    XCTAssertEqual(b.min, a.min); XCTAssertEqual(b.max, a.max)
+                    XCTAssertEqual(b.mean, a.mean, accuracy: 1e-9 * max(1, abs(a.mean)), "\(path) \(t.name)")
+                    XCTAssertEqual(b.standardDeviation, a.standardDeviation, accuracy: 1e-9 * max(1, a.standardDeviation))
+                }
+            }
+        }
+    }
+}
