@@ -91,7 +91,7 @@ public enum ArchitectureSearch {
             defer { FileSystem.removeTree(temp) }
             let plan = try PrunePlanner.plan(model: model, target: c.target, method: method, stats: stats, headMetric: headMetric, seed: seed)
             var options = ConversionOptions(target: model.checkpoint.format)
-            options.edit = try Surgery.edit(model: model, plan: plan, provenance: "{\"search\": true}")
+            options.edit = try Surgery.edit(model: model, plan: plan, record: nil)
             _ = try Converter(source: model.checkpoint, output: temp, options: options).run()
             let pruned = try DecoderModel(path: temp)
             let r = try Perplexity.evaluate(stream: LayerStream(model: pruned), tokens: tokens, ctx: 256, maxChunks: chunks, batch: chunks, bos: bos)

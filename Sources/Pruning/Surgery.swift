@@ -8,7 +8,8 @@ import Models
 /// rewrite itself is `Converter`'s (streamed by blocks of rows, staged, published
 /// atomically, or in place under the journal).
 public enum Surgery {
-    public static func edit(model: DecoderModel, plan: PrunePlan, provenance: String) throws -> CheckpointEdit {
+    /// `record` is written into the output's metadata (scratch models of the search go without).
+    public static func edit(model: DecoderModel, plan: PrunePlan, record: PruneRecord?) throws -> CheckpointEdit {
         let s = model.spec, arch = model.architecture, ckpt = model.checkpoint
         let gguf = ckpt.format == .gguf
         let hiddenPruned = plan.hiddenChannels.count != s.hidden
@@ -54,8 +55,8 @@ public enum Surgery {
                 u32("feed_forward_length", newFFN), u32("attention.head_count", newHeads),
                 u32("attention.head_count_kv", s.kvHeads), u32("attention.key_length", s.headDim),
                 u32("attention.value_length", s.headDim), u32("rope.dimension_count", s.ropeDims),
-                MetadataEntry(key: "ckpt.prune", value: .string(provenance)),
             ]
+            if let record { edit.ggufMetadata.append(MetadataEntry(key: PruneRecord.ggufKey, value: .string(record.json))) }
             let keptTypes = s.slidingLayers.isEmpty ? nil
                 : plan.keptLayers.map { s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention" }
             if let entry = ModelConfig.slidingPatternEntry(architecture: arch, layerTypes: keptTypes) { edit.ggufMetadata.append(entry) }
@@ -75,7 +76,7 @@ public enum Surgery {
                 replacements["layer_types"] = .array(plan.keptLayers.map { .string(s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention") })
             }
             edit.files = [("config.json", Array((serialize(json, replacing: replacements) + "\n").utf8))]
-            edit.safetensorsMetadata = [("ckpt_prune", provenance)]
+            if let record { edit.safetensorsMetadata = [(PruneRecord.safetensorsKey, record.json)] }
         }
         return edit
     }
@@ -109,26 +110,5 @@ public enum Surgery {
         case let .bool(b): w.bool(b, key: key)
         case .null: w.null(key: key)
         }
-    }
-
-    /// The plan as one line of JSON (recorded in the output's metadata and printed by --dry-run --json).
-    public static func describe(_ plan: PrunePlan, spec s: DecoderSpec, source: String, importance: String?) -> String {
-        var w = JSONWriter()
-        w.beginObject()
-        w.string(source, key: "source")
-        if let importance { w.string(importance, key: "importance") }
-        w.string(plan.method.rawValue, key: "method")
-        w.raw("[" + plan.keptLayers.map(String.init).joined(separator: ",") + "]", key: "kept_layers")
-        w.int(plan.hiddenChannels.count, key: "hidden")
-        if plan.hiddenChannels.count < s.hidden {
-            w.raw("[" + plan.hiddenChannels.map(String.init).joined(separator: ",") + "]", key: "hidden_kept")
-        }
-        w.int(plan.neurons.first?.count ?? s.ffn, key: "ffn")
-        w.int(plan.heads.first?.count ?? s.heads, key: "heads")
-        w.beginArray(key: "heads_kept")
-        for h in plan.heads { w.raw("[" + h.map(String.init).joined(separator: ",") + "]") }
-        w.endArray()
-        w.endObject()
-        return w.text
     }
 }

@@ -7,6 +7,7 @@ import Conversion
 import LogitCache
 import Training
 import Models
+import Pruning
 import TensorMath
 
 /// `ckpt distill`: train a student against a teacher-logit cache.
@@ -161,7 +162,7 @@ enum DistillCommand {
             }
             guard let teacherPath = args.value("--teacher") else { throw UsageError(message: "--hidden-loss needs --teacher <model>", command: "distill") }
             let t = try DecoderModel(path: teacherPath)
-            let record = pruneRecord(model.checkpoint)
+            let record = try PruneRecord.read(from: model.checkpoint)
             var pairs = HiddenStateSettings.defaultPairs(studentLayers: model.spec.layers, teacherLayers: t.spec.layers, keptLayers: record?.keptLayers)
             if let text = args.value("--hidden-layers") {
                 guard let p = HiddenStateSettings.parsePairs(text) else {
@@ -172,7 +173,7 @@ enum DistillCommand {
             settings.hidden = HiddenStateSettings(kind: kind, weight: try number("--hidden-weight", default: 1), pairs: pairs)
             Console.err("ckpt: hidden-state loss (\(kind.rawValue)) on student:teacher layers \(pairs.map(\.description).joined(separator: ","))\n")
             teacher = t
-            channels = record?.hiddenChannels
+            channels = record?.hiddenKept
         } else if args.value("--hidden-weight") != nil || args.value("--hidden-layers") != nil {
             throw UsageError(message: "--hidden-weight and --hidden-layers go with --hidden-loss", command: "distill")
         }
@@ -312,12 +313,4 @@ extension String {
         while m >= 10 { m /= 10; e += 1 }
         self = "\(formatFixed(m, digits: 1))e\(e < 0 ? "-" : "+")\(abs(e) < 10 ? "0" : "")\(abs(e))"
     }
-}
-
-/// What `ckpt prune` recorded in a checkpoint: the teacher layers and hidden channels kept.
-func pruneRecord(_ checkpoint: any Checkpoint) -> (keptLayers: [Int]?, hiddenChannels: [Int]?)? {
-    guard let text = checkpoint.metadata.first(where: { $0.key == "ckpt.prune" || $0.key == "ckpt_prune" })?.value.stringValue,
-          let json = try? JSONParser.parse(Array(text.utf8)) else { return nil }
-    func ints(_ key: String) -> [Int]? { json[key]?.arrayValue?.compactMap { $0.nonNegativeInt } }
-    return (ints("kept_layers"), ints("hidden_kept"))
 }

@@ -119,7 +119,7 @@ enum PruneCommand {
         let tied = model.tensor(.lmHead) == nil
         let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
                                heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method)
-        let provenance = Surgery.describe(plan, spec: s, source: "\(modelPath) (\(model.identity))",
+        let record = PruneRecord(plan: plan, spec: s, source: "\(modelPath) (\(model.identity))",
                                           importance: importancePath.map { "\($0) (\(stats!.calibrationIdentity))" })
         let summary = """
         plan (\(method.rawValue)): layers \(s.layers) → \(plan.keptLayers.count), hidden \(s.hidden) → \(plan.hiddenChannels.count), \
@@ -132,7 +132,7 @@ enum PruneCommand {
             Console.err("warning: hidden size \(plan.hiddenChannels.count) is not a multiple of \(newHeads) attention heads: transformers (5.x) refuses such a config.json even with head_dim given; choose --hidden as a multiple of \(newHeads)\n")
         }
         if args.flag("--dry-run") {
-            if args.flag("--json") { Console.out(provenance + "\n") } else {
+            if args.flag("--json") { Console.out(record.json + "\n") } else {
                 var text = summary + "\n"
                 if !dropped.isEmpty { text += "layers dropped: \(dropped.map(String.init).joined(separator: " "))\n" }
                 if target.headsPerGroup != nil {
@@ -171,14 +171,14 @@ enum PruneCommand {
         // In place: the new file is staged beside the model and renamed over it; the old
         // inode stays mapped (and readable) until the rewrite is done.
         options.overwrite = args.flag("--force") || args.flag("--in-place")
-        options.edit = try Surgery.edit(model: model, plan: plan, provenance: provenance)
+        options.edit = try Surgery.edit(model: model, plan: plan, record: record)
         let converter = try Converter(source: model.checkpoint, output: out, options: options)
         for w in converter.warnings { Console.err("warning: \(w)\n") }
         let bar = ProgressBar(label: "prune", total: model.checkpoint.tensors.count, totalBytes: model.checkpoint.tensorBytes)
         let result = try converter.run { done, bytes in bar.update(done: done, bytesDone: bytes) }
         bar.finish()
         if args.flag("--json") {
-            Console.out(ConvertCommand.summaryJSON(result, fields: [("model", modelPath), ("output", out), ("plan", provenance)], inPlace: false))
+            Console.out(ConvertCommand.summaryJSON(result, fields: [("model", modelPath), ("output", out), ("plan", record.json)], inPlace: false))
         } else {
             Console.err(summary + "\npruned \(result.tensors) tensors, \(formatBytes(result.bytesRead)) → \(formatBytes(result.bytesWritten)) in \(formatFixed(result.seconds, digits: 2)) s: \(out)\n")
         }

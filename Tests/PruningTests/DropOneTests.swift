@@ -20,7 +20,7 @@ final class DropOneTests: XCTestCase {
     func pruned(_ plan: PrunePlan, _ path: String, from source: String = fixturesPath + "/engine/tiny-llama.gguf") throws -> LayerStream {
         let src = try DecoderModel(path: source)
         var options = ConversionOptions(target: .gguf)
-        options.edit = try Surgery.edit(model: src, plan: plan, provenance: "{}")
+        options.edit = try Surgery.edit(model: src, plan: plan, record: nil)
         _ = try Converter(source: src.checkpoint, output: path, options: options).run()
         let s = LayerStream(model: try DecoderModel(path: path))
         s.llamaCppRounding = false

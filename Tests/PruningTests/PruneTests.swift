@@ -11,7 +11,8 @@ final class PruneTests: XCTestCase {
     func prune(_ path: String, plan: (DecoderModel) throws -> PrunePlan, to out: String) throws -> DecoderModel {
         let model = try DecoderModel(path: path)
         var options = ConversionOptions(target: model.checkpoint.format)
-        options.edit = try Surgery.edit(model: model, plan: plan(model), provenance: "{\"test\": true}")
+        let plan = try plan(model)
+        options.edit = try Surgery.edit(model: model, plan: plan, record: PruneRecord(plan: plan, spec: model.spec, source: path, importance: nil))
         _ = try Converter(source: model.checkpoint, output: out, options: options).run()
         return try DecoderModel(path: out)
     }
@@ -61,10 +62,19 @@ final class PruneTests: XCTestCase {
         let e0 = try values(src, .embed), e1 = try values(out, .embed)
         XCTAssertEqual(e1.shape, [s.vocab, 32])
         XCTAssertEqual(e1.v[5 * 32 + 3], e0.v[5 * s.hidden + 6])
-        XCTAssertNotNil(out.checkpoint.metadata["ckpt.prune"], "provenance recorded")
+        // The record distillation pairs layers and channels by reads back as written.
+        let record = PruneRecord(plan: plan, spec: s, source: fixturesPath + "/engine/tiny-llama.gguf", importance: nil)
+        XCTAssertEqual(try PruneRecord.read(from: out.checkpoint), record)
+        XCTAssertEqual(record.keptLayers, plan.keptLayers)
+        XCTAssertEqual(record.hiddenKept, plan.hiddenChannels)
+        XCTAssertNil(try PruneRecord.read(from: src.checkpoint), "an unpruned model has no record")
+        // Formats/prune-record.md's test vector.
+        XCTAssertEqual(PruneRecord(plan: plan, spec: s, source: "tiny-llama.gguf", importance: nil).json,
+                       #"{"source":"tiny-llama.gguf","method":"random","kept_layers":[1],"hidden":32,"hidden_kept":[0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30,32,34,36,38,40,42,44,46,48,50,52,54,56,58,60,62],"ffn":44,"heads":2,"heads_kept":[[1,3]]}"#)
 
         // The HF copy of the same weights, pruned with the same plan.
         let hf = try prune(fixturesPath + "/engine/tiny-llama-hf", plan: { _ in plan }, to: dir + "/p-hf")
+        XCTAssertEqual(try PruneRecord.read(from: hf.checkpoint)?.hiddenKept, plan.hiddenChannels)
         let config = try XCTUnwrap(ModelConfig.beside(checkpointPath: dir + "/p-hf"))
         XCTAssertEqual(config.hiddenSize, 32); XCTAssertEqual(config.intermediateSize, 44)
         XCTAssertEqual(config.numAttentionHeads, 2); XCTAssertEqual(config.headDim, 16); XCTAssertEqual(config.numHiddenLayers, 1)
@@ -118,6 +128,28 @@ final class PruneTests: XCTestCase {
         }
         XCTAssertEqual(try PrunePlanner.parseLayers("0,1", layers: 2), [0, 1])
         XCTAssertThrowsError(try PrunePlanner.parseLayers("1-5", layers: 2))
+    }
+
+    /// A record that is there but broken is an error naming the key, not "no record".
+    func testBrokenPruneRecordIsNamed() throws {
+        let dir = makeTemporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let cases = [
+            "{": "not JSON",
+            "{\"source\": \"m\", \"method\": \"random\", \"kept_layers\": [0, -1], \"hidden\": 4, \"ffn\": 8, \"heads\": 2, \"heads_kept\": [[0], [1]]}": "'kept_layers' holds -1",
+            "{\"source\": \"m\", \"method\": \"random\", \"kept_layers\": [0, 1], \"hidden\": 4, \"ffn\": 8, \"heads\": 2, \"heads_kept\": [[0]]}": "'heads_kept' has 1 layers",
+            "{\"source\": \"m\", \"method\": \"random\", \"kept_layers\": [0], \"hidden\": 3, \"hidden_kept\": [0, 2], \"ffn\": 8, \"heads\": 2, \"heads_kept\": [[0]]}": "'hidden_kept' lists 2 channels",
+        ]
+        for (i, (text, reason)) in cases.enumerated() {
+            let path = dir + "/m\(i).safetensors"
+            writeFile(path, buildSafetensors([SafetensorsTestTensor("w", dtype: "F32", shape: [2], data: floatBytes([1, 2]))],
+                                             metadata: [PruneRecord.safetensorsKey: text]))
+            XCTAssertThrowsError(try PruneRecord.read(from: openCheckpoint(path: path))) { e in
+                guard case let .badMetadata(p, key, why)? = e as? CheckpointError else { return XCTFail("\(e)") }
+                XCTAssertEqual(p, path); XCTAssertEqual(key, "ckpt_prune")
+                XCTAssertTrue(why.contains(reason), why)
+            }
+        }
     }
 }
 

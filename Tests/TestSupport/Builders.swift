@@ -150,11 +150,21 @@ public struct SafetensorsTestTensor {
     }
 }
 
+/// `s` with JSON's string escapes for quotes and backslashes (enough for test metadata).
+func jsonEscaped(_ s: String) -> String {
+    var out = ""
+    for c in s {
+        if c == "\\" || c == "\"" { out.append("\\") }
+        out.append(c)
+    }
+    return out
+}
+
 /// Writes a safetensors file with tensors packed in the given order.
 public func buildSafetensors(_ tensors: [SafetensorsTestTensor], metadata: [String: String] = [:], headerOverride: String? = nil) -> [UInt8] {
     var parts: [String] = []
     if !metadata.isEmpty {
-        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\"\($0.value)\"" }.joined(separator: ",") + "}")
+        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\"\(jsonEscaped($0.value))\"" }.joined(separator: ",") + "}")
     }
     var cursor = 0
     var data: [UInt8] = []
