@@ -7,7 +7,7 @@ import CKernels
 import Models
 
 /// The element type a conversion writes.
-public enum DTypeChoice: Sendable, Equatable {
+package enum DTypeChoice: Sendable, Equatable {
     /// The source's type where the target format has it; quantized GGUF types become
     /// F32 in safetensors (exact: every dequantized value is an f32).
     case keep
@@ -16,7 +16,7 @@ public enum DTypeChoice: Sendable, Equatable {
     /// llama.cpp keeps them.
     case quantized(GGMLType)
 
-    public static func parse(_ text: String) -> DTypeChoice? {
+    package static func parse(_ text: String) -> DTypeChoice? {
         switch text.lowercased() {
         case "keep": return .keep
         case "f32": return .f32
@@ -30,56 +30,56 @@ public enum DTypeChoice: Sendable, Equatable {
 }
 
 /// Conversions this build refuses rather than writing a file no loader takes.
-public enum ConversionError: UserFacingError, Sendable, Equatable {
+package enum ConversionError: UserFacingError, Sendable, Equatable {
     /// Across formats, an architecture whose tensor names ckpt cannot translate.
     case noNameMap(path: String, architecture: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .noNameMap(path, architecture):
             return "\(path): architecture '\(architecture)' has no name map, so its tensors cannot be renamed for the other format; nothing was written"
         }
     }
 
-    public var exitCode: ExitCode { .unsupported }
+    package var exitCode: ExitCode { .unsupported }
 }
 
-public struct ConversionOptions: Sendable {
-    public var target: CheckpointFormat
-    public var dtype: DTypeChoice = .keep
+package struct ConversionOptions: Sendable {
+    package var target: CheckpointFormat
+    package var dtype: DTypeChoice = .keep
     /// Bytes of tensor data per safetensors shard (HF's default 5 GB).
-    public var shardSize: Int = 5_000_000_000
-    public var overwrite = false
+    package var shardSize: Int = 5_000_000_000
+    package var overwrite = false
     /// Carry config.json, generation_config.json and other small files along.
-    public var includeSideFiles = true
+    package var includeSideFiles = true
     /// A structural rewrite (pruning) applied on the way; same format in and out.
-    public var edit: CheckpointEdit?
+    package var edit: CheckpointEdit?
     /// GGUF → GGUF: keep the source's `split.*` keys (rewriting one split of a set in place).
-    public var keepSplitMetadata = false
+    package var keepSplitMetadata = false
     /// Across formats, write an architecture without a name map under its own tensor
     /// names (a file llama.cpp or transformers will not load as a model). Off, it is refused.
-    public var keepNames = false
+    package var keepNames = false
 
-    public init(target: CheckpointFormat) { self.target = target }
+    package init(target: CheckpointFormat) { self.target = target }
 }
 
 /// What a conversion did, for the summary line and `--json`.
-public struct ConversionSummary: Sendable {
-    public var tensors = 0
-    public var bytesRead = 0
-    public var bytesWritten = 0
-    public var seconds = 0.0
-    public var outputFiles: [String] = []
-    public var warnings: [String] = []
+package struct ConversionSummary: Sendable {
+    package var tensors = 0
+    package var bytesRead = 0
+    package var bytesWritten = 0
+    package var seconds = 0.0
+    package var outputFiles: [String] = []
+    package var warnings: [String] = []
 }
 
 /// Converts a checkpoint between GGUF and HF safetensors (and within one format: new
 /// dtype, new shard size), tensor by tensor and a block of rows at a time, so memory
 /// stays one buffer however large the model. Names, the Q/K row order and gemma's norm
 /// offset are translated through `Architecture`.
-public final class Converter {
+package final class Converter {
     /// GGUF block types this build can encode.
-    public static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+    package static let encodable: Set<String> = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
     /// llama.cpp's `llama_ftype` for a file whose matrices are all of one type (K-quants: the _S variants).
     static let fileTypeCodes: [String: UInt32] = ["F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
                                                   "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "BF16": 32]
@@ -100,10 +100,10 @@ public final class Converter {
         var values: TensorValues? = nil
     }
 
-    public let source: any Checkpoint
-    public let output: String
-    public let options: ConversionOptions
-    public private(set) var warnings: [String] = []
+    package let source: any Checkpoint
+    package let output: String
+    package let options: ConversionOptions
+    package private(set) var warnings: [String] = []
     private let architecture: Architecture?
     private var config: ModelConfig
     private var jobs: [Job] = []
@@ -113,7 +113,7 @@ public final class Converter {
     /// Files copied beside the output as they are (any size: copied by the kernel).
     private var sideFilePaths: [(String, String)] = []
 
-    public init(source: any Checkpoint, output: String, options: ConversionOptions) throws {
+    package init(source: any Checkpoint, output: String, options: ConversionOptions) throws {
         self.source = source
         self.output = output
         self.options = options
@@ -403,7 +403,7 @@ public final class Converter {
     }
 
     /// Runs the conversion. `progress` receives (tensors done, bytes of source read).
-    public func run(progress: (Int, Int) -> Void = { _, _ in },
+    package func run(progress: (Int, Int) -> Void = { _, _ in },
                     beforePublish: (CheckpointWriter) throws -> Void = { _ in }) throws -> ConversionSummary {
         let start = monotonicSeconds()
         let layout: OutputLayout
@@ -563,7 +563,7 @@ public final class Converter {
     }
 
     /// Encodes `n` floats as `dtype` into `out`; returns the byte count.
-    public static func encode(_ x: UnsafePointer<Float>, count n: Int, as dtype: TensorDType, into out: UnsafeMutableRawPointer) throws -> Int {
+    package static func encode(_ x: UnsafePointer<Float>, count n: Int, as dtype: TensorDType, into out: UnsafeMutableRawPointer) throws -> Int {
         switch dtype.name {
         case "F32":
             out.copyMemory(from: x, byteCount: n * 4)

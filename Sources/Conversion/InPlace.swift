@@ -14,8 +14,8 @@ import Glibc
 /// next `ckpt` command can finish the rewrite: every shard is either still old (its
 /// new version is made again from it), or new, recognised by the header digest the
 /// journal recorded before the rename.
-public enum InPlaceRewrite {
-    public static let journalName = SafetensorsCheckpoint.inPlaceJournalName
+package enum InPlaceRewrite {
+    package static let journalName = SafetensorsCheckpoint.inPlaceJournalName
 
     struct Journal {
         enum State: String { case old, staged, new }
@@ -77,7 +77,7 @@ public enum InPlaceRewrite {
     }
 
     /// Rewrites `path` in place with `dtype`; returns what was done.
-    public static func run(path: String, dtype: String, log: (String) -> Void = { _ in }) throws -> ConversionSummary {
+    package static func run(path: String, dtype: String, log: (String) -> Void = { _ in }) throws -> ConversionSummary {
         guard DTypeChoice.parse(dtype) != nil else {
             throw CheckpointError.unsupported(path: path, reason: "unknown dtype '\(dtype)'")
         }
@@ -148,7 +148,7 @@ public enum InPlaceRewrite {
     /// file in one: a shard, the index), if a journal says there is one, and removes
     /// staging files a killed rewrite of a single file left; returns whether a rewrite
     /// was finished. Every `ckpt` command calls this on the paths it is given.
-    public static func recoverIfNeeded(path: String, log: (String) -> Void = { _ in }) throws -> Bool {
+    package static func recoverIfNeeded(path: String, log: (String) -> Void = { _ in }) throws -> Bool {
         let path = FileSystem.withoutTrailingSlash(path)
         let kind = try FileSystem.kind(of: path)
         // Staging a killed writer left beside this path (a file or a directory output).

@@ -4,8 +4,8 @@ import Basics
 /// and writing overlap the teacher's compute, and a slow disk holds the producer back
 /// instead of letting chunks pile up in memory. The first error stops the queue and is
 /// rethrown by `submit` or `finish`.
-public final class BackgroundQueue: @unchecked Sendable {
-    public typealias Job = () throws -> Void
+package final class BackgroundQueue: @unchecked Sendable {
+    package typealias Job = () throws -> Void
     // Everything below is guarded by `monitor`.
     private var jobs: [Job] = []
     private var closed = false
@@ -14,7 +14,7 @@ public final class BackgroundQueue: @unchecked Sendable {
     private let monitor = Monitor()
     private var thread: WorkerThread?
 
-    public init(capacity: Int = 1, purpose: String = "background writes") throws {
+    package init(capacity: Int = 1, purpose: String = "background writes") throws {
         self.capacity = max(capacity, 1)
         thread = try WorkerThread(purpose: purpose) { [self] in work() }
     }
@@ -38,7 +38,7 @@ public final class BackgroundQueue: @unchecked Sendable {
     }
 
     /// Queues `job`, waiting while the queue is full.
-    public func submit(_ job: @escaping Job) throws {
+    package func submit(_ job: @escaping Job) throws {
         try monitor.withLock {
             while jobs.count >= capacity && failure == nil { monitor.wait() }
             if let failure { throw failure }
@@ -48,7 +48,7 @@ public final class BackgroundQueue: @unchecked Sendable {
     }
 
     /// Waits for every queued job, stops the thread, rethrows the first error.
-    public func finish() throws {
+    package func finish() throws {
         monitor.withLock {
             closed = true
             monitor.broadcast()

@@ -9,33 +9,33 @@ import Glibc
 
 /// How faithful a cache is to its teacher: random positions recomputed with the teacher
 /// (and optionally a student) and compared with the full distribution.
-public enum CacheFidelity {
-    public struct Report: Sendable {
-        public var positions = 0
+package enum CacheFidelity {
+    package struct Report: Sendable {
+        package var positions = 0
         /// topk: mean KL(teacher ‖ reconstruction with the tail spread uniformly over the
         /// ids not kept). Not defined for sample (unsampled ids get no mass).
-        public var klMean: Double?
+        package var klMean: Double?
         /// Mean teacher probability mass on the ids the record lists.
-        public var coveredMass = 0.0
+        package var coveredMass = 0.0
         /// Fraction of positions whose most probable teacher id holds the record's top value
         /// (top log-probability, or most draws; quantization can tie several ids there).
-        public var top1Agreement = 0.0
+        package var top1Agreement = 0.0
         /// topk: mean |stored − exact| log-probability over the kept ids.
-        public var logprobErrorMean: Double?
+        package var logprobErrorMean: Double?
         /// sample: mean total-variation distance between counts/draws and the teacher.
-        public var totalVariationMean: Double?
+        package var totalVariationMean: Double?
         /// With a student: the cross-entropy loss (same gradient as forward KL) estimated
         /// from the record minus its exact value over the full distribution, in nats.
-        public var lossBias: Double?
-        public var lossSpread: Double?
+        package var lossBias: Double?
+        package var lossSpread: Double?
         /// With a student: ‖ĝ − g‖ / ‖g‖ and cos(ĝ, g) for the gradient with respect to the
         /// student's logits, averaged over positions; and the mean of ⟨ĝ − g, g⟩ / ‖g‖²
         /// (systematic over- or under-shoot along the true gradient).
-        public var gradientRelativeError: Double?
-        public var gradientCosine: Double?
-        public var gradientProjectionBias: Double?
+        package var gradientRelativeError: Double?
+        package var gradientCosine: Double?
+        package var gradientProjectionBias: Double?
 
-        public func write(_ w: inout JSONWriter, key: String) {
+        package func write(_ w: inout JSONWriter, key: String) {
             w.beginObject(key: key)
             w.int(positions, key: "positions")
             if let klMean { w.double(klMean, key: "kl_mean") }
@@ -51,7 +51,7 @@ public enum CacheFidelity {
             w.endObject()
         }
 
-        public var text: String {
+        package var text: String {
             func f(_ x: Double) -> String {
                 let s = "\(Double(Int((x * 1e5).rounded())) / 1e5)"
                 return s
@@ -69,7 +69,7 @@ public enum CacheFidelity {
         }
     }
 
-    public static func measure(reader: LogitCacheReader, teacher: LayerStream, student: LayerStream?, positions: Int, seed: UInt64) throws -> Report {
+    package static func measure(reader: LogitCacheReader, teacher: LayerStream, student: LayerStream?, positions: Int, seed: UInt64) throws -> Report {
         let h = reader.header
         let V = h.vocab
         guard teacher.model.identity == h.teacherIdentity else {

@@ -4,16 +4,16 @@ import TensorMath
 /// Reads a cache's chunks in order or shuffled (whole chunks, seeded), decoding the next
 /// one on a background thread while the caller works on the current one. At most two
 /// decoded chunks are held at once, whatever the cache's size.
-public final class ChunkStream: @unchecked Sendable {
-    public enum Order: Sendable, Equatable {
+package final class ChunkStream: @unchecked Sendable {
+    package enum Order: Sendable, Equatable {
         case sequential
         /// A permutation of the chunks from a SplitMix64 stream seeded with `seed`.
         case shuffled(seed: UInt64)
     }
 
-    public let reader: LogitCacheReader
+    package let reader: LogitCacheReader
     /// The chunk indices in the order they are handed out.
-    public let order: [Int]
+    package let order: [Int]
     private var next = 0
     private var ready: Result<LogitChunk, any Error>?
     private var pending = false
@@ -22,7 +22,7 @@ public final class ChunkStream: @unchecked Sendable {
     private let monitor = Monitor()
     private var wanted = -1
 
-    public init(reader: LogitCacheReader, order: Order = .sequential, prefetch: Bool = true) {
+    package init(reader: LogitCacheReader, order: Order = .sequential, prefetch: Bool = true) {
         self.reader = reader
         var o = Array(reader.chunks.indices)
         if case let .shuffled(seed) = order {
@@ -66,7 +66,7 @@ public final class ChunkStream: @unchecked Sendable {
     }
 
     /// The next chunk, or nil after the last. Rethrows a chunk's checksum or decoding error.
-    public func nextChunk() throws -> LogitChunk? {
+    package func nextChunk() throws -> LogitChunk? {
         guard next < order.count else { return nil }
         defer { next += 1 }
         guard prefetching else { return try reader.chunk(order[next]) }
@@ -80,7 +80,7 @@ public final class ChunkStream: @unchecked Sendable {
     }
 
     /// Stops the background thread (also done by reading to the end).
-    public func close() {
+    package func close() {
         guard prefetching else { return }
         let alreadyStopped = monitor.withLock {
             defer { stopping = true; monitor.broadcast() }

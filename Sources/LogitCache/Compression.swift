@@ -4,17 +4,17 @@ import CZstd
 
 /// Whole-buffer compression with the system zstd and lz4 libraries. The logit cache
 /// compresses each chunk independently with one of these.
-public enum CompressionCodec: String, Sendable, CaseIterable {
+package enum CompressionCodec: String, Sendable, CaseIterable {
     case zstd, lz4
 
-    public struct Failure: UserFacingError, Sendable {
-        public let description: String
-        public var exitCode: ExitCode { .dataError }
+    package struct Failure: UserFacingError, Sendable {
+        package let description: String
+        package var exitCode: ExitCode { .dataError }
     }
 
     /// Compresses `input`; `level` is zstd's level (1…22) or, for lz4, 0 for the fast
     /// compressor and 1…12 for lz4hc.
-    public func compress(_ input: [UInt8], level: Int = 3) throws -> [UInt8] {
+    package func compress(_ input: [UInt8], level: Int = 3) throws -> [UInt8] {
         switch self {
         case .zstd:
             let bound = ZSTD_compressBound(input.count)
@@ -47,7 +47,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable {
     }
 
     /// Decompresses into exactly `originalSize` bytes (the container stores it).
-    public func decompress(_ input: UnsafeRawBufferPointer, originalSize: Int) throws -> [UInt8] {
+    package func decompress(_ input: UnsafeRawBufferPointer, originalSize: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: originalSize)
         switch self {
         case .zstd:

@@ -7,14 +7,14 @@ import Glibc
 
 /// Byte layout of a logit cache (Formats/logit-cache.md): header, chunks appended one
 /// after another, and, once complete, an index of the chunks and a trailer pointing at it.
-public enum LogitCacheLayout {
-    public static let magic: [UInt8] = Array("CKPTLGC".utf8) + [1]
-    public static let chunkMagic: [UInt8] = Array("CHNK".utf8)
-    public static let indexMagic: [UInt8] = Array("CIDX".utf8)
-    public static let trailerMagic: [UInt8] = Array("CKPTLEND".utf8)
-    public static let chunkHeaderSize = 48
-    public static let indexEntrySize = 32
-    public static let trailerSize = 16
+package enum LogitCacheLayout {
+    package static let magic: [UInt8] = Array("CKPTLGC".utf8) + [1]
+    package static let chunkMagic: [UInt8] = Array("CHNK".utf8)
+    package static let indexMagic: [UInt8] = Array("CIDX".utf8)
+    package static let trailerMagic: [UInt8] = Array("CKPTLEND".utf8)
+    package static let chunkHeaderSize = 48
+    package static let indexEntrySize = 32
+    package static let trailerSize = 16
 
     static func headerBytes(_ h: LogitCacheHeader) -> [UInt8] {
         var json = Array(h.json(pretty: true).utf8) + [0x0A]
@@ -46,29 +46,29 @@ public enum LogitCacheLayout {
 }
 
 /// Where one chunk sits and what it holds.
-public struct ChunkInfo: Equatable, Sendable {
-    public var offset: Int
-    public var firstSequence: Int
-    public var sequenceCount: Int
-    public var records: Int
-    public var rawSize: Int
-    public var compressedSize: Int
-    public var end: Int { offset + LogitCacheLayout.chunkHeaderSize + compressedSize }
-    public var sequences: Range<Int> { firstSequence..<(firstSequence + sequenceCount) }
+package struct ChunkInfo: Equatable, Sendable {
+    package var offset: Int
+    package var firstSequence: Int
+    package var sequenceCount: Int
+    package var records: Int
+    package var rawSize: Int
+    package var compressedSize: Int
+    package var end: Int { offset + LogitCacheLayout.chunkHeaderSize + compressedSize }
+    package var sequences: Range<Int> { firstSequence..<(firstSequence + sequenceCount) }
 }
 
 /// A cache file opened for reading: header, chunk index, and chunks decoded on demand
 /// (each checked against its CRC first). Memory: the mapping is file-backed, and a chunk's
 /// pages are dropped once it is decoded, so reading a cache of any size stays bounded.
-public final class LogitCacheReader: @unchecked Sendable {
-    public let path: String
-    public let header: LogitCacheHeader
-    public let chunks: [ChunkInfo]
-    public let dataStart: Int
+package final class LogitCacheReader: @unchecked Sendable {
+    package let path: String
+    package let header: LogitCacheHeader
+    package let chunks: [ChunkInfo]
+    package let dataStart: Int
     let file: MappedFile
 
     /// Opens a complete cache (one with an index and trailer).
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         file = try MappedFile(path: path)
         let (h, start) = try Self.readHeader(file)
@@ -77,9 +77,9 @@ public final class LogitCacheReader: @unchecked Sendable {
         chunks = try Self.readIndex(file, dataStart: start, header: h)
     }
 
-    public var sequenceCount: Int { chunks.reduce(0) { $0 + $1.sequenceCount } }
-    public var records: Int { chunks.reduce(0) { $0 + $1.records } }
-    public var fileSize: Int { file.size }
+    package var sequenceCount: Int { chunks.reduce(0) { $0 + $1.sequenceCount } }
+    package var records: Int { chunks.reduce(0) { $0 + $1.records } }
+    package var fileSize: Int { file.size }
 
     static func readHeader(_ file: MappedFile) throws -> (LogitCacheHeader, Int) {
         let b = file.bytes
@@ -201,7 +201,7 @@ public final class LogitCacheReader: @unchecked Sendable {
     }
 
     /// The chunk holding sequence `s`.
-    public func chunkIndex(forSequence s: Int) -> Int? {
+    package func chunkIndex(forSequence s: Int) -> Int? {
         var lo = 0, hi = chunks.count
         while lo < hi {
             let mid = (lo + hi) / 2
@@ -211,13 +211,13 @@ public final class LogitCacheReader: @unchecked Sendable {
     }
 
     /// The uncompressed payload size of chunk `i`, from its header (not checked).
-    public func rawSize(ofChunk i: Int) throws -> Int {
+    package func rawSize(ofChunk i: Int) throws -> Int {
         let o = chunks[i].offset + 24
         return Int(getU64(Array(file.bytes[o..<(o + 8)]), 0))
     }
 
     /// Checks and decodes chunk `i`.
-    public func chunk(_ i: Int) throws -> LogitChunk {
+    package func chunk(_ i: Int) throws -> LogitChunk {
         let entry = chunks[i]
         let b = file.bytes
         let info = try Self.parseChunkHeader(b, at: entry.offset, path: path, index: i)
@@ -256,15 +256,15 @@ extension String {
 
 /// Appends chunks to a cache file and finishes it with the index. Every chunk is fsynced
 /// before the next begins, so a crash loses at most the chunk being written.
-public final class LogitCacheAppender {
-    public let path: String
-    public let header: LogitCacheHeader
-    public private(set) var chunks: [ChunkInfo]
+package final class LogitCacheAppender {
+    package let path: String
+    package let header: LogitCacheHeader
+    package private(set) var chunks: [ChunkInfo]
     private let out: OutputFile
     private var end: Int
 
     /// Starts a new file at `path` (which must not exist).
-    public init(creating path: String, header: LogitCacheHeader) throws {
+    package init(creating path: String, header: LogitCacheHeader) throws {
         self.path = path
         self.header = header
         let file = try OutputFile(creating: path)
@@ -278,7 +278,7 @@ public final class LogitCacheAppender {
 
     /// Reopens an unfinished file: keeps its good chunks, cuts whatever follows the last.
     /// Throws `mismatch` when it was started with other settings.
-    public init(resuming path: String, header: LogitCacheHeader) throws {
+    package init(resuming path: String, header: LogitCacheHeader) throws {
         self.path = path
         self.header = header
         let file = try MappedFile(path: path)
@@ -294,10 +294,10 @@ public final class LogitCacheAppender {
         try out.sync()
     }
 
-    public var sequencesDone: Int { chunks.last?.sequences.upperBound ?? header.sequences.lowerBound }
+    package var sequencesDone: Int { chunks.last?.sequences.upperBound ?? header.sequences.lowerBound }
 
     /// Appends a sealed chunk (from `LogitCacheLayout.seal`) and makes it durable.
-    public func append(sealed bytes: [UInt8], info: ChunkInfo) throws {
+    package func append(sealed bytes: [UInt8], info: ChunkInfo) throws {
         try bytes.withUnsafeBytes { try out.write($0, at: end) }
         try out.sync()
         var c = info
@@ -308,7 +308,7 @@ public final class LogitCacheAppender {
     }
 
     /// Writes the index and trailer; the file is complete after this.
-    public func finish() throws {
+    package func finish() throws {
         var idx = LogitCacheLayout.indexMagic
         putU32(&idx, 0)
         putU64(&idx, UInt64(chunks.count))

@@ -2,7 +2,7 @@ import Basics
 import CheckpointIO
 
 /// How a teacher's distribution at one position is kept (Formats/logit-cache.md).
-public enum LogitEncoding: Equatable, Sendable {
+package enum LogitEncoding: Equatable, Sendable {
     /// The k most probable ids with their log-probabilities quantized to `logprobStep`
     /// nats, plus the log of the remaining tail mass quantized to `tailStep` nats.
     case topK(k: Int, logprobStep: Double = 0.125, tailStep: Double = 1.0 / 1024)
@@ -10,7 +10,7 @@ public enum LogitEncoding: Equatable, Sendable {
     /// with counts: counts / draws is an unbiased estimate of the distribution.
     case sample(draws: Int, seed: UInt64)
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .topK: return "topk"
         case .sample: return "sample"
@@ -18,7 +18,7 @@ public enum LogitEncoding: Equatable, Sendable {
     }
 
     /// Entries per record at most.
-    public var maxEntries: Int {
+    package var maxEntries: Int {
         switch self {
         case let .topK(k, _, _): return k
         case let .sample(draws, _): return draws
@@ -29,28 +29,28 @@ public enum LogitEncoding: Equatable, Sendable {
 /// Everything a cache promises about its records: whose distributions they are, over
 /// which text, encoded how. Caches merge, and a student trains on one, only when these
 /// agree (`compatibilityKey`).
-public struct LogitCacheHeader: Equatable, Sendable {
-    public var teacherIdentity: String
-    public var architecture: String
-    public var tokenizerIdentity: String
-    public var vocab: Int
+package struct LogitCacheHeader: Equatable, Sendable {
+    package var teacherIdentity: String
+    package var architecture: String
+    package var tokenizerIdentity: String
+    package var vocab: Int
     /// Tokens per sequence fed to the teacher (BOS included); the last sequence may be shorter.
-    public var sequenceLength: Int
-    public var bos: Int32?
-    public var encoding: LogitEncoding
-    public var temperature: Double
-    public var codec: CompressionCodec
-    public var level: Int
-    public var sequencesPerChunk: Int
+    package var sequenceLength: Int
+    package var bos: Int32?
+    package var encoding: LogitEncoding
+    package var temperature: Double
+    package var codec: CompressionCodec
+    package var level: Int
+    package var sequencesPerChunk: Int
     /// FNV-1a 64 of the text file's bytes, its token count and the sequences it makes.
-    public var textIdentity: String
-    public var textTokens: Int
-    public var totalSequences: Int
+    package var textIdentity: String
+    package var textTokens: Int
+    package var totalSequences: Int
     /// The sequences this file holds (all of them, or one shard's).
-    public var sequences: Range<Int>
-    public var shard: (index: Int, count: Int)?
+    package var sequences: Range<Int>
+    package var shard: (index: Int, count: Int)?
 
-    public init(teacherIdentity: String, architecture: String, tokenizerIdentity: String, vocab: Int, sequenceLength: Int,
+    package init(teacherIdentity: String, architecture: String, tokenizerIdentity: String, vocab: Int, sequenceLength: Int,
                 bos: Int32?, encoding: LogitEncoding, temperature: Double, codec: CompressionCodec, level: Int,
                 sequencesPerChunk: Int, textIdentity: String, textTokens: Int, totalSequences: Int, sequences: Range<Int>,
                 shard: (index: Int, count: Int)?) {
@@ -72,13 +72,13 @@ public struct LogitCacheHeader: Equatable, Sendable {
         self.shard = shard
     }
 
-    public static func == (a: Self, b: Self) -> Bool {
+    package static func == (a: Self, b: Self) -> Bool {
         a.compatibilityKey == b.compatibilityKey && a.sequences == b.sequences
             && a.shard?.index == b.shard?.index && a.shard?.count == b.shard?.count
     }
 
     /// The header without the fields that say which part of the work a file holds.
-    public var compatibilityKey: String {
+    package var compatibilityKey: String {
         var h = self
         h.sequences = 0..<0
         h.shard = nil
@@ -86,7 +86,7 @@ public struct LogitCacheHeader: Equatable, Sendable {
     }
 
     /// The first field that differs, for error messages.
-    public func firstDifference(from o: LogitCacheHeader) -> String? {
+    package func firstDifference(from o: LogitCacheHeader) -> String? {
         let pairs: [(String, String, String)] = [
             ("teacher", teacherIdentity, o.teacherIdentity),
             ("tokenizer", tokenizerIdentity, o.tokenizerIdentity),
@@ -123,7 +123,7 @@ public struct LogitCacheHeader: Equatable, Sendable {
         w.endObject()
     }
 
-    public func json(pretty: Bool = true) -> String {
+    package func json(pretty: Bool = true) -> String {
         var w = JSONWriter(pretty: pretty)
         w.beginObject()
         w.string("ckpt-logit-cache", key: "format")
@@ -219,7 +219,7 @@ func formatNumber(_ x: Double) -> String {
 }
 
 /// What goes wrong with a cache, said so a user can act on it.
-public enum LogitCacheError: UserFacingError, Sendable, Equatable {
+package enum LogitCacheError: UserFacingError, Sendable, Equatable {
     case malformed(path: String, reason: String)
     case corruptChunk(path: String, chunk: Int, offset: Int, reason: String)
     case incomplete(path: String, reason: String)
@@ -227,7 +227,7 @@ public enum LogitCacheError: UserFacingError, Sendable, Equatable {
     case badSettings(String)
     case exists(path: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .malformed(path, reason): return "\(path): \(reason)"
         case let .corruptChunk(path, chunk, offset, reason): return "\(path): chunk \(chunk) at byte \(offset): \(reason)"
@@ -238,7 +238,7 @@ public enum LogitCacheError: UserFacingError, Sendable, Equatable {
         }
     }
 
-    public var exitCode: ExitCode {
+    package var exitCode: ExitCode {
         switch self {
         case .malformed, .corruptChunk, .incomplete, .mismatch: return .dataError
         case .badSettings: return .usage

@@ -5,22 +5,22 @@ import Glibc
 #endif
 
 /// Whole-file operations on caches: integrity checks and merging shards.
-public enum LogitCacheTools {
+package enum LogitCacheTools {
     /// What `verify` found without a teacher.
-    public struct Integrity: Sendable {
-        public var chunks: Int
-        public var sequences: Int
-        public var records: Int
-        public var entries: Int
-        public var rawBytes: Int
-        public var fileBytes: Int
+    package struct Integrity: Sendable {
+        package var chunks: Int
+        package var sequences: Int
+        package var records: Int
+        package var entries: Int
+        package var rawBytes: Int
+        package var fileBytes: Int
         /// The first problem found, or nil when every check passed.
-        public var problem: String?
+        package var problem: String?
     }
 
     /// Checks the header, the index against a walk of the chunks, every chunk's checksum,
     /// and decodes every chunk (which checks the payload's structure).
-    public static func checkIntegrity(path: String) throws -> Integrity {
+    package static func checkIntegrity(path: String) throws -> Integrity {
         let file = try MappedFile(path: path)
         let (header, start) = try LogitCacheReader.readHeader(file)
         var report = Integrity(chunks: 0, sequences: 0, records: 0, entries: 0, rawBytes: 0, fileBytes: file.size, problem: nil)
@@ -61,7 +61,7 @@ public enum LogitCacheTools {
 
     /// Concatenates caches of one teacher, text and settings (shards built apart) into
     /// `output`. Chunks are copied as they are, after their checksums are checked.
-    public static func merge(_ inputs: [String], output: String) throws -> LogitCacheHeader {
+    package static func merge(_ inputs: [String], output: String) throws -> LogitCacheHeader {
         guard !inputs.isEmpty else { throw LogitCacheError.badSettings("merge needs at least one input cache") }
         var readers = try inputs.map { try LogitCacheReader(path: $0) }
         let key = readers[0].header.compatibilityKey

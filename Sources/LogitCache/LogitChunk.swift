@@ -4,23 +4,23 @@ import CheckpointIO
 /// The records of consecutive sequences, decoded: one record per token fed to the
 /// teacher, holding its input token and the teacher's distribution over the next token.
 /// Entry lists are in ascending id order.
-public struct LogitChunk: Equatable, Sendable {
-    public var firstSequence: Int
+package struct LogitChunk: Equatable, Sendable {
+    package var firstSequence: Int
     /// Records per sequence.
-    public var sequenceLengths: [Int]
+    package var sequenceLengths: [Int]
     /// The input token of every record.
-    public var tokens: [Int32]
+    package var tokens: [Int32]
     /// Record r's entries are entryStart[r] ..< entryStart[r + 1] of ids and values.
-    public var entryStart: [Int]
-    public var ids: [Int32]
+    package var entryStart: [Int]
+    package var ids: [Int32]
     /// topk: log-probabilities (dequantized, exact multiples of the step). Empty for sample.
-    public var logprobs: [Float]
+    package var logprobs: [Float]
     /// sample: how many of the draws fell on each id. Empty for topk.
-    public var counts: [Int32]
+    package var counts: [Int32]
     /// topk: log of the mass outside the kept ids (−inf when none). Empty for sample.
-    public var tailLogprobs: [Float]
+    package var tailLogprobs: [Float]
 
-    public init(firstSequence: Int) {
+    package init(firstSequence: Int) {
         self.firstSequence = firstSequence
         sequenceLengths = []
         tokens = []
@@ -31,12 +31,12 @@ public struct LogitChunk: Equatable, Sendable {
         tailLogprobs = []
     }
 
-    public var records: Int { tokens.count }
-    public var sequenceCount: Int { sequenceLengths.count }
-    public func entries(_ r: Int) -> Range<Int> { entryStart[r]..<entryStart[r + 1] }
+    package var records: Int { tokens.count }
+    package var sequenceCount: Int { sequenceLengths.count }
+    package func entries(_ r: Int) -> Range<Int> { entryStart[r]..<entryStart[r + 1] }
 
     /// The first record of each sequence.
-    public var sequenceStarts: [Int] {
+    package var sequenceStarts: [Int] {
         var out: [Int] = []
         var at = 0
         for n in sequenceLengths { out.append(at); at += n }

@@ -12,13 +12,13 @@ import Glibc
 /// the next `length − 1` tokens of the text, then the next, and so on; the last sequence
 /// takes what is left. Every cache over the same text and settings numbers them alike,
 /// which is what lets shards built apart merge into the unsharded cache.
-public struct TeacherText: Sendable {
-    public let tokens: [Int32]
-    public let length: Int
-    public let bos: Int32?
-    public let identity: String
+package struct TeacherText: Sendable {
+    package let tokens: [Int32]
+    package let length: Int
+    package let bos: Int32?
+    package let identity: String
 
-    public init(tokens: [Int32], length: Int, bos: Int32?, identity: String) {
+    package init(tokens: [Int32], length: Int, bos: Int32?, identity: String) {
         self.tokens = tokens
         self.length = length
         self.bos = bos
@@ -26,9 +26,9 @@ public struct TeacherText: Sendable {
     }
 
     var textPerSequence: Int { bos == nil ? length : length - 1 }
-    public var sequenceCount: Int { (tokens.count + textPerSequence - 1) / textPerSequence }
+    package var sequenceCount: Int { (tokens.count + textPerSequence - 1) / textPerSequence }
 
-    public func sequence(_ i: Int) -> [Int32] {
+    package func sequence(_ i: Int) -> [Int32] {
         let a = i * textPerSequence, b = min(a + textPerSequence, tokens.count)
         return (bos.map { [$0] } ?? []) + tokens[a..<b]
     }
@@ -36,7 +36,7 @@ public struct TeacherText: Sendable {
     /// FNV-1a 64 over the vocabulary (tokens, types, merges, and SentencePiece scores,
     /// which decide its segmentation): two tokenizers with the same ids for the same
     /// strings get the same identity.
-    public static func tokenizerIdentity(_ files: TokenizerFiles) -> String {
+    package static func tokenizerIdentity(_ files: TokenizerFiles) -> String {
         var h = FNV1a64()
         h.add(files.model.rawValue)
         for (t, ty) in zip(files.tokens, files.types) { h.add(t); h.add([0, UInt8(truncatingIfNeeded: ty.rawValue)]) }
@@ -47,46 +47,46 @@ public struct TeacherText: Sendable {
 }
 
 /// Runs the teacher over a text and writes its distributions into a logit cache.
-public enum TeacherPass {
-    public struct Settings: Sendable {
-        public var encoding: LogitEncoding
-        public var temperature: Double = 1
-        public var codec: CompressionCodec = .zstd
-        public var level: Int = 3
-        public var sequencesPerChunk: Int
+package enum TeacherPass {
+    package struct Settings: Sendable {
+        package var encoding: LogitEncoding
+        package var temperature: Double = 1
+        package var codec: CompressionCodec = .zstd
+        package var level: Int = 3
+        package var sequencesPerChunk: Int
         /// Sequences per pass through the layers (weights read once per batch).
-        public var batch: Int
-        public var shard: (index: Int, count: Int)?
+        package var batch: Int
+        package var shard: (index: Int, count: Int)?
         /// Stop after this many sequences of the text (benchmarks, smoke runs).
-        public var maxSequences: Int?
+        package var maxSequences: Int?
 
-        public init(encoding: LogitEncoding, sequencesPerChunk: Int, batch: Int) {
+        package init(encoding: LogitEncoding, sequencesPerChunk: Int, batch: Int) {
             self.encoding = encoding
             self.sequencesPerChunk = sequencesPerChunk
             self.batch = batch
         }
     }
 
-    public struct Report: Sendable {
-        public var sequences: Int
-        public var records: Int
-        public var resumedAfter: Int
-        public var forwardSeconds: Double
-        public var encodeSeconds: Double
-        public var totalSeconds: Double
-        public var fileBytes: Int
-        public var alreadyComplete: Bool
+    package struct Report: Sendable {
+        package var sequences: Int
+        package var records: Int
+        package var resumedAfter: Int
+        package var forwardSeconds: Double
+        package var encodeSeconds: Double
+        package var totalSeconds: Double
+        package var fileBytes: Int
+        package var alreadyComplete: Bool
     }
 
     /// The sequences a shard covers: whole chunks, chunk range i·C/N ..< (i+1)·C/N.
-    public static func sequenceRange(total: Int, perChunk: Int, shard: (index: Int, count: Int)?) -> Range<Int> {
+    package static func sequenceRange(total: Int, perChunk: Int, shard: (index: Int, count: Int)?) -> Range<Int> {
         guard let shard else { return 0..<total }
         let chunks = (total + perChunk - 1) / perChunk
         let c0 = shard.index * chunks / shard.count, c1 = (shard.index + 1) * chunks / shard.count
         return min(c0 * perChunk, total)..<min(c1 * perChunk, total)
     }
 
-    public static func header(model: DecoderModel, tokenizer: any Tokenizer, text: TeacherText, settings: Settings) -> LogitCacheHeader {
+    package static func header(model: DecoderModel, tokenizer: any Tokenizer, text: TeacherText, settings: Settings) -> LogitCacheHeader {
         let total = min(text.sequenceCount, settings.maxSequences ?? Int.max)
         return LogitCacheHeader(
             teacherIdentity: model.identity, architecture: model.spec.architecture,
@@ -100,7 +100,7 @@ public enum TeacherPass {
 
     /// Builds (or resumes) the cache at `output`. Work in progress lives in
     /// `output.partial`, renamed to `output` when complete, so `output` is always whole.
-    public static func build(stream: LayerStream, tokenizer: any Tokenizer, text: TeacherText, settings: Settings, output: String,
+    package static func build(stream: LayerStream, tokenizer: any Tokenizer, text: TeacherText, settings: Settings, output: String,
                              progress: ((_ sequencesDone: Int, _ sequencesTotal: Int, _ records: Int, _ bytes: Int) -> Void)? = nil)
         throws -> Report {
         let model = stream.model, spec = model.spec
@@ -189,7 +189,7 @@ public enum TeacherPass {
     }
 
     /// The seed of the draws at (sequence, position): SplitMix64's finalizer, twice.
-    public static func rowSeed(_ seed: UInt64, sequence: Int, position: Int) -> UInt64 {
+    package static func rowSeed(_ seed: UInt64, sequence: Int, position: Int) -> UInt64 {
         SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(sequence) << 32 | UInt64(position)))
     }
 }
@@ -202,8 +202,8 @@ final class Counter: Sendable {
 }
 
 /// Turns rows of logits into records (top-k or draws), rows spread over the pool.
-public final class RowEncoder {
-    public let encoding: LogitEncoding
+package final class RowEncoder {
+    package let encoding: LogitEncoding
     let vocab: Int
     let inverseTemperature: Float
     private var scratch: FloatBuffer
@@ -215,7 +215,7 @@ public final class RowEncoder {
     private var seeds: [UInt64] = []
     private var uniforms: [Double] = []
 
-    public init(encoding: LogitEncoding, vocab: Int, temperature: Double) {
+    package init(encoding: LogitEncoding, vocab: Int, temperature: Double) {
         self.encoding = encoding
         self.vocab = vocab
         inverseTemperature = Float(1 / temperature)
@@ -223,7 +223,7 @@ public final class RowEncoder {
     }
 
     /// Appends one record per row of `logits` (positions position0 … of `tokens`).
-    public func append(_ logits: UnsafeBufferPointer<Float>, sequence: Int, position0: Int, tokens: [Int32], into c: inout LogitChunk) {
+    package func append(_ logits: UnsafeBufferPointer<Float>, sequence: Int, position0: Int, tokens: [Int32], into c: inout LogitChunk) {
         let rows = logits.count / vocab
         let threads = max(ThreadPool.threads, 1)
         if scratch.count < threads * vocab { scratch = FloatBuffer(count: threads * vocab, zeroed: false) }

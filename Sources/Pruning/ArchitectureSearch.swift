@@ -6,19 +6,19 @@ import Models
 /// Minitron's lightweight architecture search: candidate shapes (depth and width
 /// combinations) whose parameter count is near a target, to be pruned and ranked by
 /// held-out loss.
-public enum ArchitectureSearch {
-    public struct Candidate: Sendable, Equatable {
-        public var target: PruneTarget
-        public var parameters: Int
+package enum ArchitectureSearch {
+    package struct Candidate: Sendable, Equatable {
+        package var target: PruneTarget
+        package var parameters: Int
         /// The shape the target leads to.
-        public var layers: Int, hidden: Int, ffn: Int, heads: Int
-        public var label: String { "layers \(layers), hidden \(hidden), ffn \(ffn), heads \(heads)" }
+        package var layers: Int, hidden: Int, ffn: Int, heads: Int
+        package var label: String { "layers \(layers), hidden \(hidden), ffn \(ffn), heads \(heads)" }
     }
 
     /// Up to `limit` shapes within `tolerance` (relative) of `parameters`, closest first.
     /// Widths step by eighths (hidden and FFN rounded to multiples of 64), heads by whole
     /// heads per KV group, depth by single layers down to half the model.
-    public static func candidates(spec s: DecoderSpec, tiedHead: Bool, parameters goal: Int, tolerance: Double = 0.05,
+    package static func candidates(spec s: DecoderSpec, tiedHead: Bool, parameters goal: Int, tolerance: Double = 0.05,
                                   limit: Int = 8) -> [Candidate] {
         let perGroup = s.heads / s.kvHeads
         func steps(_ full: Int) -> [Int] {
@@ -64,7 +64,7 @@ public enum ArchitectureSearch {
     }
 
     /// A parameter count as people write one: 90M, 1.5B, 8e9 (decimal multiples).
-    public static func parameterCount(_ text: String) -> Int? {
+    package static func parameterCount(_ text: String) -> Int? {
         let scales: [Character: Double] = ["K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12]
         var number = Substring(text), scale = 1.0
         if let last = text.last.map({ Character($0.uppercased()) }), let m = scales[last] { scale = m; number = text.dropLast() }
@@ -73,15 +73,15 @@ public enum ArchitectureSearch {
     }
 
     /// A candidate and the held-out perplexity of the model pruned to it.
-    public struct Ranked: Sendable {
-        public let candidate: Candidate
-        public let perplexity: Double
+    package struct Ranked: Sendable {
+        package let candidate: Candidate
+        package let perplexity: Double
     }
 
     /// Prunes the model to each candidate in a scratch file in `scratchDirectory`, measures
     /// its perplexity on `tokens` (`chunks` chunks of 256), deletes the file, and returns
     /// the candidates best first. `progress` hears of each one as it is measured.
-    public static func rank(model: DecoderModel, candidates: [Candidate], method: PruneMethod, stats: ImportanceStats?,
+    package static func rank(model: DecoderModel, candidates: [Candidate], method: PruneMethod, stats: ImportanceStats?,
                             headMetric: HeadMetric, seed: UInt64, tokens: [Int32], bos: Int32?, chunks: Int,
                             scratchDirectory dir: String, progress: (Int, Ranked) -> Void = { _, _ in }) throws -> [Ranked] {
         let ext = model.checkpoint.format == .gguf ? ".gguf" : ""

@@ -8,10 +8,10 @@ import TensorMath
 /// statistics importance scores are made from. Each sample's contribution is computed
 /// from its own tokens only (the kernels treat every token alike whatever the batch), so
 /// a shard of the samples yields exactly its part of the full run's sums.
-public enum Calibration {
+package enum Calibration {
     /// `samples` sequences of `seq` tokens cut from the start of `tokens`, each starting with
     /// BOS when the model adds one (it replaces the first token, as llama-perplexity does).
-    public static func samples(from tokens: [Int32], count: Int, seq: Int, bos: Int32?, path: String) throws -> [[Int32]] {
+    package static func samples(from tokens: [Int32], count: Int, seq: Int, bos: Int32?, path: String) throws -> [[Int32]] {
         guard tokens.count >= count * seq else {
             throw ImportanceError.calibrationTooShort(path: path, tokens: tokens.count, needed: count * seq, samples: count, seq: seq)
         }
@@ -23,7 +23,7 @@ public enum Calibration {
     }
 
     /// A fingerprint of the calibration samples (all of them, whatever shard is run).
-    public static func identity(of samples: [[Int32]]) -> String {
+    package static func identity(of samples: [[Int32]]) -> String {
         var h = FNV1a64()
         for s in samples {
             for t in s { withUnsafeBytes(of: t.littleEndian) { h.add($0) } }
@@ -33,7 +33,7 @@ public enum Calibration {
     }
 
     /// `--shard i/N`: the contiguous range of sample indices shard i of N covers.
-    public static func shardRange(_ text: String, samples: Int) throws -> Range<Int> {
+    package static func shardRange(_ text: String, samples: Int) throws -> Range<Int> {
         let parts = text.split(separator: "/")
         guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n > 0, i >= 0, i < n else {
             throw ImportanceError.badShard(text)
@@ -42,7 +42,7 @@ public enum Calibration {
     }
 
     /// Runs samples `range` of `samples` through `model`, `batch` samples per pass.
-    public static func run(model: DecoderModel, samples: [[Int32]], range: Range<Int>, batch: Int, releaseLayers: Bool = false,
+    package static func run(model: DecoderModel, samples: [[Int32]], range: Range<Int>, batch: Int, releaseLayers: Bool = false,
                            progress: ((Int, Int) -> Void)? = nil) throws -> ImportanceStats {
         let s = model.spec
         let shape = ShapeSummary(architecture: s.architecture, layers: s.layers, hidden: s.hidden, heads: s.heads,

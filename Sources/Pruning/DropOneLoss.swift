@@ -4,14 +4,14 @@ import Models
 /// Importance by ablation: the held-out loss with one layer (or one head) removed, minus
 /// the intact model's. Slower than activation statistics (one evaluation per unit) but
 /// measures exactly what pruning does to the loss.
-public enum DropOneLoss {
+package enum DropOneLoss {
     /// Mean NLL over `chunks` chunks of `ctx` tokens of `tokens`, scored as `ckpt eval` scores.
     static func loss(_ stream: LayerStream, tokens: [Int32], ctx: Int, chunks: Int, bos: Int32?) throws -> Double {
         try Perplexity.evaluate(stream: stream, tokens: tokens, ctx: ctx, maxChunks: chunks, batch: chunks, bos: bos).nll
     }
 
     /// Loss increase when each layer alone is skipped.
-    public static func layers(model: DecoderModel, tokens: [Int32], ctx: Int = 256, chunks: Int = 2, bos: Int32?,
+    package static func layers(model: DecoderModel, tokens: [Int32], ctx: Int = 256, chunks: Int = 2, bos: Int32?,
                               progress: ((Int, Int) -> Void)? = nil) throws -> [Double] {
         let stream = LayerStream(model: model)
         let base = try loss(stream, tokens: tokens, ctx: ctx, chunks: chunks, bos: bos)
@@ -25,7 +25,7 @@ public enum DropOneLoss {
     }
 
     /// Loss increase when each query head alone is zeroed, per layer in `layers`.
-    public static func heads(model: DecoderModel, layers: [Int], tokens: [Int32], ctx: Int = 256, chunks: Int = 2, bos: Int32?,
+    package static func heads(model: DecoderModel, layers: [Int], tokens: [Int32], ctx: Int = 256, chunks: Int = 2, bos: Int32?,
                              progress: ((Int, Int) -> Void)? = nil) throws -> [Int: [Double]] {
         let stream = LayerStream(model: model)
         let base = try loss(stream, tokens: tokens, ctx: ctx, chunks: chunks, bos: bos)

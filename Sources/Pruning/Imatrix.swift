@@ -6,8 +6,8 @@ import Models
 /// `llama-imatrix` writes it), so the same calibration guides llama.cpp's quantizer: for
 /// every weight matrix of every layer, `<weight>.in_sum2` (Σ over tokens of x_j² for each
 /// input column j) and `<weight>.counts` (tokens), both F32.
-public enum Imatrix {
-    public static func write(_ s: ImportanceStats, to path: String, dataset: String, overwrite: Bool) throws {
+package enum Imatrix {
+    package static func write(_ s: ImportanceStats, to path: String, dataset: String, overwrite: Bool) throws {
         guard let arch = Architecture.gguf(s.shape.architecture) else {
             throw CheckpointError.unsupported(path: path, reason: "no GGUF names for architecture '\(s.shape.architecture)'")
         }

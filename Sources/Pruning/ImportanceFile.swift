@@ -4,10 +4,10 @@ import CheckpointIO
 /// Reading and writing `ImportanceStats` (Formats/importance.md): an 8-byte magic, a
 /// JSON header, then every sum as a 16-byte little-endian two's-complement integer, in
 /// the order the header's `arrays` lists them.
-public enum ImportanceFile {
+package enum ImportanceFile {
     static let magic: [UInt8] = Array("CKPTIMP".utf8) + [1]
 
-    public static func encode(_ s: ImportanceStats) -> [UInt8] {
+    package static func encode(_ s: ImportanceStats) -> [UInt8] {
         var w = JSONWriter(pretty: true)
         w.beginObject()
         w.string("ckpt-importance", key: "format")
@@ -63,11 +63,11 @@ public enum ImportanceFile {
         return out
     }
 
-    public static func write(_ s: ImportanceStats, to path: String) throws {
+    package static func write(_ s: ImportanceStats, to path: String) throws {
         try FileSystem.writeAtomically(path, encode(s))
     }
 
-    public static func read(_ path: String) throws -> ImportanceStats {
+    package static func read(_ path: String) throws -> ImportanceStats {
         let bytes = try FileSystem.readFile(path, limit: 1 << 34)
         func bad(_ why: String) -> CheckpointError { .malformed(path: path, reason: why) }
         guard bytes.count >= 16, Array(bytes[0..<8]) == magic else {

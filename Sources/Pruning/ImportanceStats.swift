@@ -5,11 +5,11 @@ import CheckpointIO
 /// fixed-point integer (2⁻⁶⁰ resolution, in an Int128) and added as an integer, so sums
 /// are associative: the statistics of N calibration shards, merged in any order, are
 /// bit-identical to one run over all samples.
-public struct FixedSum: Sendable, Equatable {
-    public static let fractionBits = 60
+package struct FixedSum: Sendable, Equatable {
+    package static let fractionBits = 60
     static let scale = Double(sign: .plus, exponent: fractionBits, significand: 1)
     /// Largest magnitude one addend may have (keeps 2²⁷ addends far from Int128's range).
-    public static let limit = 1e20
+    package static let limit = 1e20
 
     /// The fixed-point integer of `v`, or nil when `v` is not finite or too large.
     @inline(__always)
@@ -25,18 +25,18 @@ public struct FixedSum: Sendable, Equatable {
 /// Per-channel sums over calibration samples for one activation: Σ over samples of the
 /// mean |a| over the sample's tokens, Σ of its square, and Σ over all tokens of a².
 /// `mean` / `l2` / `variance` aggregations and Wanda's ‖X‖ all come from these.
-public struct ChannelSums: Sendable, Equatable {
-    public var sumMeanAbs: [Int128]
-    public var sumMeanAbsSquared: [Int128]
-    public var sumSquares: [Int128]
+package struct ChannelSums: Sendable, Equatable {
+    package var sumMeanAbs: [Int128]
+    package var sumMeanAbsSquared: [Int128]
+    package var sumSquares: [Int128]
 
-    public init(channels: Int) {
+    package init(channels: Int) {
         sumMeanAbs = [Int128](repeating: 0, count: channels)
         sumMeanAbsSquared = sumMeanAbs
         sumSquares = sumMeanAbs
     }
 
-    public var channels: Int { sumMeanAbs.count }
+    package var channels: Int { sumMeanAbs.count }
 
     /// The three sums, with their names in Formats/importance.md, in file order.
     static var sums: [(name: String, path: WritableKeyPath<ChannelSums, [Int128]>)] {
@@ -51,23 +51,23 @@ public struct ChannelSums: Sendable, Equatable {
 }
 
 /// The statistics of one decoder layer.
-public struct LayerSums: Sendable, Equatable {
+package struct LayerSums: Sendable, Equatable {
     /// Normed input of attention and of the MLP (hidden channels).
-    public var attentionInput: ChannelSums
-    public var mlpInput: ChannelSums
+    package var attentionInput: ChannelSums
+    package var mlpInput: ChannelSums
     /// Per query head: ‖o_h‖₂ over head_dim (Minitron), and ‖W_o,h · o_h‖₂ over hidden.
-    public var headOutput: ChannelSums
-    public var headContribution: ChannelSums
+    package var headOutput: ChannelSums
+    package var headContribution: ChannelSums
     /// Per channel of the output projection's input (heads × head_dim).
-    public var attentionChannels: ChannelSums
+    package var attentionChannels: ChannelSums
     /// Per MLP neuron: act(gate) × up, the input of the down projection.
-    public var neurons: ChannelSums
+    package var neurons: ChannelSums
     /// Σ over tokens of 1 − cos(layer input, layer output) (Block Influence).
-    public var blockInfluence: Int128 = 0
+    package var blockInfluence: Int128 = 0
     /// Tokens whose cosine was 0/0 (a zero vector): scored as cos = 1, counted to warn.
-    public var degenerateTokens: Int = 0
+    package var degenerateTokens: Int = 0
 
-    public init(spec: ShapeSummary) {
+    package init(spec: ShapeSummary) {
         attentionInput = ChannelSums(channels: spec.hidden)
         mlpInput = ChannelSums(channels: spec.hidden)
         headOutput = ChannelSums(channels: spec.heads)
@@ -90,11 +90,11 @@ public struct LayerSums: Sendable, Equatable {
 }
 
 /// The model shape statistics are laid out by.
-public struct ShapeSummary: Sendable, Equatable {
-    public var architecture: String
-    public var layers, hidden, heads, kvHeads, headDim, ffn: Int
+package struct ShapeSummary: Sendable, Equatable {
+    package var architecture: String
+    package var layers, hidden, heads, kvHeads, headDim, ffn: Int
 
-    public init(architecture: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, ffn: Int) {
+    package init(architecture: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, ffn: Int) {
         self.architecture = architecture
         self.layers = layers; self.hidden = hidden; self.heads = heads; self.kvHeads = kvHeads
         self.headDim = headDim; self.ffn = ffn
@@ -103,21 +103,21 @@ public struct ShapeSummary: Sendable, Equatable {
 
 /// Activation statistics of a calibration run (or of several merged): what `ckpt
 /// importance` writes and `ckpt prune` reads. See Formats/importance.md.
-public struct ImportanceStats: Sendable, Equatable {
+package struct ImportanceStats: Sendable, Equatable {
     /// `DecoderModel.identity` of the model measured.
-    public var modelIdentity: String
-    public var shape: ShapeSummary
+    package var modelIdentity: String
+    package var shape: ShapeSummary
     /// Calibration settings: sequence length, the samples the full run has, the
     /// fingerprint of the calibration tokens, and which samples these sums cover.
-    public var sequenceLength: Int
-    public var totalSamples: Int
-    public var calibrationIdentity: String
+    package var sequenceLength: Int
+    package var totalSamples: Int
+    package var calibrationIdentity: String
     /// Sample ranges covered, sorted and disjoint (one per merged shard).
-    public var sampleRanges: [Range<Int>]
-    public var tokens: Int
-    public var layers: [LayerSums]
+    package var sampleRanges: [Range<Int>]
+    package var tokens: Int
+    package var layers: [LayerSums]
 
-    public init(modelIdentity: String, shape: ShapeSummary, sequenceLength: Int, totalSamples: Int,
+    package init(modelIdentity: String, shape: ShapeSummary, sequenceLength: Int, totalSamples: Int,
                 calibrationIdentity: String, sampleRanges: [Range<Int>]) {
         self.modelIdentity = modelIdentity
         self.shape = shape
@@ -129,10 +129,10 @@ public struct ImportanceStats: Sendable, Equatable {
         layers = (0..<shape.layers).map { _ in LayerSums(spec: shape) }
     }
 
-    public var samples: Int { sampleRanges.reduce(0) { $0 + $1.count } }
+    package var samples: Int { sampleRanges.reduce(0) { $0 + $1.count } }
 
     /// Why two sets of statistics cannot be added, or nil.
-    public func mergeConflict(with o: ImportanceStats) -> String? {
+    package func mergeConflict(with o: ImportanceStats) -> String? {
         if modelIdentity != o.modelIdentity { return "they come from different models (identity \(modelIdentity) vs \(o.modelIdentity))" }
         if shape != o.shape { return "the model shapes differ" }
         if sequenceLength != o.sequenceLength || totalSamples != o.totalSamples || calibrationIdentity != o.calibrationIdentity {
@@ -145,7 +145,7 @@ public struct ImportanceStats: Sendable, Equatable {
     }
 
     /// Adds `o`'s sums (refused with a reason when they do not belong together).
-    public mutating func merge(_ o: ImportanceStats) throws {
+    package mutating func merge(_ o: ImportanceStats) throws {
         if let why = mergeConflict(with: o) { throw ImportanceError.mismatch(reason: why) }
         for i in layers.indices { layers[i].merge(o.layers[i]) }
         tokens += o.tokens
@@ -166,13 +166,13 @@ public struct ImportanceStats: Sendable, Equatable {
 }
 
 /// Errors of importance estimation and of statistics files.
-public enum ImportanceError: UserFacingError, Sendable, Equatable {
+package enum ImportanceError: UserFacingError, Sendable, Equatable {
     case mismatch(reason: String)
     case calibrationTooShort(path: String, tokens: Int, needed: Int, samples: Int, seq: Int)
     case badShard(String)
     case wrongModel(path: String, expected: String, found: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .mismatch(reason): return "cannot merge these statistics: \(reason)"
         case let .calibrationTooShort(path, tokens, needed, samples, seq):
@@ -183,7 +183,7 @@ public enum ImportanceError: UserFacingError, Sendable, Equatable {
         }
     }
 
-    public var exitCode: ExitCode {
+    package var exitCode: ExitCode {
         switch self {
         case .badShard: return .usage
         case .mismatch, .calibrationTooShort, .wrongModel: return .dataError

@@ -4,7 +4,7 @@ import Models
 import TensorMath
 
 /// How channels are ranked for width pruning.
-public enum PruneMethod: String, Sendable, CaseIterable {
+package enum PruneMethod: String, Sendable, CaseIterable {
     /// Activation statistics from calibration (Minitron).
     case activation
     /// Weight norms only.
@@ -16,37 +16,37 @@ public enum PruneMethod: String, Sendable, CaseIterable {
 }
 
 /// What to cut, as counts; nil leaves a dimension alone.
-public struct PruneTarget: Sendable, Equatable {
-    public var ffn: Int?
-    public var headsPerGroup: Int?
-    public var hidden: Int?
-    public var layers: Int?
+package struct PruneTarget: Sendable, Equatable {
+    package var ffn: Int?
+    package var headsPerGroup: Int?
+    package var hidden: Int?
+    package var layers: Int?
     /// Explicit layers to drop (overrides `layers`).
-    public var dropLayers: [Int]?
+    package var dropLayers: [Int]?
 
-    public init(ffn: Int? = nil, headsPerGroup: Int? = nil, hidden: Int? = nil, layers: Int? = nil, dropLayers: [Int]? = nil) {
+    package init(ffn: Int? = nil, headsPerGroup: Int? = nil, hidden: Int? = nil, layers: Int? = nil, dropLayers: [Int]? = nil) {
         self.ffn = ffn; self.headsPerGroup = headsPerGroup; self.hidden = hidden; self.layers = layers; self.dropLayers = dropLayers
     }
 }
 
 /// The channels, heads and layers a pruned model keeps, in source indices.
-public struct PrunePlan: Sendable, Equatable {
-    public var keptLayers: [Int]
+package struct PrunePlan: Sendable, Equatable {
+    package var keptLayers: [Int]
     /// Per kept layer (same order as keptLayers): MLP neurons kept, ascending.
-    public var neurons: [[Int]]
+    package var neurons: [[Int]]
     /// Per kept layer: query heads kept, grouped by KV head (each group keeps the same count).
-    public var heads: [[Int]]
+    package var heads: [[Int]]
     /// Hidden channels kept, ascending.
-    public var hiddenChannels: [Int]
-    public var method: PruneMethod
+    package var hiddenChannels: [Int]
+    package var method: PruneMethod
 
-    public init(keptLayers: [Int], neurons: [[Int]], heads: [[Int]], hiddenChannels: [Int], method: PruneMethod) {
+    package init(keptLayers: [Int], neurons: [[Int]], heads: [[Int]], hiddenChannels: [Int], method: PruneMethod) {
         self.keptLayers = keptLayers; self.neurons = neurons; self.heads = heads
         self.hiddenChannels = hiddenChannels; self.method = method
     }
 
     /// Parameters of the decoder the plan leaves (matrices and norms, embeddings included).
-    public func parameterCount(spec s: DecoderSpec, tiedHead: Bool) -> Int {
+    package func parameterCount(spec s: DecoderSpec, tiedHead: Bool) -> Int {
         let h = hiddenChannels.count
         var n = s.vocab * h * (tiedHead ? 1 : 2) + h
         for (i, _) in keptLayers.enumerated() {
@@ -58,7 +58,7 @@ public struct PrunePlan: Sendable, Equatable {
 }
 
 /// Errors in a pruning request.
-public enum PruneError: UserFacingError, Sendable, Equatable {
+package enum PruneError: UserFacingError, Sendable, Equatable {
     case targetTooLarge(what: String, requested: Int, current: Int)
     case headsNotDivisible(heads: Int, groups: Int)
     case noLayersLeft
@@ -66,7 +66,7 @@ public enum PruneError: UserFacingError, Sendable, Equatable {
     case needsStatistics(method: String)
     case hiddenBlocks(hidden: Int, block: Int, type: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .targetTooLarge(what, requested, current):
             return "\(what) \(requested) is not smaller than the model's \(current) (pruning only removes)"
@@ -81,13 +81,13 @@ public enum PruneError: UserFacingError, Sendable, Equatable {
     }
 
     /// Every case is a request the model cannot meet.
-    public var exitCode: ExitCode { .usage }
+    package var exitCode: ExitCode { .usage }
 }
 
 /// Scores by method, then the plan.
-public enum PrunePlanner {
+package enum PrunePlanner {
     /// Parses "3,20-25" into sorted layer indices.
-    public static func parseLayers(_ text: String, layers: Int) throws -> [Int] {
+    package static func parseLayers(_ text: String, layers: Int) throws -> [Int] {
         var out = Set<Int>()
         for part in text.split(separator: ",") {
             let ends = part.split(separator: "-", omittingEmptySubsequences: false)
@@ -102,7 +102,7 @@ public enum PrunePlanner {
 
     /// `layerLoss` / `headLoss`: drop-one losses (from `DropOneLoss`) used instead of the
     /// statistics' Block Influence / head scores when given.
-    public static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
+    package static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
                             headMetric: HeadMetric = .contribution, seed: UInt64 = 0,
                             layerLoss: [Double]? = nil, headLoss: [Int: [Double]]? = nil,
                             aggregation agg: Aggregation = .l2) throws -> PrunePlan {

@@ -6,26 +6,26 @@ import Models
 /// what of it was kept, so `ckpt distill` can pair the student's layers and hidden
 /// channels with the teacher's. One line of JSON under the GGUF key `ckpt.prune` or the
 /// safetensors `__metadata__` key `ckpt_prune`; see Formats/prune-record.md.
-public struct PruneRecord: Sendable, Equatable {
-    public static let ggufKey = "ckpt.prune"
-    public static let safetensorsKey = "ckpt_prune"
+package struct PruneRecord: Sendable, Equatable {
+    package static let ggufKey = "ckpt.prune"
+    package static let safetensorsKey = "ckpt_prune"
 
     /// The source model's path and identity.
-    public var source: String
+    package var source: String
     /// The importance file's path and calibration identity, when one was used.
-    public var importance: String?
-    public var method: String
+    package var importance: String?
+    package var method: String
     /// Teacher layer of each student layer, in order.
-    public var keptLayers: [Int]
-    public var hidden: Int
+    package var keptLayers: [Int]
+    package var hidden: Int
     /// Teacher hidden channel of each student channel; nil when all were kept.
-    public var hiddenKept: [Int]?
-    public var ffn: Int
-    public var heads: Int
+    package var hiddenKept: [Int]?
+    package var ffn: Int
+    package var heads: Int
     /// Teacher query heads kept, per student layer.
-    public var headsKept: [[Int]]
+    package var headsKept: [[Int]]
 
-    public init(plan: PrunePlan, spec s: DecoderSpec, source: String, importance: String?) {
+    package init(plan: PrunePlan, spec s: DecoderSpec, source: String, importance: String?) {
         self.source = source
         self.importance = importance
         method = plan.method.rawValue
@@ -38,7 +38,7 @@ public struct PruneRecord: Sendable, Equatable {
     }
 
     /// The record as one line of JSON (also what `prune --dry-run --json` prints).
-    public var json: String {
+    package var json: String {
         func ints(_ a: [Int]) -> String { "[" + a.map(String.init).joined(separator: ",") + "]" }
         var w = JSONWriter()
         w.beginObject()
@@ -59,7 +59,7 @@ public struct PruneRecord: Sendable, Equatable {
 
     /// The record of a pruned checkpoint; nil when it has none (it was not pruned by
     /// ckpt). A record that is there but unreadable is an error naming the key.
-    public static func read(from checkpoint: any Checkpoint) throws -> PruneRecord? {
+    package static func read(from checkpoint: any Checkpoint) throws -> PruneRecord? {
         let key = checkpoint.format == .gguf ? ggufKey : safetensorsKey
         guard let entry = checkpoint.metadata.first(where: { $0.key == key }) else { return nil }
         func bad(_ reason: String) -> CheckpointError { .badMetadata(path: checkpoint.path, key: key, reason: reason) }

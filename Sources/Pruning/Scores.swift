@@ -1,7 +1,7 @@
 /// Importance scores from activation statistics, as NVIDIA's Minitron / ModelOpt define
 /// them: per sample the mean of |activation| over the sequence, then aggregated over
 /// samples (L2 by default).
-public enum Aggregation: String, Sendable, CaseIterable {
+package enum Aggregation: String, Sendable, CaseIterable {
     /// Mean over samples of the per-sample mean |a|.
     case mean
     /// L2 norm over samples of the per-sample mean |a| (Minitron's choice).
@@ -11,7 +11,7 @@ public enum Aggregation: String, Sendable, CaseIterable {
 }
 
 /// How attention heads are scored.
-public enum HeadMetric: String, Sendable, CaseIterable {
+package enum HeadMetric: String, Sendable, CaseIterable {
     /// ‖o_h‖₂ over head_dim: the input of the output projection (Minitron).
     case output
     /// ‖W_o,h · o_h‖₂ over hidden: what the head adds to the residual stream.
@@ -21,7 +21,7 @@ public enum HeadMetric: String, Sendable, CaseIterable {
 }
 
 /// How layers are scored for depth pruning.
-public enum DepthMetric: String, Sendable, CaseIterable {
+package enum DepthMetric: String, Sendable, CaseIterable {
     /// Block Influence from the statistics (1 − cos of a layer's input and output).
     case blockInfluence = "bi"
     /// Held-out loss increase when the layer alone is skipped (`DropOneLoss`).
@@ -30,7 +30,7 @@ public enum DepthMetric: String, Sendable, CaseIterable {
 
 extension ChannelSums {
     /// One score per channel.
-    public func scores(_ agg: Aggregation, samples: Int) -> [Double] {
+    package func scores(_ agg: Aggregation, samples: Int) -> [Double] {
         let n = Double(max(samples, 1))
         return (0..<channels).map { c in
             let s1 = FixedSum.double(sumMeanAbs[c]), s2 = FixedSum.double(sumMeanAbsSquared[c])
@@ -43,15 +43,15 @@ extension ChannelSums {
     }
 
     /// ‖X_c‖₂ over every calibration token: Wanda's per-input-channel norm.
-    public var inputNorms: [Double] { sumSquares.map { FixedSum.double($0).squareRoot() } }
+    package var inputNorms: [Double] { sumSquares.map { FixedSum.double($0).squareRoot() } }
 }
 
 extension ImportanceStats {
-    public func neuronScores(layer: Int, _ agg: Aggregation = .l2) -> [Double] {
+    package func neuronScores(layer: Int, _ agg: Aggregation = .l2) -> [Double] {
         layers[layer].neurons.scores(agg, samples: samples)
     }
 
-    public func headScores(layer: Int, metric: HeadMetric = .contribution, _ agg: Aggregation = .l2) -> [Double] {
+    package func headScores(layer: Int, metric: HeadMetric = .contribution, _ agg: Aggregation = .l2) -> [Double] {
         switch metric {
         case .output: return layers[layer].headOutput.scores(agg, samples: samples)
         case .contribution, .loss: return layers[layer].headContribution.scores(agg, samples: samples)
@@ -59,7 +59,7 @@ extension ImportanceStats {
     }
 
     /// Embedding channels: the normed inputs of every attention and MLP block, summed over layers.
-    public func channelScores(_ agg: Aggregation = .l2) -> [Double] {
+    package func channelScores(_ agg: Aggregation = .l2) -> [Double] {
         var out = [Double](repeating: 0, count: shape.hidden)
         for l in layers {
             for (i, v) in l.attentionInput.scores(agg, samples: samples).enumerated() { out[i] += v }
@@ -70,13 +70,13 @@ extension ImportanceStats {
 
     /// Block Influence per layer: mean over calibration tokens of 1 − cos(input, output).
     /// Higher means the layer changes the residual stream more: more important.
-    public var blockInfluence: [Double] {
+    package var blockInfluence: [Double] {
         layers.map { FixedSum.double($0.blockInfluence) / Double(max(tokens, 1)) }
     }
 
     /// The contiguous run of `k` layers with the least total Block Influence: the block
     /// to drop. Returns its first layer.
-    public func leastInfluentialBlock(of k: Int) -> Int? {
+    package func leastInfluentialBlock(of k: Int) -> Int? {
         let bi = blockInfluence
         guard k > 0, k <= bi.count else { return nil }
         var best = 0, bestSum = Double.infinity
@@ -88,11 +88,11 @@ extension ImportanceStats {
     }
 
     /// Tokens whose layer input or output was a zero vector, per layer (scored as cos = 1).
-    public var degenerateTokens: [Int] { layers.map(\.degenerateTokens) }
+    package var degenerateTokens: [Int] { layers.map(\.degenerateTokens) }
 }
 
 /// Indices of the `keep` largest scores, in ascending index order (ties: lower index wins).
-public func topIndices(_ scores: [Double], keep: Int) -> [Int] {
+package func topIndices(_ scores: [Double], keep: Int) -> [Int] {
     let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
     return Array(order.prefix(keep)).sorted()
 }

@@ -7,9 +7,9 @@ import Models
 /// tensors stay, how layers are renumbered, and the metadata of the new shape. The
 /// rewrite itself is `Converter`'s (streamed by blocks of rows, staged, published
 /// atomically, or in place under the journal).
-public enum Surgery {
+package enum Surgery {
     /// `record` is written into the output's metadata (scratch models of the search go without).
-    public static func edit(model: DecoderModel, plan: PrunePlan, record: PruneRecord?) throws -> CheckpointEdit {
+    package static func edit(model: DecoderModel, plan: PrunePlan, record: PruneRecord?) throws -> CheckpointEdit {
         let s = model.spec, arch = model.architecture, ckpt = model.checkpoint
         let gguf = ckpt.format == .gguf
         let hiddenPruned = plan.hiddenChannels.count != s.hidden

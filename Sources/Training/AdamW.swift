@@ -7,18 +7,18 @@ import Glibc
 
 /// Learning rate over a run: linear warm-up to `peak`, then cosine decay to `minimum`
 /// at the last step (Minitron's schedule, with its steps scaled to the run).
-public struct LearningRateSchedule: Sendable, Equatable {
-    public var peak: Double
-    public var minimum: Double
-    public var warmup: Int
-    public var steps: Int
+package struct LearningRateSchedule: Sendable, Equatable {
+    package var peak: Double
+    package var minimum: Double
+    package var warmup: Int
+    package var steps: Int
 
-    public init(peak: Double, minimum: Double, warmup: Int, steps: Int) {
+    package init(peak: Double, minimum: Double, warmup: Int, steps: Int) {
         self.peak = peak; self.minimum = minimum; self.warmup = warmup; self.steps = steps
     }
 
     /// The rate for step `s`, counted from 1.
-    public func rate(_ s: Int) -> Double {
+    package func rate(_ s: Int) -> Double {
         if warmup > 0 && s <= warmup { return peak * Double(s) / Double(warmup) }
         let span = max(steps - warmup, 1)
         let progress = min(max(Double(s - warmup) / Double(span), 0), 1)
@@ -30,38 +30,38 @@ public struct LearningRateSchedule: Sendable, Equatable {
 /// the global gradient norm. Its state is two f32 buffers the size of the weights, or with
 /// `eightBit` a byte per moment plus one f32 scale per 256 (about 4× less memory), as
 /// bitsandbytes' blockwise 8-bit optimizers keep it; in memory or streamed from files.
-public final class AdamW {
-    public var beta1: Float = 0.9
-    public var beta2: Float = 0.95
-    public var epsilon: Float = 1e-8
-    public var weightDecay: Float = 0.1
-    public var clip: Double = 1.0
-    public private(set) var step = 0
-    public let eightBit: Bool
+package final class AdamW {
+    package var beta1: Float = 0.9
+    package var beta2: Float = 0.95
+    package var epsilon: Float = 1e-8
+    package var weightDecay: Float = 0.1
+    package var clip: Double = 1.0
+    package private(set) var step = 0
+    package let eightBit: Bool
     /// The state as named arrays, for checkpoints.
-    public let state: [StateArray]
+    package let state: [StateArray]
     /// The tensors updated: where each lies in the flat arrays, and whether it decays.
-    public struct Segment: Sendable {
-        public var offset: Int
-        public var count: Int
-        public var decays: Bool
-        public init(offset: Int, count: Int, decays: Bool) { self.offset = offset; self.count = count; self.decays = decays }
+    package struct Segment: Sendable {
+        package var offset: Int
+        package var count: Int
+        package var decays: Bool
+        package init(offset: Int, count: Int, decays: Bool) { self.offset = offset; self.count = count; self.decays = decays }
     }
-    public let segments: [Segment]
+    package let segments: [Segment]
     private var blockOffsets: [Int] = []
     /// Elements updated at a time: a streamed state holds one such slice of each array.
     /// The same in memory, so both give the same sums.
     static let slice = 1 << 20
 
     /// State for a student's tensors: matrices decay, norms and biases do not.
-    public convenience init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false, residence: StateResidence = .memory) throws {
+    package convenience init(parameters: Int, slots: [TrainableDecoder.Slot] = [], eightBit: Bool = false, residence: StateResidence = .memory) throws {
         let segments = slots.isEmpty ? [Segment(offset: 0, count: parameters, decays: true)]
             : slots.map { Segment(offset: $0.offset, count: $0.count, decays: $0.shape.count >= 2) }
         try self.init(parameters: parameters, segments: segments, eightBit: eightBit, residence: residence)
     }
 
     /// State for `parameters` values in `segments`; its arrays' names start with `prefix`.
-    public init(parameters: Int, segments: [Segment], eightBit: Bool = false, residence: StateResidence = .memory, prefix: String = "") throws {
+    package init(parameters: Int, segments: [Segment], eightBit: Bool = false, residence: StateResidence = .memory, prefix: String = "") throws {
         self.eightBit = eightBit
         self.segments = segments
         if eightBit {
@@ -78,28 +78,28 @@ public final class AdamW {
     }
 
     /// Bytes of optimizer state.
-    public var stateBytes: Int { state.reduce(0) { $0 + $1.byteCount } }
+    package var stateBytes: Int { state.reduce(0) { $0 + $1.byteCount } }
 
     /// Bytes of state per parameter (for memory plans).
-    public static func stateBytesPerParameter(eightBit: Bool) -> Double { eightBit ? 2 + 8 / Double(CKPT_STATE_BLOCK) : 8 }
+    package static func stateBytesPerParameter(eightBit: Bool) -> Double { eightBit ? 2 + 8 / Double(CKPT_STATE_BLOCK) : 8 }
 
-    public struct Outcome: Sendable {
-        public var gradientNorm: Double
+    package struct Outcome: Sendable {
+        package var gradientNorm: Double
         /// The gradients held NaN or Inf: no update was made.
-        public var skipped: Bool
+        package var skipped: Bool
     }
 
     /// Restores the step count (from a checkpoint).
-    public func setStep(_ s: Int) { step = s }
+    package func setStep(_ s: Int) { step = s }
 
     /// Updates `model`'s weights from its gradients, at learning rate `lr`.
-    public func update(_ model: TrainableDecoder, lr: Double) -> Outcome {
+    package func update(_ model: TrainableDecoder, lr: Double) -> Outcome {
         defer { model.weightsChanged() }
         return update(weights: model.weights, grads: model.grads, lr: lr)
     }
 
     /// Updates `weights` from `grads`, at learning rate `lr`, a slice of each segment at a time.
-    public func update(weights: StateArray, grads: StateArray, lr: Double) -> Outcome {
+    package func update(weights: StateArray, grads: StateArray, lr: Double) -> Outcome {
         var sumSquares = 0.0
         for at in stride(from: 0, to: grads.count, by: Self.slice) {
             let n = min(Self.slice, grads.count - at)

@@ -11,26 +11,26 @@ import Glibc
 /// Trains a student against a teacher-logit cache: batches of cached sequences, the
 /// chosen distillation loss (plus optional cross-entropy on the tokens), AdamW on f32
 /// master weights, checkpoints a crashed run resumes from bit for bit.
-public final class Distiller {
-    public struct Settings: Sendable {
-        public var loss: KDLoss = .forwardKL
-        public var temperature: Double = 1
+package final class Distiller {
+    package struct Settings: Sendable {
+        package var loss: KDLoss = .forwardKL
+        package var temperature: Double = 1
         /// Weight of cross-entropy on the next tokens; the distillation loss gets 1 − this.
-        public var crossEntropyWeight: Double = 0
-        public var steps: Int
+        package var crossEntropyWeight: Double = 0
+        package var steps: Int
         /// Sequences per optimizer step.
-        public var batch: Int = 4
-        public var schedule: LearningRateSchedule
-        public var clip: Double = 1
-        public var weightDecay: Double = 0.1
-        public var seed: UInt64 = 0
-        public var checkpointEvery: Int = 0
+        package var batch: Int = 4
+        package var schedule: LearningRateSchedule
+        package var clip: Double = 1
+        package var weightDecay: Double = 0.1
+        package var seed: UInt64 = 0
+        package var checkpointEvery: Int = 0
         /// Keep AdamW's moments in 8 bits per value (blockwise, logarithmic codes).
-        public var eightBitState = false
+        package var eightBitState = false
         /// An intermediate-state loss against a live teacher (nil: logits only).
-        public var hidden: HiddenStateSettings?
+        package var hidden: HiddenStateSettings?
 
-        public init(steps: Int, schedule: LearningRateSchedule) {
+        package init(steps: Int, schedule: LearningRateSchedule) {
             self.steps = steps
             self.schedule = schedule
         }
@@ -42,24 +42,24 @@ public final class Distiller {
     }
 
     /// One optimizer step, for the log.
-    public struct StepRecord: Sendable {
-        public var step: Int
-        public var tokens: Int
-        public var distillationLoss: Double
-        public var crossEntropy: Double
+    package struct StepRecord: Sendable {
+        package var step: Int
+        package var tokens: Int
+        package var distillationLoss: Double
+        package var crossEntropy: Double
         /// Mean hidden-state loss per position and pair (0 without one).
-        public var hiddenLoss: Double = 0
-        public var learningRate: Double
-        public var gradientNorm: Double
-        public var skipped: Bool
-        public var seconds: Double
+        package var hiddenLoss: Double = 0
+        package var learningRate: Double
+        package var gradientNorm: Double
+        package var skipped: Bool
+        package var seconds: Double
     }
 
-    public enum Failure: UserFacingError, Sendable {
+    package enum Failure: UserFacingError, Sendable {
         case mismatch(String)
         case emptyCache(String)
-        public var exitCode: ExitCode { .dataError }
-        public var description: String {
+        package var exitCode: ExitCode { .dataError }
+        package var description: String {
             switch self {
             case let .mismatch(s): return s
             case let .emptyCache(p): return "\(p) holds no sequences to train on"
@@ -67,31 +67,31 @@ public final class Distiller {
         }
     }
 
-    public let student: TrainableDecoder
-    public let cache: LogitCacheReader
-    public let settings: Settings
-    public let optimizer: AdamW
+    package let student: TrainableDecoder
+    package let cache: LogitCacheReader
+    package let settings: Settings
+    package let optimizer: AdamW
     /// The hidden-state loss's projections and live teacher, when there is one.
-    public let aligner: HiddenStateAligner?
+    package let aligner: HiddenStateAligner?
     private let teacherStates: TeacherStates?
     private let losses: LossKernels
     /// Where the next sequence comes from: pass over the data, index into that pass's
     /// chunk order, sequence within the chunk.
-    public private(set) var position = DataPosition()
+    package private(set) var position = DataPosition()
     private var order: [Int] = []
     private var chunk: (index: Int, data: LogitChunk)?
 
-    public struct DataPosition: Sendable, Equatable {
-        public var epoch = 0
-        public var chunkInOrder = 0
-        public var sequenceInChunk = 0
+    package struct DataPosition: Sendable, Equatable {
+        package var epoch = 0
+        package var chunkInOrder = 0
+        package var sequenceInChunk = 0
     }
 
     /// `stateResidence` says where the optimizer's moments live (as the student's weights
     /// do, see `TrainableDecoder`); it changes memory, never the numbers.
     /// `teacher` runs live for the hidden-state loss (it must be the cache's teacher);
     /// `channels` maps the student's hidden channels to the teacher's when width was cut.
-    public init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings, stateResidence: StateResidence = .memory,
+    package init(student: TrainableDecoder, cache: LogitCacheReader, settings: Settings, stateResidence: StateResidence = .memory,
                 teacher: DecoderModel? = nil, channels: [Int]? = nil) throws {
         if student.spec.vocab != cache.header.vocab {
             throw Failure.mismatch("the student's vocabulary has \(student.spec.vocab) tokens, the cache's teacher \(cache.header.vocab): they must share a tokenizer")
@@ -153,7 +153,7 @@ public final class Distiller {
     }
 
     /// Runs one optimizer step over `batch` sequences.
-    public func step() throws -> StepRecord {
+    package func step() throws -> StepRecord {
         let t0 = monotonicSeconds()
         let enc = cache.header.encoding
         var batch: [(tokens: [Int32], targets: KDTargets)] = []
@@ -219,7 +219,7 @@ public final class Distiller {
 
     /// Mean negative log-likelihood per predicted token of held-out sequences (forward
     /// only, no gradients): exp of it is the perplexity.
-    public func heldOutLoss(_ sequences: [[Int32]]) -> Double {
+    package func heldOutLoss(_ sequences: [[Int32]]) -> Double {
         var nll = 0.0, count = 0
         for seq in sequences where seq.count > 1 {
             nll += student.forwardBackward(seq, backward: false) { [losses] r0, n, logits, grad in
@@ -243,7 +243,7 @@ public final class Distiller {
 
     /// Saves weights, optimizer state and the data position into `dir/step-N`, written
     /// beside it and renamed into place, then removes older checkpoints but the last.
-    public func saveCheckpoint(in dir: String) throws {
+    package func saveCheckpoint(in dir: String) throws {
         if try FileSystem.kind(of: dir) != .directory { try FileSystem.makeDirectory(dir) }
         let name = "step-\(String(repeating: "0", count: max(0, 8 - String(optimizer.step).count)))\(optimizer.step)"
         let final = FileSystem.join(dir, name)
@@ -307,7 +307,7 @@ public final class Distiller {
 
     /// Loads the newest checkpoint in `dir` that is whole and made with these settings;
     /// returns its step and a note for every newer one skipped, or nil when there is none.
-    public func resume(from dir: String) throws -> (step: Int, skipped: [String])? {
+    package func resume(from dir: String) throws -> (step: Int, skipped: [String])? {
         guard try FileSystem.kind(of: dir) == .directory else { return nil }
         var skipped: [String] = []
         for name in try FileSystem.list(directory: dir).filter({ $0.hasPrefix("step-") }).sorted().reversed() {

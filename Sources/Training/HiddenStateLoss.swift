@@ -12,8 +12,8 @@ import Glibc
 /// error), alongside the logit loss. Worth it when depth was cut, so a student layer
 /// stands for several of the teacher's. The teacher's states come from a live teacher run
 /// on the same sequences (a logit cache holds no hidden states).
-public struct HiddenStateSettings: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable {
+package struct HiddenStateSettings: Sendable, Equatable {
+    package enum Kind: String, Sendable, CaseIterable {
         /// 1 − cos(P·h_student, h_teacher) per position: blind to scale, which differs a lot
         /// between teacher and student hidden states.
         case cosine
@@ -21,26 +21,26 @@ public struct HiddenStateSettings: Sendable, Equatable {
         case mse
     }
 
-    public struct Pair: Sendable, Equatable, CustomStringConvertible {
-        public var student: Int
-        public var teacher: Int
-        public init(student: Int, teacher: Int) { self.student = student; self.teacher = teacher }
-        public var description: String { "\(student):\(teacher)" }
+    package struct Pair: Sendable, Equatable, CustomStringConvertible {
+        package var student: Int
+        package var teacher: Int
+        package init(student: Int, teacher: Int) { self.student = student; self.teacher = teacher }
+        package var description: String { "\(student):\(teacher)" }
     }
 
-    public var kind: Kind = .cosine
+    package var kind: Kind = .cosine
     /// Weight of the hidden-state loss added to the logit loss.
-    public var weight: Double = 1
-    public var pairs: [Pair]
+    package var weight: Double = 1
+    package var pairs: [Pair]
 
-    public init(kind: Kind = .cosine, weight: Double = 1, pairs: [Pair]) {
+    package init(kind: Kind = .cosine, weight: Double = 1, pairs: [Pair]) {
         self.kind = kind; self.weight = weight; self.pairs = pairs
     }
 
     /// Up to `count` student layers evenly spaced and ending at the last, each paired with
     /// the teacher layer it came from (`keptLayers`, from the student's prune record) or,
     /// without one, the teacher layer at the same relative depth.
-    public static func defaultPairs(studentLayers: Int, teacherLayers: Int, keptLayers: [Int]?, count: Int = 4) -> [Pair] {
+    package static func defaultPairs(studentLayers: Int, teacherLayers: Int, keptLayers: [Int]?, count: Int = 4) -> [Pair] {
         let k = max(1, min(count, studentLayers))
         var pairs: [Pair] = []
         for i in 0..<k {
@@ -54,7 +54,7 @@ public struct HiddenStateSettings: Sendable, Equatable {
     }
 
     /// "3:5,7:11" → pairs (student layer : teacher layer).
-    public static func parsePairs(_ text: String) -> [Pair]? {
+    package static func parsePairs(_ text: String) -> [Pair]? {
         var out: [Pair] = []
         for part in text.split(separator: ",") {
             let f = part.split(separator: ":")
@@ -70,19 +70,19 @@ public struct HiddenStateSettings: Sendable, Equatable {
 /// The learned projections of the hidden-state loss (one [teacher width × student width]
 /// matrix per pair, trained with their own AdamW at the student's learning rate) and the
 /// loss and gradient they give.
-public final class HiddenStateAligner {
-    public let settings: HiddenStateSettings
-    public let studentWidth: Int
-    public let teacherWidth: Int
-    public let weights: StateArray
-    public let grads: StateArray
-    public let optimizer: AdamW
+package final class HiddenStateAligner {
+    package let settings: HiddenStateSettings
+    package let studentWidth: Int
+    package let teacherWidth: Int
+    package let weights: StateArray
+    package let grads: StateArray
+    package let optimizer: AdamW
     private var projected: FloatBuffer
     private var dProjected: FloatBuffer
 
     /// Projections start as the identity on the channels the student kept: `channels[c]`
     /// is the teacher channel of student channel c (nil: the first channels).
-    public init(settings: HiddenStateSettings, studentWidth: Int, teacherWidth: Int, channels: [Int]? = nil) throws {
+    package init(settings: HiddenStateSettings, studentWidth: Int, teacherWidth: Int, channels: [Int]? = nil) throws {
         self.settings = settings
         self.studentWidth = studentWidth
         self.teacherWidth = teacherWidth
@@ -104,7 +104,7 @@ public final class HiddenStateAligner {
     /// student layer's output (rows × student width), `target` the teacher's (rows ×
     /// teacher width). Writes `scale` × the gradient with respect to `hidden` into `grad`
     /// and adds `scale` × the projection's gradient into `grads`.
-    public func loss(pair k: Int, hidden: UnsafePointer<Float>, target: UnsafePointer<Float>, rows: Int, scale: Float,
+    package func loss(pair k: Int, hidden: UnsafePointer<Float>, target: UnsafePointer<Float>, rows: Int, scale: Float,
                      grad: UnsafeMutablePointer<Float>) -> Double {
         let S = studentWidth, D = teacherWidth, per = S * D
         if projected.count < rows * D { projected = FloatBuffer(count: rows * D, zeroed: false); dProjected = FloatBuffer(count: rows * D, zeroed: false) }
@@ -141,11 +141,11 @@ public final class HiddenStateAligner {
 
 /// A live teacher run for the hidden-state loss: the outputs of the paired teacher layers
 /// for a batch of sequences, one layer of the teacher resident at a time.
-public final class TeacherStates {
-    public let stream: LayerStream
-    public let layers: [Int]
+package final class TeacherStates {
+    package let stream: LayerStream
+    package let layers: [Int]
 
-    public init(model: DecoderModel, layers: [Int]) {
+    package init(model: DecoderModel, layers: [Int]) {
         stream = LayerStream(model: model, releaseLayers: true)
         stream.llamaCppRounding = false
         // Layers after the last one compared are never needed.
@@ -154,7 +154,7 @@ public final class TeacherStates {
     }
 
     /// For each sequence, each of `layers`' outputs (tokens × hidden).
-    public func run(_ sequences: [[Int32]]) throws -> [[FloatBuffer]] {
+    package func run(_ sequences: [[Int32]]) throws -> [[FloatBuffer]] {
         let width = stream.spec.hidden
         let out = sequences.map { seq in layers.map { _ in FloatBuffer(count: seq.count * width, zeroed: false) } }
         let wanted = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1, $0) })

@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// The distillation losses between a student's distribution and a teacher's record.
-public enum KDLoss: String, Sendable, CaseIterable {
+package enum KDLoss: String, Sendable, CaseIterable {
     /// KL(teacher ‖ student), Minitron's choice.
     case forwardKL = "forward-kl"
     /// KL(student ‖ teacher).
@@ -28,10 +28,10 @@ public enum KDLoss: String, Sendable, CaseIterable {
 
     /// Whether the loss's gradient from a `sample` record is unbiased for the full
     /// distribution's (only forward KL, whose gradient is that of the cross-entropy).
-    public var unbiasedFromSamples: Bool { self == .forwardKL }
+    package var unbiasedFromSamples: Bool { self == .forwardKL }
 
     /// Why a loss cannot be used with an encoding, or nil when it can.
-    public func refusal(for encoding: LogitEncoding) -> String? {
+    package func refusal(for encoding: LogitEncoding) -> String? {
         if case .sample = encoding, self == .reverseKL {
             return "reverse KL needs the teacher's probability wherever the student puts mass, and a sample cache gives zero to every id it did not draw; build a topk cache for it"
         }
@@ -41,16 +41,16 @@ public enum KDLoss: String, Sendable, CaseIterable {
 
 /// Teacher targets for a run of records: listed ids with their target probabilities, and
 /// the tail (target mass on every id not listed, as one bucket).
-public struct KDTargets: Sendable {
-    public var ids: [Int32] = []
-    public var probabilities: [Float] = []
-    public var offsets: [Int64] = [0]
-    public var tails: [Float] = []
-    public init() {}
-    public var rows: Int { tails.count }
+package struct KDTargets: Sendable {
+    package var ids: [Int32] = []
+    package var probabilities: [Float] = []
+    package var offsets: [Int64] = [0]
+    package var tails: [Float] = []
+    package init() {}
+    package var rows: Int { tails.count }
 
     /// Records `rows` of these targets, as targets of their own (rows renumbered from 0).
-    public func rows(_ rows: Range<Int>) -> KDTargets {
+    package func rows(_ rows: Range<Int>) -> KDTargets {
         var sub = KDTargets()
         let a = Int(offsets[rows.lowerBound]), b = Int(offsets[rows.upperBound])
         sub.ids = Array(ids[a..<b])
@@ -62,7 +62,7 @@ public struct KDTargets: Sendable {
 
     /// topk: exp(log-probabilities) and the tail mass, renormalised to 1 (quantization
     /// leaves them a little off); sample: counts / draws with no tail.
-    public mutating func append(_ c: LogitChunk, record r: Int, encoding: LogitEncoding) {
+    package mutating func append(_ c: LogitChunk, record r: Int, encoding: LogitEncoding) {
         let e = c.entries(r)
         switch encoding {
         case .topK:
@@ -88,18 +88,18 @@ public struct KDTargets: Sendable {
 
 /// The cross-entropy labels of rows `rows` of a sequence: each position's next token,
 /// −1 (no label) for the last position.
-public func nextTokenLabels(_ sequence: [Int32], rows: Range<Int>) -> [Int32] {
+package func nextTokenLabels(_ sequence: [Int32], rows: Range<Int>) -> [Int32] {
     rows.map { $0 + 1 < sequence.count ? sequence[$0 + 1] : -1 }
 }
 
 /// Computes losses and adds their gradients with respect to the student's logits; holds
 /// the per-thread scratch the kernels need.
-public final class LossKernels {
-    public let vocab: Int
+package final class LossKernels {
+    package let vocab: Int
     private var scratch: FloatBuffer
     private var mask: [UInt8]
 
-    public init(vocab: Int) {
+    package init(vocab: Int) {
         self.vocab = vocab
         let t = max(ThreadPool.threads, 1)
         scratch = FloatBuffer(count: t * vocab, zeroed: false)
@@ -115,7 +115,7 @@ public final class LossKernels {
     }
 
     /// Adds `scale` × d(loss)/d(logits) into `grad` (rows × vocab) and returns each row's loss.
-    public func distillation(_ loss: KDLoss, logits: UnsafePointer<Float>, targets t: KDTargets, temperature: Double,
+    package func distillation(_ loss: KDLoss, logits: UnsafePointer<Float>, targets t: KDTargets, temperature: Double,
                              scale: Float, grad: UnsafeMutablePointer<Float>) -> [Double] {
         ensureScratch()
         var losses = [Double](repeating: 0, count: t.rows)
@@ -127,7 +127,7 @@ public final class LossKernels {
     }
 
     /// Cross-entropy against `labels` (−1 for none), adding `scale` × its gradient into `grad`.
-    public func crossEntropy(logits: UnsafePointer<Float>, labels: [Int32], scale: Float, grad: UnsafeMutablePointer<Float>) -> [Double] {
+    package func crossEntropy(logits: UnsafePointer<Float>, labels: [Int32], scale: Float, grad: UnsafeMutablePointer<Float>) -> [Double] {
         ensureScratch()
         var losses = [Double](repeating: 0, count: labels.count)
         ckpt_ce_loss_rows(logits, Int64(labels.count), Int64(vocab), labels, scale, grad, &losses, scratch.pointer)

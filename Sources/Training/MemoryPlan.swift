@@ -8,18 +8,18 @@ import TensorMath
 /// moments stay in memory or stream from mapped files a layer at a time, and whether
 /// each layer keeps its activations for the backward pass or recomputes them. The
 /// fastest arrangement whose estimate fits is chosen; none change the numbers.
-public struct MemoryPlan: Sendable, CustomStringConvertible {
-    public var streamState: Bool
-    public var recomputeActivations: Bool
+package struct MemoryPlan: Sendable, CustomStringConvertible {
+    package var streamState: Bool
+    package var recomputeActivations: Bool
     /// What the estimate is made of, largest first.
-    public var parts: [(name: String, bytes: Int)]
-    public var total: Int { parts.reduce(0) { $0 + $1.bytes } }
+    package var parts: [(name: String, bytes: Int)]
+    package var total: Int { parts.reduce(0) { $0 + $1.bytes } }
 
-    public enum Failure: UserFacingError, Sendable {
+    package enum Failure: UserFacingError, Sendable {
         case budgetTooSmall(budget: Int, minimum: Int, parts: [(name: String, bytes: Int)])
         /// The budget is the caller's request, and it cannot be met.
-        public var exitCode: ExitCode { .usage }
-        public var description: String {
+        package var exitCode: ExitCode { .usage }
+        package var description: String {
             switch self {
             case let .budgetTooSmall(budget, minimum, parts):
                 return "a memory budget of \(mib(budget)) cannot hold one layer's training state and one sequence's activations: "
@@ -29,7 +29,7 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         "\(streamState ? "weights, gradients and optimizer state streamed from files" : "training state in memory"), "
             + "\(recomputeActivations ? "activations recomputed per layer" : "activations kept"): about \(mib(total)) "
             + "(\(parts.map { "\($0.name) \(mib($0.bytes))" }.joined(separator: ", ")))"
@@ -38,7 +38,7 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
     /// The estimate for one arrangement. `baseline` is what the process holds before the
     /// student is loaded (runtime, tokenizer, cache index); `chunkBytes` one decoded cache
     /// chunk and a batch's targets.
-    public static func estimate(spec s: DecoderSpec, slots: [TrainableDecoder.Slot], tokens T: Int, logitRows: Int, eightBitState: Bool,
+    package static func estimate(spec s: DecoderSpec, slots: [TrainableDecoder.Slot], tokens T: Int, logitRows: Int, eightBitState: Bool,
                                 baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [], products: TrainableDecoder.Products = .f32,
                                 streamState: Bool, recompute: Bool) -> MemoryPlan {
         let perParameter = 8 + AdamW.stateBytesPerParameter(eightBit: eightBitState)
@@ -84,7 +84,7 @@ public struct MemoryPlan: Sendable, CustomStringConvertible {
 
     /// The fastest arrangement that fits `budget` bytes (nil: no budget, everything in
     /// memory), or an error that gives the smallest budget that would do.
-    public static func choose(budget: Int?, spec: DecoderSpec, slots: [TrainableDecoder.Slot], tokens: Int, logitRows: Int,
+    package static func choose(budget: Int?, spec: DecoderSpec, slots: [TrainableDecoder.Slot], tokens: Int, logitRows: Int,
                               eightBitState: Bool, baseline: Int, chunkBytes: Int, extra: [(String, Int)] = [],
                               products: TrainableDecoder.Products = .f32) throws -> MemoryPlan {
         func plan(_ stream: Bool, _ recompute: Bool) -> MemoryPlan {

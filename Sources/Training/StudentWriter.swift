@@ -8,8 +8,8 @@ import TensorMath
 /// master weights encoded as `dtype` (default f16 in GGUF, bf16 in safetensors, so a few
 /// hundred steps of small updates are not rounded away; GGUF keeps norms and biases F32),
 /// with the source's metadata and tokenizer.
-public enum StudentWriter {
-    public static func write(_ student: TrainableDecoder, source: any Checkpoint, to output: String, dtype: DTypeChoice? = nil,
+package enum StudentWriter {
+    package static func write(_ student: TrainableDecoder, source: any Checkpoint, to output: String, dtype: DTypeChoice? = nil,
                              overwrite: Bool = false, metadata: [MetadataEntry] = []) throws -> ConversionSummary {
         var edit = CheckpointEdit()
         // Norms of a student read with an offset go back without it, from copies.

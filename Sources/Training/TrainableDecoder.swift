@@ -13,16 +13,16 @@ import Glibc
 /// forward and backward passes of one sequence, layer by layer, built from the
 /// operations in backprop.c. Weights keep the file's layout (llama.cpp's Q/K row order
 /// in GGUF, with the RoPE layout the engine uses for it), so they write back unchanged.
-public final class TrainableDecoder {
+package final class TrainableDecoder {
     /// One trained tensor: where it lives in the flat buffers.
-    public struct Slot: Sendable {
-        public let role: TensorRole
-        public let name: String
-        public let shape: [Int]
-        public let offset: Int
-        public let count: Int
+    package struct Slot: Sendable {
+        package let role: TensorRole
+        package let name: String
+        package let shape: [Int]
+        package let offset: Int
+        package let count: Int
 
-        public var isNorm: Bool {
+        package var isNorm: Bool {
             switch role {
             case .finalNorm: return true
             case let .layer(_, part): return part.isNorm
@@ -31,55 +31,55 @@ public final class TrainableDecoder {
         }
     }
 
-    public enum Failure: UserFacingError, Sendable {
+    package enum Failure: UserFacingError, Sendable {
         case unsupported(String)
-        public var exitCode: ExitCode { .unsupported }
-        public var description: String {
+        package var exitCode: ExitCode { .unsupported }
+        package var description: String {
             switch self {
             case let .unsupported(why): return "distillation does not handle this student yet: \(why)"
             }
         }
     }
 
-    public let spec: DecoderSpec
-    public let slots: [Slot]
-    public let weights: StateArray
-    public let grads: StateArray
-    public let tiedHead: Bool
+    package let spec: DecoderSpec
+    package let slots: [Slot]
+    package let weights: StateArray
+    package let grads: StateArray
+    package let tiedHead: Bool
     /// Recompute each layer's activations in the backward pass from its saved input,
     /// instead of keeping them all from the forward pass: memory for one layer's
     /// activations rather than every layer's, for about a third more compute.
-    public let recomputeActivations: Bool
+    package let recomputeActivations: Bool
     /// Added to norm weights when read and taken off when written: gemma's HF checkpoints
     /// store w for a norm that multiplies by 1 + w (GGUF holds 1 + w already).
-    public let normOffset: Float
+    package let normOffset: Float
     private var index: [TensorRole: Int] = [:]
     /// Per layer, the f32 elements its tensors span in `weights` and `grads`.
     private var layerRanges: [Range<Int>] = []
     private var acts: Activations?
 
     /// Rows of logits computed at a time, bounding the logits buffer to rows × vocab.
-    public var logitRows = 64
+    package var logitRows = 64
 
     /// How the matrix products run. `int8`: the forward product and the input gradient
     /// with 8-bit operands in blocks of 32 and f32 accumulation (weights and activations
     /// quantized on the fly from the f32 masters), the weight gradient in f32 (as
     /// SwitchBack). Quantized weights are kept until the weights change when the state is
     /// in memory, requantized at each use when it streams: the same values either way.
-    public enum Products: String, Sendable, CaseIterable { case f32, int8 }
-    public var products: Products = .f32 { didSet { weightsChanged() } }
+    package enum Products: String, Sendable, CaseIterable { case f32, int8 }
+    package var products: Products = .f32 { didSet { weightsChanged() } }
 
     private struct QuantizedKey: Hashable { let slot: Int; let transposed: Bool; let first: Int }
     private var quantized: [QuantizedKey: QuantizedMatrix] = [:]
     private var activationScratch = QuantizedMatrix(values: 0, scales: 0)
 
     /// Call after changing weights (the optimizer does): drops the quantized copies.
-    public func weightsChanged() { quantized.removeAll(keepingCapacity: true) }
+    package func weightsChanged() { quantized.removeAll(keepingCapacity: true) }
 
     /// Output rows of the LM head handled at a time: a slice of its weights (and their
     /// gradients) is what a streamed run holds. Set from the hidden size alone (16 MiB of
     /// f32 rows), so runs streamed or not compute the same sums in the same order.
-    public var vocabSlice: Int
+    package var vocabSlice: Int
 
     static func defaultVocabSlice(hidden: Int) -> Int {
         let rows = max(Int(CKPT_PANEL_ROWS), (16 << 20) / max(hidden * 4, 1))
@@ -88,7 +88,7 @@ public final class TrainableDecoder {
 
     /// A student's trained tensors, read from `model`; weights and gradients live as
     /// `residence` says.
-    public init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
+    package init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
         if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
         spec = s
@@ -119,7 +119,7 @@ public final class TrainableDecoder {
     }
 
     /// The tensors a student trains, in the order they sit in the flat buffers.
-    public static func slots(of model: DecoderModel) throws -> [Slot] {
+    package static func slots(of model: DecoderModel) throws -> [Slot] {
         let roles = model.architecture.tensors(model.spec).compactMap { t in
             t.optional && model.tensor(t.role) == nil ? nil : t.role
         }
@@ -133,21 +133,21 @@ public final class TrainableDecoder {
         return slots
     }
 
-    public var parameterCount: Int { weights.count }
+    package var parameterCount: Int { weights.count }
 
-    public func weight(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
+    package func weight(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
         let role = r == .lmHead && tiedHead ? .embed : r
         return weights.pointer + slots[index[role]!].offset
     }
 
-    public func grad(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
+    package func grad(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
         let role = r == .lmHead && tiedHead ? .embed : r
         return grads.pointer + slots[index[role]!].offset
     }
 
-    public func has(_ r: TensorRole) -> Bool { index[r] != nil }
+    package func has(_ r: TensorRole) -> Bool { index[r] != nil }
 
-    public func zeroGrads() { grads.zero() }
+    package func zeroGrads() { grads.zero() }
 
     /// Done with a layer for now: a streamed student drops its pages.
     private func release(layer l: Int, grads withGrads: Bool) {
@@ -165,12 +165,12 @@ public final class TrainableDecoder {
     /// Receives rows `firstRow ..< firstRow + rows` of one sequence's logits, writes the
     /// loss's gradient with respect to them into `grad` (zeroed beforehand) and returns
     /// the loss summed over those rows.
-    public typealias LossHead = (_ firstRow: Int, _ rows: Int, _ logits: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
+    package typealias LossHead = (_ firstRow: Int, _ rows: Int, _ logits: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
 
     /// Receives layer `layer`'s output (tokens × hidden, row-major) in the forward pass,
     /// writes the gradient of an extra loss on it into `grad` (zeroed beforehand) and
     /// returns that loss (an intermediate-state loss against a teacher's layer).
-    public typealias HiddenHead = (_ layer: Int, _ hidden: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
+    package typealias HiddenHead = (_ layer: Int, _ hidden: UnsafePointer<Float>, _ grad: UnsafeMutablePointer<Float>) -> Double
 
     /// One decoder layer's activations for one sequence: what its backward pass reads.
     final class LayerActivations {
@@ -419,7 +419,7 @@ public final class TrainableDecoder {
     /// Runs one sequence forward and (unless `backward` is false) backward, adding its
     /// gradients into `grads`; returns the loss the heads report, summed over positions.
     /// `hidden`, when given, is called with the output of each layer in `hiddenLayers`.
-    public func forwardBackward(_ tokens: [Int32], backward: Bool = true, hiddenLayers: Set<Int> = [], hidden: HiddenHead? = nil,
+    package func forwardBackward(_ tokens: [Int32], backward: Bool = true, hiddenLayers: Set<Int> = [], hidden: HiddenHead? = nil,
                                 loss head: LossHead) -> Double {
         let s = spec, T = tokens.count, C = s.hidden
         let a = activations(T)

@@ -9,50 +9,50 @@ import Models
 /// The policy of one training run around `Distiller.step()`: when to measure held-out
 /// perplexity, when to checkpoint, what to log, and when a run has diverged. The CLI only
 /// renders what `Distiller.run(_:observer:)` reports.
-public struct TrainingRunPolicy: Sendable {
+package struct TrainingRunPolicy: Sendable {
     /// Held-out sequences (BOS, then text tokens), scored every `evalEvery` steps, at the
     /// start and at the last step. Empty: no held-out measurement.
-    public var heldOut: [[Int32]] = []
-    public var evalEvery = 1
+    package var heldOut: [[Int32]] = []
+    package var evalEvery = 1
     /// Where `Settings.checkpointEvery` checkpoints go.
-    public var checkpointDirectory: String?
+    package var checkpointDirectory: String?
     /// A CSV file of one line per step (created, replacing any file there).
-    public var logPath: String?
+    package var logPath: String?
     /// The run stops when more than this many steps were skipped as non-finite and they
     /// are more than half the steps taken: the learning rate is too high to recover.
-    public var skippedStepsTolerated = 10
+    package var skippedStepsTolerated = 10
 
-    public init() {}
+    package init() {}
 }
 
 /// What happens during a run, as it happens, for a progress display.
-public enum TrainingRunEvent: Sendable {
+package enum TrainingRunEvent: Sendable {
     case heldOut(step: Int, perplexity: Double)
     case skipped(Distiller.StepRecord)
     case step(Distiller.StepRecord, tokensPerSecond: Double)
 }
 
 /// A finished run: its curves and counts.
-public struct TrainingRunSummary: Sendable {
-    public var tokens = 0
-    public var first: Distiller.StepRecord?
-    public var last: Distiller.StepRecord?
-    public var skippedSteps = 0
+package struct TrainingRunSummary: Sendable {
+    package var tokens = 0
+    package var first: Distiller.StepRecord?
+    package var last: Distiller.StepRecord?
+    package var skippedSteps = 0
     /// The training loss per step taken (distillation loss, or cross-entropy when that is
     /// all the run optimises).
-    public var loss: [(step: Int, loss: Double)] = []
-    public var heldOut: [(step: Int, perplexity: Double)] = []
-    public var seconds = 0.0
+    package var loss: [(step: Int, loss: Double)] = []
+    package var heldOut: [(step: Int, perplexity: Double)] = []
+    package var seconds = 0.0
 }
 
 /// The run stopped because too many steps were not finite.
-public struct TrainingDiverged: UserFacingError, Sendable {
-    public let skipped: Int
-    public let steps: Int
-    public var description: String {
+package struct TrainingDiverged: UserFacingError, Sendable {
+    package let skipped: Int
+    package let steps: Int
+    package var description: String {
         "\(skipped) of \(steps) steps had non-finite losses or gradients: the run diverged (a lower learning rate may hold)"
     }
-    public var exitCode: ExitCode { .dataError }
+    package var exitCode: ExitCode { .dataError }
 }
 
 /// One CSV line per step: the run's log.
@@ -83,7 +83,7 @@ private struct StepLog {
 
 extension Distiller {
     /// Trains to `settings.steps` under `policy`, reporting each event to `observer`.
-    public func run(_ policy: TrainingRunPolicy, observer: (TrainingRunEvent) -> Void = { _ in }) throws -> TrainingRunSummary {
+    package func run(_ policy: TrainingRunPolicy, observer: (TrainingRunEvent) -> Void = { _ in }) throws -> TrainingRunSummary {
         var summary = TrainingRunSummary()
         let total = settings.steps
         func measureHeldOut(_ step: Int) -> Double? {
@@ -130,7 +130,7 @@ extension Distiller {
 
 extension MemoryPlan {
     /// Bytes of one decoded cache chunk plus a batch's targets.
-    public static func cacheDataBytes(_ h: LogitCacheHeader, batch: Int) -> Int {
+    package static func cacheDataBytes(_ h: LogitCacheHeader, batch: Int) -> Int {
         let entries: Int
         switch h.encoding {
         case let .topK(k, _, _): entries = k
@@ -141,7 +141,7 @@ extension MemoryPlan {
 
     /// Bytes a live teacher run takes: one layer's weights as stored, a batch's
     /// activations, and the hidden states kept for the loss.
-    public static func teacherRunBytes(_ t: DecoderModel, batch: Int, tokens: Int, pairs: Int) -> Int {
+    package static func teacherRunBytes(_ t: DecoderModel, batch: Int, tokens: Int, pairs: Int) -> Int {
         let s = t.spec
         var layer = 0
         for l in 0..<s.layers {

@@ -7,25 +7,25 @@ import Glibc
 /// Where a trainer keeps its large arrays (master weights, gradients, optimizer moments):
 /// in memory, or in files of a directory, mapped and paged in a slice at a time so the
 /// process holds only the layer it is working on.
-public enum StateResidence: Sendable, Equatable {
+package enum StateResidence: Sendable, Equatable {
     case memory
     case files(directory: String)
 
-    public var isStreamed: Bool { if case .files = self { return true } else { return false } }
+    package var isStreamed: Bool { if case .files = self { return true } else { return false } }
 }
 
 /// One array of training state, in memory or in a mapped file (see `StateResidence`).
 /// Code touches it through `raw`/`pointer` like any buffer, and calls `release` on the
 /// slices it is done with: a no-op in memory, dropped pages when streamed.
-public final class StateArray: @unchecked Sendable {
+package final class StateArray: @unchecked Sendable {
     // Sendable: kernels partition the bytes between threads; the storage lives until deinit.
-    public let name: String
-    public let byteCount: Int
-    public let raw: UnsafeMutableRawPointer
+    package let name: String
+    package let byteCount: Int
+    package let raw: UnsafeMutableRawPointer
     private let mapping: SharedMapping?
 
     /// `byteCount` bytes, each `fill`.
-    public init(name: String, byteCount: Int, residence: StateResidence, fill: UInt8 = 0) throws {
+    package init(name: String, byteCount: Int, residence: StateResidence, fill: UInt8 = 0) throws {
         self.name = name
         self.byteCount = byteCount
         switch residence {
@@ -55,31 +55,31 @@ public final class StateArray: @unchecked Sendable {
     /// Bytes handled at a time by whole-array passes (fill, copy, checksum) when streamed.
     static let slice = 8 << 20
 
-    public var isStreamed: Bool { mapping != nil }
-    public var pointer: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+    package var isStreamed: Bool { mapping != nil }
+    package var pointer: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
     /// Elements when the array holds f32 values.
-    public var count: Int { byteCount / 4 }
-    public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: raw, count: byteCount) }
+    package var count: Int { byteCount / 4 }
+    package var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: raw, count: byteCount) }
 
-    public subscript(i: Int) -> Float {
+    package subscript(i: Int) -> Float {
         get { pointer[i] }
         set { pointer[i] = newValue }
     }
 
     /// Done with these bytes for now: a streamed array drops their pages.
-    public func release(bytes range: Range<Int>) { mapping?.release(range) }
+    package func release(bytes range: Range<Int>) { mapping?.release(range) }
     /// Done with f32 elements `range`.
-    public func release(floats range: Range<Int>) { mapping?.release((range.lowerBound * 4)..<(range.upperBound * 4)) }
-    public func releaseAll() { mapping?.release() }
+    package func release(floats range: Range<Int>) { mapping?.release((range.lowerBound * 4)..<(range.upperBound * 4)) }
+    package func releaseAll() { mapping?.release() }
 
     /// Sets every byte to zero (a streamed array punches a hole rather than writing pages).
-    public func zero() {
+    package func zero() {
         if let mapping { mapping.zero() } else { memset(raw, 0, byteCount) }
     }
 
     /// Visits the bytes a slice at a time, releasing each slice after `body` (so a
     /// streamed array's pass stays one slice resident).
-    public func forEachSlice(_ body: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+    package func forEachSlice(_ body: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
         var at = 0
         repeat {
             let n = min(Self.slice, byteCount - at)
