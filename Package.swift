@@ -35,17 +35,18 @@ let package = Package(
         // fingerprints, the crash-test hook, the file error type and sysexits codes.
         .target(name: "Basics", dependencies: ["CSystem"]),
 
-        // Mapped files, safetensors and GGUF readers and writers, dtypes, block codecs.
+        // Safetensors and GGUF readers and writers, dtypes, block codecs, tensor statistics.
         .target(name: "CheckpointIO", dependencies: ["Basics", "CKernels", "CSystem"]),
 
-        // f32 buffers, the thread pool, matmul over any stored weight type, statistics.
+        // f32 buffers, the thread pool, matmul over any stored weight type.
         .target(name: "TensorMath", dependencies: ["Basics", "CKernels"]),
 
-        // Model configs (HF config.json and GGUF metadata), tensor-name maps, tokenizers,
-        // one file per architecture, and the layer-streamed engine (LayerStream, eval).
+        // Model configs (HF config.json and GGUF metadata), the architecture registry (one
+        // file a family: names, spec, layer layout), tokenizers, and the layer-streamed engine.
         .target(name: "Models", dependencies: ["Basics", "CheckpointIO", "TensorMath", "CKernels"]),
 
-        // Activation statistics, importance scores, prune plans and surgery (a feature over the engine).
+        // Activation statistics, importance scores, prune plans, surgery and its record, the
+        // architecture search (a feature over the engine).
         .target(name: "Pruning", dependencies: ["Basics", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
 
         // Converting between formats, dtypes and shard layouts (a feature over Models and the writer).
