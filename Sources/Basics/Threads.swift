@@ -47,12 +47,12 @@ public final class Monitor: @unchecked Sendable {
 
 /// The system would not start a thread (a process or memory limit).
 public struct ThreadStartError: UserFacingError, Sendable {
-    public let purpose: String
-    public let errno: Int32
-    public var description: String {
-        "could not start a thread for \(purpose): \(String(cString: strerror(errno))) (errno \(errno))"
-    }
+    public let description: String
     public var exitCode: ExitCode { .osError }
+
+    init(purpose: String, code: Int32) {
+        description = "could not start a thread for \(purpose): \(String(cString: strerror(code))) (errno \(code))"
+    }
 }
 
 /// A thread started to run one closure, to be joined once.
@@ -70,7 +70,7 @@ public struct WorkerThread: @unchecked Sendable {
         }, box)
         if rc != 0 {
             Unmanaged<Box>.fromOpaque(box).release()
-            throw ThreadStartError(purpose: purpose, errno: rc)
+            throw ThreadStartError(purpose: purpose, code: rc)
         }
         handle = t
     }

@@ -60,24 +60,25 @@ public struct LayerSlot: Sendable, Equatable {
 /// surgery, training slots) reads it from here, so adding a family touches one file.
 public struct Architecture: Sendable {
     /// `general.architecture` in GGUF.
-    public let ggufName: String
+    // The entries in Architectures/ are built with the memberwise initialiser; the
+    // defaults are LLaMA's conventions.
+    public internal(set) var ggufName: String
     /// `model_type` in HF `config.json` (and other spellings of it that are read).
-    public let hfModelType: String
-    let hfModelTypeAliases: [String]
+    public internal(set) var hfModelType: String
+    var hfModelTypeAliases: [String] = []
     /// `architectures[0]` in HF `config.json`.
-    public let hfClass: String
-    /// `general.architecture` of a GGUF converted from this family: llama.cpp knows some
-    /// families (Mistral) only by the name of the one they share a layout with.
-    public let ggufOutputName: String
+    public internal(set) var hfClass: String
+    /// llama.cpp's name for a family it knows only as the one it shares a layout with.
+    var ggufWrittenAs: String?
     /// llama.cpp's converter reorders the rows of Q and K for these (its RoPE pairs
     /// adjacent elements, HF's pairs the two halves of each head).
-    public let permutesQK: Bool
+    public internal(set) var permutesQK: Bool
     /// llama.cpp's converter adds 1 to every norm weight (gemma computes x·(1+w)).
-    public let normOffset: Float
+    public internal(set) var normOffset: Float = 0
     /// The embedding doubles as the LM head (no `output.weight` / `lm_head.weight`).
-    public let alwaysTiedEmbeddings: Bool
+    public internal(set) var alwaysTiedEmbeddings = false
     /// llama.cpp reads which layers slide from `{arch}.attention.sliding_window_pattern`.
-    public let ggufSlidingPattern: Bool
+    public internal(set) var ggufSlidingPattern = false
     /// GGUF name suffix (after `blk.N.`) and HF name suffix (after `model.layers.N.`).
     let layerNames: [LayerTensor: (gguf: String, hf: String)]
     /// The family's spec from a config (sizes, RoPE, norms, windows), before the shared checks.
@@ -85,24 +86,8 @@ public struct Architecture: Sendable {
     /// The tensors of one layer, in training order.
     let layerLayout: @Sendable (DecoderSpec) -> [LayerSlot]
 
-    init(ggufName: String, hfModelType: String, hfModelTypeAliases: [String] = [], hfClass: String, ggufOutputName: String? = nil,
-         permutesQK: Bool, normOffset: Float = 0, alwaysTiedEmbeddings: Bool = false,
-         ggufSlidingPattern: Bool = false, layerNames: [LayerTensor: (gguf: String, hf: String)],
-         spec: @escaping @Sendable (ModelConfig, CheckpointFormat, [Float]?, String) throws -> DecoderSpec,
-         layout: @escaping @Sendable (DecoderSpec) -> [LayerSlot]) {
-        self.ggufName = ggufName
-        self.hfModelType = hfModelType
-        self.hfModelTypeAliases = hfModelTypeAliases
-        self.hfClass = hfClass
-        self.ggufOutputName = ggufOutputName ?? ggufName
-        self.permutesQK = permutesQK
-        self.normOffset = normOffset
-        self.alwaysTiedEmbeddings = alwaysTiedEmbeddings
-        self.ggufSlidingPattern = ggufSlidingPattern
-        self.layerNames = layerNames
-        self.readSpec = spec
-        self.layerLayout = layout
-    }
+    /// `general.architecture` of a GGUF converted from this family.
+    public var ggufOutputName: String { ggufWrittenAs ?? ggufName }
 
     /// Every family ckpt reads, converts, prunes and trains.
     public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3]

@@ -7,7 +7,7 @@ extension Architecture {
     /// final logits (30), sliding-window attention on even layers, global on odd ones.
     public static let gemma2 = Architecture(
         ggufName: "gemma2", hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", permutesQK: false, normOffset: 1,
-        alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, spec: Gemma2.spec, layout: Gemma.layout)
+        alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, readSpec: Gemma2.spec, layerLayout: Gemma.layout)
 }
 
 enum Gemma2 {

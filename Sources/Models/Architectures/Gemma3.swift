@@ -9,8 +9,8 @@ extension Architecture {
     /// The text model of a multimodal checkpoint (`gemma3`) is read too (MultimodalNames).
     public static let gemma3 = Architecture(
         ggufName: "gemma3", hfModelType: "gemma3_text", hfModelTypeAliases: ["gemma3"], hfClass: "Gemma3ForCausalLM",
-        permutesQK: false, normOffset: 1, alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, spec: Gemma3.spec,
-        layout: { Llama.withQKNorm(Gemma.layout($0), $0) })
+        permutesQK: false, normOffset: 1, alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, readSpec: Gemma3.spec,
+        layerLayout: { Llama.withQKNorm(Gemma.layout($0), $0) })
 }
 
 enum Gemma3 {

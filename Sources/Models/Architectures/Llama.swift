@@ -6,7 +6,7 @@ extension Architecture {
     /// KV heads, SiLU-gated MLP. The reference decoder the other families vary.
     public static let llama = Architecture(
         ggufName: "llama", hfModelType: "llama", hfClass: "LlamaForCausalLM", permutesQK: true,
-        layerNames: Llama.names, spec: Llama.spec, layout: Llama.layout)
+        layerNames: Llama.names, readSpec: Llama.spec, layerLayout: Llama.layout)
 }
 
 enum Llama {

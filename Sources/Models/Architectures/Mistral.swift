@@ -6,8 +6,8 @@ extension Architecture {
     /// llama.cpp has no `mistral` architecture: its converter writes Mistral as `llama`,
     /// whose name map and Q/K order it shares. A `mistral` GGUF is still read.
     public static let mistral = Architecture(
-        ggufName: "mistral", hfModelType: "mistral", hfClass: "MistralForCausalLM", ggufOutputName: "llama", permutesQK: true,
-        layerNames: Llama.names, spec: Mistral.spec, layout: Llama.layout)
+        ggufName: "mistral", hfModelType: "mistral", hfClass: "MistralForCausalLM", ggufWrittenAs: "llama", permutesQK: true,
+        layerNames: Llama.names, readSpec: Mistral.spec, layerLayout: Llama.layout)
 }
 
 enum Mistral {

@@ -6,7 +6,7 @@ extension Architecture {
     /// independent of hidden/heads.
     public static let qwen3 = Architecture(
         ggufName: "qwen3", hfModelType: "qwen3", hfClass: "Qwen3ForCausalLM", permutesQK: false,
-        layerNames: Llama.names, spec: Qwen3.spec, layout: { Llama.withQKNorm(Llama.layout($0), $0) })
+        layerNames: Llama.names, readSpec: Qwen3.spec, layerLayout: { Llama.withQKNorm(Llama.layout($0), $0) })
 }
 
 enum Qwen3 {
