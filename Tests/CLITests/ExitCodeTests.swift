@@ -47,6 +47,14 @@ final class ExitCodeTests: XCTestCase {
             (["prune", "--model", model, "--ffn", "4096", "--method", "magnitude", "-o", dir + "/p.gguf"], 64, "not smaller"),
             (["prune", "--model", model, "--ffn", "64", "--method", "activation", "-o", dir + "/p.gguf"], 64, "(--importance STATS)"),
             (["importance", "--model", model, "--calib", text, "--samples", "2", "--seq", "16", "--shard", "3/2", "-o", dir + "/s.imp"], 64, "3/2"),
+            (["distill", "--student", model, "--cache", fixturesPath + "/logits/tiny-topk.cache", "--steps", "1",
+              "--memory-budget", "1M", "-o", dir + "/d.gguf"], 64, "--memory-budget"),
+            (["inspect", dir + "/junk.gguf"], 65, "junk.gguf"),
+            (["logits", "verify", dir + "/junk.gguf"], 65, "junk.gguf"),
+            (["generate", "--model", dir + "/missing.gguf", "--prompt", "hi"], 66, "missing.gguf"),
+            (["convert", model, dir + "/c.gguf", "--dtype", "q3_q"], 64, "q3_q"),
+            (["prune", "--model", model, "--ffn", "64", "--method", "magnitude", "--in-place", "-o", dir + "/p.gguf"], 64, "takes no -o"),
+            (["frobnicate"], 64, "frobnicate"),
         ]
         for run in runs {
             let r = try runCkpt(run.args)
