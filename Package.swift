@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // The architecture at a glance: dependencies point one way,
 //   ckpt (CLI: parse, render, exit codes)
-//     → Pruning, Training (features)  → LogitCache, Conversion
+//     → Pruning, Training, Evaluation (features)  → LogitCache, Conversion
 //     → Models (architectures, tokenizers, the layer-streamed engine)
 //     → TensorMath, CheckpointIO (formats)  → Basics (files, JSON, clocks, errors)
 //     → CKernels, CSystem, CZstd, CLZ4 (C).
@@ -56,6 +56,10 @@ let package = Package(
         // sharded), the reader and prefetching chunk stream, fidelity checks; zstd and lz4.
         .target(name: "LogitCache", dependencies: ["Basics", "Models", "CheckpointIO", "TensorMath", "CKernels", "CZstd", "CLZ4"]),
 
+        // Judging a model: multiple-choice benchmarks by log-likelihood (MMLU, ARC, HellaSwag,
+        // as lm-evaluation-harness scores them), each question's context run once.
+        .target(name: "Evaluation", dependencies: ["Basics", "Models", "TensorMath", "CKernels"]),
+
         // Distillation: the trainable decoder (forward and backward side by side), losses,
         // AdamW, the memory plan, the training run and its policy, the student writer.
         .target(name: "Training", dependencies: ["Basics", "LogitCache", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels"]),
@@ -63,7 +67,7 @@ let package = Package(
         // The command-line tool: argument parsing, rendering, exit codes.
         .executableTarget(
             name: "ckpt",
-            dependencies: ["Basics", "CheckpointIO", "TensorMath", "Models", "Conversion", "Pruning", "LogitCache", "Training", "CKernels"],
+            dependencies: ["Basics", "CheckpointIO", "TensorMath", "Models", "Conversion", "Pruning", "LogitCache", "Training", "Evaluation", "CKernels"],
             // A statically linked Swift runtime starts in ~3 ms instead of ~11 ms
             // (measured with hyperfine); `inspect` is meant to feel like `ls -l`.
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]
@@ -78,6 +82,7 @@ let package = Package(
         .testTarget(name: "ConversionTests", dependencies: ["Basics", "Conversion", "Models", "CheckpointIO", "TestSupport"]),
         .testTarget(name: "LogitCacheTests", dependencies: ["Basics", "LogitCache", "Models", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Basics", "Training", "LogitCache", "Models", "Conversion", "CheckpointIO", "TensorMath", "CKernels", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Basics", "Evaluation", "Models", "CheckpointIO", "TensorMath", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Basics", "CheckpointIO", "TestSupport"]),
     ]
 )

@@ -127,7 +127,7 @@ public struct LayerHooks {
 enum DecoderLayer {
     /// Runs the tokens in `a.x` (rows `0..<n`) through layer `index`, updating `a.x` in place.
     static func forward(spec s: DecoderSpec, weights w: LayerWeights, index: Int, a: LayerActivations, n: Int,
-                        spans: [SequenceSpan], cache: KVCache?, hooks: LayerHooks?) {
+                        spans: [SequenceSpan], caches: [KVCache?], hooks: LayerHooks?) {
         let H = s.hidden, Q = s.qDim, KV = s.kvDim, F = s.ffn
         func view(_ b: FloatBuffer, _ width: Int) -> LayerActivation {
             LayerActivation(layer: index, width: width, values: UnsafeBufferPointer(start: b.pointer, count: n * width), sequences: spans)
@@ -158,10 +158,12 @@ enum DecoderLayer {
             ckpt_round_activations(1, a.v.pointer, Int64(KV), Int64(n), Int64(KV), a.v.pointer, Int64(KV))
         }
         let window = sliding ? Int32(s.slidingWindow) : 0
-        for span in spans {
+        for (si, span) in spans.enumerated() {
             let qp = a.q.pointer + span.start * Q, op = a.att.pointer + span.start * Q
-            if let cache {
-                // Append this step's keys and values, attend over everything cached.
+            if let cache = caches[si] {
+                // Write this span's keys and values after the cached ones, attend over both.
+                // Spans are done one after another, so several may continue one prefix:
+                // each overwrites the slots after it, then attends, before the next.
                 let kc = cache.keys[index].pointer, vc = cache.values[index].pointer
                 (kc + span.position0 * KV).update(from: a.k.pointer + span.start * KV, count: span.count * KV)
                 (vc + span.position0 * KV).update(from: a.v.pointer + span.start * KV, count: span.count * KV)

@@ -47,10 +47,22 @@ public final class LayerStream {
     /// for, handing them to `consume` a slice at a time.
     public func run(_ sequences: [[Int32]], hooks: LayerHooks? = nil, cache: KVCache? = nil,
                     outputs: OutputRequest? = nil, consume: LogitsConsumer? = nil) throws {
+        precondition(cache == nil || sequences.count == 1, "a KV cache holds one sequence")
+        try run(sequences, caches: sequences.map { _ in cache }, advance: true, hooks: hooks, outputs: outputs, consume: consume)
+    }
+
+    /// Runs each sequence as the continuation of the prefix held in its cache (nil: from
+    /// position 0, no cache). One cache may be given to several sequences when `advance`
+    /// is false: each attends to the cached prefix and to itself only, and the cache is left
+    /// holding the prefix (scoring several answers to one question after its context ran
+    /// once). With `advance`, every cache grows by its sequence and must be distinct.
+    public func run(_ sequences: [[Int32]], caches: [KVCache?], advance: Bool, hooks: LayerHooks? = nil,
+                    outputs: OutputRequest? = nil, consume: LogitsConsumer? = nil) throws {
+        precondition(caches.count == sequences.count, "one cache (or nil) a sequence")
         let s = spec
         var spans: [SequenceSpan] = []
         var total = 0
-        for seq in sequences {
+        for (seq, cache) in zip(sequences, caches) {
             let p0 = cache?.count ?? 0
             if p0 + seq.count > s.contextLength { throw ModelError.contextTooLong(tokens: p0 + seq.count, context: s.contextLength) }
             if let cache, p0 + seq.count > cache.capacity { throw ModelError.contextTooLong(tokens: p0 + seq.count, context: cache.capacity) }
@@ -58,9 +70,12 @@ public final class LayerStream {
             spans.append(SequenceSpan(start: total, count: seq.count, position0: p0))
             total += seq.count
         }
-        precondition(cache == nil || sequences.count == 1, "a KV cache holds one sequence")
+        if advance {
+            let distinct = Set(caches.compactMap { $0.map(ObjectIdentifier.init) })
+            precondition(distinct.count == caches.compactMap({ $0 }).count, "caches that grow must be distinct")
+        }
         guard total > 0 else { return }
-        let maxKeys = (cache?.capacity ?? 0) + (sequences.map(\.count).max() ?? 0)
+        let maxKeys = (caches.compactMap { $0?.capacity }.max() ?? 0) + (sequences.map(\.count).max() ?? 0)
         let a: LayerActivations
         if let have = activations, have.tokens >= total, have.matmul.threads >= ThreadPool.threads, have.attentionScratch.count >= ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(maxKeys), Int32(s.headDim))) {
             a = have
@@ -78,13 +93,13 @@ public final class LayerStream {
                 for (file, range) in model.layerRanges(i + 1) { try? file.advise(.willNeed, range: range) }
             }
             a.maskedHeads = maskedHeads[i] ?? []
-            DecoderLayer.forward(spec: s, weights: w, index: i, a: a, n: total, spans: spans, cache: cache, hooks: hooks)
+            DecoderLayer.forward(spec: s, weights: w, index: i, a: a, n: total, spans: spans, caches: caches, hooks: hooks)
             if releaseLayers {
                 for (file, range) in model.layerRanges(i) { try file.advise(.dontNeed, range: range) }
                 layerCache[i] = nil
             }
         }
-        cache?.advance(by: total)
+        if advance { for (cache, seq) in zip(caches, sequences) { cache?.advance(by: seq.count) } }
         guard let outputs, let consume else { return }
         try logits(a, spans: spans, outputs: outputs, consume: consume)
     }
