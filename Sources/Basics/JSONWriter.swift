@@ -49,6 +49,12 @@ public struct JSONWriter {
     }
 
     public mutating func int(_ v: Int, key: String? = nil) { raw(String(v), key: key) }
+
+    /// Several keyed integers, then several keyed numbers, in the order given.
+    public mutating func fields(ints: KeyValuePairs<String, Int> = [:], doubles: KeyValuePairs<String, Double> = [:]) {
+        for (k, v) in ints { int(v, key: k) }
+        for (k, v) in doubles { double(v, key: k) }
+    }
     public mutating func bool(_ v: Bool, key: String? = nil) { raw(v ? "true" : "false", key: key) }
     public mutating func null(key: String? = nil) { raw("null", key: key) }
     public mutating func double(_ v: Double?, key: String? = nil) {

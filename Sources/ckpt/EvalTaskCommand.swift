@@ -54,10 +54,7 @@ enum EvalTaskCommand {
             for a in result.answers {
                 var w = JSONWriter()
                 w.beginObject()
-                w.int(a.index, key: "index")
-                w.int(a.choice, key: "choice")
-                w.int(a.choiceNorm, key: "choice_norm")
-                w.int(a.correct, key: "answer")
+                w.fields(ints: ["index": a.index, "choice": a.choice, "choice_norm": a.choiceNorm, "answer": a.correct])
                 w.beginArray(key: "loglik")
                 for l in a.logliks { w.double(l) }
                 w.endArray()
@@ -73,18 +70,12 @@ enum EvalTaskCommand {
             w.beginObject()
             w.string("mc", key: "task")
             w.string(settings.format.rawValue, key: "format")
-            w.int(settings.shots, key: "shots")
-            w.int(o.n, key: "n")
-            w.double(o.acc, key: "acc")
-            w.double(o.accStderr, key: "acc_stderr")
-            w.double(o.accNorm, key: "acc_norm")
-            w.double(o.accNormStderr, key: "acc_norm_stderr")
+            w.fields(ints: ["shots": settings.shots, "n": o.n],
+                     doubles: ["acc": o.acc, "acc_stderr": o.accStderr, "acc_norm": o.accNorm, "acc_norm_stderr": o.accNormStderr])
             w.beginObject(key: "subjects")
             for (subject, s) in result.subjects {
                 w.beginObject(key: subject)
-                w.int(s.n, key: "n")
-                w.double(s.acc, key: "acc")
-                w.double(s.accNorm, key: "acc_norm")
+                w.fields(ints: ["n": s.n], doubles: ["acc": s.acc, "acc_norm": s.accNorm])
                 w.endObject()
             }
             w.endObject()
@@ -145,19 +136,10 @@ enum EvalTeacherCommand {
         if args.flag("--json") {
             var w = JSONWriter()
             w.beginObject()
-            w.int(r.chunks, key: "chunks")
-            w.int(ctx, key: "ctx")
-            w.int(r.tokens, key: "tokens")
-            w.double(r.meanKL, key: "kl_mean")
-            w.double(r.medianKL, key: "kl_median")
-            w.double(r.p99KL, key: "kl_p99")
-            w.double(r.maxKL, key: "kl_max")
-            w.double(r.sameTop, key: "same_top")
-            w.double(r.rmsDeltaP, key: "rms_delta_p")
-            w.double(r.teacherPPL, key: "teacher_ppl")
-            w.double(r.studentPPL, key: "ppl")
-            w.double(r.pplRatio, key: "ppl_ratio")
-            w.double(r.seconds, key: "seconds")
+            w.fields(ints: ["chunks": r.chunks, "ctx": ctx, "tokens": r.tokens],
+                     doubles: ["kl_mean": r.meanKL, "kl_median": r.medianKL, "kl_p99": r.p99KL, "kl_max": r.maxKL, "same_top": r.sameTop,
+                               "rms_delta_p": r.rmsDeltaP, "teacher_ppl": r.teacherPPL, "ppl": r.studentPPL, "ppl_ratio": r.pplRatio,
+                               "seconds": r.seconds])
             w.endObject()
             Console.out(w.text + "\n")
         } else {

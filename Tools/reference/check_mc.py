@@ -75,6 +75,29 @@ def prompt(qs, i, fmt, shots):
     return ctx + body(q, fmt), conts(q, fmt)
 
 
+def score_reference(llm, tok, bos, qs, n, args):
+    t0 = time.monotonic()
+    ref = []
+    for i in range(n):
+        ctx, cs = prompt(qs, i, args.format, args.shots)
+        cids = tok(ctx)
+        lls = []
+        for c in cs:
+            whole = tok(ctx + c)
+            cont = whole[len(cids):] or tok(c)
+            seq = bos + cids + cont
+            llm.reset()
+            llm.eval(seq)
+            logits = np.array(llm.scores[: len(seq)], dtype=np.float64)
+            p0 = len(bos) + len(cids)
+            rows = logits[p0 - 1 : len(seq) - 1]
+            lse = np.log(np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1)) + rows.max(axis=1)
+            lls.append(float(sum(rows[k, t] - lse[k] for k, t in enumerate(cont))))
+        norm = [l / len(c) for l, c in zip(lls, cs)]
+        ref.append(dict(choice=int(np.argmax(lls)), choice_norm=int(np.argmax(norm)), loglik=lls, answer=qs[i]["answer"]))
+    return ref, time.monotonic() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default=".build/release/ckpt")
@@ -97,26 +120,15 @@ def main():
     def tok(s):
         return llm.tokenize(s.encode("utf-8"), add_bos=False, special=False)
 
-    t0 = time.monotonic()
-    ref = []
-    for i in range(n):
-        ctx, cs = prompt(qs, i, args.format, args.shots)
-        cids = tok(ctx)
-        lls = []
-        for c in cs:
-            whole = tok(ctx + c)
-            cont = whole[len(cids):] or tok(c)
-            seq = bos + cids + cont
-            llm.reset()
-            llm.eval(seq)
-            logits = np.array(llm.scores[: len(seq)], dtype=np.float64)
-            p0 = len(bos) + len(cids)
-            rows = logits[p0 - 1 : len(seq) - 1]
-            lse = np.log(np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1)) + rows.max(axis=1)
-            lls.append(float(sum(rows[k, t] - lse[k] for k, t in enumerate(cont))))
-        norm = [l / len(c) for l, c in zip(lls, cs)]
-        ref.append(dict(choice=int(np.argmax(lls)), choice_norm=int(np.argmax(norm)), loglik=lls, answer=qs[i]["answer"]))
-    ref_s = time.monotonic() - t0
+    # The reference is slow (every sequence from scratch): its results are kept per setting.
+    cache_path = os.path.join(".cache", "mc-reference", f"{os.path.basename(args.model)}-{os.path.basename(args.data)}-{args.format}-{args.shots}-{n}.json")
+    if os.path.exists(cache_path):
+        saved = json.load(open(cache_path))
+        ref, ref_s = saved["ref"], saved["seconds"]
+    else:
+        ref, ref_s = score_reference(llm, tok, bos, qs, n, args)
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        json.dump(dict(ref=ref, seconds=ref_s), open(cache_path, "w"))
     if args.dump:
         with open(args.dump, "w") as f:
             json.dump(dict(model=os.path.basename(args.model), data=os.path.basename(args.data), format=args.format, shots=args.shots,
