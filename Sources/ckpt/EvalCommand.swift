@@ -73,13 +73,7 @@ enum EvalCommand {
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)
-        let tokenizer = try Tokenizers.forModel(path: modelPath)
-        let bytes = try FileSystem.readFile(file, limit: 1 << 32)
-        if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
-        // As llama-perplexity reads -f: one trailing newline dropped, bytes tokenized as they are.
-        var tokens = tokenizer.encode(bytes: bytes.last == 10 ? Array(bytes.dropLast()) : bytes, special: false)
-        let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
-        if let bos { tokens.insert(bos, at: 0) }
+        let (tokens, bos) = try textTokens(file, tokenizer: try Tokenizers.forModel(path: modelPath))
 
         let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
         stream.llamaCppRounding = !args.flag("--f32-activations")
@@ -120,6 +114,17 @@ enum EvalCommand {
             """)
         }
     }
+}
+
+/// A text file's tokens as llama-perplexity reads -f (one trailing newline dropped, bytes
+/// tokenized as they are, BOS first when the model adds one), and that BOS.
+func textTokens(_ file: String, tokenizer: any Tokenizer) throws -> (tokens: [Int32], bos: Int32?) {
+    let bytes = try FileSystem.readFile(file, limit: 1 << 32)
+    if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
+    var tokens = tokenizer.encode(bytes: bytes.last == 10 ? Array(bytes.dropLast()) : bytes, special: false)
+    let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
+    if let bos { tokens.insert(bos, at: 0) }
+    return (tokens, bos)
 }
 
 /// Peak resident set size of this process (VmHWM in /proc/self/status).

@@ -117,12 +117,7 @@ enum EvalTeacherCommand {
         let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
         ThreadPool.setThreads(threads)
         let teacher = try DecoderModel(path: teacherPath), student = try DecoderModel(path: studentPath)
-        let tokenizer = try Tokenizers.forModel(path: teacherPath)
-        let bytes = try FileSystem.readFile(file, limit: 1 << 32)
-        if bytes.isEmpty { throw CheckpointError.malformed(path: file, reason: "the file is empty; there is nothing to score") }
-        var tokens = tokenizer.encode(bytes: bytes.last == 10 ? Array(bytes.dropLast()) : bytes, special: false)
-        let bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
-        if let bos { tokens.insert(bos, at: 0) }
+        let (tokens, bos) = try textTokens(file, tokenizer: try Tokenizers.forModel(path: teacherPath))
         func stream(_ m: DecoderModel) -> LayerStream {
             let s = LayerStream(model: m, releaseLayers: cap.map { m.checkpoint.tensorBytes > $0 } ?? false)
             s.llamaCppRounding = !args.flag("--f32-activations")
