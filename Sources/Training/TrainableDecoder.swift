@@ -120,9 +120,7 @@ package final class TrainableDecoder {
 
     /// The tensors a student trains, in the order they sit in the flat buffers.
     package static func slots(of model: DecoderModel) throws -> [Slot] {
-        let roles = model.architecture.tensors(model.spec).compactMap { t in
-            t.optional && model.tensor(t.role) == nil ? nil : t.role
-        }
+        let roles = model.required().map(\.0)
         var slots: [Slot] = []
         var at = 0
         for r in roles {

@@ -106,7 +106,8 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// Every tensor the forward pass reads, with the shape the spec implies: the
     /// architecture's list, less the optional ones the checkpoint leaves out.
-    private func required() -> [(TensorRole, [Int])] {
+    /// (The order is the architecture's training order: the student's slots follow it.)
+    public func required() -> [(TensorRole, [Int])] {
         architecture.tensors(spec).compactMap { t in t.optional && byRole[t.role] == nil ? nil : (t.role, t.shape) }
     }
 
