@@ -5,6 +5,7 @@ import Glibc
 import Darwin
 #endif
 import CheckpointIO
+import Models
 
 /// A wrong command line: printed as `Error: …` plus a pointer to `--help`, exit 64.
 struct UsageError: Error, CustomStringConvertible {
@@ -140,6 +141,17 @@ struct ParsedArguments {
             }
             return v
         }
+    }
+
+    /// A layer stream over `model` as `--max-resident` and `--f32-activations` ask: its
+    /// layers' pages dropped behind use when the model is larger than the resident limit
+    /// (by default half the machine's or cgroup's memory), activations rounded as
+    /// llama.cpp rounds them unless f32 is asked for.
+    func layerStream(_ model: DecoderModel) throws -> LayerStream {
+        let cap: Int? = try size("--max-resident") ?? ResidentLimit.defaultBytes
+        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
+        stream.llamaCppRounding = !flag("--f32-activations")
+        return stream
     }
 
     /// The output path, given as `-o` or `--output`.

@@ -69,14 +69,13 @@ enum EvalCommand {
         let maxChunks = try args.optionalInt("--chunks", min: 1)
         let batch = try args.int("--batch", default: max(1, 2048 / ctx), min: 1)
         let threads = try args.threads()
-        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        _ = try args.size("--max-resident")  // a bad size is refused before anything is opened
         ThreadPool.setThreads(threads)
 
         let model = try DecoderModel(path: modelPath)
         let (tokens, bos) = try textTokens(file, tokenizer: try Tokenizers.forModel(path: modelPath))
 
-        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
-        stream.llamaCppRounding = !args.flag("--f32-activations")
+        let stream = try args.layerStream(model)
         let total = min(tokens.count / ctx, maxChunks ?? Int.max)
         let bar = ProgressBar(label: "eval", total: total, totalBytes: 0)
         let result = try Perplexity.evaluate(stream: stream, tokens: tokens, ctx: ctx, maxChunks: maxChunks, batch: batch, bos: bos,

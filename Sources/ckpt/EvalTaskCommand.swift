@@ -24,7 +24,7 @@ enum EvalTaskCommand {
         settings.shots = try args.int("--shots", default: 0, min: 0)
         settings.limit = try args.optionalInt("--limit", min: 1)
         let threads = try args.threads()
-        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        _ = try args.size("--max-resident")  // a bad size is refused before anything is opened
         ThreadPool.setThreads(threads)
         if let out = args.value("--per-question"), !args.flag("--force"), try FileSystem.kind(of: out) != .missing {
             throw CheckpointError.outputExists(path: out)
@@ -35,8 +35,7 @@ enum EvalTaskCommand {
             Console.err("ckpt: \(data): skipped \(task.headerLines.count) header row(s) (values that are their keys' names) at line(s) \(task.headerLines.map(String.init).joined(separator: ", "))\n")
         }
         let model = try DecoderModel(path: modelPath)
-        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
-        stream.llamaCppRounding = !args.flag("--f32-activations")
+        let stream = try args.layerStream(model)
         let scorer = ChoiceScorer(stream: stream, tokenizer: try Tokenizers.forModel(path: modelPath))
         let count = min(task.questions.count, settings.limit ?? Int.max)
         let bar = ProgressBar(label: "mc", total: count, totalBytes: 0)
@@ -114,18 +113,13 @@ enum EvalTeacherCommand {
         let ctx = try args.int("--ctx", default: 512, min: 4)
         let maxChunks = try args.optionalInt("--chunks", min: 1)
         let threads = try args.threads()
-        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        _ = try args.size("--max-resident")  // a bad size is refused before anything is opened
         ThreadPool.setThreads(threads)
         let teacher = try DecoderModel(path: teacherPath), student = try DecoderModel(path: studentPath)
         let (tokens, bos) = try textTokens(file, tokenizer: try Tokenizers.forModel(path: teacherPath))
-        func stream(_ m: DecoderModel) -> LayerStream {
-            let s = LayerStream(model: m, releaseLayers: cap.map { m.checkpoint.tensorBytes > $0 } ?? false)
-            s.llamaCppRounding = !args.flag("--f32-activations")
-            return s
-        }
         let total = min(tokens.count / ctx, maxChunks ?? Int.max)
         let bar = ProgressBar(label: "kl", total: total, totalBytes: 0)
-        let r = try TeacherAgreement.evaluate(teacher: stream(teacher), student: stream(student), tokens: tokens, ctx: ctx,
+        let r = try TeacherAgreement.evaluate(teacher: try args.layerStream(teacher), student: try args.layerStream(student), tokens: tokens, ctx: ctx,
                                               maxChunks: maxChunks, bos: bos) { done, all in bar.update(done: done, bytesDone: 0, force: done == all, detail: "chunks") }
         bar.finish()
         if args.flag("--json") {

@@ -119,7 +119,7 @@ enum LogitsCommand {
         if codec == .lz4 && level > 12 { throw UsageError(message: "--level for lz4 is 0 (fast) or 1-12 (lz4hc)", command: "logits") }
         let threads = try args.threads()
         ThreadPool.setThreads(threads)
-        let cap: Int? = try args.size("--max-resident") ?? ResidentLimit.defaultBytes
+        _ = try args.size("--max-resident")  // a bad size is refused before anything is opened
 
         let model = try DecoderModel(path: modelPath)
         let tokenizer = try Tokenizers.forModel(path: args.value("--tokenizer") ?? modelPath)
@@ -146,8 +146,7 @@ enum LogitsCommand {
             }
             settings.shard = (i, n)
         }
-        let stream = LayerStream(model: model, releaseLayers: cap.map { model.checkpoint.tensorBytes > $0 } ?? false)
-        stream.llamaCppRounding = !args.flag("--f32-activations")
+        let stream = try args.layerStream(model)
 
         let total = TeacherPass.header(model: model, tokenizer: tokenizer, text: text, settings: settings).sequences.count
         let bar = ProgressBar(label: "logits", total: total, totalBytes: 0)
