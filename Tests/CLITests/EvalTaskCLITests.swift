@@ -62,4 +62,28 @@ final class EvalTaskCLITests: XCTestCase {
         let r = try runCkpt(["eval", "--model", model, "--task", "qa", "--data", data])
         XCTAssertEqual(r.status, 64, r.stderr)
     }
+
+    /// `eval --teacher`: its figures on a real call, and its bad calls refused by code.
+    func testTeacherAgreement() throws {
+        let dir = makeTemporaryDirectory()
+        writeFile(dir + "/empty.txt", [])
+        let text = repositoryRoot + "/Formats/gguf.md"
+        let ok = try runCkpt(["eval", "--model", model, "--teacher", model, "--file", text, "--ctx", "64", "--chunks", "2", "--json"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        let json = try JSONParser.parse(Array(ok.stdout.utf8))
+        XCTAssertEqual(json["chunks"]?.nonNegativeInt, 2)
+        XCTAssertEqual(try XCTUnwrap(json["kl_mean"]?.doubleValue), 0, accuracy: 1e-6, "a model against itself")
+        XCTAssertEqual(json["same_top"]?.doubleValue, 1)
+        let runs: [(args: [String], code: Int32, says: String)] = [
+            (["--teacher", model], 64, "--teacher needs --file"),
+            (["--teacher", dir + "/missing.gguf", "--file", text], 66, "missing.gguf"),
+            (["--teacher", model, "--file", dir + "/empty.txt"], 65, "the file is empty"),
+            (["--teacher", model, "--file", text, "--max-resident", "lots"], 64, "--max-resident takes a size"),
+        ]
+        for run in runs {
+            let r = try runCkpt(["eval", "--model", model] + run.args)
+            XCTAssertEqual(r.status, run.code, "\(run.args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.hasPrefix("Error: ") && r.stderr.contains(run.says), "\(run.args): \(r.stderr)")
+        }
+    }
 }
