@@ -112,6 +112,51 @@ void ckpt_rmsnorm_backward(const float *dy, const float *x, const float *w, cons
     }
 }
 
+// ---- LayerNorm: y = (x − μ)·r·w + b, r = 1/√(var + eps) --------------------------------------
+
+void ckpt_layernorm_forward(const float *x, const float *w, const float *b, int64_t ntok, int64_t c, float eps, float *y,
+                            float *mean, float *rstd) {
+    for (int64_t t = 0; t < ntok; t++) {
+        const float *xr = x + t * c;
+        double sum = 0, ss = 0;
+        for (int64_t i = 0; i < c; i++) sum += xr[i];
+        const float mu = (float)(sum / (double)c);
+        for (int64_t i = 0; i < c; i++) { const double d = (double)xr[i] - mu; ss += d * d; }
+        const float r = 1.0f / sqrtf((float)(ss / (double)c) + eps);
+        mean[t] = mu;
+        rstd[t] = r;
+        for (int64_t i = 0; i < c; i++) y[t * c + i] = (xr[i] - mu) * r * w[i] + (b ? b[i] : 0.0f);
+    }
+}
+
+void ckpt_layernorm_backward(const float *dy, const float *x, const float *w, const float *mean, const float *rstd, int64_t ntok,
+                             int64_t c, float *dx, float *dw, float *db) {
+    for (int64_t t = 0; t < ntok; t++) {
+        const float *xr = x + t * c, *g = dy + t * c;
+        const float mu = mean[t], r = rstd[t];
+        // With x̂ = (x − μ)·r and ĝ = w⊙dy: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂)).
+        double sg = 0, sgx = 0;
+        for (int64_t i = 0; i < c; i++) {
+            const double gh = (double)w[i] * g[i], xh = ((double)xr[i] - mu) * r;
+            sg += gh;
+            sgx += gh * xh;
+        }
+        const float mg = (float)(sg / (double)c), mgx = (float)(sgx / (double)c);
+        for (int64_t i = 0; i < c; i++) {
+            const float xh = (xr[i] - mu) * r;
+            if (dx) dx[t * c + i] = r * (w[i] * g[i] - mg - xh * mgx);
+            if (dw) dw[i] += xh * g[i];
+            if (db) db[i] += g[i];
+        }
+    }
+}
+
+// ---- squared ReLU: y = max(u, 0)² ------------------------------------------------------------
+
+void ckpt_relu_squared_backward(const float *dy, const float *u, int64_t n, float *du) {
+    for (int64_t i = 0; i < n; i++) du[i] = u[i] > 0.0f ? 2.0f * u[i] * dy[i] : 0.0f;
+}
+
 // ---- SwiGLU: y = silu(g) · u -----------------------------------------------------------------
 
 void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du) {

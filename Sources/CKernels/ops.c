@@ -122,6 +122,14 @@ void ckpt_gelu_tanh_mul(const float *g, const float *u, float *y, int64_t n) {
     for (; i < n; i++) y[i] = gelu_tanh1(g[i]) * (u ? u[i] : 1.0f);
 }
 
+void ckpt_relu_squared(const float *x, float *y, int64_t n) {
+    // A loop the compiler vectorises; nothing here is worth intrinsics.
+    for (int64_t i = 0; i < n; i++) {
+        const float r = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = r * r;
+    }
+}
+
 void ckpt_softcap(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }

@@ -7,6 +7,8 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
     case embed
     case lmHead
     case finalNorm
+    /// The final LayerNorm's bias (nemotron).
+    case finalNormBias
     case layer(Int, LayerTensor)
 
     public var description: String {
@@ -14,6 +16,7 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
         case .embed: return "embed"
         case .lmHead: return "lm_head"
         case .finalNorm: return "norm"
+        case .finalNormBias: return "norm.bias"
         case let .layer(i, part): return "layers.\(i).\(part.rawValue)"
         }
     }
@@ -22,15 +25,21 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
 /// The tensors of one decoder layer.
 public enum LayerTensor: String, CaseIterable, Sendable {
     case attnNorm = "attn.norm"
+    /// LayerNorm biases (nemotron): one value per hidden channel.
+    case attnNormBias = "attn.norm.bias"
     case attnQ = "attn.q", attnK = "attn.k", attnV = "attn.v", attnOutput = "attn.o"
     case attnQBias = "attn.q.bias", attnKBias = "attn.k.bias", attnVBias = "attn.v.bias"
+    case attnOutputBias = "attn.o.bias"
     case attnQNorm = "attn.q_norm", attnKNorm = "attn.k_norm"
     case postAttnNorm = "attn.post_norm"
     case mlpNorm = "mlp.norm"
+    case mlpNormBias = "mlp.norm.bias"
     case postMlpNorm = "mlp.post_norm"
     case mlpGate = "mlp.gate", mlpUp = "mlp.up", mlpDown = "mlp.down"
+    case mlpUpBias = "mlp.up.bias", mlpDownBias = "mlp.down.bias"
 
-    /// Norm weights (vectors the gemma family stores with a +1 offset in GGUF).
+    /// Norm weights (vectors the gemma and nemotron families store with a +1 offset in
+    /// GGUF). Norm biases are not: they are added, not scaled.
     public var isNorm: Bool {
         switch self {
         case .attnNorm, .attnQNorm, .attnKNorm, .postAttnNorm, .mlpNorm, .postMlpNorm: return true
@@ -75,6 +84,10 @@ public struct Architecture: Sendable {
     public internal(set) var permutesQK: Bool
     /// llama.cpp's converter adds 1 to every norm weight (gemma computes x·(1+w)).
     public internal(set) var normOffset: Float = 0
+    /// `hidden_act` (or gemma's `hidden_activation`) written to an HF `config.json`.
+    public internal(set) var hfActivation: (key: String, value: String) = ("hidden_act", "silu")
+    /// LayerNorm with biases instead of RMSNorm (its epsilon has its own keys).
+    public internal(set) var usesLayerNorm = false
     /// The embedding doubles as the LM head (no `output.weight` / `lm_head.weight`).
     public internal(set) var alwaysTiedEmbeddings = false
     /// llama.cpp reads which layers slide from `{arch}.attention.sliding_window_pattern`.
@@ -90,7 +103,7 @@ public struct Architecture: Sendable {
     public var ggufOutputName: String { ggufWrittenAs ?? ggufName }
 
     /// Every family ckpt reads, converts, prunes and trains.
-    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3]
+    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3, .nemotron]
 
     public static func gguf(_ name: String) -> Architecture? { all.first { $0.ggufName == name } }
 
@@ -113,6 +126,7 @@ public struct Architecture: Sendable {
             out += layout.map { (.layer(i, $0.part), $0.shape, $0.optional) }
         }
         out.append((.finalNorm, [s.hidden], false))
+        if s.norm == .layer { out.append((.finalNormBias, [s.hidden], false)) }
         out.append((.lmHead, [s.vocab, s.hidden], true))
         return out
     }
@@ -123,6 +137,7 @@ public struct Architecture: Sendable {
         case "token_embd.weight": return .embed
         case "output.weight": return .lmHead
         case "output_norm.weight": return .finalNorm
+        case "output_norm.bias": return .finalNormBias
         default: return layerRole(name, prefix: "blk.", \.gguf)
         }
     }
@@ -133,6 +148,7 @@ public struct Architecture: Sendable {
         case "model.embed_tokens.weight": return .embed
         case "lm_head.weight": return .lmHead
         case "model.norm.weight": return .finalNorm
+        case "model.norm.bias": return .finalNormBias
         case let name: return layerRole(name, prefix: "model.layers.", \.hf)
         }
     }
@@ -151,6 +167,7 @@ public struct Architecture: Sendable {
         case .embed: return "token_embd.weight"
         case .lmHead: return "output.weight"
         case .finalNorm: return "output_norm.weight"
+        case .finalNormBias: return "output_norm.bias"
         case let .layer(i, part): return layerNames[part].map { "blk.\(i).\($0.gguf)" }
         }
     }
@@ -160,6 +177,7 @@ public struct Architecture: Sendable {
         case .embed: return "model.embed_tokens.weight"
         case .lmHead: return "lm_head.weight"
         case .finalNorm: return "model.norm.weight"
+        case .finalNormBias: return "model.norm.bias"
         case let .layer(i, part): return layerNames[part].map { "model.layers.\(i).\($0.hf)" }
         }
     }

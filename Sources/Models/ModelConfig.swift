@@ -17,6 +17,15 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var maxPositionEmbeddings: Int?
     public var ropeTheta: Double?
     public var rmsNormEps: Double?
+    /// LayerNorm epsilon (nemotron's `norm_eps`; GGUF `attention.layer_norm_epsilon`).
+    public var normEps: Double?
+    /// Share of each head's dimensions RoPE rotates (nemotron, phi3; HF rotates
+    /// `int(head_dim · factor)`). GGUF says it as `rope.dimension_count`.
+    public var partialRotaryFactor: Double?
+    /// Whether the projections carry biases (HF builds the parameters from these flags,
+    /// so a converted model with biases must say so).
+    public var attentionBias: Bool?
+    public var mlpBias: Bool?
     public var slidingWindow: Int?
     public var tieWordEmbeddings: Bool?
     public var ropeScaling: RopeScaling?
@@ -85,6 +94,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", vocabSize = "vocab_size"
         case maxPositionEmbeddings = "max_position_embeddings", ropeTheta = "rope_theta"
         case rmsNormEps = "rms_norm_eps", slidingWindow = "sliding_window"
+        case normEps = "norm_eps", partialRotaryFactor = "partial_rotary_factor"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias"
         case tieWordEmbeddings = "tie_word_embeddings", ropeScaling = "rope_scaling"
         case ropeDimensionCount = "rope_dimension_count"
         case queryPreAttnScalar = "query_pre_attn_scalar"
@@ -177,6 +188,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         maxPositionEmbeddings = try opt(.maxPositionEmbeddings)
         ropeTheta = try opt(.ropeTheta)
         rmsNormEps = try opt(.rmsNormEps)
+        normEps = try opt(.normEps)
+        partialRotaryFactor = try opt(.partialRotaryFactor)
+        attentionBias = try opt(.attentionBias)
+        mlpBias = try opt(.mlpBias)
         slidingWindow = try opt(.slidingWindow)
         tieWordEmbeddings = try opt(.tieWordEmbeddings)
         ropeScaling = try opt(.ropeScaling)
@@ -206,6 +221,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
         try c.encodeIfPresent(ropeTheta, forKey: .ropeTheta)
         try c.encodeIfPresent(rmsNormEps, forKey: .rmsNormEps)
+        try c.encodeIfPresent(normEps, forKey: .normEps)
+        try c.encodeIfPresent(partialRotaryFactor, forKey: .partialRotaryFactor)
+        try c.encodeIfPresent(attentionBias, forKey: .attentionBias)
+        try c.encodeIfPresent(mlpBias, forKey: .mlpBias)
         try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
         try c.encodeIfPresent(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
@@ -261,6 +280,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         maxPositionEmbeddings = int("context_length")
         ropeTheta = value("rope.freq_base")?.doubleValue
         rmsNormEps = value("attention.layer_norm_rms_epsilon")?.doubleValue
+        normEps = value("attention.layer_norm_epsilon")?.doubleValue
         slidingWindow = int("attention.sliding_window")
         // Which layers slide: one global layer in every N, or llama.cpp's per-layer array
         // (bool or uint32, nonzero = sliding) as a depth-pruned gemma carries it.
@@ -310,14 +330,27 @@ extension ModelConfig {
         int(numHiddenLayers, "num_hidden_layers")
         int(numAttentionHeads, "num_attention_heads")
         int(numKeyValueHeads, "num_key_value_heads")
-        let headDim = headDim ?? ropeDimensionCount ?? {
+        // llama.cpp's head size: key_length, else hidden / heads (never the rotary dims,
+        // which are fewer under partial rotary).
+        let headDim = headDim ?? {
             guard let h = hiddenSize, let n = numAttentionHeads, n > 0 else { return nil }
             return h / n
-        }()
+        }() ?? ropeDimensionCount
         int(headDim, "head_dim")
         int(vocabSize, "vocab_size")
         int(maxPositionEmbeddings, "max_position_embeddings")
-        if let e = rmsNormEps { w.raw(JSONWriter.number(Float(e)), key: "rms_norm_eps") }
+        if architecture.usesLayerNorm {
+            if let e = normEps ?? rmsNormEps { w.raw(JSONWriter.number(Float(e)), key: "norm_eps") }
+        } else if let e = rmsNormEps {
+            w.raw(JSONWriter.number(Float(e)), key: "rms_norm_eps")
+        }
+        if let f = partialRotaryFactor {
+            w.double(f, key: "partial_rotary_factor")
+        } else if let r = ropeDimensionCount, let d = headDim, r != d, d > 0 {
+            w.double(Double(r) / Double(d), key: "partial_rotary_factor")
+        }
+        if let b = attentionBias { w.bool(b, key: "attention_bias") }
+        if let b = mlpBias { w.bool(b, key: "mlp_bias") }
         if let t = ropeTheta { w.double(t, key: "rope_theta") }
         if let s = ropeScaling {
             w.beginObject(key: "rope_scaling")
@@ -337,11 +370,7 @@ extension ModelConfig {
             for t in types { w.string(t) }
             w.endArray()
         }
-        if architecture.normOffset != 0 {
-            w.string("gelu_pytorch_tanh", key: "hidden_activation")
-        } else {
-            w.string("silu", key: "hidden_act")
-        }
+        w.string(architecture.hfActivation.value, key: architecture.hfActivation.key)
         w.bool(tiedEmbeddings, key: "tie_word_embeddings")
         int(bosTokenID, "bos_token_id")
         int(eosTokenID, "eos_token_id")
@@ -363,15 +392,20 @@ extension ModelConfig {
         u32("attention.head_count", numAttentionHeads)
         u32("attention.head_count_kv", numKeyValueHeads ?? numAttentionHeads)
         f32("rope.freq_base", ropeTheta)
-        f32("attention.layer_norm_rms_epsilon", rmsNormEps)
+        if architecture.usesLayerNorm {
+            f32("attention.layer_norm_epsilon", normEps ?? rmsNormEps)
+        } else {
+            f32("attention.layer_norm_rms_epsilon", rmsNormEps)
+        }
         if let h = headDim {
             u32("attention.key_length", h)
             u32("attention.value_length", h)
         }
-        u32("rope.dimension_count", ropeDimensionCount ?? headDim ?? {
+        let fullRotary = headDim ?? {
             guard let h = hiddenSize, let n = numAttentionHeads, n > 0 else { return nil }
             return h / n
-        }())
+        }()
+        u32("rope.dimension_count", ropeDimensionCount ?? fullRotary.map { d in partialRotaryFactor.map { Int(Double(d) * $0) } ?? d })
         u32("vocab_size", vocabSize)
         u32("attention.sliding_window", slidingWindow)
         if let entry = Self.slidingPatternEntry(architecture: architecture, layerTypes: layerTypes) { out.append(entry) }

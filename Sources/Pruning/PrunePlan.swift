@@ -236,11 +236,12 @@ struct WeightScores {
         return out
     }
 
-    /// ‖gate row‖ + ‖up row‖ + ‖down column‖ per neuron.
+    /// ‖gate row‖ + ‖up row‖ + ‖down column‖ per neuron (no gate term in an ungated MLP).
     func neuronNorms(layer l: Int) throws -> [Double] {
-        let gate = try sums(.layer(l, .mlpGate)).rowSquares, up = try sums(.layer(l, .mlpUp)).rowSquares
+        let up = try sums(.layer(l, .mlpUp)).rowSquares
+        let gate = model.spec.gatedMLP ? try sums(.layer(l, .mlpGate)).rowSquares : [Double](repeating: 0, count: up.count)
         let down = try sums(.layer(l, .mlpDown)).columnSquares
-        return (0..<gate.count).map { gate[$0].squareRoot() + up[$0].squareRoot() + down[$0].squareRoot() }
+        return (0..<up.count).map { gate[$0].squareRoot() + up[$0].squareRoot() + down[$0].squareRoot() }
     }
 
     func headNorms(layer l: Int) throws -> [Double] {
@@ -277,7 +278,7 @@ struct WeightScores {
         var out = [Double](repeating: 0, count: model.spec.hidden)
         for (i, l) in layers.enumerated() {
             for (part, norms) in [(LayerTensor.attnQ, attentionNorms[i]), (.attnK, attentionNorms[i]), (.attnV, attentionNorms[i]),
-                                  (.mlpGate, mlpNorms[i]), (.mlpUp, mlpNorms[i])] {
+                                  (.mlpGate, mlpNorms[i]), (.mlpUp, mlpNorms[i])] where model.tensor(.layer(l, part)) != nil {
                 let a = try sums(.layer(l, part)).columnAbs
                 for c in out.indices { out[c] += a[c] * norms[c] }
             }

@@ -20,7 +20,7 @@ package enum Surgery {
         for t in ckpt.tensors {
             guard let role = gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) else { continue }
             switch role {
-            case .embed, .lmHead, .finalNorm:
+            case .embed, .lmHead, .finalNorm, .finalNormBias:
                 if hiddenPruned { edit.tensors[t.name] = TensorEdit(columns: hidden) }
             case let .layer(i, part):
                 guard let j = newIndex[i] else {
@@ -33,7 +33,8 @@ package enum Surgery {
                 let qRows = plan.heads[k].count == s.heads ? nil : headRows(plan.heads[k])
                 var e = TensorEdit(name: name == t.name ? nil : name)
                 switch part {
-                case .attnNorm, .mlpNorm, .postAttnNorm, .postMlpNorm: e.columns = hidden
+                case .attnNorm, .mlpNorm, .postAttnNorm, .postMlpNorm, .attnNormBias, .mlpNormBias, .attnOutputBias, .mlpDownBias:
+                    e.columns = hidden
                 case .attnQ: e.rows = qRows; e.columns = hidden
                 case .attnQBias: e.columns = qRows
                 case .attnK, .attnV: e.columns = hidden
@@ -41,6 +42,7 @@ package enum Surgery {
                 case .attnOutput: e.rows = hidden; e.columns = qRows
                 case .mlpGate, .mlpUp: e.rows = neurons; e.columns = hidden
                 case .mlpDown: e.rows = hidden; e.columns = neurons
+                case .mlpUpBias: e.columns = neurons
                 }
                 if e != TensorEdit() { edit.tensors[t.name] = e }
             }

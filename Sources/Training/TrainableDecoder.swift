@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// A student being trained: f32 master weights of a decoder (llama, mistral, qwen2,
-/// qwen3, gemma2, gemma3) in one flat array with their gradients beside them (in memory or
+/// qwen3, gemma2, gemma3, nemotron) in one flat array with their gradients beside them (in memory or
 /// streamed from files, see `StateResidence`), and the
 /// forward and backward passes of one sequence, layer by layer, built from the
 /// operations in backprop.c. Weights keep the file's layout (llama.cpp's Q/K row order
@@ -173,6 +173,8 @@ package final class TrainableDecoder {
     /// One decoder layer's activations for one sequence: what its backward pass reads.
     final class LayerActivations {
         let xn1, q, k, v, att, xmid, xn2, gate, up, act, rstd1, rstd2: FloatBuffer
+        /// The two pre-norms' row means (LayerNorm; unused under RMSNorm).
+        let mean1, mean2: FloatBuffer
         /// Each attention row's log-sum-exp [heads, tokens]: the backward pass recomputes the probabilities.
         let lse: FloatBuffer
         /// q and k before their per-head norms, and the norms' 1/rms (qwen3, gemma3).
@@ -186,6 +188,7 @@ package final class TrainableDecoder {
             att = buf(T * s.qDim); xmid = buf(T * s.hidden); xn2 = buf(T * s.hidden)
             gate = buf(T * s.ffn); up = buf(T * s.ffn); act = buf(T * s.ffn)
             rstd1 = buf(T); rstd2 = buf(T); lse = buf(s.heads * T)
+            mean1 = buf(T); mean2 = buf(T)
             let qk = s.qkNorm ? 1 : 0, post = s.postNorms ? 1 : 0
             qRaw = buf(qk * T * s.qDim); kRaw = buf(qk * T * s.kvDim); rstdQ = buf(qk * T * s.heads); rstdK = buf(qk * T * s.kvHeads)
             attnOut = buf(post * T * s.hidden); mlpOut = buf(post * T * s.hidden); rstdPost1 = buf(post * T); rstdPost2 = buf(post * T)
@@ -195,7 +198,7 @@ package final class TrainableDecoder {
         static func bytes(spec s: DecoderSpec, tokens T: Int) -> Int {
             let qk = s.qkNorm ? T * (s.qDim + s.kvDim + s.heads + s.kvHeads) : 0
             let post = s.postNorms ? 2 * T * (s.hidden + 1) : 0
-            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 2) + s.heads * T + qk + post)
+            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 4) + s.heads * T + qk + post)
         }
     }
 
@@ -207,7 +210,7 @@ package final class TrainableDecoder {
         let xin: [FloatBuffer]
         /// Per layer, or one set reused when activations are recomputed.
         let layers: [LayerActivations]
-        let xfin, xf, rstdF: FloatBuffer
+        let xfin, xf, rstdF, meanF: FloatBuffer
         /// RoPE tables of global layers and of sliding-window layers (their base differs in gemma3).
         let ropeCos, ropeSin, ropeSinNeg, ropeCosLocal, ropeSinLocal, ropeSinNegLocal: FloatBuffer
         // Work buffers.
@@ -221,7 +224,7 @@ package final class TrainableDecoder {
             xin = (0..<s.layers).map { _ in FloatBuffer(count: T * s.hidden, zeroed: false) }
             layers = (0..<(recompute ? 1 : s.layers)).map { _ in LayerActivations(spec: s, tokens: T) }
             xfin = FloatBuffer(count: T * s.hidden, zeroed: false); xf = FloatBuffer(count: T * s.hidden, zeroed: false)
-            rstdF = FloatBuffer(count: T, zeroed: false)
+            rstdF = FloatBuffer(count: T, zeroed: false); meanF = FloatBuffer(count: T, zeroed: false)
             let half = s.ropeDims / 2
             func table() -> FloatBuffer { FloatBuffer(count: T * half, zeroed: false) }
             ropeCos = table(); ropeSin = table(); ropeSinNeg = table(); ropeCosLocal = table(); ropeSinLocal = table(); ropeSinNegLocal = table()
@@ -245,7 +248,7 @@ package final class TrainableDecoder {
         /// Bytes the buffers take for `tokens` tokens.
         static func bytes(spec s: DecoderSpec, tokens T: Int, logitRows: Int, recompute: Bool) -> Int {
             let wide = max(s.hidden, s.qDim, s.ffn)
-            let shared = T * (3 * s.hidden + 1 + 6 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn)
+            let shared = T * (3 * s.hidden + 2 + 6 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn)
                 + (s.postNorms ? T * s.hidden : 0)
                 + 2 * logitRows * s.vocab
             return 4 * (s.layers * T * s.hidden + shared) + (recompute ? 1 : s.layers) * LayerActivations.bytes(spec: s, tokens: T)
@@ -320,7 +323,7 @@ package final class TrainableDecoder {
         let s = spec, T = a.tokens, C = s.hidden, F = s.ffn, Q = s.qDim, KV = s.kvDim, d = s.headDim
         let neox: Int32 = s.ropeNeox ? 1 : 0
         let (cosT, sinT, _) = rope(l, a)
-        ckpt_rmsnorm_forward(x, weight(.layer(l, .attnNorm)), Int64(T), Int64(C), s.normEps, la.xn1.pointer, la.rstd1.pointer)
+        normForward(.layer(l, .attnNorm), .layer(l, .attnNormBias), x, T, la.xn1.pointer, la.mean1.pointer, la.rstd1.pointer)
         let (q, k) = s.qkNorm ? (la.qRaw.pointer, la.kRaw.pointer) : (la.q.pointer, la.k.pointer)
         linearForward(.layer(l, .attnQ), la.xn1.pointer, T, C, Q, q)
         linearForward(.layer(l, .attnK), la.xn1.pointer, T, C, KV, k)
@@ -339,20 +342,24 @@ package final class TrainableDecoder {
                                s.attentionScale, s.attentionSoftcap, window(l), la.att.pointer, la.lse.pointer)
         let attnOut = s.postNorms ? la.attnOut.pointer : a.dtmp.pointer
         linearForward(.layer(l, .attnOutput), la.att.pointer, T, Q, C, attnOut)
+        addBias(.layer(l, .attnOutputBias), attnOut, T, C)
         if s.postNorms {
             ckpt_rmsnorm_forward(attnOut, weight(.layer(l, .postAttnNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost1.pointer)
         }
         add(a.dtmp.pointer, into: x, T * C)
         memcpy(la.xmid.pointer, x, T * C * 4)
-        ckpt_rmsnorm_forward(x, weight(.layer(l, .mlpNorm)), Int64(T), Int64(C), s.normEps, la.xn2.pointer, la.rstd2.pointer)
-        linearForward(.layer(l, .mlpGate), la.xn2.pointer, T, C, F, la.gate.pointer)
+        normForward(.layer(l, .mlpNorm), .layer(l, .mlpNormBias), x, T, la.xn2.pointer, la.mean2.pointer, la.rstd2.pointer)
+        if s.gatedMLP { linearForward(.layer(l, .mlpGate), la.xn2.pointer, T, C, F, la.gate.pointer) }
         linearForward(.layer(l, .mlpUp), la.xn2.pointer, T, C, F, la.up.pointer)
+        addBias(.layer(l, .mlpUpBias), la.up.pointer, T, F)
         switch s.activation {
         case .silu: ckpt_silu_mul(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
         case .geluTanh: ckpt_gelu_tanh_mul_exact(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
+        case .reluSquared: ckpt_relu_squared(la.up.pointer, la.act.pointer, Int64(T * F))
         }
         let mlpOut = s.postNorms ? la.mlpOut.pointer : a.dtmp.pointer
         linearForward(.layer(l, .mlpDown), la.act.pointer, T, F, C, mlpOut)
+        addBias(.layer(l, .mlpDownBias), mlpOut, T, C)
         if s.postNorms {
             ckpt_rmsnorm_forward(mlpOut, weight(.layer(l, .postMlpNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost2.pointer)
         }
@@ -372,15 +379,22 @@ package final class TrainableDecoder {
                                   a.dproj.pointer, grad(.layer(l, .postMlpNorm)))
             dOut = a.dproj.pointer
         }
+        biasGrad(.layer(l, .mlpDownBias), dOut, T, C)
         linearBackward(.layer(l, .mlpDown), dOut, la.act.pointer, T, F, C, a.da.pointer)
         switch s.activation {
         case .silu: ckpt_swiglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
         case .geluTanh: ckpt_geglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
+        case .reluSquared: ckpt_relu_squared_backward(a.da.pointer, la.up.pointer, Int64(T * F), a.du.pointer)
         }
-        linearBackward(.layer(l, .mlpGate), a.dg.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
-        linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dtmp.pointer)
-        add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
-        ckpt_rmsnorm_backward(a.dxn.pointer, la.xmid.pointer, weight(.layer(l, .mlpNorm)), la.rstd2.pointer, Int64(T), Int64(C), a.dtmp.pointer, grad(.layer(l, .mlpNorm)))
+        biasGrad(.layer(l, .mlpUpBias), a.du.pointer, T, F)
+        if s.gatedMLP {
+            linearBackward(.layer(l, .mlpGate), a.dg.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
+            linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dtmp.pointer)
+            add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
+        } else {
+            linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
+        }
+        normBackward(.layer(l, .mlpNorm), .layer(l, .mlpNormBias), a.dxn.pointer, la.xmid.pointer, la.mean2.pointer, la.rstd2.pointer, T, a.dtmp.pointer)
         add(a.dtmp.pointer, into: dx, T * C)
         // Attention: x_mid = x_in + postnorm(o(attention(rope(qknorm(q)), rope(qknorm(k)), v))).
         dOut = dx
@@ -389,6 +403,7 @@ package final class TrainableDecoder {
                                   a.dproj.pointer, grad(.layer(l, .postAttnNorm)))
             dOut = a.dproj.pointer
         }
+        biasGrad(.layer(l, .attnOutputBias), dOut, T, C)
         linearBackward(.layer(l, .attnOutput), dOut, la.att.pointer, T, Q, C, a.datt.pointer)
         ckpt_attention_backward(a.datt.pointer, la.q.pointer, la.k.pointer, la.v.pointer, la.lse.pointer, Int64(T), Int32(s.heads),
                                 Int32(s.kvHeads), Int32(d), s.attentionScale, s.attentionSoftcap, window(l), a.dq.pointer, a.dk.pointer, a.dv.pointer)
@@ -410,7 +425,7 @@ package final class TrainableDecoder {
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
         linearBackward(.layer(l, .attnV), a.dv.pointer, la.xn1.pointer, T, C, KV, a.dtmp.pointer)
         add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
-        ckpt_rmsnorm_backward(a.dxn.pointer, a.xin[l].pointer, weight(.layer(l, .attnNorm)), la.rstd1.pointer, Int64(T), Int64(C), a.dtmp.pointer, grad(.layer(l, .attnNorm)))
+        normBackward(.layer(l, .attnNorm), .layer(l, .attnNormBias), a.dxn.pointer, a.xin[l].pointer, la.mean1.pointer, la.rstd1.pointer, T, a.dtmp.pointer)
         add(a.dtmp.pointer, into: dx, T * C)
     }
 
@@ -440,7 +455,7 @@ package final class TrainableDecoder {
             }
         }
         memcpy(a.xfin.pointer, x.pointer, T * C * 4)
-        ckpt_rmsnorm_forward(x.pointer, weight(.finalNorm), Int64(T), Int64(C), s.normEps, a.xf.pointer, a.rstdF.pointer)
+        normForward(.finalNorm, .finalNormBias, x.pointer, T, a.xf.pointer, a.meanF.pointer, a.rstdF.pointer)
 
         // LM head and loss, a block of rows at a time (each a slice of the vocabulary at a
         // time); its backward pass right away.
@@ -489,7 +504,7 @@ package final class TrainableDecoder {
         if !backward { return total }
         // Backward.
         let dx = a.dx
-        ckpt_rmsnorm_backward(a.dxn.pointer, a.xfin.pointer, weight(.finalNorm), a.rstdF.pointer, Int64(T), Int64(C), dx.pointer, grad(.finalNorm))
+        normBackward(.finalNorm, .finalNormBias, a.dxn.pointer, a.xfin.pointer, a.meanF.pointer, a.rstdF.pointer, T, dx.pointer)
         for l in (0..<s.layers).reversed() {
             if hidden != nil, hiddenLayers.contains(l), let g = a.hiddenGrads[l] { add(g.pointer, into: dx.pointer, T * C) }
             let la = a.layers[recomputeActivations ? 0 : l]
@@ -506,6 +521,27 @@ package final class TrainableDecoder {
         for (t, id) in tokens.enumerated() { add(dx.pointer + t * C, into: dembed + Int(id) * C, C) }
         release(.embed, grads: true)
         return total
+    }
+
+    /// A pre-norm over rows of hidden width: RMSNorm, or LayerNorm with its bias (`mean`
+    /// is written only then).
+    private func normForward(_ w: TensorRole, _ b: TensorRole, _ x: UnsafePointer<Float>, _ T: Int, _ y: UnsafeMutablePointer<Float>,
+                             _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>) {
+        let C = Int64(spec.hidden)
+        switch spec.norm {
+        case .rms: ckpt_rmsnorm_forward(x, weight(w), Int64(T), C, spec.normEps, y, rstd)
+        case .layer: ckpt_layernorm_forward(x, weight(w), has(b) ? weight(b) : nil, Int64(T), C, spec.normEps, y, mean, rstd)
+        }
+    }
+
+    /// dx (overwritten) from dy through the pre-norm; its weight's and bias's gradients added.
+    private func normBackward(_ w: TensorRole, _ b: TensorRole, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ mean: UnsafePointer<Float>,
+                              _ rstd: UnsafePointer<Float>, _ T: Int, _ dx: UnsafeMutablePointer<Float>) {
+        let C = Int64(spec.hidden)
+        switch spec.norm {
+        case .rms: ckpt_rmsnorm_backward(dy, x, weight(w), rstd, Int64(T), C, dx, grad(w))
+        case .layer: ckpt_layernorm_backward(dy, x, weight(w), mean, rstd, Int64(T), C, dx, grad(w), has(b) ? grad(b) : nil)
+        }
     }
 
     private func addBias(_ r: TensorRole, _ y: UnsafeMutablePointer<Float>, _ T: Int, _ n: Int) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tiny random decoder models and their reference outputs to Tests/Fixtures/engine/.
 
-For each architecture ARCH in llama, qwen2, qwen3, gemma2, gemma3 this script builds one
+For each architecture ARCH in llama, qwen2, qwen3, gemma2, gemma3, nemotron this script builds one
 tiny model with random weights (numpy PCG64 generator seeded from the string "tiny-ARCH")
 and writes:
 
@@ -19,7 +19,7 @@ and writes:
                    "llama_cpp_logits" ([24, vocab] or null), "max_abs_diff_transformers",
                    "max_abs_diff_llama_cpp"}. Floats are rounded to 6 significant digits.
 
-and, for llama and qwen3 only, tiny-ARCH-hf/{config.json, model.safetensors}: the same
+and, for llama, qwen3 and nemotron only, tiny-ARCH-hf/{config.json, model.safetensors}: the same
 weights in HF layout and HF tensor names (unpermuted, HF norm convention), so a loader's
 safetensors path can be checked to give the same logits as the GGUF.
 
@@ -34,7 +34,14 @@ How the reference outputs were produced and checked:
     gemma3 sliding layers use rope base 10000, global layers rope_theta; query scale
     query_pre_attn_scalar**-0.5 (gemma) or head_dim**-0.5; gemma2 attention and final
     tanh softcaps; SiLU (llama/qwen) or tanh-GELU (gemma) gated MLP; gemma post-attention
-    and post-feedforward norms.
+    and post-feedforward norms. nemotron (modeling_nemotron): LayerNorm1P
+    ((x - mean)/sqrt(var + eps) * (1 + w) + b; GGUF stores 1 + w, as convert_hf_to_gguf.py's
+    NemotronModel adds 1 to every "norm.weight"), biases on q/k/v/o and on up/down
+    (attention_bias, mlp_bias), RoPE on the first int(head_dim * partial_rotary_factor)
+    dims only (rotate_half, unpermuted in GGUF: llama.cpp runs nemotron as NEOX), head_dim
+    24 where hidden/heads is 16, and an ungated relu(up)^2 MLP. Its GGUF rope.dimension_count
+    is that rotary count (12); llama.cpp's converter writes int(factor * hidden) // heads,
+    which equals it only when head_dim == hidden/heads.
   * max_abs_diff_transformers: the same weights loaded into the transformers model built
     from the config dict (eager attention, float64), compared with the numpy logits.
   * max_abs_diff_llama_cpp: llama-cpp-python (Llama(logits_all=True, n_ctx=64, one thread,
@@ -54,7 +61,7 @@ exact, so both conventions hold bit-exactly.
 Output is deterministic (rerunning gives byte-identical files): seeded generators, fixed
 thread counts, rounded floats. Existing other files in the output directory are left alone.
 
-    python3 Tools/reference/make_engine_fixtures.py [--out DIR] [--skip-llama-cpp]
+    python3 Tools/reference/make_engine_fixtures.py [--out DIR] [--only ARCH ...] [--skip-llama-cpp]
 
 Needs numpy, gguf 0.19, safetensors, torch + transformers, llama-cpp-python.
 """
@@ -77,8 +84,12 @@ from safetensors.numpy import save_file
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "Tests/Fixtures/engine"
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]
-HF_COPIES = {"llama", "qwen3"}
+# "nemotron-headdim": head_dim 24 where hidden/heads is 16 (as Minitron-8B's 128 beside
+# 4096/48). The llama.cpp of llama-cpp-python 0.3.36 refuses that shape (it sizes attn_q
+# as hidden x hidden for nemotron; later llama.cpp sizes it head_dim·heads), so that file
+# is checked against transformers only and plain "nemotron" (head_dim 16) against both.
+ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "nemotron-headdim"]
+HF_COPIES = {"llama", "qwen3", "nemotron"}
 TEXT = b"Hello, tiny engine test!"
 TOKENS = list(TEXT)
 assert len(TOKENS) == 24
@@ -89,9 +100,15 @@ HIDDEN, FFN, HEADS, KV_HEADS, VOCAB, CTX, EPS = 64, 128, 4, 2, 256, 256, 1e-6
 # --------------------------------------------------------------------------- configs
 
 
-def make_config(arch):
+def family(name):
+    """The architecture of a fixture name ("nemotron-headdim" is a nemotron)."""
+    return name.split("-")[0]
+
+
+def make_config(name):
     """HF-style config dict (what the HF config.json / transformers would get)."""
-    head_dim = 32 if arch in ("qwen3", "gemma3") else HIDDEN // HEADS
+    arch = family(name)
+    head_dim = {"qwen3": 32, "gemma3": 32, "nemotron-headdim": 24}.get(name, HIDDEN // HEADS)
     layers = 6 if arch == "gemma3" else 2
     cfg = {
         "architectures": [],
@@ -109,6 +126,11 @@ def make_config(arch):
         "bos_token_id": 1,
         "eos_token_id": 2,
     }
+    if arch == "nemotron":
+        del cfg["rms_norm_eps"]
+        cfg.update(architectures=["NemotronForCausalLM"], hidden_act="relu2", norm_eps=1e-5,
+                   partial_rotary_factor=0.5, attention_bias=True, mlp_bias=True,
+                   tie_word_embeddings=False)
     if arch == "llama":
         cfg.update(architectures=["LlamaForCausalLM"], hidden_act="silu", attention_bias=False,
                    mlp_bias=False, tie_word_embeddings=False)
@@ -139,6 +161,10 @@ def is_gemma(cfg):
     return cfg["model_type"].startswith("gemma")
 
 
+def is_nemotron(cfg):
+    return cfg["model_type"] == "nemotron"
+
+
 def has_qk_norm(cfg):
     return cfg["model_type"] in ("qwen3", "gemma3_text")
 
@@ -146,14 +172,16 @@ def has_qk_norm(cfg):
 # --------------------------------------------------------------------------- weights
 
 
-def make_weights(arch, cfg):
+def make_weights(name, cfg):
     """HF-named float64 arrays holding float32-representable values (HF conventions).
 
     Returns (hf, norm_gguf): hf maps HF names to arrays; norm_gguf maps the HF names of
     norm weights to the value stored in the GGUF (w for llama/qwen, 1+w for gemma).
     """
-    rng = np.random.Generator(np.random.PCG64(zlib.crc32(f"tiny-{arch}".encode())))
+    rng = np.random.Generator(np.random.PCG64(zlib.crc32(f"tiny-{name}".encode())))
+    arch = family(name)
     gemma = is_gemma(cfg)
+    nemo = is_nemotron(cfg)
     H, F, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
     nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     qk_std = 0.3 if arch == "gemma2" else 0.2
@@ -166,8 +194,10 @@ def make_weights(arch, cfg):
     def norm(name, n):
         # g is the effective scale (float32); HF stores g-1 for gemma (exact), g otherwise.
         g = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32).astype(np.float64)
-        hf[name] = g - 1.0 if gemma else g
+        hf[name] = g - 1.0 if (gemma or nemo) else g
         norm_gguf[name] = g
+        if nemo:  # LayerNorm1P's bias
+            hf[name[: -len("weight")] + "bias"] = normal((n,), 0.1)
 
     hf["model.embed_tokens.weight"] = normal((cfg["vocab_size"], H), 0.5)
     for i in range(cfg["num_hidden_layers"]):
@@ -176,7 +206,7 @@ def make_weights(arch, cfg):
         hf[p + "self_attn.q_proj.weight"] = normal((nq * hd, H), qk_std)
         hf[p + "self_attn.k_proj.weight"] = normal((nkv * hd, H), qk_std)
         hf[p + "self_attn.v_proj.weight"] = normal((nkv * hd, H), 0.1)
-        if arch == "qwen2":
+        if arch in ("qwen2", "nemotron"):
             hf[p + "self_attn.q_proj.bias"] = normal((nq * hd,), 0.1)
             hf[p + "self_attn.k_proj.bias"] = normal((nkv * hd,), 0.1)
             hf[p + "self_attn.v_proj.bias"] = normal((nkv * hd,), 0.1)
@@ -184,13 +214,22 @@ def make_weights(arch, cfg):
             norm(p + "self_attn.q_norm.weight", hd)
             norm(p + "self_attn.k_norm.weight", hd)
         hf[p + "self_attn.o_proj.weight"] = normal((H, nq * hd), 0.1)
+        if nemo:
+            hf[p + "self_attn.o_proj.bias"] = normal((H,), 0.1)
         norm(p + "post_attention_layernorm.weight", H)
         if gemma:
             norm(p + "pre_feedforward_layernorm.weight", H)
             norm(p + "post_feedforward_layernorm.weight", H)
-        hf[p + "mlp.gate_proj.weight"] = normal((F, H), 0.1)
-        hf[p + "mlp.up_proj.weight"] = normal((F, H), 0.1)
-        hf[p + "mlp.down_proj.weight"] = normal((H, F), 0.1)
+        if nemo:
+            # relu(up)^2 squares: a larger up would make the MLP dwarf the residual.
+            hf[p + "mlp.up_proj.weight"] = normal((F, H), 0.1)
+            hf[p + "mlp.up_proj.bias"] = normal((F,), 0.1)
+            hf[p + "mlp.down_proj.weight"] = normal((H, F), 0.1)
+            hf[p + "mlp.down_proj.bias"] = normal((H,), 0.1)
+        else:
+            hf[p + "mlp.gate_proj.weight"] = normal((F, H), 0.1)
+            hf[p + "mlp.up_proj.weight"] = normal((F, H), 0.1)
+            hf[p + "mlp.down_proj.weight"] = normal((H, F), 0.1)
     norm("model.norm.weight", H)
     if not cfg["tie_word_embeddings"]:
         hf["lm_head.weight"] = normal((cfg["vocab_size"], H), 0.3)
@@ -205,15 +244,23 @@ def rms_norm(x, w, eps, gemma):
     return y * (1.0 + w) if gemma else y * w
 
 
-def rope(x, pos, base):
-    """HF rotate_half RoPE. x: [T, heads, head_dim]."""
-    d = x.shape[-1]
+def layer_norm_1p(x, w, b, eps):
+    """nemotron's LayerNorm1P (w is HF's stored value; the scale is 1 + w)."""
+    mu = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * (1.0 + w) + b
+
+
+def rope(x, pos, base, dims=None):
+    """HF rotate_half RoPE on the first `dims` dims of each head. x: [T, heads, head_dim]."""
+    d = x.shape[-1] if dims is None else dims
+    x, rest = x[..., :d], x[..., d:]
     inv_freq = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
     ang = pos[:, None] * inv_freq[None, :]  # [T, d/2]
     cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, None, :]
     sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, None, :]
     rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], axis=-1)
-    return x * cos + rot * sin
+    return np.concatenate([x * cos + rot * sin, rest], axis=-1)
 
 
 def gelu_tanh(x):
@@ -227,7 +274,9 @@ def silu(x):
 def forward(cfg, W, tokens):
     """float64 forward pass; returns (residual stream after layer 0, logits)."""
     gemma = is_gemma(cfg)
-    eps, H = cfg["rms_norm_eps"], cfg["hidden_size"]
+    nemo = is_nemotron(cfg)
+    eps, H = cfg.get("rms_norm_eps", cfg.get("norm_eps")), cfg["hidden_size"]
+    rot_dims = int(cfg["head_dim"] * cfg.get("partial_rotary_factor", 1.0))
     nq, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     T = len(tokens)
     pos = np.arange(T, dtype=np.float64)
@@ -235,6 +284,11 @@ def forward(cfg, W, tokens):
     scale = (cfg["query_pre_attn_scalar"] if gemma else hd) ** -0.5
     softcap = cfg.get("attn_logit_softcapping")
     act = gelu_tanh if gemma else silu
+
+    def pre_norm(x, name):
+        if nemo:
+            return layer_norm_1p(x, W[name + ".weight"], W[name + ".bias"], eps)
+        return rms_norm(x, W[name + ".weight"], eps, gemma)
 
     x = W["model.embed_tokens.weight"][tokens]
     if gemma:
@@ -246,7 +300,7 @@ def forward(cfg, W, tokens):
         sliding = layer_types[il] == "sliding_attention"
         base = cfg["rope_local_base_freq"] if (sliding and "rope_local_base_freq" in cfg) else cfg["rope_theta"]
 
-        h = rms_norm(x, W[p + "input_layernorm.weight"], eps, gemma)
+        h = pre_norm(x, p + "input_layernorm")
         q = h @ W[p + "self_attn.q_proj.weight"].T
         k = h @ W[p + "self_attn.k_proj.weight"].T
         v = h @ W[p + "self_attn.v_proj.weight"].T
@@ -258,7 +312,7 @@ def forward(cfg, W, tokens):
         if has_qk_norm(cfg):
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps, gemma)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps, gemma)
-        q, k = rope(q, pos, base), rope(k, pos, base)
+        q, k = rope(q, pos, base, rot_dims), rope(k, pos, base, rot_dims)
 
         allowed = j_idx <= i_idx
         if sliding:
@@ -274,22 +328,28 @@ def forward(cfg, W, tokens):
             s /= s.sum(axis=-1, keepdims=True)
             out[:, hh, :] = s @ v[:, kv, :]
         a = out.reshape(T, nq * hd) @ W[p + "self_attn.o_proj.weight"].T
+        if p + "self_attn.o_proj.bias" in W:
+            a = a + W[p + "self_attn.o_proj.bias"]
 
         if gemma:
             x = x + rms_norm(a, W[p + "post_attention_layernorm.weight"], eps, True)
             h = rms_norm(x, W[p + "pre_feedforward_layernorm.weight"], eps, True)
         else:
             x = x + a
-            h = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps, False)
-        m = (act(h @ W[p + "mlp.gate_proj.weight"].T) * (h @ W[p + "mlp.up_proj.weight"].T))
-        m = m @ W[p + "mlp.down_proj.weight"].T
+            h = pre_norm(x, p + "post_attention_layernorm")
+        if nemo:
+            m = np.maximum(h @ W[p + "mlp.up_proj.weight"].T + W[p + "mlp.up_proj.bias"], 0.0) ** 2
+            m = m @ W[p + "mlp.down_proj.weight"].T + W[p + "mlp.down_proj.bias"]
+        else:
+            m = (act(h @ W[p + "mlp.gate_proj.weight"].T) * (h @ W[p + "mlp.up_proj.weight"].T))
+            m = m @ W[p + "mlp.down_proj.weight"].T
         if gemma:
             m = rms_norm(m, W[p + "post_feedforward_layernorm.weight"], eps, True)
         x = x + m
         if il == 0:
             layer0 = x.copy()
 
-    h = rms_norm(x, W["model.norm.weight"], eps, gemma)
+    h = pre_norm(x, "model.norm")
     out_w = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
     logits = h @ out_w.T
     if cfg.get("final_logit_softcapping"):
@@ -333,6 +393,10 @@ GGUF_LAYER_NAMES = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "mlp.up_proj.bias": "ffn_up.bias",
+    "mlp.down_proj.bias": "ffn_down.bias",
+    "input_layernorm.bias": "attn_norm.bias",
     # gemma2/3 only (llama/qwen map post_attention_layernorm to ffn_norm, below)
     "post_attention_layernorm.weight": "post_attention_norm.weight",
     "pre_feedforward_layernorm.weight": "ffn_norm.weight",
@@ -349,13 +413,15 @@ def gguf_tensors(arch, cfg, W, norm_gguf):
             gname = "token_embd.weight"
         elif name == "model.norm.weight":
             gname = "output_norm.weight"
+        elif name == "model.norm.bias":
+            gname = "output_norm.bias"
         elif name == "lm_head.weight":
             gname = "output.weight"
         else:
             parts = name.split(".")
             bid, rest = int(parts[2]), ".".join(parts[3:])
-            if rest == "post_attention_layernorm.weight" and not is_gemma(cfg):
-                gname = f"blk.{bid}.ffn_norm.weight"
+            if rest.startswith("post_attention_layernorm.") and not is_gemma(cfg):
+                gname = f"blk.{bid}.ffn_norm.{rest.split('.')[-1]}"
             else:
                 gname = f"blk.{bid}.{GGUF_LAYER_NAMES[rest]}"
             if arch == "llama" and rest == "self_attn.q_proj.weight":
@@ -366,9 +432,10 @@ def gguf_tensors(arch, cfg, W, norm_gguf):
     return out
 
 
-def write_gguf(path, arch, cfg, W, norm_gguf):
+def write_gguf(path, name, cfg, W, norm_gguf):
+    arch = family(name)
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_name(f"tiny-{arch}")
+    w.add_name(f"tiny-{name}")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
@@ -379,9 +446,12 @@ def write_gguf(path, arch, cfg, W, norm_gguf):
     if cfg["head_dim"] != cfg["hidden_size"] // cfg["num_attention_heads"]:
         w.add_key_length(cfg["head_dim"])
         w.add_value_length(cfg["head_dim"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    if arch == "nemotron":
+        w.add_layer_norm_eps(cfg["norm_eps"])
+    else:
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg["rope_theta"])  # gemma3: the global layers' base
-    w.add_rope_dimension_count(cfg["head_dim"])
+    w.add_rope_dimension_count(int(cfg["head_dim"] * cfg.get("partial_rotary_factor", 1.0)))
     w.add_vocab_size(cfg["vocab_size"])
     if arch in ("gemma2", "gemma3"):
         w.add_sliding_window(cfg["sliding_window"])
@@ -402,7 +472,7 @@ def write_gguf(path, arch, cfg, W, norm_gguf):
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
 
-    for gname, arr in gguf_tensors(arch, cfg, W, norm_gguf):
+    for gname, arr in gguf_tensors(arch, cfg, W, norm_gguf):  # arch: the family
         w.add_tensor(gname, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -485,6 +555,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--skip-llama-cpp", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=ARCHS, help="regenerate these families' files only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -492,7 +563,7 @@ def main():
 
     torch.set_num_threads(1)
 
-    for arch in ARCHS:
+    for arch in args.only or ARCHS:  # a fixture name
         cfg = make_config(arch)
         W, norm_gguf = make_weights(arch, cfg)
         layer0, logits = forward(cfg, W, TOKENS)
@@ -517,7 +588,7 @@ def main():
             print(f"{arch}: from_pretrained({hf_dir.name}) vs numpy max|d| = {d_dir:.3g}")
 
         doc = {
-            "arch": arch,
+            "arch": family(arch),
             "config": cfg,
             "tokens": TOKENS,
             "layer0_output": rounded(layer0),

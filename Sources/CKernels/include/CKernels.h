@@ -147,6 +147,8 @@ int64_t ckpt_head_contribution_scratch_floats(int64_t rows, int head_dim);
 // ---- decoder-layer operations (f32) --------------------------------------------------------
 /// y = x / sqrt(mean(x²) + eps) · w, per row of n (w may be NULL). Sums in double, as ggml.
 void ckpt_rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int64_t rows, int64_t n, float eps);
+/// y = (x − mean) / sqrt(var + eps) · w + b per row of n (w, b may be NULL), mean and
+/// variance summed in double, as ggml_norm.
 void ckpt_layernorm(const float *x, int64_t ldx, const float *w, const float *b, float *y, int64_t ldy,
                     int64_t rows, int64_t n, float eps);
 /// Rotates the first n_rot dims of each of `nheads` heads of each token's row, with tables
@@ -156,6 +158,8 @@ void ckpt_rope(float *x, int64_t ld, int64_t ntok, int nheads, int head_dim, int
 /// y = silu(g) · u, and gelu_tanh(g) · u (u may be NULL for the bare activation).
 void ckpt_silu_mul(const float *g, const float *u, float *y, int64_t n);
 void ckpt_gelu_tanh_mul(const float *g, const float *u, float *y, int64_t n);
+/// y = max(x, 0)² (nemotron's ungated MLP).
+void ckpt_relu_squared(const float *x, float *y, int64_t n);
 /// x = cap · tanh(x / cap)
 void ckpt_softcap(float *x, int64_t n, float cap);
 /// Causal attention with grouped KV heads. Query i sits at position q_pos0 + i and sees keys
@@ -224,6 +228,14 @@ void ckpt_rmsnorm_forward(const float *x, const float *w, int64_t ntok, int64_t 
 /// dx overwritten (NULL to skip), dw added into (NULL to skip).
 void ckpt_rmsnorm_backward(const float *dy, const float *x, const float *w, const float *rstd, int64_t ntok, int64_t c,
                            float *dx, float *dw);
+/// y = (x − mean)·rstd·w + b per row (b may be NULL), mean and rstd kept for the backward pass.
+void ckpt_layernorm_forward(const float *x, const float *w, const float *b, int64_t ntok, int64_t c, float eps, float *y,
+                            float *mean, float *rstd);
+/// dx overwritten (NULL to skip), dw and db added into (NULL to skip).
+void ckpt_layernorm_backward(const float *dy, const float *x, const float *w, const float *mean, const float *rstd, int64_t ntok,
+                             int64_t c, float *dx, float *dw, float *db);
+/// du = dy · 2·max(u, 0): back through y = max(u, 0)² (forward: ckpt_relu_squared); du overwritten.
+void ckpt_relu_squared_backward(const float *dy, const float *u, int64_t n, float *du);
 /// Gradients of y = silu(g) · u (forward: ckpt_silu_mul); dg and du overwritten.
 void ckpt_swiglu_backward(const float *dy, const float *g, const float *u, int64_t n, float *dg, float *du);
 /// Causal attention of one sequence: q [ntok, heads·d], k and v [ntok, kv_heads·d], out

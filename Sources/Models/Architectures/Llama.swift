@@ -72,7 +72,11 @@ extension DecoderSpec {
             throw CheckpointError.badMetadata(path: path, key: check.key("num_key_value_heads", "attention.head_count_kv"),
                                               reason: "\(kvHeads) KV heads do not divide \(heads) attention heads")
         }
-        let ropeDims = try check.count(c.ropeDimensionCount ?? headDim, "rope_dimension_count", "rope.dimension_count", max: headDim)
+        if let f = c.partialRotaryFactor { try check.real(f, "partial_rotary_factor", "rope.dimension_count", in: 0.000001...1) }
+        // HF rotates int(head_dim · partial_rotary_factor) dims; GGUF stores the count.
+        let partial = c.partialRotaryFactor.map { Int(Double(headDim) * $0) }
+        let ropeDims = try check.count(c.ropeDimensionCount ?? partial ?? headDim, partial != nil ? "partial_rotary_factor" : "rope_dimension_count",
+                                       "rope.dimension_count", max: headDim)
         guard ropeDims % 2 == 0 else {
             throw CheckpointError.badMetadata(path: path, key: check.key("rope_dimension_count", "rope.dimension_count"),
                                               reason: "\(ropeDims) rotary dims: RoPE rotates pairs, so it must be even")

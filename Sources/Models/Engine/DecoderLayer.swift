@@ -6,19 +6,25 @@ import TensorMath
 /// One decoder layer's weights, borrowed from the mapping (matrices) or decoded to f32
 /// (norms and biases, a few KB).
 struct LayerWeights {
-    let q, k, v, o, gate, up, down: WeightMatrix
+    let q, k, v, o, up, down: WeightMatrix
+    /// Nil for an ungated MLP (nemotron).
+    let gate: WeightMatrix?
     let attnNorm, mlpNorm: FloatBuffer
+    /// LayerNorm biases (nemotron).
+    let attnNormBias, mlpNormBias: FloatBuffer?
     let postAttnNorm, postMlpNorm: FloatBuffer?
     let qNorm, kNorm: FloatBuffer?
-    let qBias, kBias, vBias: FloatBuffer?
+    let qBias, kBias, vBias, oBias, upBias, downBias: FloatBuffer?
 
     init(model m: DecoderModel, layer i: Int) throws {
         let off = m.checkpoint.format == .safetensors ? m.spec.hfNormOffset : 0
         q = m.matrix(.layer(i, .attnQ)); k = m.matrix(.layer(i, .attnK)); v = m.matrix(.layer(i, .attnV))
         o = m.matrix(.layer(i, .attnOutput))
-        gate = m.matrix(.layer(i, .mlpGate)); up = m.matrix(.layer(i, .mlpUp)); down = m.matrix(.layer(i, .mlpDown))
+        gate = m.spec.gatedMLP ? m.matrix(.layer(i, .mlpGate)) : nil; up = m.matrix(.layer(i, .mlpUp)); down = m.matrix(.layer(i, .mlpDown))
         attnNorm = try m.vector(.layer(i, .attnNorm), offset: off)!
         mlpNorm = try m.vector(.layer(i, .mlpNorm), offset: off)!
+        attnNormBias = try m.vector(.layer(i, .attnNormBias))
+        mlpNormBias = try m.vector(.layer(i, .mlpNormBias))
         postAttnNorm = m.spec.postNorms ? try m.vector(.layer(i, .postAttnNorm), offset: off) : nil
         postMlpNorm = m.spec.postNorms ? try m.vector(.layer(i, .postMlpNorm), offset: off) : nil
         qNorm = m.spec.qkNorm ? try m.vector(.layer(i, .attnQNorm), offset: off) : nil
@@ -26,6 +32,9 @@ struct LayerWeights {
         qBias = try m.vector(.layer(i, .attnQBias))
         kBias = try m.vector(.layer(i, .attnKBias))
         vBias = try m.vector(.layer(i, .attnVBias))
+        oBias = try m.vector(.layer(i, .attnOutputBias))
+        upBias = try m.vector(.layer(i, .mlpUpBias))
+        downBias = try m.vector(.layer(i, .mlpDownBias))
     }
 }
 
@@ -135,7 +144,7 @@ enum DecoderLayer {
         hooks?.layerInput?(view(a.x, H))
 
         // Attention block.
-        Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.attnNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        normRows(s, a.x, w.attnNorm, w.attnNormBias, into: a.xn, rows: n)
         hooks?.attentionInput?(view(a.xn, H))
         Kernels.matmul(w.q, a.xn.pointer, ldx: H, tokens: n, into: a.q.pointer, ldy: Q, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         Kernels.matmul(w.k, a.xn.pointer, ldx: H, tokens: n, into: a.k.pointer, ldy: KV, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
@@ -182,27 +191,48 @@ enum DecoderLayer {
         }
         hooks?.headOutputs?(view(a.att, Q))
         Kernels.matmul(w.o, a.att.pointer, ldx: Q, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let b = w.oBias { addRowBias(a.proj, b, rows: n) }
         if let pn = w.postAttnNorm {
             Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         }
         ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
 
         // MLP block.
-        Kernels.rmsNorm(a.x.pointer, ldx: H, weight: w.mlpNorm.pointer, into: a.xn.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        normRows(s, a.x, w.mlpNorm, w.mlpNormBias, into: a.xn, rows: n)
         hooks?.mlpInput?(view(a.xn, H))
-        Kernels.matmul(w.gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let gate = w.gate {
+            Kernels.matmul(gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        }
         Kernels.matmul(w.up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let b = w.upBias { addRowBias(a.up, b, rows: n) }
         switch s.activation {
         case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
         case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
+        case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(n * F))
         }
         hooks?.mlpIntermediate?(view(a.act, F))
         Kernels.matmul(w.down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let b = w.downBias { addRowBias(a.proj, b, rows: n) }
         if let pn = w.postMlpNorm {
             Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
         }
         ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
         hooks?.layerOutput?(view(a.x, H))
+    }
+
+    /// The family's pre-norm over `rows` rows of hidden width.
+    static func normRows(_ s: DecoderSpec, _ x: FloatBuffer, _ weight: FloatBuffer, _ bias: FloatBuffer?, into y: FloatBuffer, rows: Int) {
+        normRows(s, x.pointer, weight, bias, into: y.pointer, rows: rows)
+    }
+
+    static func normRows(_ s: DecoderSpec, _ x: UnsafePointer<Float>, _ weight: FloatBuffer, _ bias: FloatBuffer?,
+                         into y: UnsafeMutablePointer<Float>, rows: Int) {
+        switch s.norm {
+        case .rms:
+            Kernels.rmsNorm(x, ldx: s.hidden, weight: weight.pointer, into: y, ldy: s.hidden, rows: rows, width: s.hidden, eps: s.normEps)
+        case .layer:
+            ckpt_layernorm(x, Int64(s.hidden), weight.pointer, bias?.pointer, y, Int64(s.hidden), Int64(rows), Int64(s.hidden), s.normEps)
+        }
     }
 
     private static func addRowBias(_ y: FloatBuffer, _ b: FloatBuffer, rows: Int) {

@@ -5,7 +5,11 @@ import CheckpointIO
 /// (HF `config.json` or GGUF metadata) by the model's architecture file. The forward
 /// code reads only this, never a config or a file name.
 public struct DecoderSpec: Sendable, Equatable {
-    public enum Activation: String, Sendable { case silu, geluTanh = "gelu_tanh" }
+    /// The MLP's nonlinearity: gated (act(gate) · up) for silu and gelu_tanh, ungated
+    /// (act(up)) for squared ReLU (nemotron).
+    public enum Activation: String, Sendable { case silu, geluTanh = "gelu_tanh", reluSquared = "relu2" }
+    /// RMSNorm (x / rms(x) · w), or LayerNorm with a bias ((x − mean) / std · w + b; nemotron).
+    public enum Norm: String, Sendable { case rms, layer }
 
     public var architecture: String
     public var layers: Int
@@ -18,6 +22,9 @@ public struct DecoderSpec: Sendable, Equatable {
     public var contextLength: Int
     public var normEps: Float
     public var activation: Activation = .silu
+    public var norm: Norm = .rms
+    /// The MLP has a gate projection (every family but nemotron's squared-ReLU MLP).
+    public var gatedMLP: Bool { activation != .reluSquared }
 
     /// Rotary dimensions per head, and whether pairs are (i, i + n/2) (NeoX / HF) or (2i, 2i+1).
     public var ropeDims: Int

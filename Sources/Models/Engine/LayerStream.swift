@@ -26,6 +26,7 @@ public final class LayerStream {
     private struct HeadBuffers {
         let rows: Int
         let norm, normed, out: FloatBuffer
+        let normBias: FloatBuffer?
         let scratch: MatmulScratch
     }
     private var headBuffers: HeadBuffers?
@@ -142,9 +143,9 @@ public final class LayerStream {
                 rows: slice,
                 norm: try model.vector(.finalNorm, offset: model.checkpoint.format == .safetensors ? s.hfNormOffset : 0)!,
                 normed: FloatBuffer(count: slice * s.hidden, zeroed: false), out: FloatBuffer(count: slice * s.vocab, zeroed: false),
-                scratch: MatmulScratch(maxColumns: s.hidden))
+                normBias: try model.vector(.finalNormBias), scratch: MatmulScratch(maxColumns: s.hidden))
         }
-        let (norm, normed, out, scratch) = (headBuffers!.norm, headBuffers!.normed, headBuffers!.out, headBuffers!.scratch)
+        let (norm, normBias, normed, out, scratch) = (headBuffers!.norm, headBuffers!.normBias, headBuffers!.normed, headBuffers!.out, headBuffers!.scratch)
         for (si, span) in spans.enumerated() {
             guard let want = outputs(si), !want.isEmpty else { continue }
             precondition(want.lowerBound >= span.position0 && want.upperBound <= span.position0 + span.count, "logits asked for positions not in the batch")
@@ -152,8 +153,7 @@ public final class LayerStream {
             while p < want.upperBound {
                 let n = min(slice, want.upperBound - p)
                 let row = span.start + (p - span.position0)
-                Kernels.rmsNorm(a.x.pointer + row * s.hidden, ldx: s.hidden, weight: norm.pointer, into: normed.pointer,
-                                ldy: s.hidden, rows: n, width: s.hidden, eps: s.normEps)
+                DecoderLayer.normRows(s, a.x.pointer + row * s.hidden, norm, normBias, into: normed.pointer, rows: n)
                 if releaseLayers {
                     // The head can be as large as a layer or larger: stream it in row ranges too.
                     let view = model.lmHeadView
