@@ -68,6 +68,45 @@ final class BackpropTests: XCTestCase {
         check("rmsnorm dw", input: &w, analytic: dw, h: 1e-3) { f(x0, $0) }
     }
 
+    func testLayerNorm() {
+        let T = 5, C = 24
+        var x = random(T * C, scale: 2), w = random(C), b = random(C)
+        let r = random(T * C)
+        func f(_ x: [Float], _ w: [Float], _ b: [Float]) -> Double {
+            var y = [Float](repeating: 0, count: T * C), mean = [Float](repeating: 0, count: T), rstd = [Float](repeating: 0, count: T)
+            ckpt_layernorm_forward(x, w, b, Int64(T), Int64(C), 1e-5, &y, &mean, &rstd)
+            return dot(y, r)
+        }
+        var y = [Float](repeating: 0, count: T * C), mean = [Float](repeating: 0, count: T), rstd = [Float](repeating: 0, count: T)
+        ckpt_layernorm_forward(x, w, b, Int64(T), Int64(C), 1e-5, &y, &mean, &rstd)
+        // The training forward equals the engine's LayerNorm (one definition of the model).
+        var engine = [Float](repeating: 0, count: T * C)
+        ckpt_layernorm(x, Int64(C), w, b, &engine, Int64(C), Int64(T), Int64(C), 1e-5)
+        XCTAssertLessThan(zip(y, engine).map { abs($0 - $1) }.max()!, 1e-5)
+        var dx = [Float](repeating: 0, count: T * C), dw = [Float](repeating: 0, count: C), db = [Float](repeating: 0, count: C)
+        ckpt_layernorm_backward(r, x, w, mean, rstd, Int64(T), Int64(C), &dx, &dw, &db)
+        let w0 = w, x0 = x, b0 = b
+        check("layernorm dx", input: &x, analytic: dx, h: 1e-3) { f($0, w0, b0) }
+        check("layernorm dw", input: &w, analytic: dw, h: 1e-3) { f(x0, $0, b0) }
+        check("layernorm db", input: &b, analytic: db, h: 1e-3) { f(x0, w0, $0) }
+    }
+
+    func testSquaredReLU() {
+        let n = 50
+        // Kept away from the kink at 0, where the finite difference straddles two slopes.
+        var u = random(n, scale: 3).map { abs($0) < 0.05 ? $0 + 0.1 : $0 }
+        let r = random(n)
+        func f(_ u: [Float]) -> Double {
+            var y = [Float](repeating: 0, count: n)
+            ckpt_relu_squared(u, &y, Int64(n))
+            return dot(y, r)
+        }
+        var du = [Float](repeating: 0, count: n)
+        ckpt_relu_squared_backward(r, u, Int64(n), &du)
+        XCTAssertTrue(zip(u, du).contains { $0 < 0 && $1 == 0 } && zip(u, du).contains { $0 > 0 && $1 != 0 })
+        check("relu² du", input: &u, analytic: du, h: 1e-3) { f($0) }
+    }
+
     func testSwiGLU() {
         let n = 50
         var g = random(n, scale: 4), u = random(n, scale: 2)
