@@ -62,6 +62,14 @@ public struct JSONWriter {
         raw(Self.number(v), key: key)
     }
 
+    /// A number that stays a float literal when integral ("30.0", not "30"): readers with
+    /// typed fields (transformers v5's configs) refuse an int where a float is declared.
+    public mutating func real(_ v: Double, key: String? = nil) {
+        guard v.isFinite else { return raw("null", key: key) }
+        let s = Self.number(v)
+        raw(s.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) ? s : s + ".0", key: key)
+    }
+
     public static func number(_ v: Double) -> String {
         if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
         return "\(v)"

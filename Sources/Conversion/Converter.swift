@@ -355,7 +355,21 @@ package final class Converter {
             }
             let bos = source.metadata["tokenizer.ggml.bos_token_id"]?.intValue
             let eos = source.metadata["tokenizer.ggml.eos_token_id"]?.intValue
-            extraFiles.append(("config.json", config.hfConfigJSON(architecture: arch, tiedEmbeddings: tied, torchDType: torchDType, bosTokenID: bos, eosTokenID: eos)))
+            // transformers builds bias parameters from flags: a model with biases must say so,
+            // or they are left out of the model it builds.
+            var hfConfig = config
+            let parts = Set(source.tensors.compactMap { t -> LayerTensor? in
+                if case let .layer(_, part)? = arch.role(ggufName: t.name) { return part }
+                return nil
+            })
+            if !parts.isDisjoint(with: [.attnQBias, .attnOutputBias]) { hfConfig.attentionBias = true }
+            if !parts.isDisjoint(with: [.mlpUpBias, .mlpDownBias]) { hfConfig.mlpBias = true }
+            if arch.hfStatesQueryScale, hfConfig.queryPreAttnScalar == nil,
+               let spec = try? arch.spec(config, format: .gguf, ropeFactors: nil, path: source.path) {
+                // The scale llama.cpp uses, as the scalar whose inverse square root it is.
+                hfConfig.queryPreAttnScalar = (1 / Double(spec.attentionScale * spec.attentionScale)).rounded()
+            }
+            extraFiles.append(("config.json", hfConfig.hfConfigJSON(architecture: arch, tiedEmbeddings: tied, torchDType: torchDType, bosTokenID: bos, eosTokenID: eos)))
             var g = JSONWriter(pretty: true)
             g.beginObject()
             if let bos { g.int(bos, key: "bos_token_id") }

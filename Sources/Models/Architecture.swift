@@ -86,6 +86,9 @@ public struct Architecture: Sendable {
     public internal(set) var normOffset: Float = 0
     /// `hidden_act` (or gemma's `hidden_activation`) written to an HF `config.json`.
     public internal(set) var hfActivation: (key: String, value: String) = ("hidden_act", "silu")
+    /// HF's config must state `query_pre_attn_scalar` (gemma: transformers defaults it to
+    /// 256, while GGUF keeps no key and llama.cpp derives the scale from the shape).
+    public internal(set) var hfStatesQueryScale = false
     /// LayerNorm with biases instead of RMSNorm (its epsilon has its own keys).
     public internal(set) var usesLayerNorm = false
     /// The embedding doubles as the LM head (no `output.weight` / `lm_head.weight`).

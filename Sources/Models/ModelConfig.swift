@@ -345,10 +345,13 @@ extension ModelConfig {
             w.raw(JSONWriter.number(Float(e)), key: "rms_norm_eps")
         }
         if let f = partialRotaryFactor {
-            w.double(f, key: "partial_rotary_factor")
+            w.real(f, key: "partial_rotary_factor")
         } else if let r = ropeDimensionCount, let d = headDim, r != d, d > 0 {
-            w.double(Double(r) / Double(d), key: "partial_rotary_factor")
+            w.real(Double(r) / Double(d), key: "partial_rotary_factor")
         }
+        if let v = queryPreAttnScalar { w.double(v, key: "query_pre_attn_scalar") }  // an int in transformers
+        if let v = attnLogitSoftcapping { w.real(v, key: "attn_logit_softcapping") }
+        if let v = finalLogitSoftcapping { w.real(v, key: "final_logit_softcapping") }
         if let b = attentionBias { w.bool(b, key: "attention_bias") }
         if let b = mlpBias { w.bool(b, key: "mlp_bias") }
         if let t = ropeTheta { w.double(t, key: "rope_theta") }

@@ -154,6 +154,7 @@ enum InspectCommand {
             w.endObject()
         }
         if let e = c.rmsNormEps { w.double(e, key: "rms_norm_eps") }
+        if let e = c.normEps { w.double(e, key: "norm_eps") }
         int(c.slidingWindow, "sliding_window")
     }
 

@@ -6,7 +6,7 @@ extension Architecture {
     /// well as before, GELU-tanh gated MLP, tanh soft-capping of attention scores (50) and of
     /// final logits (30), sliding-window attention on even layers, global on odd ones.
     public static let gemma2 = Architecture(
-        ggufName: "gemma2", hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", permutesQK: false, normOffset: 1, hfActivation: ("hidden_activation", "gelu_pytorch_tanh"),
+        ggufName: "gemma2", hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", permutesQK: false, normOffset: 1, hfActivation: ("hidden_activation", "gelu_pytorch_tanh"), hfStatesQueryScale: true,
         alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, readSpec: Gemma2.spec, layerLayout: Gemma.layout)
 }
 

@@ -9,7 +9,7 @@ extension Architecture {
     /// The text model of a multimodal checkpoint (`gemma3`) is read too (MultimodalNames).
     public static let gemma3 = Architecture(
         ggufName: "gemma3", hfModelType: "gemma3_text", hfModelTypeAliases: ["gemma3"], hfClass: "Gemma3ForCausalLM",
-        permutesQK: false, normOffset: 1, hfActivation: ("hidden_activation", "gelu_pytorch_tanh"), alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, readSpec: Gemma3.spec,
+        permutesQK: false, normOffset: 1, hfActivation: ("hidden_activation", "gelu_pytorch_tanh"), hfStatesQueryScale: true, alwaysTiedEmbeddings: true, ggufSlidingPattern: true, layerNames: Gemma.names, readSpec: Gemma3.spec,
         layerLayout: { Llama.withQKNorm(Gemma.layout($0), $0) })
 }
 
