@@ -30,6 +30,8 @@ public enum LayerTensor: String, CaseIterable, Sendable {
     case attnQ = "attn.q", attnK = "attn.k", attnV = "attn.v", attnOutput = "attn.o"
     case attnQBias = "attn.q.bias", attnKBias = "attn.k.bias", attnVBias = "attn.v.bias"
     case attnOutputBias = "attn.o.bias"
+    /// Q, K and V rows in one matrix (phi3): q rows, then k, then v.
+    case attnQKV = "attn.qkv"
     case attnQNorm = "attn.q_norm", attnKNorm = "attn.k_norm"
     case postAttnNorm = "attn.post_norm"
     case mlpNorm = "mlp.norm"
@@ -37,6 +39,18 @@ public enum LayerTensor: String, CaseIterable, Sendable {
     case postMlpNorm = "mlp.post_norm"
     case mlpGate = "mlp.gate", mlpUp = "mlp.up", mlpDown = "mlp.down"
     case mlpUpBias = "mlp.up.bias", mlpDownBias = "mlp.down.bias"
+    /// Gate and up rows in one matrix (phi3): the gate's rows, then up's.
+    case mlpGateUp = "mlp.gate_up"
+
+    /// The parts a fused matrix holds, in row order, with their row counts (empty for
+    /// a tensor that is not fused).
+    public func fusedParts(_ s: DecoderSpec) -> [(part: LayerTensor, rows: Int)] {
+        switch self {
+        case .attnQKV: return [(.attnQ, s.qDim), (.attnK, s.kvDim), (.attnV, s.kvDim)]
+        case .mlpGateUp: return [(.mlpGate, s.ffn), (.mlpUp, s.ffn)]
+        default: return []
+        }
+    }
 
     /// Norm weights (vectors the gemma and nemotron families store with a +1 offset in
     /// GGUF). Norm biases are not: they are added, not scaled.
@@ -106,7 +120,7 @@ public struct Architecture: Sendable {
     public var ggufOutputName: String { ggufWrittenAs ?? ggufName }
 
     /// Every family ckpt reads, converts, prunes and trains.
-    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3, .nemotron]
+    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3, .nemotron, .phi3]
 
     public static func gguf(_ name: String) -> Architecture? { all.first { $0.ggufName == name } }
 

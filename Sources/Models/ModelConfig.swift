@@ -22,6 +22,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// Share of each head's dimensions RoPE rotates (nemotron, phi3; HF rotates
     /// `int(head_dim · factor)`). GGUF says it as `rope.dimension_count`.
     public var partialRotaryFactor: Double?
+    /// phi3: the context its short LongRoPE factors cover (top level in its config.json;
+    /// GGUF `rope.scaling.original_context_length`).
+    public var originalMaxPositionEmbeddings: Int?
     /// Whether the projections carry biases (HF builds the parameters from these flags,
     /// so a converted model with biases must say so).
     public var attentionBias: Bool?
@@ -62,6 +65,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         public var mscale: Double?
         public var mscaleAllDim: Double?
         public var truncate: Bool?
+        /// LongRoPE (phi3, `longrope` or the older `su`): the divisor of each rotary pair's
+        /// frequency within the original context, and beyond it.
+        public var shortFactor: [Double]?
+        public var longFactor: [Double]?
 
         enum CodingKeys: String, CodingKey {
             case ropeType = "rope_type", type, factor
@@ -69,6 +76,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
             case betaFast = "beta_fast", betaSlow = "beta_slow", attentionFactor = "attention_factor"
             case mscale, mscaleAllDim = "mscale_all_dim", truncate
+            case shortFactor = "short_factor", longFactor = "long_factor"
         }
 
         public var kind: String? { ropeType ?? type }
@@ -84,6 +92,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             lowFreqFactor = try v(.lowFreqFactor); highFreqFactor = try v(.highFreqFactor)
             betaFast = try v(.betaFast); betaSlow = try v(.betaSlow); attentionFactor = try v(.attentionFactor)
             mscale = try v(.mscale); mscaleAllDim = try v(.mscaleAllDim); truncate = try v(.truncate)
+            shortFactor = try v(.shortFactor); longFactor = try v(.longFactor)
         }
     }
 
@@ -95,6 +104,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case maxPositionEmbeddings = "max_position_embeddings", ropeTheta = "rope_theta"
         case rmsNormEps = "rms_norm_eps", slidingWindow = "sliding_window"
         case normEps = "norm_eps", partialRotaryFactor = "partial_rotary_factor"
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias"
         case tieWordEmbeddings = "tie_word_embeddings", ropeScaling = "rope_scaling"
         case ropeDimensionCount = "rope_dimension_count"
@@ -123,6 +133,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     static let ropeParameterFields: Set<String> = [
         "rope_theta", "rope_type", "type", "factor", "original_max_position_embeddings", "low_freq_factor",
         "high_freq_factor", "beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate",
+        "short_factor", "long_factor", "partial_rotary_factor",
     ]
 
     /// Reads transformers v5's `rope_parameters`: one object of the fields above, or one
@@ -149,6 +160,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             let (theta, scaling) = try Self.ropeEntry(outer, "rope_parameters")
             ropeTheta = theta ?? ropeTheta
             ropeScaling = scaling
+            partialRotaryFactor = try outer.decodeIfPresent(Double.self, forKey: FieldKey(stringValue: "partial_rotary_factor")) ?? partialRotaryFactor
+            originalMaxPositionEmbeddings = scaling?.originalMaxPositionEmbeddings ?? originalMaxPositionEmbeddings
         }
     }
 
@@ -190,6 +203,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         rmsNormEps = try opt(.rmsNormEps)
         normEps = try opt(.normEps)
         partialRotaryFactor = try opt(.partialRotaryFactor)
+        originalMaxPositionEmbeddings = try opt(.originalMaxPositionEmbeddings)
         attentionBias = try opt(.attentionBias)
         mlpBias = try opt(.mlpBias)
         slidingWindow = try opt(.slidingWindow)
@@ -223,6 +237,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(rmsNormEps, forKey: .rmsNormEps)
         try c.encodeIfPresent(normEps, forKey: .normEps)
         try c.encodeIfPresent(partialRotaryFactor, forKey: .partialRotaryFactor)
+        try c.encodeIfPresent(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
         try c.encodeIfPresent(attentionBias, forKey: .attentionBias)
         try c.encodeIfPresent(mlpBias, forKey: .mlpBias)
         try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
@@ -310,7 +325,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
                 s.attentionFactor = a * RotaryFrequencies.yarnMscale(s.factor ?? 1)
             }
             ropeScaling = s
+        } else if let a = value("rope.scaling.attn_factor")?.doubleValue {
+            // phi3's LongRoPE: llama.cpp's converter writes no type, only the attention
+            // factor and the original context; the factors are tensors (rope_factors_*).
+            var s = RopeScaling()
+            s.ropeType = "longrope"
+            s.attentionFactor = a
+            s.originalMaxPositionEmbeddings = int("rope.scaling.original_context_length")
+            ropeScaling = s
         }
+        originalMaxPositionEmbeddings = int("rope.scaling.original_context_length")
     }
 }
 

@@ -43,6 +43,14 @@ package enum Surgery {
                 case .mlpGate, .mlpUp: e.rows = neurons; e.columns = hidden
                 case .mlpDown: e.rows = hidden; e.columns = neurons
                 case .mlpUpBias: e.columns = neurons
+                case .attnQKV:
+                    // q rows (pruned by head), then every k and v row.
+                    e.rows = qRows.map { $0 + Array(s.qDim..<(s.qDim + 2 * s.kvDim)) }
+                    e.columns = hidden
+                case .mlpGateUp:
+                    // The kept neurons' gate rows, then the same neurons' up rows.
+                    e.rows = neurons.map { $0 + $0.map { s.ffn + $0 } }
+                    e.columns = hidden
                 }
                 if e != TensorEdit() { edit.tensors[t.name] = e }
             }

@@ -91,6 +91,9 @@ package final class TrainableDecoder {
     package init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
         if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
+        if let fused = model.required().first(where: { if case let .layer(_, p) = $0.0 { return !p.fusedParts(s).isEmpty } else { return false } }) {
+            throw Failure.unsupported("\(s.architecture) keeps \(fused.0) as one fused matrix, which training does not split yet (the engine, importance, prune and convert handle it)")
+        }
         spec = s
         self.recomputeActivations = recomputeActivations
         vocabSlice = Self.defaultVocabSlice(hidden: s.hidden)

@@ -85,6 +85,19 @@ final class TinyModelTests: XCTestCase {
         XCTAssertEqual(spec.normEps, 1e-5)
     }
 
+    /// Fused qkv and gate_up read as row slices, LongRoPE's short factors and attention
+    /// factor, partial rotary (12 of 16 dims); against numpy (within 4e-6 of
+    /// transformers). The llama.cpp release we compare with does not load the fixture's
+    /// byte-level vocabulary for phi3 ("unordered_map::at" in its vocabulary loader).
+    func testPhi3() throws {
+        try check("phi3")
+        let model = try DecoderModel(path: fixturesPath + "/engine/tiny-phi3.gguf")
+        XCTAssertEqual(model.spec.ropeDims, 12)
+        XCTAssertEqual(Double(model.spec.ropeAttentionFactor), (1 + log(2.0) / log(256.0)).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(model.spec.contextLength, 256, "only the short factors run: the original context bounds a sequence")
+        XCTAssertEqual(model.tensor(.layer(0, .attnK))?.shape, [32, 64], "K is rows 64..<96 of attn_qkv")
+    }
+
     /// head_dim 24 where hidden/heads is 16, as Minitron-8B's 128 beside 4096/48 (the
     /// llama.cpp release we compare with cannot load that shape: numpy/transformers only).
     func testNemotronExplicitHeadDim() throws {
@@ -98,7 +111,7 @@ final class TinyModelTests: XCTestCase {
     /// logits as the GGUF: RoPE pairs halves there and neighbours here.
     func testHFSafetensorsMatchGGUF() throws {
         ThreadPool.setThreads(2)
-        for arch in ["llama", "qwen3", "nemotron"] {
+        for arch in ["llama", "qwen3", "nemotron", "phi3"] {
             let ref = try reference(arch)
             let hf = try run(fixturesPath + "/engine/tiny-\(arch)-hf", tokens: ref.tokens)
             let gguf = try run(fixturesPath + "/engine/tiny-\(arch).gguf", tokens: ref.tokens)

@@ -88,8 +88,12 @@ DEFAULT_OUT = REPO / "Tests/Fixtures/engine"
 # 4096/48). The llama.cpp of llama-cpp-python 0.3.36 refuses that shape (it sizes attn_q
 # as hidden x hidden for nemotron; later llama.cpp sizes it head_dim·heads), so that file
 # is checked against transformers only and plain "nemotron" (head_dim 16) against both.
-ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "nemotron-headdim"]
-HF_COPIES = {"llama", "qwen3", "nemotron"}
+ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "nemotron-headdim", "phi3"]
+HF_COPIES = {"llama", "qwen3", "nemotron", "phi3"}
+# phi3's LongRoPE: 6 rotary pairs (partial_rotary_factor 0.75 of 16), a context of 512 over
+# an original 256 (attention factor sqrt(1 + ln 2 / ln 256)); 24 tokens use the short factors.
+PHI3_SHORT = [1.0, 1.05, 1.2, 1.5, 2.0, 3.0]
+PHI3_LONG = [1.0, 1.5, 2.5, 4.0, 6.0, 8.0]
 TEXT = b"Hello, tiny engine test!"
 TOKENS = list(TEXT)
 assert len(TOKENS) == 24
@@ -131,6 +135,11 @@ def make_config(name):
         cfg.update(architectures=["NemotronForCausalLM"], hidden_act="relu2", norm_eps=1e-5,
                    partial_rotary_factor=0.5, attention_bias=True, mlp_bias=True,
                    tie_word_embeddings=False)
+    if arch == "phi3":
+        cfg.update(architectures=["Phi3ForCausalLM"], hidden_act="silu", tie_word_embeddings=False,
+                   partial_rotary_factor=0.75, max_position_embeddings=512,
+                   original_max_position_embeddings=256, sliding_window=None, pad_token_id=0,
+                   rope_scaling={"type": "longrope", "short_factor": PHI3_SHORT, "long_factor": PHI3_LONG})
     if arch == "llama":
         cfg.update(architectures=["LlamaForCausalLM"], hidden_act="silu", attention_bias=False,
                    mlp_bias=False, tie_word_embeddings=False)
@@ -206,6 +215,9 @@ def make_weights(name, cfg):
         hf[p + "self_attn.q_proj.weight"] = normal((nq * hd, H), qk_std)
         hf[p + "self_attn.k_proj.weight"] = normal((nkv * hd, H), qk_std)
         hf[p + "self_attn.v_proj.weight"] = normal((nkv * hd, H), 0.1)
+        if arch == "phi3":  # one fused projection: q rows, k rows, v rows
+            hf[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [hf.pop(p + f"self_attn.{x}_proj.weight") for x in "qkv"], axis=0)
         if arch in ("qwen2", "nemotron"):
             hf[p + "self_attn.q_proj.bias"] = normal((nq * hd,), 0.1)
             hf[p + "self_attn.k_proj.bias"] = normal((nkv * hd,), 0.1)
@@ -230,6 +242,9 @@ def make_weights(name, cfg):
             hf[p + "mlp.gate_proj.weight"] = normal((F, H), 0.1)
             hf[p + "mlp.up_proj.weight"] = normal((F, H), 0.1)
             hf[p + "mlp.down_proj.weight"] = normal((H, F), 0.1)
+            if arch == "phi3":  # gate rows, then up rows
+                hf[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                    [hf.pop(p + "mlp.gate_proj.weight"), hf.pop(p + "mlp.up_proj.weight")], axis=0)
     norm("model.norm.weight", H)
     if not cfg["tie_word_embeddings"]:
         hf["lm_head.weight"] = normal((cfg["vocab_size"], H), 0.3)
@@ -251,14 +266,17 @@ def layer_norm_1p(x, w, b, eps):
     return (x - mu) / np.sqrt(var + eps) * (1.0 + w) + b
 
 
-def rope(x, pos, base, dims=None):
-    """HF rotate_half RoPE on the first `dims` dims of each head. x: [T, heads, head_dim]."""
+def rope(x, pos, base, dims=None, factors=None, attention=1.0):
+    """HF rotate_half RoPE on the first `dims` dims of each head, frequencies divided by
+    `factors` (LongRoPE), cos and sin times `attention`. x: [T, heads, head_dim]."""
     d = x.shape[-1] if dims is None else dims
     x, rest = x[..., :d], x[..., d:]
     inv_freq = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    if factors is not None:
+        inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
     ang = pos[:, None] * inv_freq[None, :]  # [T, d/2]
-    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, None, :]
-    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, None, :]
+    cos = attention * np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)[:, None, :]
+    sin = attention * np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)[:, None, :]
     rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], axis=-1)
     return np.concatenate([x * cos + rot * sin, rest], axis=-1)
 
@@ -277,6 +295,22 @@ def forward(cfg, W, tokens):
     nemo = is_nemotron(cfg)
     eps, H = cfg.get("rms_norm_eps", cfg.get("norm_eps")), cfg["hidden_size"]
     rot_dims = int(cfg["head_dim"] * cfg.get("partial_rotary_factor", 1.0))
+    factors, attention = None, 1.0
+    if cfg.get("rope_scaling", {}) and cfg["rope_scaling"].get("type") == "longrope":
+        factors = cfg["rope_scaling"]["short_factor"]
+        scale = cfg["max_position_embeddings"] / cfg["original_max_position_embeddings"]
+        attention = math.sqrt(1 + math.log(scale) / math.log(cfg["original_max_position_embeddings"]))
+    nq, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    W = dict(W)
+    for il in range(cfg["num_hidden_layers"]):  # phi3's fused projections, split
+        p = f"model.layers.{il}."
+        if p + "self_attn.qkv_proj.weight" in W:
+            qkv = W[p + "self_attn.qkv_proj.weight"]
+            W[p + "self_attn.q_proj.weight"] = qkv[: nq * hd]
+            W[p + "self_attn.k_proj.weight"] = qkv[nq * hd: (nq + nkv) * hd]
+            W[p + "self_attn.v_proj.weight"] = qkv[(nq + nkv) * hd:]
+            gu = W[p + "mlp.gate_up_proj.weight"]
+            W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"] = gu[: len(gu) // 2], gu[len(gu) // 2:]
     nq, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     T = len(tokens)
     pos = np.arange(T, dtype=np.float64)
@@ -312,7 +346,7 @@ def forward(cfg, W, tokens):
         if has_qk_norm(cfg):
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps, gemma)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps, gemma)
-        q, k = rope(q, pos, base, rot_dims), rope(k, pos, base, rot_dims)
+        q, k = rope(q, pos, base, rot_dims, factors, attention), rope(k, pos, base, rot_dims, factors, attention)
 
         allowed = j_idx <= i_idx
         if sliding:
@@ -393,6 +427,8 @@ GGUF_LAYER_NAMES = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
     "self_attn.o_proj.bias": "attn_output.bias",
     "mlp.up_proj.bias": "ffn_up.bias",
     "mlp.down_proj.bias": "ffn_down.bias",
@@ -455,6 +491,13 @@ def write_gguf(path, name, cfg, W, norm_gguf):
     w.add_vocab_size(cfg["vocab_size"])
     if arch in ("gemma2", "gemma3"):
         w.add_sliding_window(cfg["sliding_window"])
+    if arch == "phi3":  # as convert_hf_to_gguf.py's Phi3MiniModel
+        orig = cfg["original_max_position_embeddings"]
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_sliding_window(0)
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(cfg["max_position_embeddings"] / orig) / math.log(orig)))
+        w.add_tensor("rope_factors_long.weight", np.array(cfg["rope_scaling"]["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.array(cfg["rope_scaling"]["short_factor"], dtype=np.float32))
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
         w.add_final_logit_softcapping(cfg["final_logit_softcapping"])

@@ -96,8 +96,12 @@ extension DecoderSpec {
             attentionFactor = y.attention
         } else if let scaled = RotaryFrequencies.scaled(RotaryFrequencies.base(theta, dims: ropeDims), scaling: c.ropeScaling, factors: ropeFactors) {
             inv = scaled
+            if let s = c.ropeScaling, s.kind == "longrope" || s.kind == "su" {
+                attentionFactor = s.attentionFactor ?? RotaryFrequencies.longropeAttentionFactor(
+                    context: c.maxPositionEmbeddings, original: c.originalMaxPositionEmbeddings ?? s.originalMaxPositionEmbeddings)
+            }
         } else {
-            throw CheckpointError.unsupported(path: path, reason: "RoPE scaling '\(c.ropeScaling?.kind ?? "?")' is not implemented in the engine (linear, llama3 and yarn are)")
+            throw CheckpointError.unsupported(path: path, reason: "RoPE scaling '\(c.ropeScaling?.kind ?? "?")' is not implemented in the engine (linear, llama3, yarn and longrope are), or its factors do not match the \(ropeDims) rotary dims")
         }
         let arch = Architecture.gguf(architecture)
         return DecoderSpec(

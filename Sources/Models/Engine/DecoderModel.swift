@@ -47,6 +47,9 @@ public final class DecoderModel: @unchecked Sendable {
     public let spec: DecoderSpec
     public let config: ModelConfig
     private let byRole: [TensorRole: TensorView]
+    /// GGUF tensors holding RoPE frequency divisors: llama3's, and phi3's short LongRoPE
+    /// factors (its long ones, `rope_factors_long.weight`, apply past the engine's context).
+    static let ropeFactorTensors: Set<String> = ["rope_freqs.weight", "rope_factors_short.weight"]
 
     public var path: String { checkpoint.path }
 
@@ -73,7 +76,7 @@ public final class DecoderModel: @unchecked Sendable {
         var roles: [TensorRole: TensorView] = [:]
         var ropeFactors: [Float]?
         for t in ckpt.tensors {
-            if ckpt.format == .gguf, t.name == "rope_freqs.weight" {
+            if ckpt.format == .gguf, Self.ropeFactorTensors.contains(t.name) {
                 var f = [Float](repeating: 0, count: t.elementCount)
                 try f.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
                 ropeFactors = f
@@ -82,7 +85,6 @@ public final class DecoderModel: @unchecked Sendable {
             let role = ckpt.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name)
             if let role { roles[role] = t }
         }
-        byRole = roles
         var c = config
         if c.vocabSize == nil, let e = roles[.embed] { c.vocabSize = e.shape.first }
         self.config = c
@@ -97,6 +99,20 @@ public final class DecoderModel: @unchecked Sendable {
                                               reason: "the config says \(spec.layers) layers; the checkpoint holds tensors for \(present)")
         }
         self.spec = spec
+        // A fused matrix (phi3's qkv and gate_up) is read as row slices, one view a part,
+        // so the engine, statistics and scoring see Q, K, V, gate and up as everywhere else.
+        for (role, t) in roles {
+            guard case let .layer(i, fused) = role, !fused.fusedParts(spec).isEmpty,
+                  t.shape.count == 2, t.shape[0] == fused.fusedParts(spec).reduce(0, { $0 + $1.rows }) else { continue }
+            let rowBytes = t.byteCount / max(t.rowCount, 1)
+            var r0 = 0
+            for (part, rows) in fused.fusedParts(spec) {
+                roles[.layer(i, part)] = TensorView(name: t.name, dtype: t.dtype, shape: [rows, t.shape[1]], file: t.file,
+                                                    offset: t.offset + r0 * rowBytes, byteCount: rows * rowBytes)
+                r0 += rows
+            }
+        }
+        byRole = roles
         try checkTensors()
     }
 

@@ -81,6 +81,11 @@ enum RotaryFrequencies {
         case "linear":
             let factor = s.factor ?? 1
             return out.map { $0 / factor }
+        case "longrope", "su":
+            // Within the original context (the engine's context for these models): the short factors.
+            guard let f = s.shortFactor, f.count == out.count, f.allSatisfy({ $0.isFinite && $0 > 0 }) else { return nil }
+            for i in out.indices { out[i] /= f[i] }
+            return out
         case "llama3":
             // Meta's Llama 3.1 scheme, as transformers' _compute_llama3_parameters.
             let factor = s.factor ?? 8, low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4
@@ -96,6 +101,14 @@ enum RotaryFrequencies {
         default:
             return nil
         }
+    }
+
+    /// LongRoPE's attention factor (transformers' and llama.cpp's converter's):
+    /// √(1 + ln(scale) / ln(original)) for a context extended `scale` times, else 1.
+    static func longropeAttentionFactor(context: Int?, original: Int?) -> Double {
+        guard let context, let original, original > 1 else { return 1 }
+        let scale = Double(context) / Double(original)
+        return scale > 1 ? (1 + log(scale) / log(Double(original))).squareRoot() : 1
     }
 
     /// YaRN's default attention factor for a context extended `factor` times.
