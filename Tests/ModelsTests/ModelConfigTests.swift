@@ -149,8 +149,8 @@ final class RopeParametersTests: XCTestCase {
     }
 
     func testUnknownFieldsAreRefusedByName() {
-        for (rope, field) in [(#"{"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0], "long_factor": [1.0]}"#, "long_factor"),
-                              (#"{"rope_theta": 1e4, "partial_rotary_factor": 0.5}"#, "partial_rotary_factor"),
+        for (rope, field) in [(#"{"rope_type": "default", "rope_theta": 1e4, "mrope_section": [16, 24, 24]}"#, "mrope_section"),
+                              (#"{"rope_theta": 1e4, "partial_rotary_factor": 0.5, "rotary_emb_fraction": 0.5}"#, "rotary_emb_fraction"),
                               (#"{"full_attention": {"rope_theta": 1e4}, "chunked_attention": {}}"#, "chunked_attention")] {
             XCTAssertThrowsError(try decode(rope)) { e in
                 guard case let CheckpointError.unsupported(path, reason)? = e as? CheckpointError else { return XCTFail("\(e)") }
