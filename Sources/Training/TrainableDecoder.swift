@@ -53,7 +53,10 @@ package final class TrainableDecoder {
     /// Added to norm weights when read and taken off when written: gemma's HF checkpoints
     /// store w for a norm that multiplies by 1 + w (GGUF holds 1 + w already).
     package let normOffset: Float
-    private var index: [TensorRole: Int] = [:]
+    /// Where each role's values sit: a slot, and the offset into it of a part of a fused
+    /// matrix (phi3's q, k and v rows of `attn_qkv`; gate and up of `ffn_up`), so the
+    /// passes read and update the parts while the fused tensor writes back whole.
+    private var index: [TensorRole: (slot: Int, offset: Int)] = [:]
     /// Per layer, the f32 elements its tensors span in `weights` and `grads`.
     private var layerRanges: [Range<Int>] = []
     private var acts: Activations?
@@ -69,7 +72,7 @@ package final class TrainableDecoder {
     package enum Products: String, Sendable, CaseIterable { case f32, int8 }
     package var products: Products = .f32 { didSet { weightsChanged() } }
 
-    private struct QuantizedKey: Hashable { let slot: Int; let transposed: Bool; let first: Int }
+    private struct QuantizedKey: Hashable { let slot: Int; let part: Int; let transposed: Bool; let first: Int }
     private var quantized: [QuantizedKey: QuantizedMatrix] = [:]
     private var activationScratch = QuantizedMatrix(values: 0, scales: 0)
 
@@ -91,9 +94,6 @@ package final class TrainableDecoder {
     package init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
         if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
-        if let fused = model.required().first(where: { if case let .layer(_, p) = $0.0 { return !p.fusedParts(s).isEmpty } else { return false } }) {
-            throw Failure.unsupported("\(s.architecture) keeps \(fused.0) as one fused matrix, which training does not split yet (the engine, importance, prune and convert handle it)")
-        }
         spec = s
         self.recomputeActivations = recomputeActivations
         vocabSlice = Self.defaultVocabSlice(hidden: s.hidden)
@@ -106,7 +106,17 @@ package final class TrainableDecoder {
         grads = try StateArray(name: "grads.f32", byteCount: total * 4, residence: residence)
         layerRanges = Array(repeating: 0..<0, count: s.layers)
         for (i, slot) in slots.enumerated() {
-            index[slot.role] = i
+            index[slot.role] = (i, 0)
+            if case let .layer(l, part) = slot.role {
+                var at = 0
+                for (sub, rows) in part.fusedParts(s) {
+                    index[.layer(l, sub)] = (i, at)
+                    at += rows * (slot.shape.last ?? 0)
+                }
+                if at != 0 && at != slot.count {
+                    throw Failure.unsupported("\(slot.name) holds \(slot.count) values, not the \(at) of its parts")
+                }
+            }
             if case let .layer(l, _) = slot.role {
                 let r = layerRanges[l]
                 layerRanges[l] = r.isEmpty ? slot.offset..<(slot.offset + slot.count) : min(r.lowerBound, slot.offset)..<max(r.upperBound, slot.offset + slot.count)
@@ -138,12 +148,14 @@ package final class TrainableDecoder {
 
     package func weight(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
         let role = r == .lmHead && tiedHead ? .embed : r
-        return weights.pointer + slots[index[role]!].offset
+        let e = index[role]!
+        return weights.pointer + slots[e.slot].offset + e.offset
     }
 
     package func grad(_ r: TensorRole) -> UnsafeMutablePointer<Float> {
         let role = r == .lmHead && tiedHead ? .embed : r
-        return grads.pointer + slots[index[role]!].offset
+        let e = index[role]!
+        return grads.pointer + slots[e.slot].offset + e.offset
     }
 
     package func has(_ r: TensorRole) -> Bool { index[r] != nil }
@@ -158,7 +170,7 @@ package final class TrainableDecoder {
 
     private func release(_ r: TensorRole, grads withGrads: Bool) {
         let role = r == .lmHead && tiedHead ? .embed : r
-        let slot = slots[index[role]!]
+        let slot = slots[index[role]!.slot]
         weights.release(floats: slot.offset..<(slot.offset + slot.count))
         if withGrads { grads.release(floats: slot.offset..<(slot.offset + slot.count)) }
     }
@@ -280,7 +292,7 @@ package final class TrainableDecoder {
     /// (for y = x·Wᵀ) or, `transposed`, by columns (for dx = dy·W).
     private func quantizedWeight(_ r: TensorRole, first: Int = 0, rows: Int, cols: Int, transposed: Bool) -> QuantizedMatrix {
         let role = r == .lmHead && tiedHead ? .embed : r
-        let slot = index[role]!, key = QuantizedKey(slot: slot, transposed: transposed, first: first)
+        let e = index[role]!, key = QuantizedKey(slot: e.slot, part: e.offset, transposed: transposed, first: first)
         if let m = quantized[key] { return m }
         let w = weight(role) + first * cols
         let m: QuantizedMatrix

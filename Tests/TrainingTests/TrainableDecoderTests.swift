@@ -12,10 +12,11 @@ import XCTest
 /// against the inference engine, on the tiny fixtures of every architecture: llama (GGUF
 /// and HF), qwen2 (biases), qwen3 (q/k norms; GGUF and HF), gemma2 (post-norms, soft-caps,
 /// GELU, scaled embedding, sliding layers), gemma3 (q/k norms, local RoPE base) and nemotron
-/// (LayerNorm with biases, biases on o/up/down, partial RoPE, ungated relu²; GGUF and HF).
+/// (LayerNorm with biases, biases on o/up/down, partial RoPE, ungated relu²; GGUF and HF)
+/// and phi3 (fused qkv and gate|up trained through their parts, LongRoPE; GGUF and HF).
 final class TrainableDecoderTests: XCTestCase {
     static let models = ["tiny-llama.gguf", "tiny-qwen2.gguf", "tiny-llama-hf", "tiny-qwen3.gguf", "tiny-qwen3-hf", "tiny-gemma2.gguf", "tiny-gemma3.gguf",
-                         "tiny-nemotron.gguf", "tiny-nemotron-hf", "tiny-nemotron-headdim.gguf"]
+                         "tiny-nemotron.gguf", "tiny-nemotron-hf", "tiny-nemotron-headdim.gguf", "tiny-phi3.gguf", "tiny-phi3-hf"]
 
     func lossHead(_ student: TrainableDecoder, tokens: [Int32], targets: KDTargets) -> TrainableDecoder.LossHead {
         let k = LossKernels(vocab: student.spec.vocab)
@@ -135,7 +136,7 @@ final class TrainableDecoderTests: XCTestCase {
     /// The student's forward pass against the float64 numpy forward pass the fixtures
     /// were made with (itself checked against transformers): logits and layer 0's output.
     func testForwardMatchesTheNumpyReference() throws {
-        for arch in ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "nemotron-headdim"] {
+        for arch in ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "nemotron-headdim", "phi3"] {
             let reference = try JSONParser.parse(FileSystem.readFile(fixturesPath + "/engine/tiny-\(arch).json"))
             let tokens = try XCTUnwrap(reference["tokens"]?.arrayValue).map { Int32($0.nonNegativeInt!) }
             let logits = try XCTUnwrap(reference["logits"]?.arrayValue).flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
