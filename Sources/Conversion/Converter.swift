@@ -166,6 +166,7 @@ package final class Converter {
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
         if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }
+        if crossesFormats { try planLongRope(toGGUF: toGGUF) }
         var vision = 0
         defer { if vision > 0 { warnings.append("\(vision) vision-tower and projector tensors not written: the GGUF holds the text model") } }
         for t in source.tensors {
@@ -173,6 +174,7 @@ package final class Converter {
             // from another (mmproj); a text GGUF with the vision tensors in it does not load.
             if crossesFormats, toGGUF, MultimodalNames.isVisionTensor(t.name) { vision += 1; continue }
             if crossesFormats, !toGGUF, t.name == Self.ropeFreqsName, config.ropeScaling?.kind == "llama3" { continue }
+            if crossesFormats, !toGGUF, Self.longRopeNames.contains(t.name) { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }
             var name = edit?.name ?? t.name
@@ -248,6 +250,41 @@ package final class Converter {
                 throw CheckpointError.unsupported(path: source.path, reason: "tensor '\(t.name)' holds RoPE factors that no Llama 3.1 rope_scaling reproduces, so config.json cannot express them")
             }
             config.ropeScaling = scaling
+        }
+    }
+
+    /// phi3's LongRoPE factor vectors in GGUF, as llama.cpp's converter names them.
+    static let longRopeNames: [String] = ["rope_factors_short.weight", "rope_factors_long.weight"]
+
+    /// phi3's LongRoPE crosses formats as llama.cpp's converter carries it: HF's
+    /// `rope_scaling.short_factor` / `long_factor` become two f32 tensors (the attention
+    /// factor and original context become keys, see `ggufMetadata`), and back.
+    private func planLongRope(toGGUF: Bool) throws {
+        if toGGUF {
+            guard let s = config.ropeScaling, s.kind == "longrope" || s.kind == "su" else { return }
+            guard let short = s.shortFactor, let long = s.longFactor, short.count == long.count, !short.isEmpty else {
+                throw CheckpointError.badMetadata(path: source.path, key: "rope_scaling", reason: "longrope needs short_factor and long_factor of one length")
+            }
+            for (name, values) in zip(Self.longRopeNames, [short, long]) {
+                var bytes: [UInt8] = []
+                for v in values { withUnsafeBytes(of: Float(v).bitPattern.littleEndian) { bytes += $0 } }
+                let view = TensorView(name: name, dtype: .safetensors(.F32), shape: [values.count],
+                                      file: MappedFile(copying: bytes, label: "\(name) (from rope_scaling)"), offset: 0, byteCount: bytes.count)
+                jobs.append(Job(source: view, plan: try TensorPlan(name: name, dtype: .gguf(GGMLType.f32), shape: [values.count]), rowMap: nil, offset: 0))
+            }
+        } else {
+            var factors: [[Double]] = []
+            for name in Self.longRopeNames {
+                guard let t = source.tensors.first(where: { $0.name == name }) else { return }
+                var f = [Float](repeating: 0, count: t.elementCount)
+                try f.withUnsafeMutableBufferPointer { try TensorDecoder.decodeRows(t, rows: 0..<t.rowCount, into: $0.baseAddress!) }
+                factors.append(f.map(Double.init))
+            }
+            var s = config.ropeScaling ?? ModelConfig.RopeScaling()
+            s.ropeType = "longrope"
+            s.shortFactor = factors[0]
+            s.longFactor = factors[1]
+            config.ropeScaling = s
         }
     }
 
@@ -369,7 +406,14 @@ package final class Converter {
                 // The scale llama.cpp uses, as the scalar whose inverse square root it is.
                 hfConfig.queryPreAttnScalar = (1 / Double(spec.attentionScale * spec.attentionScale)).rounded()
             }
-            extraFiles.append(("config.json", hfConfig.hfConfigJSON(architecture: arch, tiedEmbeddings: tied, torchDType: torchDType, bosTokenID: bos, eosTokenID: eos)))
+            if arch.ggufName == "phi3", hfConfig.ropeScaling?.shortFactor != nil,
+               let d = hfConfig.headDim, let h = hfConfig.hiddenSize, let n = hfConfig.numAttentionHeads, n > 0, h / n != d {
+                // transformers' Phi3Config sizes the LongRoPE factors by hidden_size / heads; its
+                // model reads head_dim. A width-pruned Phi-3 is a valid model that this check refuses.
+                warnings.append("head_dim \(d) differs from hidden_size / num_attention_heads = \(h / n): transformers' Phi3Config (5.x) refuses its LongRoPE factors on load although Phi3ForCausalLM would run it; llama.cpp and ckpt read it")
+            }
+            extraFiles.append(("config.json", hfConfig.hfConfigJSON(architecture: arch, tiedEmbeddings: tied, torchDType: torchDType, bosTokenID: bos, eosTokenID: eos,
+                                                                      padTokenID: source.metadata["tokenizer.ggml.padding_token_id"]?.intValue)))
             var g = JSONWriter(pretty: true)
             g.beginObject()
             if let bos { g.int(bos, key: "bos_token_id") }

@@ -341,7 +341,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
 extension ModelConfig {
     /// `config.json` for `transformers`, for a model of `architecture`.
     public func hfConfigJSON(architecture: Architecture, tiedEmbeddings: Bool, torchDType: String,
-                             bosTokenID: Int?, eosTokenID: Int?) -> [UInt8] {
+                             bosTokenID: Int?, eosTokenID: Int?, padTokenID: Int? = nil) -> [UInt8] {
         var w = JSONWriter(pretty: true)
         w.beginObject()
         w.beginArray(key: "architectures")
@@ -363,16 +363,15 @@ extension ModelConfig {
         int(headDim, "head_dim")
         int(vocabSize, "vocab_size")
         int(maxPositionEmbeddings, "max_position_embeddings")
+        int(originalMaxPositionEmbeddings, "original_max_position_embeddings")
         if architecture.usesLayerNorm {
             if let e = normEps ?? rmsNormEps { w.raw(JSONWriter.number(Float(e)), key: "norm_eps") }
         } else if let e = rmsNormEps {
             w.raw(JSONWriter.number(Float(e)), key: "rms_norm_eps")
         }
-        if let f = partialRotaryFactor {
-            w.real(f, key: "partial_rotary_factor")
-        } else if let r = ropeDimensionCount, let d = headDim, r != d, d > 0 {
-            w.real(Double(r) / Double(d), key: "partial_rotary_factor")
-        }
+        var partial = partialRotaryFactor
+        if partial == nil, let r = ropeDimensionCount, let d = headDim, r != d, d > 0 { partial = Double(r) / Double(d) }
+        if let f = partial { w.real(f, key: "partial_rotary_factor") }
         if let v = queryPreAttnScalar { w.double(v, key: "query_pre_attn_scalar") }  // an int in transformers
         if let v = attnLogitSoftcapping { w.real(v, key: "attn_logit_softcapping") }
         if let v = finalLogitSoftcapping { w.real(v, key: "final_logit_softcapping") }
@@ -382,6 +381,9 @@ extension ModelConfig {
         if let s = ropeScaling {
             w.beginObject(key: "rope_scaling")
             if let k = s.kind { w.string(k, key: "rope_type") }
+            // transformers v5 checks the factor vectors' length against the rotary
+            // dims it reads here, not from the top level.
+            if let f = partial, s.shortFactor != nil || s.longFactor != nil { w.real(f, key: "partial_rotary_factor") }
             if let f = s.factor { w.double(f, key: "factor") }
             int(s.originalMaxPositionEmbeddings, "original_max_position_embeddings")
             if let v = s.betaFast { w.double(v, key: "beta_fast") }
@@ -389,9 +391,16 @@ extension ModelConfig {
             if let v = s.attentionFactor { w.double(v, key: "attention_factor") }
             if let v = s.lowFreqFactor { w.double(v, key: "low_freq_factor") }
             if let v = s.highFreqFactor { w.double(v, key: "high_freq_factor") }
+            for (key, values) in [("short_factor", s.shortFactor), ("long_factor", s.longFactor)] {
+                guard let values else { continue }
+                w.beginArray(key: key)
+                for v in values { w.real(v) }
+                w.endArray()
+            }
             w.endObject()
         }
-        int(slidingWindow, "sliding_window")
+        // 0 is GGUF's "no window" (phi3); transformers reads a window of 0 as one.
+        if let w = slidingWindow, w > 0 { int(w, "sliding_window") }
         if let types = layerTypes {
             w.beginArray(key: "layer_types")
             for t in types { w.string(t) }
@@ -401,6 +410,7 @@ extension ModelConfig {
         w.bool(tiedEmbeddings, key: "tie_word_embeddings")
         int(bosTokenID, "bos_token_id")
         int(eosTokenID, "eos_token_id")
+        int(padTokenID, "pad_token_id")
         w.string(torchDType, key: "torch_dtype")
         w.endObject()
         return Array((w.text + "\n").utf8)
@@ -438,7 +448,13 @@ extension ModelConfig {
         if let entry = Self.slidingPatternEntry(architecture: architecture, layerTypes: layerTypes) { out.append(entry) }
         // llama3 scaling is a factor vector in GGUF (`rope_freqs.weight`, see
         // `llama3RopeFactors`), not keys: llama.cpp aborts on a `llama3` scaling type.
-        if let s = ropeScaling, let kind = s.kind, kind != "llama3" {
+        if let s = ropeScaling, s.kind == "longrope" || s.kind == "su" {
+            // As llama.cpp's converter writes phi3's: no type, the attention factor and the
+            // original context (the factors are tensors).
+            let original = originalMaxPositionEmbeddings ?? s.originalMaxPositionEmbeddings
+            u32("rope.scaling.original_context_length", original)
+            f32("rope.scaling.attn_factor", s.attentionFactor ?? RotaryFrequencies.longropeAttentionFactor(context: maxPositionEmbeddings, original: original))
+        } else if let s = ropeScaling, let kind = s.kind, kind != "llama3" {
             out.append(MetadataEntry(key: "\(a).rope.scaling.type", value: .string(kind)))
             f32("rope.scaling.factor", s.factor)
             u32("rope.scaling.original_context_length", s.originalMaxPositionEmbeddings)

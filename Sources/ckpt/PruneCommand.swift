@@ -174,6 +174,11 @@ enum PruneCommand {
         options.edit = try Surgery.edit(model: model, plan: plan, record: record)
         let converter = try Converter(source: model.checkpoint, output: out, options: options)
         for w in converter.warnings { Console.err("warning: \(w)\n") }
+        if model.spec.architecture == "phi3", model.checkpoint.format == .gguf,
+           let q = plan.heads.first.map({ $0.count * model.spec.headDim }), q != plan.hiddenChannels.count {
+            // llama.cpp's phi3 sizes attn_qkv and attn_output from the embedding width alone.
+            Console.err("warning: phi3 keeps \(q) query channels and \(plan.hiddenChannels.count) hidden channels: llama.cpp loads a phi3 GGUF only where they are equal (prune heads and --hidden by the same ratio); ckpt and transformers run it as it is\n")
+        }
         let bar = ProgressBar(label: "prune", total: model.checkpoint.tensors.count, totalBytes: model.checkpoint.tensorBytes)
         let result = try converter.run { done, bytes in bar.update(done: done, bytesDone: bytes) }
         bar.finish()

@@ -471,7 +471,9 @@ def gguf_tensors(arch, cfg, W, norm_gguf):
 def write_gguf(path, name, cfg, W, norm_gguf):
     arch = family(name)
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_name(f"tiny-{name}")
+    # llama.cpp sets token attributes by general.name: a name with "phi3" in it looks up
+    # Phi-3's "</s>" and "<s>", which this byte vocabulary lacks (unordered_map::at).
+    w.add_name("tiny-phi-mini" if arch == "phi3" else f"tiny-{name}")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
@@ -495,6 +497,7 @@ def write_gguf(path, name, cfg, W, norm_gguf):
         orig = cfg["original_max_position_embeddings"]
         w.add_rope_scaling_orig_ctx_len(orig)
         w.add_sliding_window(0)
+        w.add_pad_token_id(cfg["pad_token_id"])  # transformers' Phi3Config defaults it to 32000
         w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(cfg["max_position_embeddings"] / orig) / math.log(orig)))
         w.add_tensor("rope_factors_long.weight", np.array(cfg["rope_scaling"]["long_factor"], dtype=np.float32))
         w.add_tensor("rope_factors_short.weight", np.array(cfg["rope_scaling"]["short_factor"], dtype=np.float32))
