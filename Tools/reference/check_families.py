@@ -2,7 +2,7 @@
 """Perplexity of every architecture family, before and after each kind of pruning, in ckpt,
 llama.cpp and transformers, on the tiny random fixtures of Tests/Fixtures/engine/.
 
-For each family (llama, qwen2, qwen3, gemma2, gemma3, nemotron) and each variant of its
+For each family (llama, qwen2, qwen3, gemma2, gemma3, nemotron, phi3) and each variant of its
 tiny GGUF (the original; `ckpt prune --method magnitude` with --ffn 64, with
 --heads-per-group 1, with --hidden 48, and with one layer dropped; and the original
 distilled for a few steps against itself with `ckpt logits build` + `ckpt distill`):
@@ -23,8 +23,12 @@ into a lost space, so its own tokenization of the text differs at every " t".
 A variant llama.cpp cannot load is reported as such and checked against transformers
 only: the llama.cpp of llama-cpp-python 0.3.36 sizes nemotron's attn_q as hidden × hidden,
 so a nemotron with heads pruned (or head_dim ≠ hidden/heads) does not load there; nor
-does any phi3 built on the fixtures' byte-level vocabulary ("unordered_map::at" in its
-vocabulary loader).
+does a phi3 whose query width differs from its hidden size (it sizes attn_qkv from the
+embedding width alone).
+
+Each variant also makes both round trips: its HF directory back to GGUF, which llama.cpp
+must score with the same logits as the GGUF it came from, and that GGUF back to HF, which
+transformers must score with the same logits (max |Δ logit| <= 1e-4, columns "trip").
 
 With --write, the reference perplexities go to Tests/Fixtures/engine/families-ppl.json,
 which ModelsTests/FamilyPerplexityTests replays in CI without llama.cpp or torch: it
@@ -80,6 +84,13 @@ def nll_of(logits, chunk, ctx):
 
 def llama_cpp_ppl(path, tokens, ctx):
     """llama.cpp's perplexity, or None when it cannot load the file."""
+    r = llama_cpp_run(path, tokens, ctx)
+    return r and r[0]
+
+
+def llama_cpp_run(path, tokens, ctx):
+    """llama.cpp's perplexity and its logits of the first chunk, or None when it cannot
+    load the file."""
     import llama_cpp
 
     try:
@@ -87,17 +98,25 @@ def llama_cpp_ppl(path, tokens, ctx):
     except ValueError:
         return None
     total = count = 0
+    first = None
     for chunk in chunks_of(list(tokens), ctx):
         llm.reset()
         llm.eval(chunk)
-        t, n = nll_of(np.array(llm.scores[:ctx]), chunk, ctx)
+        logits = np.array(llm.scores[:ctx])
+        first = logits if first is None else first
+        t, n = nll_of(logits, chunk, ctx)
         total += t
         count += n
     llm.close()
-    return math.exp(total / count)
+    return math.exp(total / count), first
 
 
 def transformers_ppl(hf_dir, tokens, ctx):
+    return transformers_run(hf_dir, tokens, ctx)[0]
+
+
+def transformers_run(hf_dir, tokens, ctx):
+    """transformers' perplexity (float64) and its logits of the first chunk."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -109,13 +128,15 @@ def transformers_ppl(hf_dir, tokens, ctx):
                                        for v in Phi3Config.__class_validators__]
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), attn_implementation="eager").to(torch.float64).eval()
     total = count = 0
+    first = None
     with torch.no_grad():
         for chunk in chunks_of(tokens, ctx):
             logits = model(torch.tensor([chunk]), use_cache=False).logits[0].numpy()
+            first = logits if first is None else first
             t, n = nll_of(logits, chunk, ctx)
             total += t
             count += n
-    return math.exp(total / count)
+    return math.exp(total / count), first
 
 
 def run(args, **kw):
@@ -151,7 +172,9 @@ def main():
     text = (REPO / "Tests/Fixtures/corpus/train.txt").read_bytes()[: args.bytes].decode("utf-8", errors="ignore")
     passed = failed = 0
     results = []
-    print(f"{'family':<10}{'variant':<9}{'llama.cpp':>12}{'ckpt gguf':>12}{'rel':>10}{'transformers':>14}{'ckpt hf':>12}{'rel':>10}")
+    print(f"{'family':<10}{'variant':<9}{'llama.cpp':>12}{'ckpt gguf':>12}{'rel':>10}{'transformers':>14}{'ckpt hf':>12}{'rel':>10}"
+          f"{'trip cpp':>10}{'trip hf':>10}")
+    worst_trip = 0.0
     with tempfile.TemporaryDirectory(prefix="ckpt-families-") as tmp:
         text_path = Path(tmp) / "text.txt"
         text_path.write_text(text)
@@ -171,17 +194,38 @@ def main():
                     run([args.ckpt, "prune", "--model", str(src), "--method", "magnitude", *prune, "-o", str(gguf), "--force"])
                 hf = Path(tmp) / f"{fam}-{name}-hf"
                 run([args.ckpt, "convert", str(gguf), str(hf), "--dtype", "f32", "--force"])
-                ref_cpp = llama_cpp_ppl(gguf, tokens, args.ctx)
+                cpp_run = llama_cpp_run(gguf, tokens, args.ctx)
+                ref_cpp = cpp_run and cpp_run[0]
                 ours_cpp = ckpt_ppl(args.ckpt, gguf, text_path, args.ctx)
-                ref_hf = transformers_ppl(hf, tokens, args.ctx)
+                ref_hf, hf_logits = transformers_run(hf, tokens, args.ctx)
                 ours_hf = ckpt_ppl(args.ckpt, hf, text_path, args.ctx, f32=True)
+                # Round trips: the HF directory back to GGUF must give llama.cpp the logits
+                # the GGUF did, and that GGUF back to HF must give transformers its logits.
+                # Dtypes are kept (distill writes f16, and llama.cpp computes f16 weights
+                # differently from f32 ones).
+                hf_kept = Path(tmp) / f"{fam}-{name}-kept-hf"
+                back = Path(tmp) / f"{fam}-{name}-back.gguf"
+                hf_back = Path(tmp) / f"{fam}-{name}-f32.gguf"
+                hf2 = Path(tmp) / f"{fam}-{name}-back-hf"
+                run([args.ckpt, "convert", str(gguf), str(hf_kept), "--force"])
+                run([args.ckpt, "convert", str(hf_kept), str(back), "--force"])
+                run([args.ckpt, "convert", str(hf), str(hf_back), "--force"])
+                run([args.ckpt, "convert", str(hf_back), str(hf2), "--force"])
+                back_run = llama_cpp_run(back, tokens, args.ctx)
+                if (back_run is None) != (cpp_run is None):
+                    trip_cpp = math.inf
+                else:
+                    trip_cpp = float(np.abs(back_run[1] - cpp_run[1]).max()) if cpp_run else 0.0
+                trip_hf = float(np.abs(transformers_run(hf2, tokens, args.ctx)[1] - hf_logits).max())
+                worst_trip = max(worst_trip, trip_cpp, trip_hf)
                 r1 = ours_cpp / ref_cpp - 1 if ref_cpp else 0.0
                 r2 = ours_hf / ref_hf - 1
-                ok = abs(r1) <= args.tolerance and abs(r2) <= args.tolerance
+                ok = abs(r1) <= args.tolerance and abs(r2) <= args.tolerance and max(trip_cpp, trip_hf) <= 1e-4
                 passed += ok
                 failed += not ok
                 cpp = f"{ref_cpp:>12.4f}" if ref_cpp else f"{'no load':>12}"
                 print(f"{fam:<10}{name:<9}{cpp}{ours_cpp:>12.4f}{r1:>10.1e}{ref_hf:>14.4f}{ours_hf:>12.4f}{r2:>10.1e}"
+                      f"{trip_cpp:>10.1e}{trip_hf:>10.1e}"
                       f"{'' if ok else '  FAIL'}")
                 results.append({"family": fam, "variant": name, "prune": prune, "llama_cpp_ppl": ref_cpp,
                                 "transformers_ppl": ref_hf})
@@ -189,6 +233,7 @@ def main():
         doc = {"text": f"Tests/Fixtures/corpus/train.txt bytes 0..{args.bytes}", "ctx": args.ctx,
                "method": "magnitude", "results": results}
         (ENGINE / "families-ppl.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"round trips (GGUF→HF→GGUF in llama.cpp, HF→GGUF→HF in transformers): worst max |Δ logit| {worst_trip:.1e}")
     print(f"check_families: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
