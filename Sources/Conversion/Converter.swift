@@ -165,6 +165,10 @@ package final class Converter {
             }
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
+        if crossesFormats, let e = config.expertCount, e > 0 {
+            // GGUF stacks each layer's experts in one tensor, HF keeps one an expert.
+            throw CheckpointError.unsupported(path: source.path, reason: "a mixture of \(e) experts: converting it between GGUF and HF (stacking its experts) is not supported yet")
+        }
         if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }
         if crossesFormats { try planLongRope(toGGUF: toGGUF) }
         var vision = 0

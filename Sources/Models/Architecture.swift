@@ -10,6 +10,10 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
     /// The final LayerNorm's bias (nemotron).
     case finalNormBias
     case layer(Int, LayerTensor)
+    /// One expert's gate, up or down matrix (`.mlpGate`, `.mlpUp`, `.mlpDown`) in a layer
+    /// of a mixture of experts: its own tensor in HF checkpoints, a slice of the layer's
+    /// stacked `*_exps` tensor in GGUF.
+    case expert(Int, Int, LayerTensor)
 
     public var description: String {
         switch self {
@@ -18,6 +22,15 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
         case .finalNorm: return "norm"
         case .finalNormBias: return "norm.bias"
         case let .layer(i, part): return "layers.\(i).\(part.rawValue)"
+        case let .expert(i, e, part): return "layers.\(i).experts.\(e).\(part.rawValue)"
+        }
+    }
+
+    /// The layer a role belongs to, if any.
+    public var layerIndex: Int? {
+        switch self {
+        case let .layer(i, _), let .expert(i, _, _): return i
+        default: return nil
         }
     }
 }
@@ -41,6 +54,24 @@ public enum LayerTensor: String, CaseIterable, Sendable {
     case mlpUpBias = "mlp.up.bias", mlpDownBias = "mlp.down.bias"
     /// Gate and up rows in one matrix (phi3): the gate's rows, then up's.
     case mlpGateUp = "mlp.gate_up"
+    /// Mixture of experts: the router (one row of logits per expert), the experts' gate,
+    /// up and down matrices stacked (GGUF `ffn_*_exps`, [experts, rows, cols]; read as
+    /// `TensorRole.expert` slices), a shared expert's gated MLP (qwen2moe) and the
+    /// sigmoid gate on its output (one row).
+    case moeRouter = "mlp.router"
+    case expertsGate = "mlp.experts.gate", expertsUp = "mlp.experts.up", expertsDown = "mlp.experts.down"
+    case sharedGate = "mlp.shared.gate", sharedUp = "mlp.shared.up", sharedDown = "mlp.shared.down"
+    case sharedRouter = "mlp.shared.router"
+
+    /// The per-expert part a stacked expert tensor holds, nil for any other tensor.
+    public var stackedPart: LayerTensor? {
+        switch self {
+        case .expertsGate: return .mlpGate
+        case .expertsUp: return .mlpUp
+        case .expertsDown: return .mlpDown
+        default: return nil
+        }
+    }
 
     /// The parts a fused matrix holds, in row order, with their row counts (empty for
     /// a tensor that is not fused).
@@ -111,6 +142,9 @@ public struct Architecture: Sendable {
     public internal(set) var ggufSlidingPattern = false
     /// GGUF name suffix (after `blk.N.`) and HF name suffix (after `model.layers.N.`).
     let layerNames: [LayerTensor: (gguf: String, hf: String)]
+    /// HF names of one expert's matrices: `{prefix}{e}.{gate|up|down}` after
+    /// `model.layers.N.` (Mixtral: `block_sparse_moe.experts.` with w1, w3, w2).
+    var hfExperts: (prefix: String, gate: String, up: String, down: String)? = nil
     /// The family's spec from a config (sizes, RoPE, norms, windows), before the shared checks.
     let readSpec: @Sendable (ModelConfig, CheckpointFormat, _ ropeFactors: [Float]?, _ path: String) throws -> DecoderSpec
     /// The tensors of one layer, in training order.
@@ -120,7 +154,7 @@ public struct Architecture: Sendable {
     public var ggufOutputName: String { ggufWrittenAs ?? ggufName }
 
     /// Every family ckpt reads, converts, prunes and trains.
-    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3, .nemotron, .phi3]
+    public static let all: [Architecture] = [.llama, .mistral, .qwen2, .qwen3, .gemma2, .gemma3, .nemotron, .phi3, .mixtral, .qwen2moe, .qwen3moe]
 
     public static func gguf(_ name: String) -> Architecture? { all.first { $0.ggufName == name } }
 
@@ -140,7 +174,15 @@ public struct Architecture: Sendable {
         var out: [(role: TensorRole, shape: [Int], optional: Bool)] = [(.embed, [s.vocab, s.hidden], false)]
         let layout = layerLayout(s)
         for i in 0..<s.layers {
-            out += layout.map { (.layer(i, $0.part), $0.shape, $0.optional) }
+            for slot in layout {
+                if let part = slot.part.stackedPart, slot.shape.count == 3 {
+                    // Each expert's matrix on its own: HF files keep them apart, GGUF's
+                    // stacked tensor is read as one slice an expert.
+                    for e in 0..<slot.shape[0] { out.append((.expert(i, e, part), Array(slot.shape.dropFirst()), slot.optional)) }
+                } else {
+                    out.append((.layer(i, slot.part), slot.shape, slot.optional))
+                }
+            }
         }
         out.append((.finalNorm, [s.hidden], false))
         if s.norm == .layer { out.append((.finalNormBias, [s.hidden], false)) }
@@ -175,7 +217,17 @@ public struct Architecture: Sendable {
         let rest = name.dropFirst(prefix.count)
         guard let dot = rest.firstIndex(of: "."), let index = Int(rest[..<dot]), index >= 0 else { return nil }
         let suffix = String(rest[rest.index(after: dot)...])
-        guard let part = layerNames.first(where: { $0.value[keyPath: side] == suffix })?.key else { return nil }
+        if side == \.hf, let x = hfExperts, suffix.hasPrefix(x.prefix) {
+            let tail = suffix.dropFirst(x.prefix.count)
+            guard let d = tail.firstIndex(of: "."), let e = Int(tail[..<d]), e >= 0 else { return nil }
+            switch tail[tail.index(after: d)...] {
+            case x.gate: return .expert(index, e, .mlpGate)
+            case x.up: return .expert(index, e, .mlpUp)
+            case x.down: return .expert(index, e, .mlpDown)
+            default: return nil
+            }
+        }
+        guard let part = layerNames.first(where: { !$0.value[keyPath: side].isEmpty && $0.value[keyPath: side] == suffix })?.key else { return nil }
         return .layer(index, part)
     }
 
@@ -185,7 +237,8 @@ public struct Architecture: Sendable {
         case .lmHead: return "output.weight"
         case .finalNorm: return "output_norm.weight"
         case .finalNormBias: return "output_norm.bias"
-        case let .layer(i, part): return layerNames[part].map { "blk.\(i).\($0.gguf)" }
+        case let .layer(i, part): return layerNames[part].flatMap { $0.gguf.isEmpty ? nil : "blk.\(i).\($0.gguf)" }
+        case .expert: return nil
         }
     }
 
@@ -195,7 +248,11 @@ public struct Architecture: Sendable {
         case .lmHead: return "lm_head.weight"
         case .finalNorm: return "model.norm.weight"
         case .finalNormBias: return "model.norm.bias"
-        case let .layer(i, part): return layerNames[part].map { "model.layers.\(i).\($0.hf)" }
+        case let .layer(i, part): return layerNames[part].flatMap { $0.hf.isEmpty ? nil : "model.layers.\(i).\($0.hf)" }
+        case let .expert(i, e, part):
+            guard let x = hfExperts else { return nil }
+            let name = part == .mlpGate ? x.gate : part == .mlpUp ? x.up : x.down
+            return "model.layers.\(i).\(x.prefix)\(e).\(name)"
         }
     }
 

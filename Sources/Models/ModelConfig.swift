@@ -46,6 +46,23 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var hiddenAct: String?
     /// Per-layer attention kind in newer HF configs ("sliding_attention" / "full_attention").
     public var layerTypes: [String]?
+    /// Mixture of experts: experts per layer (Mixtral `num_local_experts`, Qwen
+    /// `num_experts`; GGUF `expert_count`), experts per token, each expert's width where it
+    /// differs from `intermediate_size` (Qwen), the shared expert's width (qwen2moe),
+    /// whether the chosen experts' weights are renormalised (GGUF `expert_weights_norm`),
+    /// and Qwen's placement of sparse layers (every `decoder_sparse_step`-th, less
+    /// `mlp_only_layers`), which the engine supports only as every layer.
+    public var numLocalExperts: Int?
+    public var numExperts: Int?
+    public var numExpertsPerTok: Int?
+    public var moeIntermediateSize: Int?
+    public var sharedExpertIntermediateSize: Int?
+    public var normTopkProb: Bool?
+    public var decoderSparseStep: Int?
+    public var mlpOnlyLayers: [Int]?
+
+    /// Experts per layer, under whichever name the family uses.
+    public var expertCount: Int? { numLocalExperts ?? numExperts }
 
     /// `rope_scaling` in `config.json` (`rope_type` or the older `type`).
     public struct RopeScaling: Codable, Sendable, Equatable {
@@ -113,6 +130,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case ropeLocalBaseFreq = "rope_local_base_freq", slidingWindowPattern = "sliding_window_pattern"
         case hiddenAct = "hidden_act", hiddenActivation = "hidden_activation"
         case layerTypes = "layer_types"
+        case numLocalExperts = "num_local_experts", numExperts = "num_experts", numExpertsPerTok = "num_experts_per_tok"
+        case moeIntermediateSize = "moe_intermediate_size", sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+        case normTopkProb = "norm_topk_prob", decoderSparseStep = "decoder_sparse_step", mlpOnlyLayers = "mlp_only_layers"
         case textConfig = "text_config"
         case ropeParameters = "rope_parameters"
     }
@@ -218,6 +238,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         slidingWindowPattern = try opt(.slidingWindowPattern)
         hiddenAct = try opt(.hiddenActivation) ?? opt(.hiddenAct)
         layerTypes = try opt(.layerTypes)
+        numLocalExperts = try opt(.numLocalExperts)
+        numExperts = try opt(.numExperts)
+        numExpertsPerTok = try opt(.numExpertsPerTok)
+        moeIntermediateSize = try opt(.moeIntermediateSize)
+        sharedExpertIntermediateSize = try opt(.sharedExpertIntermediateSize)
+        normTopkProb = try opt(.normTopkProb)
+        decoderSparseStep = try opt(.decoderSparseStep)
+        mlpOnlyLayers = try opt(.mlpOnlyLayers)
         if c.contains(.ropeParameters) { try readRopeParameters(c) }
     }
 
@@ -251,6 +279,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(slidingWindowPattern, forKey: .slidingWindowPattern)
         try c.encodeIfPresent(hiddenAct, forKey: .hiddenAct)
         try c.encodeIfPresent(layerTypes, forKey: .layerTypes)
+        try c.encodeIfPresent(numLocalExperts, forKey: .numLocalExperts)
+        try c.encodeIfPresent(numExperts, forKey: .numExperts)
+        try c.encodeIfPresent(numExpertsPerTok, forKey: .numExpertsPerTok)
+        try c.encodeIfPresent(moeIntermediateSize, forKey: .moeIntermediateSize)
+        try c.encodeIfPresent(sharedExpertIntermediateSize, forKey: .sharedExpertIntermediateSize)
+        try c.encodeIfPresent(normTopkProb, forKey: .normTopkProb)
+        try c.encodeIfPresent(decoderSparseStep, forKey: .decoderSparseStep)
+        try c.encodeIfPresent(mlpOnlyLayers, forKey: .mlpOnlyLayers)
     }
 
     /// Decodes an HF `config.json`.
@@ -335,6 +371,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             ropeScaling = s
         }
         originalMaxPositionEmbeddings = int("rope.scaling.original_context_length")
+        numExperts = int("expert_count").flatMap { $0 > 0 ? $0 : nil }
+        numExpertsPerTok = int("expert_used_count")
+        moeIntermediateSize = int("expert_feed_forward_length")
+        sharedExpertIntermediateSize = int("expert_shared_feed_forward_length")
+        if case let .bool(b)? = value("expert_weights_norm") { normTopkProb = b }
     }
 }
 

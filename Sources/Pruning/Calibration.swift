@@ -44,6 +44,9 @@ package enum Calibration {
     /// Runs samples `range` of `samples` through `model`, `batch` samples per pass.
     package static func run(model: DecoderModel, samples: [[Int32]], range: Range<Int>, batch: Int, releaseLayers: Bool = false,
                            progress: ((Int, Int) -> Void)? = nil) throws -> ImportanceStats {
+        if model.spec.isMixtureOfExperts {
+            throw CheckpointError.unsupported(path: model.path, reason: "\(model.spec.architecture) is a mixture of \(model.spec.experts) experts, whose importance (per expert) is not computed yet (eval, logits and generate run it)")
+        }
         let s = model.spec
         let shape = ShapeSummary(architecture: s.architecture, layers: s.layers, hidden: s.hidden, heads: s.heads,
                                  kvHeads: s.kvHeads, headDim: s.headDim, ffn: s.ffn)

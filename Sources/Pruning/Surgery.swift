@@ -12,6 +12,9 @@ package enum Surgery {
     package static func edit(model: DecoderModel, plan: PrunePlan, record: PruneRecord?) throws -> CheckpointEdit {
         let s = model.spec, arch = model.architecture, ckpt = model.checkpoint
         let gguf = ckpt.format == .gguf
+        if s.isMixtureOfExperts {
+            throw CheckpointError.unsupported(path: ckpt.path, reason: "\(s.architecture) is a mixture of \(s.experts) experts, which pruning does not handle yet (eval, logits and generate run it)")
+        }
         let hiddenPruned = plan.hiddenChannels.count != s.hidden
         let hidden: [Int]? = hiddenPruned ? plan.hiddenChannels : nil
         var edit = CheckpointEdit()
@@ -20,6 +23,7 @@ package enum Surgery {
         for t in ckpt.tensors {
             guard let role = gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) else { continue }
             switch role {
+            case .expert: continue
             case .embed, .lmHead, .finalNorm, .finalNormBias:
                 if hiddenPruned { edit.tensors[t.name] = TensorEdit(columns: hidden) }
             case let .layer(i, part):
@@ -51,6 +55,8 @@ package enum Surgery {
                     // The kept neurons' gate rows, then the same neurons' up rows.
                     e.rows = neurons.map { $0 + $0.map { s.ffn + $0 } }
                     e.columns = hidden
+                case .moeRouter, .expertsGate, .expertsUp, .expertsDown, .sharedGate, .sharedUp, .sharedDown, .sharedRouter:
+                    break  // refused above
                 }
                 if e != TensorEdit() { edit.tensors[t.name] = e }
             }

@@ -93,6 +93,7 @@ package final class TrainableDecoder {
     /// `residence` says.
     package init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
+        if s.isMixtureOfExperts { throw Failure.unsupported("\(s.architecture) is a mixture of \(s.experts) experts, which training does not route yet") }
         if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
         spec = s
         self.recomputeActivations = recomputeActivations

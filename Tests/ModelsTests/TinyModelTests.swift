@@ -48,11 +48,11 @@ final class TinyModelTests: XCTestCase {
         return zip(a, flat).map { abs(Double($0) - $1) }.max()! / scale
     }
 
-    func check(_ arch: String, threads: Int = 2) throws {
+    func check(_ arch: String, threads: Int = 2, architecture: String? = nil) throws {
         ThreadPool.setThreads(threads)
         let ref = try reference(arch)
         let out = try run(fixturesPath + "/engine/tiny-\(arch).gguf", tokens: ref.tokens)
-        XCTAssertEqual(out.spec.architecture, String(arch.prefix { $0 != "-" }))
+        XCTAssertEqual(out.spec.architecture, architecture ?? String(arch.prefix { $0 != "-" }))
         let e0 = relativeError(out.layer0, ref.layer0), e = relativeError(out.logits, ref.logits)
         XCTAssertLessThan(e0, 1e-4, "\(arch): layer 0 output vs numpy")
         XCTAssertLessThan(e, 1e-4, "\(arch): logits vs numpy")
@@ -100,6 +100,24 @@ final class TinyModelTests: XCTestCase {
 
     /// head_dim 24 where hidden/heads is 16, as Minitron-8B's 128 beside 4096/48 (the
     /// llama.cpp release we compare with cannot load that shape: numpy/transformers only).
+    /// Mixtral (a llama GGUF with experts), Qwen3-MoE and Qwen2-MoE (shared expert, weights
+    /// not renormalised), made by transformers (Tools/reference/make_moe_fixtures.py):
+    /// the GGUF against transformers' float64 logits and llama.cpp's, the HF directory
+    /// (one tensor an expert) against transformers.
+    func testMixturesOfExperts() throws {
+        for (name, arch, experts, used, shared) in [("mixtral", "llama", 4, 2, 0), ("qwen3moe", "qwen3moe", 6, 2, 0), ("qwen2moe", "qwen2moe", 4, 2, 48)] {
+            try check(name, architecture: arch)
+            let ref = try reference(name)
+            let hf = try run(fixturesPath + "/engine/tiny-\(name)-hf", tokens: ref.tokens)
+            XCTAssertEqual(hf.spec.architecture, name == "mixtral" ? "mixtral" : arch)
+            XCTAssertEqual([hf.spec.experts, hf.spec.expertsUsed, hf.spec.sharedFFN], [experts, used, shared], name)
+            XCTAssertEqual(hf.spec.expertWeightsNorm, name != "qwen2moe", name)
+            let e = relativeError(hf.logits, ref.logits)
+            XCTAssertLessThan(e, 1e-4, "\(name): HF logits vs transformers")
+            print("tiny-\(name)-hf: rel. error vs transformers logits \(e)")
+        }
+    }
+
     func testNemotronExplicitHeadDim() throws {
         try check("nemotron-headdim")
         let spec = try DecoderModel(path: fixturesPath + "/engine/tiny-nemotron-headdim.gguf").spec

@@ -6,16 +6,24 @@ extension Architecture {
     /// KV heads, SiLU-gated MLP. The reference decoder the other families vary.
     public static let llama = Architecture(
         ggufName: "llama", hfModelType: "llama", hfClass: "LlamaForCausalLM", permutesQK: true,
-        layerNames: Llama.names, readSpec: Llama.spec, layerLayout: Llama.layout)
+        layerNames: Llama.names, hfExperts: Architecture.mixtral.hfExperts, readSpec: Llama.spec, layerLayout: Llama.layout)
 }
 
 enum Llama {
     @Sendable static func spec(_ config: ModelConfig, format: CheckpointFormat, ropeFactors: [Float]?, path: String) throws -> DecoderSpec {
-        try DecoderSpec.common(config, architecture: "llama", format: format, ropeFactors: ropeFactors, path: path)
+        var s = try DecoderSpec.common(config, architecture: "llama", format: format, ropeFactors: ropeFactors, path: path)
+        // llama.cpp's Mixtral: a llama GGUF with expert_count.
+        try MoE.route(&s, config, format: format, normalises: true, path: path)
+        return s
     }
 
-    /// Pre-norm attention (Q, K, V with optional biases, output), then a pre-norm gated MLP.
+    /// Pre-norm attention (Q, K, V with optional biases, output), then a pre-norm gated MLP
+    /// (or its mixture of experts).
     @Sendable static func layout(_ s: DecoderSpec) -> [LayerSlot] {
+        MoE.layout(denseLayout(s), s)
+    }
+
+    static func denseLayout(_ s: DecoderSpec) -> [LayerSlot] {
         [
             LayerSlot(.attnNorm, [s.hidden]),
             LayerSlot(.attnQ, [s.qDim, s.hidden]), LayerSlot(.attnK, [s.kvDim, s.hidden]), LayerSlot(.attnV, [s.kvDim, s.hidden]),
@@ -36,7 +44,9 @@ enum Llama {
         return out
     }
 
-    static let names: [LayerTensor: (gguf: String, hf: String)] = [
+    static let names: [LayerTensor: (gguf: String, hf: String)] = denseNames.merging(MoE.names(router: "block_sparse_moe.gate.weight")) { $1 }
+
+    static let denseNames: [LayerTensor: (gguf: String, hf: String)] = [
         .attnNorm: ("attn_norm.weight", "input_layernorm.weight"),
         .attnQ: ("attn_q.weight", "self_attn.q_proj.weight"),
         .attnK: ("attn_k.weight", "self_attn.k_proj.weight"),

@@ -6,9 +6,11 @@ import TensorMath
 /// One decoder layer's weights, borrowed from the mapping (matrices) or decoded to f32
 /// (norms and biases, a few KB).
 struct LayerWeights {
-    let q, k, v, o, up, down: WeightMatrix
-    /// Nil for an ungated MLP (nemotron).
+    let q, k, v, o: WeightMatrix
+    /// The dense MLP (nil in a mixture of experts); gate is nil for an ungated MLP (nemotron).
+    let up, down: WeightMatrix?
     let gate: WeightMatrix?
+    let mixture: MixtureWeights?
     let attnNorm, mlpNorm: FloatBuffer
     /// LayerNorm biases (nemotron).
     let attnNormBias, mlpNormBias: FloatBuffer?
@@ -20,7 +22,13 @@ struct LayerWeights {
         let off = m.checkpoint.format == .safetensors ? m.spec.hfNormOffset : 0
         q = m.matrix(.layer(i, .attnQ)); k = m.matrix(.layer(i, .attnK)); v = m.matrix(.layer(i, .attnV))
         o = m.matrix(.layer(i, .attnOutput))
-        gate = m.spec.gatedMLP ? m.matrix(.layer(i, .mlpGate)) : nil; up = m.matrix(.layer(i, .mlpUp)); down = m.matrix(.layer(i, .mlpDown))
+        if m.spec.isMixtureOfExperts {
+            gate = nil; up = nil; down = nil
+            mixture = try MixtureWeights(model: m, layer: i)
+        } else {
+            gate = m.spec.gatedMLP ? m.matrix(.layer(i, .mlpGate)) : nil; up = m.matrix(.layer(i, .mlpUp)); down = m.matrix(.layer(i, .mlpDown))
+            mixture = nil
+        }
         attnNorm = try m.vector(.layer(i, .attnNorm), offset: off)!
         mlpNorm = try m.vector(.layer(i, .mlpNorm), offset: off)!
         attnNormBias = try m.vector(.layer(i, .attnNormBias))
@@ -38,6 +46,25 @@ struct LayerWeights {
     }
 }
 
+/// A mixture-of-experts MLP's weights: the router, each expert's gated MLP, and the
+/// shared expert with its sigmoid gate (qwen2moe).
+struct MixtureWeights {
+    let router: WeightMatrix
+    let experts: [(gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix)]
+    let shared: (gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix)?
+    let sharedRouter: FloatBuffer?
+
+    init(model m: DecoderModel, layer i: Int) throws {
+        router = m.matrix(.layer(i, .moeRouter))
+        experts = (0..<m.spec.experts).map { e in
+            (m.matrix(.expert(i, e, .mlpGate)), m.matrix(.expert(i, e, .mlpUp)), m.matrix(.expert(i, e, .mlpDown)))
+        }
+        shared = m.spec.sharedFFN > 0
+            ? (m.matrix(.layer(i, .sharedGate)), m.matrix(.layer(i, .sharedUp)), m.matrix(.layer(i, .sharedDown))) : nil
+        sharedRouter = try m.vector(.layer(i, .sharedRouter))
+    }
+}
+
 /// A run of consecutive tokens of the batch that form one sequence (or its continuation
 /// after `position0` cached tokens).
 public struct SequenceSpan: Sendable, Equatable {
@@ -52,6 +79,8 @@ public struct SequenceSpan: Sendable, Equatable {
 final class LayerActivations {
     let tokens: Int
     let x, xn, q, k, v, att, proj, gate, up, act: FloatBuffer
+    /// Mixture of experts: router logits, one expert's gathered input rows and output rows.
+    let routerLogits, expertIn, expertOut: FloatBuffer
     let ropeCos, ropeSin, ropeCosLocal, ropeSinLocal: FloatBuffer
     let attentionScratch: FloatBuffer
     let matmul: MatmulScratch
@@ -65,12 +94,16 @@ final class LayerActivations {
         x = FloatBuffer(count: t * s.hidden); xn = FloatBuffer(count: t * s.hidden)
         q = FloatBuffer(count: t * s.qDim); k = FloatBuffer(count: t * s.kvDim); v = FloatBuffer(count: t * s.kvDim)
         att = FloatBuffer(count: t * s.qDim); proj = FloatBuffer(count: t * s.hidden)
-        gate = FloatBuffer(count: t * s.ffn); up = FloatBuffer(count: t * s.ffn); act = FloatBuffer(count: t * s.ffn)
+        let f = max(s.ffn, s.sharedFFN)
+        gate = FloatBuffer(count: t * f); up = FloatBuffer(count: t * f); act = FloatBuffer(count: t * f)
+        routerLogits = FloatBuffer(count: t * s.experts)
+        expertIn = FloatBuffer(count: s.isMixtureOfExperts ? t * s.hidden : 0)
+        expertOut = FloatBuffer(count: s.isMixtureOfExperts ? t * s.hidden : 0)
         let half = s.ropeDims / 2
         ropeCos = FloatBuffer(count: t * half); ropeSin = FloatBuffer(count: t * half)
         ropeCosLocal = FloatBuffer(count: t * half); ropeSinLocal = FloatBuffer(count: t * half)
         attentionScratch = FloatBuffer(count: ThreadPool.threads * Int(ckpt_attention_scratch_floats(Int64(max(maxKeys, 1)), Int32(s.headDim))), zeroed: false)
-        matmul = MatmulScratch(maxColumns: max(s.hidden, s.ffn, s.qDim))
+        matmul = MatmulScratch(maxColumns: max(s.hidden, s.ffn, s.qDim, s.sharedFFN))
     }
 
     /// cos/sin of every token's position times each inverse frequency.
@@ -200,10 +233,26 @@ enum DecoderLayer {
         // MLP block.
         normRows(s, a.x, w.mlpNorm, w.mlpNormBias, into: a.xn, rows: n)
         hooks?.mlpInput?(view(a.xn, H))
-        if let gate = w.gate {
+        if let mixture = w.mixture {
+            mixtureOfExperts(spec: s, mixture, a: a, n: n)
+        } else if let up = w.up, let down = w.down {
+            denseMLP(spec: s, gate: w.gate, up: up, down: down, w: w, a: a, n: n, hooks: hooks, view: view)
+        }
+        if let pn = w.postMlpNorm {
+            Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+        }
+        ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
+        hooks?.layerOutput?(view(a.x, H))
+    }
+
+    /// act(x·gateᵀ) · (x·upᵀ) · downᵀ of the normed rows `a.xn` into `a.proj`.
+    private static func denseMLP(spec s: DecoderSpec, gate: WeightMatrix?, up: WeightMatrix, down: WeightMatrix, w: LayerWeights,
+                                 a: LayerActivations, n: Int, hooks: LayerHooks?, view: (FloatBuffer, Int) -> LayerActivation) {
+        let H = s.hidden, F = s.ffn
+        if let gate {
             Kernels.matmul(gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         }
-        Kernels.matmul(w.up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        Kernels.matmul(up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         if let b = w.upBias { addRowBias(a.up, b, rows: n) }
         switch s.activation {
         case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
@@ -211,13 +260,66 @@ enum DecoderLayer {
         case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(n * F))
         }
         hooks?.mlpIntermediate?(view(a.act, F))
-        Kernels.matmul(w.down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        Kernels.matmul(down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         if let b = w.downBias { addRowBias(a.proj, b, rows: n) }
-        if let pn = w.postMlpNorm {
-            Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
+    }
+
+    /// The experts' MLP of the normed rows `a.xn` into `a.proj`: per token, the softmax of
+    /// the router's logits, its `expertsUsed` largest (renormalised when the family does),
+    /// and the sum of those experts' outputs so weighted; each expert runs once on all the
+    /// rows routed to it. Then the shared expert, scaled by its sigmoid gate, is added.
+    static func mixtureOfExperts(spec s: DecoderSpec, _ m: MixtureWeights, a: LayerActivations, n: Int) {
+        let H = s.hidden, F = s.ffn, E = s.experts, K = s.expertsUsed
+        Kernels.matmul(m.router, a.xn.pointer, ldx: H, tokens: n, into: a.routerLogits.pointer, ldy: E, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        var routed = [[(row: Int, weight: Float)]](repeating: [], count: E)
+        var probs = [Float](repeating: 0, count: E)
+        for t in 0..<n {
+            let logits = a.routerLogits.pointer + t * E
+            var top = -Float.infinity
+            for e in 0..<E { top = max(top, logits[e]) }
+            var sum: Float = 0
+            for e in 0..<E { probs[e] = expf(logits[e] - top); sum += probs[e] }
+            for e in 0..<E { probs[e] /= sum }
+            // The K most probable, ties to the lower index (torch.topk's order on ties is unspecified).
+            let chosen = (0..<E).sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }.prefix(K)
+            var kept: Float = 0
+            for e in chosen { kept += probs[e] }
+            for e in chosen { routed[e].append((t, s.expertWeightsNorm ? probs[e] / kept : probs[e])) }
         }
-        ckpt_add(a.x.pointer, a.proj.pointer, Int64(n * H))
-        hooks?.layerOutput?(view(a.x, H))
+        a.proj.pointer.update(repeating: 0, count: n * H)
+        func gatedMLP(_ x: UnsafePointer<Float>, rows r: Int, width f: Int, _ gate: WeightMatrix, _ up: WeightMatrix, _ down: WeightMatrix) {
+            Kernels.matmul(gate, x, ldx: H, tokens: r, into: a.gate.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+            Kernels.matmul(up, x, ldx: H, tokens: r, into: a.up.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+            switch s.activation {
+            case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
+            case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
+            case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(r * f))
+            }
+            Kernels.matmul(down, a.act.pointer, ldx: f, tokens: r, into: a.expertOut.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        }
+        for (e, rows) in routed.enumerated() where !rows.isEmpty {
+            for (j, r) in rows.enumerated() { (a.expertIn.pointer + j * H).update(from: a.xn.pointer + r.row * H, count: H) }
+            let x = m.experts[e]
+            gatedMLP(a.expertIn.pointer, rows: rows.count, width: F, x.gate, x.up, x.down)
+            for (j, r) in rows.enumerated() {
+                let y = a.proj.pointer + r.row * H, o = a.expertOut.pointer + j * H
+                for c in 0..<H { y[c] += r.weight * o[c] }
+            }
+        }
+        if let sh = m.shared {
+            gatedMLP(a.xn.pointer, rows: n, width: s.sharedFFN, sh.gate, sh.up, sh.down)
+            for t in 0..<n {
+                var g: Float = 1
+                if let sr = m.sharedRouter {
+                    var d: Float = 0
+                    let x = a.xn.pointer + t * H
+                    for c in 0..<H { d += x[c] * sr[c] }
+                    g = 1 / (1 + expf(-d))
+                }
+                let y = a.proj.pointer + t * H, o = a.expertOut.pointer + t * H
+                for c in 0..<H { y[c] += g * o[c] }
+            }
+        }
     }
 
     /// The family's pre-norm over `rows` rows of hidden width.

@@ -90,10 +90,7 @@ public final class DecoderModel: @unchecked Sendable {
         self.config = c
         let spec = try arch.spec(c, format: ckpt.format, ropeFactors: ropeFactors, path: path)
         // A layer count beyond the tensors is refused by name before anything is sized by it.
-        let present = roles.keys.reduce(0) { n, role in
-            if case let .layer(i, _) = role { return max(n, i + 1) }
-            return n
-        }
+        let present = roles.keys.reduce(0) { n, role in role.layerIndex.map { max(n, $0 + 1) } ?? n }
         if present > 0, spec.layers > present {
             throw CheckpointError.badMetadata(path: path, key: ckpt.format == .gguf ? "\(arch.ggufName).block_count" : "num_hidden_layers",
                                               reason: "the config says \(spec.layers) layers; the checkpoint holds tensors for \(present)")
@@ -110,6 +107,17 @@ public final class DecoderModel: @unchecked Sendable {
                 roles[.layer(i, part)] = TensorView(name: t.name, dtype: t.dtype, shape: [rows, t.shape[1]], file: t.file,
                                                     offset: t.offset + r0 * rowBytes, byteCount: rows * rowBytes)
                 r0 += rows
+            }
+        }
+        // GGUF stacks each layer's experts in one [experts, rows, cols] tensor: one view an
+        // expert, so every expert's matrix is addressed as HF files address it.
+        for (role, t) in roles {
+            guard case let .layer(i, stacked) = role, let part = stacked.stackedPart, t.shape.count == 3, t.shape[0] > 0 else { continue }
+            let experts = t.shape[0], bytes = t.byteCount / experts
+            guard bytes * experts == t.byteCount else { continue }  // left for checkTensors to name
+            for e in 0..<experts {
+                roles[.expert(i, e, part)] = TensorView(name: t.name, dtype: t.dtype, shape: Array(t.shape.dropFirst()), file: t.file,
+                                                        offset: t.offset + e * bytes, byteCount: bytes)
             }
         }
         byRole = roles
@@ -155,6 +163,7 @@ public final class DecoderModel: @unchecked Sendable {
         var h = FNV1a64()
         let s = spec
         h.add("\(s.architecture) L\(s.layers) H\(s.hidden) h\(s.heads) kv\(s.kvHeads) d\(s.headDim) f\(s.ffn) V\(s.vocab)")
+        if s.isMixtureOfExperts { h.add(" E\(s.experts) k\(s.expertsUsed) s\(s.sharedFFN) n\(s.expertWeightsNorm)") }
         for t in checkpoint.tensors { h.add("\(t.name) \(t.dtype.name) \(t.shape)") }
         return h.hex
     }
@@ -184,8 +193,7 @@ public final class DecoderModel: @unchecked Sendable {
     /// Bytes of every tensor of layer `i`, per file, for paging them in or out.
     func layerRanges(_ i: Int) -> [(MappedFile, Range<Int>)] {
         byRole.compactMap { role, t in
-            if case let .layer(l, _) = role, l == i { return (t.file, t.offset..<(t.offset + t.byteCount)) }
-            return nil
+            role.layerIndex == i ? (t.file, t.offset..<(t.offset + t.byteCount)) : nil
         }
     }
 }

@@ -57,6 +57,16 @@ public struct DecoderSpec: Sendable, Equatable {
     /// llama.cpp's GGUF already holds 1+w).
     public var hfNormOffset: Float = 0
 
+    /// Mixture of experts: experts per layer (0: a dense MLP), how many each token is
+    /// routed to, whether their softmax weights are renormalised over those (Mixtral,
+    /// Qwen3-MoE; not Qwen2-MoE), and the shared expert's width (0: none; qwen2moe).
+    /// `ffn` is then each expert's width.
+    public var experts = 0
+    public var expertsUsed = 0
+    public var expertWeightsNorm = true
+    public var sharedFFN = 0
+    public var isMixtureOfExperts: Bool { experts > 0 }
+
     public var qDim: Int { heads * headDim }
     public var kvDim: Int { kvHeads * headDim }
 }
