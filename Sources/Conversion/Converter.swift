@@ -90,6 +90,9 @@ package final class Converter {
 
     struct Job {
         let source: TensorView
+        /// Further sources written after `source` into the same output tensor (HF's
+        /// per-expert matrices stacked into GGUF's `*_exps`).
+        var stacked: [TensorView] = []
         let plan: TensorPlan
         /// Output row r is source row rowMap[r].
         let rowMap: [Int]?
@@ -121,7 +124,8 @@ package final class Converter {
         case .gguf:
             config = ModelConfig(gguf: source.metadata)
             let name = source.metadata["general.architecture"]?.stringValue ?? ""
-            architecture = Architecture.gguf(name)
+            // llama.cpp writes Mixtral as `llama` with experts; in HF it is its own class.
+            architecture = name == "llama" && (config.expertCount ?? 0) > 0 ? .mixtral : Architecture.gguf(name)
         case .safetensors:
             config = try ModelConfig.beside(checkpointPath: source.path) ?? ModelConfig()
             architecture = config.modelType.flatMap { Architecture.hf(modelType: $0) }
@@ -165,10 +169,6 @@ package final class Converter {
             }
             warnings.append("architecture '\(name)' has no name map: tensor names are kept as they are, and no row order or value offset is applied")
         }
-        if crossesFormats, let e = config.expertCount, e > 0 {
-            // GGUF stacks each layer's experts in one tensor, HF keeps one an expert.
-            throw CheckpointError.unsupported(path: source.path, reason: "a mixture of \(e) experts: converting it between GGUF and HF (stacking its experts) is not supported yet")
-        }
         if crossesFormats, let arch = architecture, arch.permutesQK { try planLlama3Rope(toGGUF: toGGUF) }
         if crossesFormats { try planLongRope(toGGUF: toGGUF) }
         var vision = 0
@@ -179,6 +179,7 @@ package final class Converter {
             if crossesFormats, toGGUF, MultimodalNames.isVisionTensor(t.name) { vision += 1; continue }
             if crossesFormats, !toGGUF, t.name == Self.ropeFreqsName, config.ropeScaling?.kind == "llama3" { continue }
             if crossesFormats, !toGGUF, Self.longRopeNames.contains(t.name) { continue }
+            if crossesFormats, let arch = architecture, try planExperts(t, arch: arch, toGGUF: toGGUF) { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }
             var name = edit?.name ?? t.name
@@ -211,6 +212,11 @@ package final class Converter {
                 }
                 shape[shape.count - 1] = cols.count
             }
+            if crossesFormats, let arch = architecture,
+               case .layer(_, .sharedRouter)? = source.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) {
+                // qwen2moe's shared-expert gate: a vector in GGUF, a one-row Linear in HF.
+                shape = toGGUF ? [t.elementCount] : [1, t.elementCount]
+            }
             let dtype = try outputDType(for: t, rowLength: shape.last ?? 1)
             let plan = try TensorPlan(name: name, dtype: dtype, shape: shape)
             if let v = edit?.values {
@@ -230,6 +236,47 @@ package final class Converter {
     }
 
     static let ropeFreqsName = "rope_freqs.weight"
+
+    /// Experts cross formats as llama.cpp's converter carries them: HF's one matrix an
+    /// expert is stacked into the layer's [experts, rows, cols] `ffn_*_exps` (the whole
+    /// stack planned at expert 0), and a GGUF stack becomes one HF tensor an expert, read
+    /// as a slice. True when `t` was planned (or belongs to a stack planned already).
+    private func planExperts(_ t: TensorView, arch: Architecture, toGGUF: Bool) throws -> Bool {
+        if toGGUF {
+            guard case let .expert(i, e, part)? = arch.role(hfName: t.name) else { return false }
+            guard e == 0 else { return true }
+            let stackedPart: LayerTensor = part == .mlpGate ? .expertsGate : part == .mlpUp ? .expertsUp : .expertsDown
+            let count = config.expertCount ?? 0
+            var members: [TensorView] = []
+            for k in 0..<count {
+                guard let name = arch.hfName(.expert(i, k, part)), let m = source.tensors.first(where: { $0.name == name }) else {
+                    throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "expert \(k) of \(count) has no '\(arch.hfName(.expert(i, k, part)) ?? "?")' to stack with it")
+                }
+                guard m.shape == t.shape, m.dtype == t.dtype else {
+                    throw CheckpointError.badTensor(path: source.path, tensor: m.name, reason: "shape \(m.shape) \(m.dtype.name) differs from expert 0's \(t.shape) \(t.dtype.name): experts stack only when alike")
+                }
+                members.append(m)
+            }
+            guard let name = arch.ggufName(.layer(i, stackedPart)), count > 0 else { return false }
+            let plan = try TensorPlan(name: name, dtype: try outputDType(for: t, rowLength: t.shape.last ?? 1), shape: [count] + t.shape)
+            var job = Job(source: members[0], plan: plan, rowMap: nil, offset: 0)
+            job.stacked = Array(members.dropFirst())
+            jobs.append(job)
+            return true
+        }
+        guard case let .layer(i, stacked)? = arch.role(ggufName: t.name), let part = stacked.stackedPart else { return false }
+        guard t.shape.count == 3, t.shape[0] > 0, t.byteCount % t.shape[0] == 0 else {
+            throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "shape \(t.shape): a stack of experts is [experts, rows, cols]")
+        }
+        let bytes = t.byteCount / t.shape[0], shape = Array(t.shape.dropFirst())
+        for e in 0..<t.shape[0] {
+            guard let name = arch.hfName(.expert(i, e, part)) else { return false }
+            let view = TensorView(name: t.name, dtype: t.dtype, shape: shape, file: t.file, offset: t.offset + e * bytes, byteCount: bytes)
+            jobs.append(Job(source: view, plan: try TensorPlan(name: name, dtype: try outputDType(for: view, rowLength: shape.last ?? 1), shape: shape),
+                            rowMap: nil, offset: 0))
+        }
+        return true
+    }
 
     /// Llama 3.1's RoPE scaling crosses formats as llama.cpp's converter carries it: HF's
     /// `rope_scaling` becomes a `rope_freqs.weight` factor vector (and no scaling keys),
@@ -501,6 +548,10 @@ package final class Converter {
         var summary = ConversionSummary()
         for (i, job) in jobs.enumerated() {
             try convert(job, writer: writer, buffer: buffer, encoded: encoded)
+            for member in job.stacked {
+                try convert(Job(source: member, plan: job.plan, rowMap: nil, offset: job.offset), writer: writer, buffer: buffer, encoded: encoded)
+                summary.bytesRead += member.byteCount
+            }
             CrashPoint.hit("tensor \(job.plan.name) written")
             summary.bytesRead += job.source.byteCount
             summary.bytesWritten += job.plan.byteCount

@@ -405,6 +405,17 @@ extension ModelConfig {
         int(vocabSize, "vocab_size")
         int(maxPositionEmbeddings, "max_position_embeddings")
         int(originalMaxPositionEmbeddings, "original_max_position_embeddings")
+        if let e = expertCount, e > 0 {
+            // Mixtral names the count num_local_experts, the Qwen MoEs num_experts.
+            int(e, architecture.hfModelType == "mixtral" ? "num_local_experts" : "num_experts")
+            int(numExpertsPerTok, "num_experts_per_tok")
+            int(moeIntermediateSize, "moe_intermediate_size")
+            int(sharedExpertIntermediateSize, "shared_expert_intermediate_size")
+            if architecture.hfModelType != "mixtral", let spec = try? architecture.spec(self, format: .gguf, ropeFactors: nil, path: "") {
+                // GGUF has no key for it: llama.cpp fixes it per family, as the spec does.
+                w.bool(normTopkProb ?? spec.expertWeightsNorm, key: "norm_topk_prob")
+            }
+        }
         if architecture.usesLayerNorm {
             if let e = normEps ?? rmsNormEps { w.raw(JSONWriter.number(Float(e)), key: "norm_eps") }
         } else if let e = rmsNormEps {
@@ -485,6 +496,12 @@ extension ModelConfig {
         }()
         u32("rope.dimension_count", ropeDimensionCount ?? fullRotary.map { d in partialRotaryFactor.map { Int(Double(d) * $0) } ?? d })
         u32("vocab_size", vocabSize)
+        if let e = expertCount, e > 0 {
+            u32("expert_count", e)
+            u32("expert_used_count", numExpertsPerTok)
+            u32("expert_feed_forward_length", moeIntermediateSize)
+            u32("expert_shared_feed_forward_length", sharedExpertIntermediateSize)
+        }
         u32("attention.sliding_window", slidingWindow)
         if let entry = Self.slidingPatternEntry(architecture: architecture, layerTypes: layerTypes) { out.append(entry) }
         // llama3 scaling is a factor vector in GGUF (`rope_freqs.weight`, see

@@ -41,7 +41,7 @@ final class FamilyPerplexityTests: XCTestCase {
 
     func testEveryFamilyAndPruneAxisAgreesWithLlamaCppAndTransformers() throws {
         let (ctx, all) = try cases()
-        XCTAssertEqual(Set(all.map(\.family)), ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "phi3"])
+        XCTAssertEqual(Set(all.map(\.family)), ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "phi3", "mixtral", "qwen3moe", "qwen2moe"])
         let dir = makeTemporaryDirectory()
         let text = dir + "/text.txt"
         writeFile(text, Array(try FileSystem.readFile(fixturesPath + "/corpus/train.txt").prefix(4000)))
