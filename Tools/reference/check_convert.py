@@ -65,7 +65,7 @@ def check_tokenizer(path):
     """tokenizers' ids for the corpus and the awkward inputs against llama.cpp's (fixtures)."""
     fixtures = REPO / "Tests/Fixtures/tokenizer"
     tok = Tokenizer.from_file(str(path))
-    text = (REPO.parent / "shared/corpus/train.txt").read_text(encoding="utf-8")
+    text = (REPO / "Tests/Fixtures/corpus/train.txt").read_text(encoding="utf-8")  # the corpus, committed
     expected = np.frombuffer((fixtures / "smollm2-corpus.ids.u16").read_bytes(), dtype="<u2").tolist()
     got = tok.encode(text, add_special_tokens=False).ids
     if got != expected:

@@ -31,7 +31,7 @@ SPM = REPO / "Tests/Fixtures/tokenizer/spm"
 
 
 def corpus_text(n):
-    data = (REPO.parent / "shared/corpus/train.txt").read_bytes()[:n]
+    data = (REPO / "Tests/Fixtures/corpus/train.txt").read_bytes()[:n]  # the corpus, committed
     while True:
         try:
             return data.decode("utf-8")
