@@ -33,6 +33,25 @@ public struct TensorView: Sendable {
     /// Number of rows: all dimensions but the innermost.
     public var rowCount: Int { shape.dropLast().reduce(1, *) }
 
+    /// Indices `r` of the outermost dimension as a view of their bytes (whole rows, so
+    /// whole quantization blocks): a fused projection's parts. The bytes must split evenly
+    /// by the outermost dimension (they do for any tensor whose rows are whole blocks).
+    public func slice(_ r: Range<Int>) -> TensorView {
+        let stride = byteCount / max(shape.first ?? 1, 1)
+        return TensorView(name: name, dtype: dtype, shape: [r.count] + shape.dropFirst(), file: file,
+                          offset: offset + r.lowerBound * stride, byteCount: r.count * stride)
+    }
+
+    /// Each index of the outermost dimension as a tensor of one dimension fewer: the
+    /// experts of GGUF's stacked [experts, rows, cols]. Nil when the bytes do not split evenly.
+    public var outerSlices: [TensorView]? {
+        guard let n = shape.first, n > 0, byteCount % n == 0 else { return nil }
+        return (0..<n).map { i in
+            let s = slice(i..<(i + 1))
+            return TensorView(name: name, dtype: dtype, shape: Array(shape.dropFirst()), file: file, offset: s.offset, byteCount: s.byteCount)
+        }
+    }
+
     /// The stored bytes, borrowed from the mapping. Valid only while something holds
     /// `file` (this view, or its checkpoint): from a temporary, use `withBytes`.
     public var bytes: UnsafeRawBufferPointer { file.bytes(in: offset..<(offset + byteCount)) }

@@ -110,6 +110,8 @@ package final class Converter {
     private let architecture: Architecture?
     private var config: ModelConfig
     private var jobs: [Job] = []
+    /// The source's tensors by name, built when experts are stacked (one lookup an expert).
+    private var sourceByName: [String: TensorView] = [:]
     private var extraFiles: [(String, [UInt8])] = []
     private var outputMetadata: [MetadataEntry] = []
     private var fallbacks: [String: [String]] = [:]
@@ -179,14 +181,14 @@ package final class Converter {
             if crossesFormats, toGGUF, MultimodalNames.isVisionTensor(t.name) { vision += 1; continue }
             if crossesFormats, !toGGUF, t.name == Self.ropeFreqsName, config.ropeScaling?.kind == "llama3" { continue }
             if crossesFormats, !toGGUF, Self.longRopeNames.contains(t.name) { continue }
-            if crossesFormats, let arch = architecture, try planExperts(t, arch: arch, toGGUF: toGGUF) { continue }
+            let role = crossesFormats ? architecture.flatMap { source.format == .gguf ? $0.role(ggufName: t.name) : $0.role(hfName: t.name) } : nil
+            if let arch = architecture, let role, try planExperts(t, role: role, arch: arch, toGGUF: toGGUF) { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }
             var name = edit?.name ?? t.name
             var rowMap: [Int]? = t.shape.count >= 2 ? edit?.rows : nil
             var offset: Float = 0
             if crossesFormats, let arch = architecture {
-                let role = source.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name)
                 if let role, let mapped = toGGUF ? arch.ggufName(role) : arch.hfName(role) {
                     name = mapped
                     rowMap = arch.rowPermutation(role, rows: t.shape.first ?? 1, config: config, toGGUF: toGGUF)
@@ -212,8 +214,7 @@ package final class Converter {
                 }
                 shape[shape.count - 1] = cols.count
             }
-            if crossesFormats, let arch = architecture,
-               case .layer(_, .sharedRouter)? = source.format == .gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) {
+            if case .layer(_, .sharedRouter)? = role {
                 // qwen2moe's shared-expert gate: a vector in GGUF, a one-row Linear in HF.
                 shape = toGGUF ? [t.elementCount] : [1, t.elementCount]
             }
@@ -241,15 +242,16 @@ package final class Converter {
     /// expert is stacked into the layer's [experts, rows, cols] `ffn_*_exps` (the whole
     /// stack planned at expert 0), and a GGUF stack becomes one HF tensor an expert, read
     /// as a slice. True when `t` was planned (or belongs to a stack planned already).
-    private func planExperts(_ t: TensorView, arch: Architecture, toGGUF: Bool) throws -> Bool {
+    private func planExperts(_ t: TensorView, role: TensorRole, arch: Architecture, toGGUF: Bool) throws -> Bool {
         if toGGUF {
-            guard case let .expert(i, e, part)? = arch.role(hfName: t.name) else { return false }
+            guard case let .expert(i, e, part) = role else { return false }
             guard e == 0 else { return true }
             let stackedPart: LayerTensor = part == .mlpGate ? .expertsGate : part == .mlpUp ? .expertsUp : .expertsDown
             let count = config.expertCount ?? 0
+            if sourceByName.isEmpty { sourceByName = Dictionary(source.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }) }
             var members: [TensorView] = []
             for k in 0..<count {
-                guard let name = arch.hfName(.expert(i, k, part)), let m = source.tensors.first(where: { $0.name == name }) else {
+                guard let name = arch.hfName(.expert(i, k, part)), let m = sourceByName[name] else {
                     throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "expert \(k) of \(count) has no '\(arch.hfName(.expert(i, k, part)) ?? "?")' to stack with it")
                 }
                 guard m.shape == t.shape, m.dtype == t.dtype else {
@@ -264,15 +266,13 @@ package final class Converter {
             jobs.append(job)
             return true
         }
-        guard case let .layer(i, stacked)? = arch.role(ggufName: t.name), let part = stacked.stackedPart else { return false }
-        guard t.shape.count == 3, t.shape[0] > 0, t.byteCount % t.shape[0] == 0 else {
+        guard case let .layer(i, stacked) = role, let part = stacked.stackedPart else { return false }
+        guard t.shape.count == 3, let experts = t.outerSlices else {
             throw CheckpointError.badTensor(path: source.path, tensor: t.name, reason: "shape \(t.shape): a stack of experts is [experts, rows, cols]")
         }
-        let bytes = t.byteCount / t.shape[0], shape = Array(t.shape.dropFirst())
-        for e in 0..<t.shape[0] {
+        for (e, view) in experts.enumerated() {
             guard let name = arch.hfName(.expert(i, e, part)) else { return false }
-            let view = TensorView(name: t.name, dtype: t.dtype, shape: shape, file: t.file, offset: t.offset + e * bytes, byteCount: bytes)
-            jobs.append(Job(source: view, plan: try TensorPlan(name: name, dtype: try outputDType(for: view, rowLength: shape.last ?? 1), shape: shape),
+            jobs.append(Job(source: view, plan: try TensorPlan(name: name, dtype: try outputDType(for: view, rowLength: view.rowLength), shape: view.shape),
                             rowMap: nil, offset: 0))
         }
         return true

@@ -44,6 +44,18 @@ enum MoE {
         return n
     }
 
+    /// A family's spec reader for its mixture-of-experts variant: the dense family's spec
+    /// under the new name, with the routing fields.
+    static func spec(_ dense: @escaping @Sendable (ModelConfig, CheckpointFormat, [Float]?, String) throws -> DecoderSpec,
+                     architecture: String, normalises: Bool) -> @Sendable (ModelConfig, CheckpointFormat, [Float]?, String) throws -> DecoderSpec {
+        { c, format, factors, path in
+            var s = try dense(c, format, factors, path)
+            s.architecture = architecture
+            try route(&s, c, format: format, normalises: normalises, path: path)
+            return s
+        }
+    }
+
     /// The routing fields of the spec, from the config; a dense config leaves it dense.
     /// `normalises`: the family's renormalisation of the chosen weights when the config
     /// does not say (llama.cpp hard-codes it per architecture).
@@ -77,12 +89,7 @@ extension Architecture {
         ggufName: "mixtral", hfModelType: "mixtral", hfClass: "MixtralForCausalLM", ggufWrittenAs: "llama", permutesQK: true,
         layerNames: Llama.names.merging(MoE.names(router: "block_sparse_moe.gate.weight")) { $1 },
         hfExperts: ("block_sparse_moe.experts.", "w1.weight", "w3.weight", "w2.weight"),
-        readSpec: { c, format, factors, path in
-            var s = try Mistral.spec(c, format: format, ropeFactors: factors, path: path)
-            s.architecture = "mixtral"
-            try MoE.route(&s, c, format: format, normalises: true, path: path)
-            return s
-        },
+        readSpec: MoE.spec(Mistral.spec, architecture: "mixtral", normalises: true),
         layerLayout: Llama.layout)
 
     /// Qwen3-MoE (`qwen3moe`): Qwen3's attention (q/k norms) with routed experts only;
@@ -91,12 +98,7 @@ extension Architecture {
         ggufName: "qwen3moe", hfModelType: "qwen3_moe", hfClass: "Qwen3MoeForCausalLM", permutesQK: false,
         layerNames: Llama.names.merging(MoE.names(router: "mlp.gate.weight")) { $1 },
         hfExperts: ("mlp.experts.", "gate_proj.weight", "up_proj.weight", "down_proj.weight"),
-        readSpec: { c, format, factors, path in
-            var s = try Qwen3.spec(c, format: format, ropeFactors: factors, path: path)
-            s.architecture = "qwen3moe"
-            try MoE.route(&s, c, format: format, normalises: true, path: path)
-            return s
-        },
+        readSpec: MoE.spec(Qwen3.spec, architecture: "qwen3moe", normalises: true),
         layerLayout: { Llama.withQKNorm(Llama.layout($0), $0) })
 
     /// Qwen1.5-MoE / Qwen2-MoE (`qwen2moe`): Qwen2's attention (qkv biases) with routed
@@ -106,10 +108,7 @@ extension Architecture {
         ggufName: "qwen2moe", hfModelType: "qwen2_moe", hfClass: "Qwen2MoeForCausalLM", permutesQK: false,
         layerNames: Llama.names.merging(MoE.names(router: "mlp.gate.weight", shared: "mlp.shared_expert")) { $1 },
         hfExperts: ("mlp.experts.", "gate_proj.weight", "up_proj.weight", "down_proj.weight"),
-        readSpec: { c, format, factors, path in
-            var s = try DecoderSpec.common(c, architecture: "qwen2moe", format: format, ropeFactors: factors, path: path)
-            try MoE.route(&s, c, format: format, normalises: false, path: path)
-            return s
-        },
+        readSpec: MoE.spec({ try DecoderSpec.common($0, architecture: "qwen2moe", format: $1, ropeFactors: $2, path: $3) },
+                           architecture: "qwen2moe", normalises: false),
         layerLayout: Llama.layout)
 }

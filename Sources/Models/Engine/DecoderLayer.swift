@@ -236,7 +236,8 @@ enum DecoderLayer {
         if let mixture = w.mixture {
             mixtureOfExperts(spec: s, mixture, a: a, n: n)
         } else if let up = w.up, let down = w.down {
-            denseMLP(spec: s, gate: w.gate, up: up, down: down, w: w, a: a, n: n, hooks: hooks, view: view)
+            gatedMLP(spec: s, a.xn.pointer, rows: n, width: s.ffn, gate: w.gate, up: up, down: down, upBias: w.upBias, downBias: w.downBias,
+                     a: a, into: a.proj.pointer, intermediate: hooks?.mlpIntermediate.map { hook in { hook(view(a.act, s.ffn)) } })
         }
         if let pn = w.postMlpNorm {
             Kernels.rmsNorm(a.proj.pointer, ldx: H, weight: pn.pointer, into: a.proj.pointer, ldy: H, rows: n, width: H, eps: s.normEps)
@@ -245,23 +246,26 @@ enum DecoderLayer {
         hooks?.layerOutput?(view(a.x, H))
     }
 
-    /// act(x·gateᵀ) · (x·upᵀ) · downᵀ of the normed rows `a.xn` into `a.proj`.
-    private static func denseMLP(spec s: DecoderSpec, gate: WeightMatrix?, up: WeightMatrix, down: WeightMatrix, w: LayerWeights,
-                                 a: LayerActivations, n: Int, hooks: LayerHooks?, view: (FloatBuffer, Int) -> LayerActivation) {
-        let H = s.hidden, F = s.ffn
+    /// act(x·gateᵀ) · (x·upᵀ) · downᵀ (act(x·upᵀ) ungated) of `rows` rows of `x`, hidden
+    /// wide, through `width` neurons, into `y`: the dense MLP, each expert, the shared
+    /// expert. `intermediate` sees the activations before the down projection (in `a.act`).
+    private static func gatedMLP(spec s: DecoderSpec, _ x: UnsafePointer<Float>, rows r: Int, width f: Int, gate: WeightMatrix?,
+                                 up: WeightMatrix, down: WeightMatrix, upBias: FloatBuffer? = nil, downBias: FloatBuffer? = nil,
+                                 a: LayerActivations, into y: UnsafeMutablePointer<Float>, intermediate: (() -> Void)? = nil) {
+        let H = s.hidden
         if let gate {
-            Kernels.matmul(gate, a.xn.pointer, ldx: H, tokens: n, into: a.gate.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+            Kernels.matmul(gate, x, ldx: H, tokens: r, into: a.gate.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         }
-        Kernels.matmul(up, a.xn.pointer, ldx: H, tokens: n, into: a.up.pointer, ldy: F, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
-        if let b = w.upBias { addRowBias(a.up, b, rows: n) }
+        Kernels.matmul(up, x, ldx: H, tokens: r, into: a.up.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let b = upBias { addRowBias(a.up.pointer, b, rows: r) }
         switch s.activation {
-        case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
-        case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(n * F))
-        case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(n * F))
+        case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
+        case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
+        case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(r * f))
         }
-        hooks?.mlpIntermediate?(view(a.act, F))
-        Kernels.matmul(down, a.act.pointer, ldx: F, tokens: n, into: a.proj.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
-        if let b = w.downBias { addRowBias(a.proj, b, rows: n) }
+        intermediate?()
+        Kernels.matmul(down, a.act.pointer, ldx: f, tokens: r, into: y, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
+        if let b = downBias { addRowBias(y, b, rows: r) }
     }
 
     /// The experts' MLP of the normed rows `a.xn` into `a.proj`: per token, the softmax of
@@ -287,27 +291,17 @@ enum DecoderLayer {
             for e in chosen { routed[e].append((t, s.expertWeightsNorm ? probs[e] / kept : probs[e])) }
         }
         a.proj.pointer.update(repeating: 0, count: n * H)
-        func gatedMLP(_ x: UnsafePointer<Float>, rows r: Int, width f: Int, _ gate: WeightMatrix, _ up: WeightMatrix, _ down: WeightMatrix) {
-            Kernels.matmul(gate, x, ldx: H, tokens: r, into: a.gate.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
-            Kernels.matmul(up, x, ldx: H, tokens: r, into: a.up.pointer, ldy: f, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
-            switch s.activation {
-            case .silu: ckpt_silu_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
-            case .geluTanh: ckpt_gelu_tanh_mul(a.gate.pointer, a.up.pointer, a.act.pointer, Int64(r * f))
-            case .reluSquared: ckpt_relu_squared(a.up.pointer, a.act.pointer, Int64(r * f))
-            }
-            Kernels.matmul(down, a.act.pointer, ldx: f, tokens: r, into: a.expertOut.pointer, ldy: H, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
-        }
         for (e, rows) in routed.enumerated() where !rows.isEmpty {
             for (j, r) in rows.enumerated() { (a.expertIn.pointer + j * H).update(from: a.xn.pointer + r.row * H, count: H) }
             let x = m.experts[e]
-            gatedMLP(a.expertIn.pointer, rows: rows.count, width: F, x.gate, x.up, x.down)
+            gatedMLP(spec: s, a.expertIn.pointer, rows: rows.count, width: F, gate: x.gate, up: x.up, down: x.down, a: a, into: a.expertOut.pointer)
             for (j, r) in rows.enumerated() {
                 let y = a.proj.pointer + r.row * H, o = a.expertOut.pointer + j * H
                 for c in 0..<H { y[c] += r.weight * o[c] }
             }
         }
         if let sh = m.shared {
-            gatedMLP(a.xn.pointer, rows: n, width: s.sharedFFN, sh.gate, sh.up, sh.down)
+            gatedMLP(spec: s, a.xn.pointer, rows: n, width: s.sharedFFN, gate: sh.gate, up: sh.up, down: sh.down, a: a, into: a.expertOut.pointer)
             for t in 0..<n {
                 var g: Float = 1
                 if let sr = m.sharedRouter {
@@ -337,8 +331,10 @@ enum DecoderLayer {
         }
     }
 
-    private static func addRowBias(_ y: FloatBuffer, _ b: FloatBuffer, rows: Int) {
-        for r in 0..<rows { ckpt_add(y.pointer + r * b.count, b.pointer, Int64(b.count)) }
+    private static func addRowBias(_ y: FloatBuffer, _ b: FloatBuffer, rows: Int) { addRowBias(y.pointer, b, rows: rows) }
+
+    private static func addRowBias(_ y: UnsafeMutablePointer<Float>, _ b: FloatBuffer, rows: Int) {
+        for r in 0..<rows { ckpt_add(y + r * b.count, b.pointer, Int64(b.count)) }
     }
 }
 

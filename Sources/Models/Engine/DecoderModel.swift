@@ -101,24 +101,18 @@ public final class DecoderModel: @unchecked Sendable {
         for (role, t) in roles {
             guard case let .layer(i, fused) = role, !fused.fusedParts(spec).isEmpty,
                   t.shape.count == 2, t.shape[0] == fused.fusedParts(spec).reduce(0, { $0 + $1.rows }) else { continue }
-            let rowBytes = t.byteCount / max(t.rowCount, 1)
             var r0 = 0
             for (part, rows) in fused.fusedParts(spec) {
-                roles[.layer(i, part)] = TensorView(name: t.name, dtype: t.dtype, shape: [rows, t.shape[1]], file: t.file,
-                                                    offset: t.offset + r0 * rowBytes, byteCount: rows * rowBytes)
+                roles[.layer(i, part)] = t.slice(r0..<(r0 + rows))
                 r0 += rows
             }
         }
         // GGUF stacks each layer's experts in one [experts, rows, cols] tensor: one view an
         // expert, so every expert's matrix is addressed as HF files address it.
         for (role, t) in roles {
-            guard case let .layer(i, stacked) = role, let part = stacked.stackedPart, t.shape.count == 3, t.shape[0] > 0 else { continue }
-            let experts = t.shape[0], bytes = t.byteCount / experts
-            guard bytes * experts == t.byteCount else { continue }  // left for checkTensors to name
-            for e in 0..<experts {
-                roles[.expert(i, e, part)] = TensorView(name: t.name, dtype: t.dtype, shape: Array(t.shape.dropFirst()), file: t.file,
-                                                        offset: t.offset + e * bytes, byteCount: bytes)
-            }
+            // A stack that does not split is left for checkTensors to name its missing experts.
+            guard case let .layer(i, stacked) = role, let part = stacked.stackedPart, t.shape.count == 3, let experts = t.outerSlices else { continue }
+            for (e, view) in experts.enumerated() { roles[.expert(i, e, part)] = view }
         }
         byRole = roles
         try checkTensors()
@@ -192,8 +186,9 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// Bytes of every tensor of layer `i`, per file, for paging them in or out.
     func layerRanges(_ i: Int) -> [(MappedFile, Range<Int>)] {
-        byRole.compactMap { role, t in
-            role.layerIndex == i ? (t.file, t.offset..<(t.offset + t.byteCount)) : nil
-        }
+        // Slices (fused parts, GGUF's experts) share their tensor's name: one range a tensor.
+        var widest: [String: TensorView] = [:]
+        for (role, t) in byRole where role.layerIndex == i && t.byteCount > (widest[t.name]?.byteCount ?? -1) { widest[t.name] = t }
+        return widest.values.map { t in (t.file, t.offset..<(t.offset + t.byteCount)) }
     }
 }
