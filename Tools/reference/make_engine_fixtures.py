@@ -468,6 +468,22 @@ def gguf_tensors(arch, cfg, W, norm_gguf):
     return out
 
 
+def add_byte_tokenizer(w, cfg):
+    """The fixtures' vocabulary: one token a byte, GPT-2's byte-to-unicode spelling."""
+    table = bytes_to_unicode()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list([table[b] for b in range(256)])
+    w.add_token_types([gguf.TokenType.NORMAL] * 256)
+    # llama.cpp requires tokenizer.ggml.merges for "gpt2" and gguf-py refuses empty arrays:
+    # one merge (GPT-2's first), whose result is not in the vocab, so it never applies.
+    w.add_token_merges(["Ġ t"])
+    w.add_bos_token_id(cfg["bos_token_id"])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    w.add_add_bos_token(False)
+    w.add_add_eos_token(False)
+
+
 def write_gguf(path, name, cfg, W, norm_gguf):
     arch = family(name)
     w = gguf.GGUFWriter(str(path), arch)
@@ -505,18 +521,7 @@ def write_gguf(path, name, cfg, W, norm_gguf):
         w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
         w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
 
-    table = bytes_to_unicode()
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list([table[b] for b in range(256)])
-    w.add_token_types([gguf.TokenType.NORMAL] * 256)
-    # llama.cpp requires tokenizer.ggml.merges for "gpt2" and gguf-py refuses empty arrays:
-    # one merge (GPT-2's first), whose result is not in the vocab, so it never applies.
-    w.add_token_merges(["Ġ t"])
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_add_bos_token(False)
-    w.add_add_eos_token(False)
+    add_byte_tokenizer(w, cfg)
 
     for gname, arr in gguf_tensors(arch, cfg, W, norm_gguf):  # arch: the family
         w.add_tensor(gname, arr)

@@ -137,16 +137,7 @@ def write_gguf(path, family, cfg, W):
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
     if "shared_expert_intermediate_size" in cfg:
         w.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
-    table = base.bytes_to_unicode()
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list([table[b] for b in range(256)])
-    w.add_token_types([gguf.TokenType.NORMAL] * 256)
-    w.add_token_merges(["Ġ t"])  # see make_engine_fixtures.py: inert, but llama.cpp needs one
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_add_bos_token(False)
-    w.add_add_eos_token(False)
+    base.add_byte_tokenizer(w, cfg)
     for name, a in gguf_tensors(family, cfg, W):
         w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
     w.write_header_to_file()
@@ -177,16 +168,16 @@ def main():
     import torch
 
     torch.set_num_threads(1)
-    for n, family in enumerate(args.only or CONFIGS):
+    for family in args.only or CONFIGS:
         cfg = CONFIGS[family]
         hf_dir = args.out / f"tiny-{family}-hf"
-        build(family, seed=1000 + n).save_pretrained(str(hf_dir), safe_serialization=True)
+        # The seed follows the family, not its place in --only: a rerun remakes the same files.
+        build(family, seed=1000 + list(CONFIGS).index(family)).save_pretrained(str(hf_dir), safe_serialization=True)
         (hf_dir / "generation_config.json").unlink(missing_ok=True)
         W = load_file(str(hf_dir / "model.safetensors"))
         gguf_path = args.out / f"tiny-{family}.gguf"
         write_gguf(gguf_path, family, cfg, W)
         layer0, logits = reference(hf_dir, base.TOKENS)
-        # How many tokens change their top expert between layers: routing must vary.
         lc = d_lc = None
         if not args.skip_llama_cpp:
             lc = base.llama_cpp_logits(gguf_path, base.TOKENS)
