@@ -72,3 +72,22 @@ final class MixtureOfExpertsConversionTests: XCTestCase {
         XCTAssertThrowsError(try DecoderModel(path: dir)) { e in XCTAssertTrue("\(e)".contains(dropped), "\(e)") }
     }
 }
+
+/// A mixture-of-experts config the engine cannot route is refused naming the key.
+final class MixtureOfExpertsConfigTests: XCTestCase {
+    func testImpossibleRoutingIsRefusedByName() throws {
+        let src = fixturesPath + "/engine/tiny-qwen3moe-hf"
+        let config = String(decoding: try FileSystem.readFile(src + "/config.json"), as: UTF8.self)
+        for (from, to, key) in [("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 7", "num_experts_per_tok"),
+                                ("\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2", "decoder_sparse_step")] {
+            XCTAssertTrue(config.contains(from), "fixture config lacks \(from)")
+            let dir = makeTemporaryDirectory()
+            writeFile(dir + "/model.safetensors", try FileSystem.readFile(src + "/model.safetensors", limit: 1 << 24))
+            writeFile(dir + "/config.json", Array(config.replacingOccurrences(of: from, with: to).utf8))
+            XCTAssertThrowsError(try DecoderModel(path: dir), key) { e in
+                XCTAssertTrue("\(e)".contains(key), "\(e)")
+                XCTAssertNotEqual((e as? any UserFacingError)?.exitCode.rawValue ?? 0, 0, "\(e)")
+            }
+        }
+    }
+}
