@@ -162,8 +162,29 @@ public struct LayerHooks {
     public var mlpIntermediate: ((LayerActivation) -> Void)?
     /// The residual stream leaving the layer.
     public var layerOutput: ((LayerActivation) -> Void)?
+    /// A mixture of experts' routing: per token, the weight each expert's output is
+    /// given ([experts] a row; 0 for the experts not chosen). Called before any expert runs.
+    public var expertRouting: ((LayerActivation) -> Void)?
+    /// Each expert that ran: the rows routed to it, its activations before its down
+    /// projection and its outputs (before the routing weight).
+    public var expertActivations: ((ExpertActivation) -> Void)?
 
     public init() {}
+}
+
+/// What the `expertActivations` hook sees of one expert in one layer.
+public struct ExpertActivation {
+    public let layer: Int
+    public let expert: Int
+    /// Batch rows routed to this expert, ascending; row j of the buffers below is token rows[j].
+    public let rows: [Int]
+    /// act(gate) × up, `ffn` floats a row.
+    public let intermediate: UnsafeBufferPointer<Float>
+    public let ffn: Int
+    /// The expert's output, hidden floats a row, before the routing weight.
+    public let output: UnsafeBufferPointer<Float>
+    public let hidden: Int
+    public let sequences: [SequenceSpan]
 }
 
 enum DecoderLayer {
@@ -234,7 +255,7 @@ enum DecoderLayer {
         normRows(s, a.x, w.mlpNorm, w.mlpNormBias, into: a.xn, rows: n)
         hooks?.mlpInput?(view(a.xn, H))
         if let mixture = w.mixture {
-            mixtureOfExperts(spec: s, mixture, a: a, n: n)
+            mixtureOfExperts(spec: s, mixture, a: a, n: n, layer: index, spans: spans, hooks: hooks)
         } else if let up = w.up, let down = w.down {
             gatedMLP(spec: s, a.xn.pointer, rows: n, width: s.ffn, gate: w.gate, up: up, down: down, upBias: w.upBias, downBias: w.downBias,
                      a: a, into: a.proj.pointer, intermediate: hooks?.mlpIntermediate.map { hook in { hook(view(a.act, s.ffn)) } })
@@ -272,11 +293,14 @@ enum DecoderLayer {
     /// the router's logits, its `expertsUsed` largest (renormalised when the family does),
     /// and the sum of those experts' outputs so weighted; each expert runs once on all the
     /// rows routed to it. Then the shared expert, scaled by its sigmoid gate, is added.
-    static func mixtureOfExperts(spec s: DecoderSpec, _ m: MixtureWeights, a: LayerActivations, n: Int) {
+    static func mixtureOfExperts(spec s: DecoderSpec, _ m: MixtureWeights, a: LayerActivations, n: Int,
+                                 layer: Int = 0, spans: [SequenceSpan] = [], hooks: LayerHooks? = nil) {
         let H = s.hidden, F = s.ffn, E = s.experts, K = s.expertsUsed
         Kernels.matmul(m.router, a.xn.pointer, ldx: H, tokens: n, into: a.routerLogits.pointer, ldy: E, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         var routed = [[(row: Int, weight: Float)]](repeating: [], count: E)
         var probs = [Float](repeating: 0, count: E)
+        var chosen: [Int] = []
+        chosen.reserveCapacity(K + 1)
         for t in 0..<n {
             let logits = a.routerLogits.pointer + t * E
             var top = -Float.infinity
@@ -284,20 +308,55 @@ enum DecoderLayer {
             var sum: Float = 0
             for e in 0..<E { probs[e] = expf(logits[e] - top); sum += probs[e] }
             for e in 0..<E { probs[e] /= sum }
-            // The K most probable, ties to the lower index (torch.topk's order on ties is unspecified).
-            let chosen = (0..<E).sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }.prefix(K)
+            // The K most probable, most probable first, ties to the lower index (torch.topk's
+            // order on ties is unspecified): one pass with a K-long insertion list, not a sort of E.
+            chosen.removeAll(keepingCapacity: true)
+            for e in 0..<E {
+                if chosen.count == K && !(probs[e] > probs[chosen[K - 1]]) { continue }
+                var i = chosen.count
+                while i > 0 && probs[e] > probs[chosen[i - 1]] { i -= 1 }
+                chosen.insert(e, at: i)
+                if chosen.count > K { chosen.removeLast() }
+            }
             var kept: Float = 0
             for e in chosen { kept += probs[e] }
             for e in chosen { routed[e].append((t, s.expertWeightsNorm ? probs[e] / kept : probs[e])) }
         }
+        if let hook = hooks?.expertRouting {
+            var weights = [Float](repeating: 0, count: n * E)
+            for (e, rows) in routed.enumerated() { for r in rows { weights[r.row * E + e] = r.weight } }
+            weights.withUnsafeBufferPointer { hook(LayerActivation(layer: layer, width: E, values: $0, sequences: spans)) }
+        }
         a.proj.pointer.update(repeating: 0, count: n * H)
-        for (e, rows) in routed.enumerated() where !rows.isEmpty {
+        func run(_ e: Int, _ rows: ArraySlice<(row: Int, weight: Float)>) {
             for (j, r) in rows.enumerated() { (a.expertIn.pointer + j * H).update(from: a.xn.pointer + r.row * H, count: H) }
             let x = m.experts[e]
             gatedMLP(spec: s, a.expertIn.pointer, rows: rows.count, width: F, gate: x.gate, up: x.up, down: x.down, a: a, into: a.expertOut.pointer)
+            if let hook = hooks?.expertActivations {
+                // a.act still holds this expert's intermediate (the next expert overwrites it).
+                hook(ExpertActivation(layer: layer, expert: e, rows: rows.map(\.row),
+                                      intermediate: UnsafeBufferPointer(start: a.act.pointer, count: rows.count * F), ffn: F,
+                                      output: UnsafeBufferPointer(start: a.expertOut.pointer, count: rows.count * H), hidden: H, sequences: spans))
+            }
             for (j, r) in rows.enumerated() {
                 let y = a.proj.pointer + r.row * H, o = a.expertOut.pointer + j * H
                 for c in 0..<H { y[c] += r.weight * o[c] }
+            }
+        }
+        for (e, rows) in routed.enumerated() where !rows.isEmpty {
+            if hooks?.expertActivations == nil {
+                run(e, rows[...])
+            } else {
+                // Statistics are summed per sample and must not depend on which samples share
+                // a batch, but a product's rounding depends on how many rows it has (few rows
+                // take another kernel): so each sample's tokens meet the expert apart. Rows
+                // are in token order, so a sample's rows are a contiguous run.
+                var i = 0
+                for span in spans {
+                    let first = i
+                    while i < rows.count && rows[i].row < span.start + span.count { i += 1 }
+                    if i > first { run(e, rows[first..<i]) }
+                }
             }
         }
         if let sh = m.shared {
