@@ -9,14 +9,32 @@ package struct TensorEdit: Sendable, Equatable {
     package var rows: [Int]?
     /// Source columns to keep, ascending (innermost dimension; a vector's elements); nil: all.
     package var columns: [Int]?
+    /// A stacked tensor ([experts, rows, cols]): the outer slices kept, in output order,
+    /// each with its own rows and columns (instead of `rows` / `columns`); nil: all.
+    package var slices: [SliceEdit]?
     /// Leave the tensor out.
     package var drop = false
     /// New contents (f32, in the source's layout), replacing the source's: trained weights.
     package var values: TensorValues?
 
-    package init(name: String? = nil, rows: [Int]? = nil, columns: [Int]? = nil, drop: Bool = false, values: TensorValues? = nil) {
-        self.name = name; self.rows = rows; self.columns = columns; self.drop = drop
+    package init(name: String? = nil, rows: [Int]? = nil, columns: [Int]? = nil, slices: [SliceEdit]? = nil, drop: Bool = false,
+                 values: TensorValues? = nil) {
+        self.name = name; self.rows = rows; self.columns = columns; self.slices = slices; self.drop = drop
         self.values = values
+    }
+}
+
+/// One outer slice of a stacked tensor kept by a `TensorEdit` (an expert of `*_exps`).
+package struct SliceEdit: Sendable, Equatable {
+    /// The source slice (expert index).
+    package var source: Int
+    /// Its rows kept, in output order; nil: all.
+    package var rows: [Int]?
+    /// Its columns kept, ascending; nil: all.
+    package var columns: [Int]?
+
+    package init(source: Int, rows: [Int]? = nil, columns: [Int]? = nil) {
+        self.source = source; self.rows = rows; self.columns = columns
     }
 }
 

@@ -91,8 +91,9 @@ package final class Converter {
     struct Job {
         let source: TensorView
         /// Further sources written after `source` into the same output tensor (HF's
-        /// per-expert matrices stacked into GGUF's `*_exps`).
-        var stacked: [TensorView] = []
+        /// per-expert matrices stacked into GGUF's `*_exps`, or the experts a prune keeps),
+        /// each with its own row and column selection.
+        var stacked: [(view: TensorView, rowMap: [Int]?, columns: [Int]?)] = []
         let plan: TensorPlan
         /// Output row r is source row rowMap[r].
         let rowMap: [Int]?
@@ -185,6 +186,10 @@ package final class Converter {
             if let arch = architecture, let role, try planExperts(t, role: role, arch: arch, toGGUF: toGGUF) { continue }
             let edit = options.edit?.tensors[t.name]
             if edit?.drop == true { continue }
+            if let slices = edit?.slices {
+                try planSlices(t, slices, name: edit?.name ?? t.name, crossesFormats: crossesFormats)
+                continue
+            }
             var name = edit?.name ?? t.name
             var rowMap: [Int]? = t.shape.count >= 2 ? edit?.rows : nil
             var offset: Float = 0
@@ -242,6 +247,31 @@ package final class Converter {
     /// expert is stacked into the layer's [experts, rows, cols] `ffn_*_exps` (the whole
     /// stack planned at expert 0), and a GGUF stack becomes one HF tensor an expert, read
     /// as a slice. True when `t` was planned (or belongs to a stack planned already).
+    /// A stacked tensor cut to some of its slices, each with its own rows and columns:
+    /// one output tensor [slices, rows, cols] written slice by slice.
+    private func planSlices(_ t: TensorView, _ slices: [SliceEdit], name: String, crossesFormats: Bool) throws {
+        func bad(_ why: String) -> CheckpointError { .badTensor(path: source.path, tensor: t.name, reason: why) }
+        guard t.shape.count == 3, let views = t.outerSlices, !crossesFormats else {
+            throw bad("shape \(t.shape): only a stack [slices, rows, cols] is cut by slice, within one format")
+        }
+        guard let first = slices.first else { throw bad("the selection keeps no slice") }
+        let rows = first.rows?.count ?? t.shape[1], cols = first.columns?.count ?? t.shape[2]
+        for sl in slices {
+            guard sl.source >= 0, sl.source < t.shape[0] else { throw bad("slice \(sl.source) is outside its \(t.shape[0])") }
+            guard (sl.rows?.count ?? t.shape[1]) == rows, (sl.columns?.count ?? t.shape[2]) == cols else {
+                throw bad("the kept slices would differ in shape: every slice keeps as many rows and columns")
+            }
+            if let r = sl.rows, !r.allSatisfy({ $0 >= 0 && $0 < t.shape[1] }) { throw bad("row selection outside its \(t.shape[1]) rows") }
+            if let c = sl.columns, !(zip(c, c.dropFirst()).allSatisfy { $0 < $1 } && c.allSatisfy { $0 >= 0 && $0 < t.shape[2] }) {
+                throw bad("column selection is not ascending within its \(t.shape[2]) columns")
+            }
+        }
+        let plan = try TensorPlan(name: name, dtype: try outputDType(for: t, rowLength: cols), shape: [slices.count, rows, cols])
+        var job = Job(source: views[first.source], plan: plan, rowMap: first.rows, columns: first.columns, offset: 0)
+        job.stacked = slices.dropFirst().map { (views[$0.source], $0.rows, $0.columns) }
+        jobs.append(job)
+    }
+
     private func planExperts(_ t: TensorView, role: TensorRole, arch: Architecture, toGGUF: Bool) throws -> Bool {
         if toGGUF {
             guard case let .expert(i, e, part) = role else { return false }
@@ -262,7 +292,7 @@ package final class Converter {
             guard let name = arch.ggufName(.layer(i, stackedPart)), count > 0 else { return false }
             let plan = try TensorPlan(name: name, dtype: try outputDType(for: t, rowLength: t.shape.last ?? 1), shape: [count] + t.shape)
             var job = Job(source: members[0], plan: plan, rowMap: nil, offset: 0)
-            job.stacked = Array(members.dropFirst())
+            job.stacked = members.dropFirst().map { ($0, nil, nil) }
             jobs.append(job)
             return true
         }
@@ -549,8 +579,9 @@ package final class Converter {
         for (i, job) in jobs.enumerated() {
             try convert(job, writer: writer, buffer: buffer, encoded: encoded)
             for member in job.stacked {
-                try convert(Job(source: member, plan: job.plan, rowMap: nil, offset: job.offset), writer: writer, buffer: buffer, encoded: encoded)
-                summary.bytesRead += member.byteCount
+                try convert(Job(source: member.view, plan: job.plan, rowMap: member.rowMap, columns: member.columns, offset: job.offset),
+                            writer: writer, buffer: buffer, encoded: encoded)
+                summary.bytesRead += member.view.byteCount
             }
             CrashPoint.hit("tensor \(job.plan.name) written")
             summary.bytesRead += job.source.byteCount

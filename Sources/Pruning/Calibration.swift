@@ -44,12 +44,9 @@ package enum Calibration {
     /// Runs samples `range` of `samples` through `model`, `batch` samples per pass.
     package static func run(model: DecoderModel, samples: [[Int32]], range: Range<Int>, batch: Int, releaseLayers: Bool = false,
                            progress: ((Int, Int) -> Void)? = nil) throws -> ImportanceStats {
-        if model.spec.isMixtureOfExperts {
-            throw CheckpointError.unsupported(path: model.path, reason: "\(model.spec.architecture) is a mixture of \(model.spec.experts) experts, whose importance (per expert) is not computed yet (eval, logits and generate run it)")
-        }
         let s = model.spec
         let shape = ShapeSummary(architecture: s.architecture, layers: s.layers, hidden: s.hidden, heads: s.heads,
-                                 kvHeads: s.kvHeads, headDim: s.headDim, ffn: s.ffn)
+                                 kvHeads: s.kvHeads, headDim: s.headDim, ffn: s.ffn, experts: s.experts)
         var stats = ImportanceStats(modelIdentity: model.identity, shape: shape, sequenceLength: samples.first?.count ?? 0,
                                     totalSamples: samples.count, calibrationIdentity: identity(of: samples), sampleRanges: [range])
         let collector = Collector(model: model)
@@ -77,6 +74,10 @@ final class Collector {
     private var outputProjectionLayer = -1
     private var norms: FloatBuffer?
     private var contributionScratch: FloatBuffer?
+    /// Per token and expert: routing weight × ‖expert output‖, filled by the experts of a layer.
+    private var expertOutputs: [Float] = []
+    /// The layer's routing weights, [tokens × experts].
+    private var routingWeights: [Float] = []
 
     init(model: DecoderModel) { self.model = model }
 
@@ -94,28 +95,71 @@ final class Collector {
         h.mlpInput = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].mlpInput) }
         h.mlpIntermediate = { [unowned self] a in Self.accumulate(a, into: &self.layers[a.layer].neurons) }
         h.headOutputs = { [unowned self] a in self.heads(a) }
-        h.layerOutput = { [unowned self] a in self.blockInfluence(a) }
+        h.layerOutput = { [unowned self] a in
+            self.blockInfluence(a)
+            if self.model.spec.isMixtureOfExperts { self.finishExperts(a) }
+        }
+        h.expertRouting = { [unowned self] a in self.routing(a) }
+        h.expertActivations = { [unowned self] x in self.expert(x) }
         return h
+    }
+
+    /// Routing weights and choices, each per expert as an activation of the token.
+    private func routing(_ a: LayerActivation) {
+        Self.accumulate(a, into: &layers[a.layer].expertRouting)
+        let chosen = a.values.map { $0 > 0 ? Float(1) : 0 }
+        chosen.withUnsafeBufferPointer { Self.accumulate($0, width: a.width, sequences: a.sequences, into: &layers[a.layer].expertSelected) }
+        expertOutputs = [Float](repeating: 0, count: a.values.count)
+        routingWeights = Array(a.values)
+    }
+
+    /// One expert's neurons, per sample: mean |a| over all the sample's tokens (0 on the
+    /// tokens not routed to it), so its rows of one sample are a contiguous run.
+    private func expert(_ x: ExpertActivation) {
+        let F = x.ffn, E = model.spec.experts
+        var sumAbs = [Double](repeating: 0, count: F), sq = sumAbs
+        var j = 0
+        for span in x.sequences {
+            let first = j
+            while j < x.rows.count && x.rows[j] < span.start + span.count { j += 1 }
+            guard j > first else { continue }
+            ckpt_column_moments(x.intermediate.baseAddress! + first * F, Int64(F), Int64(j - first), Int64(F), &sumAbs, &sq)
+            Self.add(meanAbs: sumAbs, squares: sq, tokens: span.count, into: &layers[x.layer].expertNeurons, at: x.expert * F)
+        }
+        for (k, row) in x.rows.enumerated() {
+            var n: Float = 0
+            for c in 0..<x.hidden { let v = x.output[k * x.hidden + c]; n += v * v }
+            expertOutputs[row * E + x.expert] = routingWeights[row * E + x.expert] * n.squareRoot()
+        }
+    }
+
+    private func finishExperts(_ a: LayerActivation) {
+        let E = model.spec.experts
+        expertOutputs.withUnsafeBufferPointer { Self.accumulate($0, width: E, sequences: a.sequences, into: &layers[a.layer].expertOutput) }
     }
 
     /// Per sample: mean over its tokens of |a| per channel, and Σ a².
     static func accumulate(_ a: LayerActivation, into sums: inout ChannelSums) {
-        let w = a.width
+        accumulate(a.values, width: a.width, sequences: a.sequences, into: &sums)
+    }
+
+    static func accumulate(_ values: UnsafeBufferPointer<Float>, width w: Int, sequences: [SequenceSpan], into sums: inout ChannelSums) {
         var sumAbs = [Double](repeating: 0, count: w), sq = [Double](repeating: 0, count: w)
-        for span in a.sequences {
-            ckpt_column_moments(a.values.baseAddress! + span.start * w, Int64(w), Int64(span.count), Int64(w), &sumAbs, &sq)
+        for span in sequences {
+            ckpt_column_moments(values.baseAddress! + span.start * w, Int64(w), Int64(span.count), Int64(w), &sumAbs, &sq)
             add(meanAbs: sumAbs, squares: sq, tokens: span.count, into: &sums)
         }
     }
 
-    static func add(meanAbs: [Double], squares: [Double], tokens: Int, into sums: inout ChannelSums) {
+    /// Adds one sample's column sums to channels `offset…` of `sums`.
+    static func add(meanAbs: [Double], squares: [Double], tokens: Int, into sums: inout ChannelSums, at offset: Int = 0) {
         let n = Double(max(tokens, 1))
         for c in 0..<meanAbs.count {
             let m = meanAbs[c] / n
             // Non-finite activations (a broken model) add nothing rather than abort the run.
-            if let f = FixedSum.fixed(m) { sums.sumMeanAbs[c] += f }
-            if let f = FixedSum.fixed(m * m) { sums.sumMeanAbsSquared[c] += f }
-            if let f = FixedSum.fixed(squares[c]) { sums.sumSquares[c] += f }
+            if let f = FixedSum.fixed(m) { sums.sumMeanAbs[offset + c] += f }
+            if let f = FixedSum.fixed(m * m) { sums.sumMeanAbsSquared[offset + c] += f }
+            if let f = FixedSum.fixed(squares[c]) { sums.sumSquares[offset + c] += f }
         }
     }
 

@@ -11,6 +11,10 @@ package enum Imatrix {
         guard let arch = Architecture.gguf(s.shape.architecture) else {
             throw CheckpointError.unsupported(path: path, reason: "no GGUF names for architecture '\(s.shape.architecture)'")
         }
+        if s.shape.experts > 0 {
+            // llama.cpp's *_exps entries need Σx² of each expert's own routed inputs, which the statistics do not keep.
+            throw CheckpointError.unsupported(path: path, reason: "an importance matrix for a mixture of \(s.shape.experts) experts (per-expert input sums) is not exported yet")
+        }
         var entries: [(name: String, values: [Float])] = []
         for (i, l) in s.layers.enumerated() {
             let inputs: [(LayerTensor, ChannelSums)] = [

@@ -11,7 +11,8 @@ package enum ImportanceFile {
         var w = JSONWriter(pretty: true)
         w.beginObject()
         w.string("ckpt-importance", key: "format")
-        w.int(1, key: "version")
+        // Version 2 adds the experts' arrays; a dense model's file is still version 1.
+        w.int(s.shape.experts > 0 ? 2 : 1, key: "version")
         w.beginObject(key: "model")
         w.string(s.modelIdentity, key: "identity")
         w.string(s.shape.architecture, key: "architecture")
@@ -21,6 +22,7 @@ package enum ImportanceFile {
         w.int(s.shape.kvHeads, key: "kv_heads")
         w.int(s.shape.headDim, key: "head_dim")
         w.int(s.shape.ffn, key: "ffn")
+        if s.shape.experts > 0 { w.int(s.shape.experts, key: "experts") }
         w.endObject()
         w.beginObject(key: "calibration")
         w.string(s.calibrationIdentity, key: "identity")
@@ -42,7 +44,7 @@ package enum ImportanceFile {
         w.endArray()
         w.beginArray(key: "arrays")
         for (i, l) in s.layers.enumerated() {
-            for (name, a) in LayerSums.activations {
+            for (name, a) in LayerSums.activations where l[keyPath: a].channels > 0 {
                 for (sum, _) in ChannelSums.sums { w.raw("[\"layers.\(i).\(name).\(sum)\", \(l[keyPath: a].channels)]") }
             }
         }
@@ -78,7 +80,7 @@ package enum ImportanceFile {
         let header: JSONValue
         do { header = try JSONParser.parse(Array(bytes[16..<(16 + Int(n))])) } catch { throw bad("header is not JSON: \(error)") }
         guard header["format"]?.stringValue == "ckpt-importance" else { throw bad("header format is not ckpt-importance") }
-        guard header["version"]?.nonNegativeInt == 1 else { throw CheckpointError.unsupported(path: path, reason: "importance file version \(header["version"].map { "\($0)" } ?? "?")") }
+        guard let version = header["version"]?.nonNegativeInt, version == 1 || version == 2 else { throw CheckpointError.unsupported(path: path, reason: "importance file version \(header["version"].map { "\($0)" } ?? "?")") }
         guard header["fraction_bits"]?.nonNegativeInt == FixedSum.fractionBits else { throw bad("fraction_bits is not \(FixedSum.fractionBits)") }
         func int(_ v: JSONValue?, _ what: String) throws -> Int {
             guard let i = v?.nonNegativeInt else { throw bad("\(what) missing or not a non-negative integer") }
@@ -88,10 +90,13 @@ package enum ImportanceFile {
         let shape = ShapeSummary(architecture: m?["architecture"]?.stringValue ?? "", layers: try int(m?["layers"], "model.layers"),
                                  hidden: try int(m?["hidden"], "model.hidden"), heads: try int(m?["heads"], "model.heads"),
                                  kvHeads: try int(m?["kv_heads"], "model.kv_heads"), headDim: try int(m?["head_dim"], "model.head_dim"),
-                                 ffn: try int(m?["ffn"], "model.ffn"))
-        guard shape.layers < 1 << 16, shape.hidden < 1 << 24, shape.heads < 1 << 16, shape.headDim < 1 << 16, shape.ffn < 1 << 26 else {
+                                 ffn: try int(m?["ffn"], "model.ffn"),
+                                 experts: m?["experts"] == nil ? 0 : try int(m?["experts"], "model.experts"))
+        guard shape.layers < 1 << 16, shape.hidden < 1 << 24, shape.heads < 1 << 16, shape.headDim < 1 << 16, shape.ffn < 1 << 26,
+              shape.experts < 1 << 16, shape.experts * shape.ffn < 1 << 28 else {
             throw bad("model shape out of range")
         }
+        guard (version == 2) == (shape.experts > 0) else { throw bad("version \(version) with \(shape.experts) experts (version 2 is the experts' layout)") }
         var ranges: [Range<Int>] = []
         for r in c?["covered"]?.arrayValue ?? [] {
             guard let pair = r.arrayValue, pair.count == 2, let a = pair[0].nonNegativeInt, let b = pair[1].nonNegativeInt, a <= b else {

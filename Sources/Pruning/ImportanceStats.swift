@@ -60,8 +60,15 @@ package struct LayerSums: Sendable, Equatable {
     package var headContribution: ChannelSums
     /// Per channel of the output projection's input (heads × head_dim).
     package var attentionChannels: ChannelSums
-    /// Per MLP neuron: act(gate) × up, the input of the down projection.
+    /// Per MLP neuron: act(gate) × up, the input of the down projection (none in a mixture of experts).
     package var neurons: ChannelSums
+    /// Mixture of experts, per expert: the routing weight its output gets (0 when not
+    /// chosen), whether it was chosen (1 or 0), and that weight times the norm of its output.
+    package var expertRouting: ChannelSums
+    package var expertSelected: ChannelSums
+    package var expertOutput: ChannelSums
+    /// Per expert neuron (experts × ffn, expert-major): its act(gate) × up, 0 on tokens not routed to it.
+    package var expertNeurons: ChannelSums
     /// Σ over tokens of 1 − cos(layer input, layer output) (Block Influence).
     package var blockInfluence: Int128 = 0
     /// Tokens whose cosine was 0/0 (a zero vector): scored as cos = 1, counted to warn.
@@ -73,13 +80,20 @@ package struct LayerSums: Sendable, Equatable {
         headOutput = ChannelSums(channels: spec.heads)
         headContribution = ChannelSums(channels: spec.heads)
         attentionChannels = ChannelSums(channels: spec.heads * spec.headDim)
-        neurons = ChannelSums(channels: spec.ffn)
+        let e = spec.experts
+        neurons = ChannelSums(channels: e > 0 ? 0 : spec.ffn)
+        expertRouting = ChannelSums(channels: e)
+        expertSelected = ChannelSums(channels: e)
+        expertOutput = ChannelSums(channels: e)
+        expertNeurons = ChannelSums(channels: e * spec.ffn)
     }
 
     /// The per-channel activations, with their names in Formats/importance.md, in file order.
     static var activations: [(name: String, path: WritableKeyPath<LayerSums, ChannelSums>)] {
         [("attention_input", \.attentionInput), ("mlp_input", \.mlpInput), ("head_output", \.headOutput),
-         ("head_contribution", \.headContribution), ("attention_channels", \.attentionChannels), ("neurons", \.neurons)]
+         ("head_contribution", \.headContribution), ("attention_channels", \.attentionChannels), ("neurons", \.neurons),
+         ("expert_routing", \.expertRouting), ("expert_selected", \.expertSelected), ("expert_output", \.expertOutput),
+         ("expert_neurons", \.expertNeurons)]
     }
 
     mutating func merge(_ o: LayerSums) {
@@ -93,11 +107,13 @@ package struct LayerSums: Sendable, Equatable {
 package struct ShapeSummary: Sendable, Equatable {
     package var architecture: String
     package var layers, hidden, heads, kvHeads, headDim, ffn: Int
+    /// Routed experts per layer (0: a dense MLP); `ffn` is then each expert's width.
+    package var experts: Int
 
-    package init(architecture: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, ffn: Int) {
+    package init(architecture: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, ffn: Int, experts: Int = 0) {
         self.architecture = architecture
         self.layers = layers; self.hidden = hidden; self.heads = heads; self.kvHeads = kvHeads
-        self.headDim = headDim; self.ffn = ffn
+        self.headDim = headDim; self.ffn = ffn; self.experts = experts
     }
 }
 

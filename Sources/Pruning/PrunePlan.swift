@@ -23,27 +23,52 @@ package struct PruneTarget: Sendable, Equatable {
     package var layers: Int?
     /// Explicit layers to drop (overrides `layers`).
     package var dropLayers: [Int]?
+    /// Routed experts to keep per layer (a mixture of experts; `ffn` is then each expert's width).
+    package var experts: Int?
 
-    package init(ffn: Int? = nil, headsPerGroup: Int? = nil, hidden: Int? = nil, layers: Int? = nil, dropLayers: [Int]? = nil) {
+    package init(ffn: Int? = nil, headsPerGroup: Int? = nil, hidden: Int? = nil, layers: Int? = nil, dropLayers: [Int]? = nil,
+                 experts: Int? = nil) {
         self.ffn = ffn; self.headsPerGroup = headsPerGroup; self.hidden = hidden; self.layers = layers; self.dropLayers = dropLayers
+        self.experts = experts
     }
 }
 
 /// The channels, heads and layers a pruned model keeps, in source indices.
 package struct PrunePlan: Sendable, Equatable {
     package var keptLayers: [Int]
-    /// Per kept layer (same order as keptLayers): MLP neurons kept, ascending.
+    /// Per kept layer (same order as keptLayers): MLP neurons kept, ascending (empty in a mixture of experts).
     package var neurons: [[Int]]
     /// Per kept layer: query heads kept, grouped by KV head (each group keeps the same count).
     package var heads: [[Int]]
     /// Hidden channels kept, ascending.
     package var hiddenChannels: [Int]
     package var method: PruneMethod
+    /// A mixture of experts, per kept layer: the routed experts kept (ascending), and for
+    /// each of them (same order) its neurons kept. Empty for a dense model.
+    package var experts: [[Int]]
+    package var expertNeurons: [[[Int]]]
 
-    package init(keptLayers: [Int], neurons: [[Int]], heads: [[Int]], hiddenChannels: [Int], method: PruneMethod) {
+    package init(keptLayers: [Int], neurons: [[Int]], heads: [[Int]], hiddenChannels: [Int], method: PruneMethod,
+                 experts: [[Int]] = [], expertNeurons: [[[Int]]] = []) {
         self.keptLayers = keptLayers; self.neurons = neurons; self.heads = heads
         self.hiddenChannels = hiddenChannels; self.method = method
+        self.experts = experts; self.expertNeurons = expertNeurons
     }
+
+    /// The whole model as a plan (nothing cut).
+    package static func identity(spec s: DecoderSpec, method: PruneMethod) -> PrunePlan {
+        let moe = s.isMixtureOfExperts
+        return PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in moe ? [] : Array(0..<s.ffn) },
+                         heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method,
+                         experts: moe ? (0..<s.layers).map { _ in Array(0..<s.experts) } : [],
+                         expertNeurons: moe ? (0..<s.layers).map { _ in (0..<s.experts).map { _ in Array(0..<s.ffn) } } : [])
+    }
+
+    /// The MLP width left (each routed expert's in a mixture), or nil when the plan has no layers.
+    package var ffn: Int? { expertNeurons.first?.first?.count ?? neurons.first?.count }
+
+    /// Routed experts left per layer (nil for a dense model).
+    package var expertCount: Int? { experts.first?.count }
 
     /// Parameters of the decoder the plan leaves (matrices and norms, embeddings included).
     package func parameterCount(spec s: DecoderSpec, tiedHead: Bool) -> Int {
@@ -51,7 +76,14 @@ package struct PrunePlan: Sendable, Equatable {
         var n = s.vocab * h * (tiedHead ? 1 : 2) + h
         for (i, _) in keptLayers.enumerated() {
             let q = heads[i].count * s.headDim, kv = s.kvDim
-            n += h * q * 2 + h * kv * 2 + 3 * h * neurons[i].count + 2 * h
+            n += h * q * 2 + h * kv * 2 + 2 * h
+            if experts.isEmpty {
+                n += 3 * h * neurons[i].count
+            } else {
+                // Router rows, the experts' gated MLPs, the shared expert and its gate.
+                n += experts[i].count * h + expertNeurons[i].reduce(0) { $0 + 3 * h * $1.count }
+                if s.sharedFFN > 0 { n += 3 * h * s.sharedFFN + h }
+            }
         }
         return n
     }
@@ -65,6 +97,7 @@ package enum PruneError: UserFacingError, Sendable, Equatable {
     case badLayerList(String)
     case needsStatistics(method: String)
     case hiddenBlocks(hidden: Int, block: Int, type: String)
+    case notAMixture(architecture: String)
 
     package var description: String {
         switch self {
@@ -77,6 +110,8 @@ package enum PruneError: UserFacingError, Sendable, Equatable {
         case let .needsStatistics(method): return "the \(method) method needs importance statistics (from ckpt importance)"
         case let .hiddenBlocks(hidden, block, type):
             return "a hidden size of \(hidden) is not a multiple of \(block), which \(type) rows need; choose a multiple of \(block) or a float type"
+        case let .notAMixture(architecture):
+            return "--experts prunes a mixture of experts; this \(architecture) model has a dense MLP (--ffn prunes its neurons)"
         }
     }
 
@@ -105,11 +140,11 @@ package enum PrunePlanner {
     package static func plan(model: DecoderModel, target: PruneTarget, method: PruneMethod, stats: ImportanceStats?,
                             headMetric: HeadMetric = .contribution, seed: UInt64 = 0,
                             layerLoss: [Double]? = nil, headLoss: [Int: [Double]]? = nil,
-                            aggregation agg: Aggregation = .l2) throws -> PrunePlan {
+                            aggregation agg: Aggregation = .l2, expertMetric: ExpertMetric = .routing) throws -> PrunePlan {
         let s = model.spec
         if stats == nil && (method == .activation || method == .wanda) {
             // Drop-one losses stand in for statistics on the axes they cover.
-            let needs = target.ffn != nil || target.hidden != nil
+            let needs = target.ffn != nil || target.hidden != nil || target.experts != nil
                 || (target.headsPerGroup != nil && (headLoss == nil || method == .wanda))
                 || (target.layers != nil && target.dropLayers == nil && layerLoss == nil)
             if needs { throw PruneError.needsStatistics(method: method.rawValue) }
@@ -122,6 +157,10 @@ package enum PrunePlanner {
         if let h = target.hidden, h >= s.hidden || h < 1 { throw PruneError.targetTooLarge(what: "a hidden size of", requested: h, current: s.hidden) }
         if let g = target.headsPerGroup, g >= perGroup || g < 1 {
             throw PruneError.targetTooLarge(what: "query heads per group:", requested: g, current: perGroup)
+        }
+        if let e = target.experts {
+            guard s.isMixtureOfExperts else { throw PruneError.notAMixture(architecture: s.architecture) }
+            if e >= s.experts || e < 1 { throw PruneError.targetTooLarge(what: "an expert count of", requested: e, current: s.experts) }
         }
         if let l = target.layers, l >= s.layers || l < 1 {
             throw l < 1 ? PruneError.noLayersLeft : PruneError.targetTooLarge(what: "a depth of", requested: l, current: s.layers)
@@ -144,9 +183,33 @@ package enum PrunePlanner {
         }
         if kept.isEmpty { throw PruneError.noLayersLeft }
 
-        var neurons: [[Int]] = [], heads: [[Int]] = []
+        var neurons: [[Int]] = [], heads: [[Int]] = [], experts: [[Int]] = [], expertNeurons: [[[Int]]] = []
         for l in kept {
-            if let f = target.ffn {
+            if s.isMixtureOfExperts {
+                var keep = Array(0..<s.experts)
+                if let n = target.experts {
+                    let scores: [Double]
+                    switch method {
+                    case .activation, .wanda: scores = stats!.expertScores(layer: l, metric: expertMetric, agg)
+                    case .magnitude: scores = try (0..<s.experts).map { try scorer.expertNorm(layer: l, expert: $0) }
+                    case .random: scores = (0..<s.experts).map { _ in rng.uniform() }
+                    }
+                    keep = topIndices(scores, keep: n)
+                }
+                experts.append(keep)
+                expertNeurons.append(try keep.map { e in
+                    guard let f = target.ffn else { return Array(0..<s.ffn) }
+                    let scores: [Double]
+                    switch method {
+                    case .activation: scores = stats!.expertNeuronScores(layer: l, expert: e, agg)
+                    case .magnitude: scores = try scorer.neuronNorms(layer: l, expert: e)
+                    case .wanda: scores = try scorer.wandaNeurons(layer: l, expert: e, inputNorms: stats!.expertNeuronInputNorms(layer: l, expert: e))
+                    case .random: scores = (0..<s.ffn).map { _ in rng.uniform() }
+                    }
+                    return topIndices(scores, keep: f)
+                })
+                neurons.append([])
+            } else if let f = target.ffn {
                 let scores: [Double]
                 switch method {
                 case .activation: scores = stats!.neuronScores(layer: l, agg)
@@ -190,7 +253,8 @@ package enum PrunePlanner {
             }
             hidden = topIndices(scores, keep: h)
         }
-        return PrunePlan(keptLayers: kept, neurons: neurons, heads: heads, hiddenChannels: hidden, method: method)
+        return PrunePlan(keptLayers: kept, neurons: neurons, heads: heads, hiddenChannels: hidden, method: method,
+                         experts: experts, expertNeurons: expertNeurons)
     }
 }
 
@@ -236,12 +300,23 @@ struct WeightScores {
         return out
     }
 
-    /// ‖gate row‖ + ‖up row‖ + ‖down column‖ per neuron (no gate term in an ungated MLP).
-    func neuronNorms(layer l: Int) throws -> [Double] {
-        let up = try sums(.layer(l, .mlpUp)).rowSquares
-        let gate = model.spec.gatedMLP ? try sums(.layer(l, .mlpGate)).rowSquares : [Double](repeating: 0, count: up.count)
-        let down = try sums(.layer(l, .mlpDown)).columnSquares
+    /// The MLP tensor `part` of layer `l`, or of its routed expert `e`.
+    private func mlp(_ l: Int, _ e: Int?, _ part: LayerTensor) -> TensorRole {
+        e.map { .expert(l, $0, part) } ?? .layer(l, part)
+    }
+
+    /// ‖gate row‖ + ‖up row‖ + ‖down column‖ per neuron (no gate term in an ungated MLP),
+    /// of the dense MLP or of expert `e`.
+    func neuronNorms(layer l: Int, expert e: Int? = nil) throws -> [Double] {
+        let up = try sums(mlp(l, e, .mlpUp)).rowSquares
+        let gate = model.spec.gatedMLP ? try sums(mlp(l, e, .mlpGate)).rowSquares : [Double](repeating: 0, count: up.count)
+        let down = try sums(mlp(l, e, .mlpDown)).columnSquares
         return (0..<up.count).map { gate[$0].squareRoot() + up[$0].squareRoot() + down[$0].squareRoot() }
+    }
+
+    /// ‖gate‖ + ‖up‖ + ‖down‖ (Frobenius) of expert `e`.
+    func expertNorm(layer l: Int, expert e: Int) throws -> Double {
+        try [LayerTensor.mlpGate, .mlpUp, .mlpDown].map { try sums(.expert(l, e, $0)).rowSquares.reduce(0, +).squareRoot() }.reduce(0, +)
     }
 
     func headNorms(layer l: Int) throws -> [Double] {
@@ -259,12 +334,15 @@ struct WeightScores {
     }
 
     func layerNorm(_ l: Int) throws -> Double {
-        try [LayerTensor.attnOutput, .mlpDown].map { p in try sums(.layer(l, p)).rowSquares.reduce(0, +) }.reduce(0, +)
+        let s = model.spec
+        let outputs: [TensorRole] = [.layer(l, .attnOutput)]
+            + (s.isMixtureOfExperts ? (0..<s.experts).map { .expert(l, $0, .mlpDown) } : [.layer(l, .mlpDown)])
+        return try outputs.map { try sums($0).rowSquares.reduce(0, +) }.reduce(0, +)
     }
 
-    /// Wanda for an input channel c of W: Σ_i |W[i, c]| · ‖X_c‖.
-    func wandaNeurons(layer l: Int, inputNorms: [Double]) throws -> [Double] {
-        let a = try sums(.layer(l, .mlpDown)).columnAbs
+    /// Wanda for an input channel c of W: Σ_i |W[i, c]| · ‖X_c‖ (the dense MLP's down projection, or expert `e`'s).
+    func wandaNeurons(layer l: Int, expert e: Int? = nil, inputNorms: [Double]) throws -> [Double] {
+        let a = try sums(mlp(l, e, .mlpDown)).columnAbs
         return a.indices.map { a[$0] * inputNorms[$0] }
     }
 

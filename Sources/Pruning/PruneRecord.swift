@@ -24,6 +24,9 @@ package struct PruneRecord: Sendable, Equatable {
     package var heads: Int
     /// Teacher query heads kept, per student layer.
     package var headsKept: [[Int]]
+    /// A mixture of experts: routed experts per layer, and the teacher experts kept, per student layer.
+    package var experts: Int?
+    package var expertsKept: [[Int]]?
 
     package init(plan: PrunePlan, spec s: DecoderSpec, source: String, importance: String?) {
         self.source = source
@@ -32,9 +35,13 @@ package struct PruneRecord: Sendable, Equatable {
         keptLayers = plan.keptLayers
         hidden = plan.hiddenChannels.count
         hiddenKept = plan.hiddenChannels.count < s.hidden ? plan.hiddenChannels : nil
-        ffn = plan.neurons.first?.count ?? s.ffn
+        ffn = plan.ffn ?? s.ffn
         heads = plan.heads.first?.count ?? s.heads
         headsKept = plan.heads
+        if s.isMixtureOfExperts {
+            experts = plan.expertCount ?? s.experts
+            expertsKept = plan.experts
+        }
     }
 
     /// The record as one line of JSON (also what `prune --dry-run --json` prints).
@@ -53,6 +60,12 @@ package struct PruneRecord: Sendable, Equatable {
         w.beginArray(key: "heads_kept")
         for h in headsKept { w.raw(ints(h)) }
         w.endArray()
+        if let experts, let expertsKept {
+            w.int(experts, key: "experts")
+            w.beginArray(key: "experts_kept")
+            for e in expertsKept { w.raw(ints(e)) }
+            w.endArray()
+        }
         w.endObject()
         return w.text
     }
@@ -83,6 +96,13 @@ package struct PruneRecord: Sendable, Equatable {
         if json["hidden_kept"] != nil { r.hiddenKept = try ints(json["hidden_kept"], "hidden_kept") }
         guard let perLayer = json["heads_kept"]?.arrayValue else { throw bad("'heads_kept' is not a list") }
         r.headsKept = try perLayer.map { try ints($0, "heads_kept") }
+        if json["experts"] != nil || json["experts_kept"] != nil {
+            r.experts = try int("experts")
+            guard let kept = json["experts_kept"]?.arrayValue else { throw bad("'experts_kept' is not a list") }
+            r.expertsKept = try kept.map { try ints($0, "experts_kept") }
+            if r.expertsKept!.count != r.keptLayers.count { throw bad("'experts_kept' has \(r.expertsKept!.count) layers, 'kept_layers' \(r.keptLayers.count)") }
+            if r.expertsKept!.contains(where: { $0.count != r.experts }) { throw bad("'experts_kept' lists other than \(r.experts!) experts in a layer") }
+        }
         if r.hiddenKept.map({ $0.count != r.hidden }) ?? false { throw bad("'hidden_kept' lists \(r.hiddenKept!.count) channels, 'hidden' says \(r.hidden)") }
         if r.headsKept.count != r.keptLayers.count { throw bad("'heads_kept' has \(r.headsKept.count) layers, 'kept_layers' \(r.keptLayers.count)") }
         return r

@@ -28,11 +28,21 @@ package enum DepthMetric: String, Sendable, CaseIterable {
     case loss
 }
 
+/// How the experts of a mixture are scored for `--experts`.
+package enum ExpertMetric: String, Sendable, CaseIterable {
+    /// The routing weight the expert's output is given, 0 when not chosen (routing mass).
+    case routing
+    /// How often the expert is among the chosen (its share of the tokens).
+    case selected
+    /// Routing weight × ‖expert output‖: what the expert adds to the residual stream.
+    case output
+}
+
 extension ChannelSums {
-    /// One score per channel.
-    package func scores(_ agg: Aggregation, samples: Int) -> [Double] {
+    /// One score per channel (of `range`, all by default).
+    package func scores(_ agg: Aggregation, samples: Int, range: Range<Int>? = nil) -> [Double] {
         let n = Double(max(samples, 1))
-        return (0..<channels).map { c in
+        return (range ?? 0..<channels).map { c in
             let s1 = FixedSum.double(sumMeanAbs[c]), s2 = FixedSum.double(sumMeanAbsSquared[c])
             switch agg {
             case .mean: return s1 / n
@@ -49,6 +59,28 @@ extension ChannelSums {
 extension ImportanceStats {
     package func neuronScores(layer: Int, _ agg: Aggregation = .l2) -> [Double] {
         layers[layer].neurons.scores(agg, samples: samples)
+    }
+
+    /// One score per expert of the layer.
+    package func expertScores(layer: Int, metric: ExpertMetric = .routing, _ agg: Aggregation = .l2) -> [Double] {
+        let l = layers[layer]
+        switch metric {
+        case .routing: return l.expertRouting.scores(agg, samples: samples)
+        case .selected: return l.expertSelected.scores(agg, samples: samples)
+        case .output: return l.expertOutput.scores(agg, samples: samples)
+        }
+    }
+
+    /// Expert `e`'s neurons, as `neuronScores` scores a dense MLP's.
+    package func expertNeuronScores(layer: Int, expert e: Int, _ agg: Aggregation = .l2) -> [Double] {
+        let f = shape.ffn
+        return layers[layer].expertNeurons.scores(agg, samples: samples, range: (e * f)..<((e + 1) * f))
+    }
+
+    /// ‖X_c‖ of expert `e`'s neurons (Wanda), over the tokens routed to it.
+    package func expertNeuronInputNorms(layer: Int, expert e: Int) -> [Double] {
+        let f = shape.ffn
+        return layers[layer].expertNeurons.sumSquares[(e * f)..<((e + 1) * f)].map { FixedSum.double($0).squareRoot() }
     }
 
     package func headScores(layer: Int, metric: HeadMetric = .contribution, _ agg: Aggregation = .l2) -> [Double] {

@@ -12,9 +12,6 @@ package enum Surgery {
     package static func edit(model: DecoderModel, plan: PrunePlan, record: PruneRecord?) throws -> CheckpointEdit {
         let s = model.spec, arch = model.architecture, ckpt = model.checkpoint
         let gguf = ckpt.format == .gguf
-        if s.isMixtureOfExperts {
-            throw CheckpointError.unsupported(path: ckpt.path, reason: "\(s.architecture) is a mixture of \(s.experts) experts, which pruning does not handle yet (eval, logits and generate run it)")
-        }
         let hiddenPruned = plan.hiddenChannels.count != s.hidden
         let hidden: [Int]? = hiddenPruned ? plan.hiddenChannels : nil
         var edit = CheckpointEdit()
@@ -23,7 +20,17 @@ package enum Surgery {
         for t in ckpt.tensors {
             guard let role = gguf ? arch.role(ggufName: t.name) : arch.role(hfName: t.name) else { continue }
             switch role {
-            case .expert: continue
+            case let .expert(i, x, part):
+                // HF's one tensor per expert: kept experts are renumbered, their neurons cut.
+                guard let j = newIndex[i], let k = plan.keptLayers.firstIndex(of: i), let ne = plan.experts[k].firstIndex(of: x) else {
+                    edit.tensors[t.name] = TensorEdit(drop: true)
+                    continue
+                }
+                let neurons = plan.expertNeurons[k][ne].count == s.ffn ? nil : plan.expertNeurons[k][ne]
+                let name = arch.hfName(.expert(j, ne, part)) ?? t.name
+                var e = TensorEdit(name: name == t.name ? nil : name)
+                if part == .mlpDown { e.rows = hidden; e.columns = neurons } else { e.rows = neurons; e.columns = hidden }
+                if e != TensorEdit() { edit.tensors[t.name] = e }
             case .embed, .lmHead, .finalNorm, .finalNormBias:
                 if hiddenPruned { edit.tensors[t.name] = TensorEdit(columns: hidden) }
             case let .layer(i, part):
@@ -55,23 +62,39 @@ package enum Surgery {
                     // The kept neurons' gate rows, then the same neurons' up rows.
                     e.rows = neurons.map { $0 + $0.map { s.ffn + $0 } }
                     e.columns = hidden
-                case .moeRouter, .expertsGate, .expertsUp, .expertsDown, .sharedGate, .sharedUp, .sharedDown, .sharedRouter:
-                    break  // refused above
+                case .moeRouter:
+                    e.rows = plan.experts[k].count == s.experts ? nil : plan.experts[k]
+                    e.columns = hidden
+                case .expertsGate, .expertsUp, .expertsDown:
+                    // GGUF's stacked [experts, rows, cols]: the kept experts, each with its own neurons.
+                    let changed = plan.experts[k].count != s.experts || hiddenPruned || plan.expertNeurons[k].contains { $0.count != s.ffn }
+                    if changed {
+                        e.slices = zip(plan.experts[k], plan.expertNeurons[k]).map { x, n in
+                            let neurons = n.count == s.ffn ? nil : n
+                            return part == .expertsDown ? SliceEdit(source: x, rows: hidden, columns: neurons) : SliceEdit(source: x, rows: neurons, columns: hidden)
+                        }
+                    }
+                case .sharedGate, .sharedUp, .sharedRouter: e.columns = hidden
+                case .sharedDown: e.rows = hidden
                 }
                 if e != TensorEdit() { edit.tensors[t.name] = e }
             }
         }
         let newHeads = plan.heads.first?.count ?? s.heads
-        let newFFN = plan.neurons.first?.count ?? s.ffn
+        let newFFN = plan.ffn ?? s.ffn
+        // A mixture's expert width has its own key where the family has a dense width too (qwen MoE).
+        let expertWidthKey = model.config.moeIntermediateSize != nil
+        let newExperts = plan.expertCount ?? s.experts, newUsed = min(s.expertsUsed, newExperts)
         if gguf {
             let a = arch.ggufName
             func u32(_ key: String, _ v: Int) -> MetadataEntry { MetadataEntry(key: "\(a).\(key)", value: .uint32(UInt32(v))) }
             edit.ggufMetadata = [
                 u32("block_count", plan.keptLayers.count), u32("embedding_length", plan.hiddenChannels.count),
-                u32("feed_forward_length", newFFN), u32("attention.head_count", newHeads),
+                u32(expertWidthKey ? "expert_feed_forward_length" : "feed_forward_length", newFFN), u32("attention.head_count", newHeads),
                 u32("attention.head_count_kv", s.kvHeads), u32("attention.key_length", s.headDim),
                 u32("attention.value_length", s.headDim), u32("rope.dimension_count", s.ropeDims),
             ]
+            if s.isMixtureOfExperts { edit.ggufMetadata += [u32("expert_count", newExperts), u32("expert_used_count", newUsed)] }
             if let record { edit.ggufMetadata.append(MetadataEntry(key: PruneRecord.ggufKey, value: .string(record.json))) }
             let keptTypes = s.slidingLayers.isEmpty ? nil
                 : plan.keptLayers.map { s.slidingLayers.contains($0) ? "sliding_attention" : "full_attention" }
@@ -81,10 +104,15 @@ package enum Surgery {
             let path = FileSystem.join(dir, "config.json")
             let json = try JSONParser.parse(FileSystem.readFile(path, limit: 16 << 20))
             var replacements: [String: JSONValue] = [
-                "hidden_size": .number(String(plan.hiddenChannels.count)), "intermediate_size": .number(String(newFFN)),
+                "hidden_size": .number(String(plan.hiddenChannels.count)),
+                expertWidthKey ? "moe_intermediate_size" : "intermediate_size": .number(String(newFFN)),
                 "num_attention_heads": .number(String(newHeads)), "num_key_value_heads": .number(String(s.kvHeads)),
                 "head_dim": .number(String(s.headDim)), "num_hidden_layers": .number(String(plan.keptLayers.count)),
             ]
+            if s.isMixtureOfExperts {
+                replacements[model.config.numLocalExperts != nil ? "num_local_experts" : "num_experts"] = .number(String(newExperts))
+                replacements["num_experts_per_tok"] = .number(String(newUsed))
+            }
             if let types = model.config.layerTypes, types.count == s.layers {
                 replacements["layer_types"] = .array(plan.keptLayers.map { .string(types[$0]) })
             } else if !s.slidingLayers.isEmpty {

@@ -15,7 +15,7 @@ enum ImportanceCommand {
         usage: """
         importance --model <model> --calib <file> [--samples 1024] [--seq 512] [--batch B] [--tokenizer T] [--shard i/N] [--threads T] [--max-resident SIZE] -o <stats>
                ckpt importance merge <stats>... -o <stats>
-               ckpt importance show <stats> [--json] [--plot FILE.svg|FILE.png] [--agg l2|mean|variance] [--head-metric contribution|output]
+               ckpt importance show <stats> [--json] [--plot FILE.svg|FILE.png] [--agg l2|mean|variance] [--head-metric contribution|output] [--expert-metric routing|selected|output]
                ckpt importance export <stats> --imatrix <file.gguf> [--force]
         """,
         discussion: """
@@ -25,6 +25,8 @@ enum ImportanceCommand {
         neurons (the input of the down projection), attention heads (‖o_h‖ and
         ‖W_o,h·o_h‖), hidden channels (the normed inputs of attention and MLP), Σa² per
         channel (Wanda), and Block Influence (1 − cos between a layer's input and output).
+        In a mixture of experts, per routed expert: its routing weight mass, how often it
+        is chosen, weight × ‖output‖, and each of its neurons (0 on tokens routed elsewhere).
         The sums are exact, so shards run with --shard i/N (contiguous sample ranges) and
         merged with 'ckpt importance merge' equal one run bit for bit. Format:
         Formats/importance.md. 'export --imatrix' writes llama.cpp's importance matrix
@@ -46,6 +48,7 @@ enum ImportanceCommand {
             .init("--plot", value: "file.svg|png", help: "show: draw head and neuron heatmaps and the layer-importance curve (SVG, or PNG by the name)."),
             .init("--agg", value: "kind", help: "show: aggregation over samples, l2 (default), mean or variance."),
             .init("--head-metric", value: "kind", help: "show: contribution (default) or output."),
+            .init("--expert-metric", value: "kind", help: "show, a mixture of experts: routing (default), selected or output."),
             .init("--imatrix", value: "file.gguf", help: "export: llama.cpp importance-matrix output."),
             .init("--force", help: "export: replace an existing file."),
         ],
@@ -143,9 +146,14 @@ enum ImportanceCommand {
         guard let metric = HeadMetric(rawValue: args.value("--head-metric") ?? "contribution") else {
             throw UsageError(message: "--head-metric is contribution or output", command: "importance")
         }
+        guard let expertMetric = ExpertMetric(rawValue: args.value("--expert-metric") ?? "routing") else {
+            throw UsageError(message: "--expert-metric is routing, selected or output", command: "importance")
+        }
         let sh = stats.shape
         let heads = (0..<sh.layers).map { stats.headScores(layer: $0, metric: metric, agg) }
-        let neurons = (0..<sh.layers).map { stats.neuronScores(layer: $0, agg) }
+        // A mixture's neurons: every expert's, expert after expert.
+        let neurons = (0..<sh.layers).map { sh.experts > 0 ? stats.layers[$0].expertNeurons.scores(agg, samples: stats.samples) : stats.neuronScores(layer: $0, agg) }
+        let experts = sh.experts > 0 ? (0..<sh.layers).map { stats.expertScores(layer: $0, metric: expertMetric, agg) } : nil
         let bi = stats.blockInfluence
         if let plot = args.value("--plot") {
             try ImportancePlot.drawing(stats: stats, heads: heads, neurons: neurons, metric: metric, agg: agg).write(to: plot)
@@ -159,12 +167,14 @@ enum ImportanceCommand {
             w.int(stats.tokens, key: "tokens")
             w.string(agg.rawValue, key: "agg")
             w.string(metric.rawValue, key: "head_metric")
+            if experts != nil { w.string(expertMetric.rawValue, key: "expert_metric") }
             w.beginArray(key: "layers")
             for l in 0..<sh.layers {
                 w.beginObject()
                 w.double(bi[l], key: "block_influence")
                 w.raw("[" + heads[l].map { JSONWriter.number($0) }.joined(separator: ",") + "]", key: "heads")
                 w.raw("[" + neurons[l].map { JSONWriter.number($0) }.joined(separator: ",") + "]", key: "neurons")
+                if let experts { w.raw("[" + experts[l].map { JSONWriter.number($0) }.joined(separator: ",") + "]", key: "experts") }
                 w.endObject()
             }
             w.endArray()
@@ -174,8 +184,9 @@ enum ImportanceCommand {
             return
         }
         var s = "\(args.positionals[1]): \(sh.architecture), \(sh.layers) layers, \(stats.samples) samples, \(stats.tokens) tokens; "
-        s += "scores: \(agg.rawValue) over samples, heads by \(metric.rawValue)\n\n"
-        s += "layer".padding(to: 7) + "BI".leftPadding(to: 10) + "  rank" + "   heads, best → worst".padding(to: 40) + "neurons: max / median / min\n"
+        s += "scores: \(agg.rawValue) over samples, heads by \(metric.rawValue)\(experts == nil ? "" : ", experts by \(expertMetric.rawValue)")\n\n"
+        s += "layer".padding(to: 7) + "BI".leftPadding(to: 10) + "  rank" + "   heads, best → worst".padding(to: 40)
+            + (experts == nil ? "" : "experts, best → worst".padding(to: 40)) + "neurons: max / median / min\n"
         let biRank = bi.indices.sorted { bi[$0] > bi[$1] }
         for l in 0..<sh.layers {
             let order = heads[l].indices.sorted { heads[l][$0] > heads[l][$1] }
@@ -183,6 +194,12 @@ enum ImportanceCommand {
             let rank = biRank.firstIndex(of: l)! + 1
             s += "\(l)".padding(to: 7) + formatStat(bi[l]).leftPadding(to: 10) + "\(rank)".leftPadding(to: 6) + "   "
             s += order.map(String.init).joined(separator: " ").padding(to: 37)
+            if let e = experts?[l] {
+                let order = e.indices.sorted { e[$0] > e[$1] }
+                let shown = order.count <= 12 ? order.map(String.init) : order.prefix(8).map(String.init) + ["…"] + order.suffix(3).map(String.init)
+                s += "   " + shown.joined(separator: " ").padding(to: 37)
+            }
+            guard !sorted.isEmpty else { s += "-\n"; continue }
             s += "\(formatStat(sorted.last)) / \(formatStat(sorted[sorted.count / 2])) / \(formatStat(sorted.first))\n"
         }
         for k in [1, 2, 4, sh.layers / 5].filter({ $0 > 0 && $0 < sh.layers }) {

@@ -12,7 +12,7 @@ enum PruneCommand {
     static let spec = CommandSpec(
         name: "prune",
         summary: "Cut MLP neurons, attention heads, hidden channels or layers, keeping the most important.",
-        usage: "prune --model <model> [--importance STATS] [--method activation|magnitude|wanda|random] [--ffn N] [--heads-per-group N | --heads N] [--hidden N] [--layers N | --drop-layers a-b,…] [--dtype keep|…] [--dry-run] [--json] [--force] (-o <out> | --in-place)",
+        usage: "prune --model <model> [--importance STATS] [--method activation|magnitude|wanda|random] [--ffn N] [--heads-per-group N | --heads N] [--hidden N] [--layers N | --drop-layers a-b,…] [--experts N [--expert-metric routing|selected|output]] [--dtype keep|…] [--dry-run] [--json] [--force] (-o <out> | --in-place)",
         discussion: """
         Ranks channels with --method (activation statistics from 'ckpt importance' by
         default; magnitude and random need none) and keeps the best: --ffn MLP neurons per
@@ -21,6 +21,10 @@ enum PruneCommand {
         --hidden embedding channels (removed from the embedding, every norm, every input
         projection's columns, every output projection's rows and the LM head); --layers N
         keeps the N layers of highest Block Influence, --drop-layers removes the listed ones.
+        In a mixture of experts, --experts N keeps N routed experts per layer (their router
+        rows, their slices of the stacked tensors, renumbered), ranked by --expert-metric,
+        and --ffn cuts each kept expert's neurons by its own statistics; the shared expert
+        keeps its width.
         Layers are renumbered and the shape metadata (GGUF keys or config.json) updated.
         GGUF in, GGUF out; safetensors in, safetensors out. Rows of quantized tensors are
         copied as whole blocks; where columns go, rows are requantized to the same type
@@ -39,6 +43,8 @@ enum PruneCommand {
             .init("--hidden", value: "n", help: "Hidden (embedding) channels to keep."),
             .init("--layers", value: "n", help: "Layers to keep (the most influential)."),
             .init("--drop-layers", value: "list", help: "Layers to drop, e.g. 20-25 or 3,7."),
+            .init("--experts", value: "n", help: "Routed experts to keep per layer (a mixture of experts)."),
+            .init("--expert-metric", value: "kind", help: "Expert score for --method activation: routing (routing weight mass, default), selected (share of tokens) or output (weight × output norm)."),
             .init("--seed", value: "n", help: "Seed for --method random (default 0)."),
             .init("--dtype", value: "type", help: "Output type of rewritten tensors (default keep)."),
             .init("--target-params", value: "n", help: "Search shapes near this many parameters (e.g. 90M, 8B) and rank them by held-out perplexity."),
@@ -69,7 +75,10 @@ enum PruneCommand {
             try args.optionalInt(name, min: 0)
         }
         var target = PruneTarget(ffn: try count("--ffn"), headsPerGroup: try count("--heads-per-group"), hidden: try count("--hidden"),
-                                 layers: try count("--layers"))
+                                 layers: try count("--layers"), experts: try count("--experts"))
+        guard let expertMetric = ExpertMetric(rawValue: args.value("--expert-metric") ?? "routing") else {
+            throw UsageError(message: "--expert-metric is routing, selected or output", command: "prune")
+        }
         if let h = try count("--heads") {
             if target.headsPerGroup != nil { throw UsageError(message: "give --heads or --heads-per-group, not both", command: "prune") }
             guard h % s.kvHeads == 0 else { throw PruneError.headsNotDivisible(heads: h, groups: s.kvHeads) }
@@ -84,10 +93,13 @@ enum PruneCommand {
         let stats = try importancePath.map { try ImportanceFile.read($0) }
         let seed = try args.int("--seed", default: 0, min: 0)
         if let goal = args.value("--target-params") {
+            if s.isMixtureOfExperts {
+                throw CheckpointError.unsupported(path: modelPath, reason: "--target-params searches dense shapes; prune a mixture of experts with --experts and --ffn")
+            }
             guard target == PruneTarget() else { throw UsageError(message: "--target-params chooses the shape; drop --ffn/--heads/--hidden/--layers", command: "prune") }
             target = try search(args, model: model, goal: goal, method: method, metric: metric, stats: stats, seed: UInt64(seed))
         }
-        if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers, --drop-layers or --target-params", command: "prune") }
+        if target == PruneTarget() { throw UsageError(message: "nothing to prune: give --ffn, --heads-per-group, --hidden, --layers, --drop-layers, --experts or --target-params", command: "prune") }
         guard let agg = Aggregation(rawValue: args.value("--agg") ?? "l2") else {
             throw UsageError(message: "--agg is l2, mean or variance", command: "prune")
         }
@@ -115,15 +127,15 @@ enum PruneCommand {
             }
         }
         let plan = try PrunePlanner.plan(model: model, target: target, method: method, stats: stats, headMetric: metric, seed: UInt64(seed),
-                                         layerLoss: layerLoss, headLoss: headLoss, aggregation: agg)
+                                         layerLoss: layerLoss, headLoss: headLoss, aggregation: agg, expertMetric: expertMetric)
         let tied = model.tensor(.lmHead) == nil
-        let before = PrunePlan(keptLayers: Array(0..<s.layers), neurons: (0..<s.layers).map { _ in Array(0..<s.ffn) },
-                               heads: (0..<s.layers).map { _ in Array(0..<s.heads) }, hiddenChannels: Array(0..<s.hidden), method: method)
+        let before = PrunePlan.identity(spec: s, method: method)
         let record = PruneRecord(plan: plan, spec: s, source: "\(modelPath) (\(model.identity))",
                                           importance: importancePath.map { "\($0) (\(stats!.calibrationIdentity))" })
         let summary = """
         plan (\(method.rawValue)): layers \(s.layers) → \(plan.keptLayers.count), hidden \(s.hidden) → \(plan.hiddenChannels.count), \
-        ffn \(s.ffn) → \(plan.neurons.first?.count ?? s.ffn), heads \(s.heads) → \(plan.heads.first?.count ?? s.heads) (KV \(s.kvHeads)); \
+        \(s.isMixtureOfExperts ? "experts \(s.experts) → \(plan.expertCount ?? s.experts), " : "")ffn \(s.ffn) → \(plan.ffn ?? s.ffn), \
+        heads \(s.heads) → \(plan.heads.first?.count ?? s.heads) (KV \(s.kvHeads)); \
         parameters \(formatCount(before.parameterCount(spec: s, tiedHead: tied))) → \(formatCount(plan.parameterCount(spec: s, tiedHead: tied)))
         """
         let dropped = (0..<s.layers).filter { !plan.keptLayers.contains($0) }
@@ -135,6 +147,12 @@ enum PruneCommand {
             if args.flag("--json") { Console.out(record.json + "\n") } else {
                 var text = summary + "\n"
                 if !dropped.isEmpty { text += "layers dropped: \(dropped.map(String.init).joined(separator: " "))\n" }
+                if target.experts != nil {
+                    for (k, l) in plan.keptLayers.enumerated() {
+                        let gone = (0..<s.experts).filter { !plan.experts[k].contains($0) }
+                        text += "layer \(l): experts dropped \(gone.map(String.init).joined(separator: " "))\n"
+                    }
+                }
                 if target.headsPerGroup != nil {
                     for (k, l) in plan.keptLayers.enumerated() {
                         let gone = (0..<s.heads).filter { !plan.heads[k].contains($0) }
@@ -174,10 +192,10 @@ enum PruneCommand {
         options.edit = try Surgery.edit(model: model, plan: plan, record: record)
         let converter = try Converter(source: model.checkpoint, output: out, options: options)
         for w in converter.warnings { Console.err("warning: \(w)\n") }
-        if model.spec.architecture == "phi3", model.checkpoint.format == .gguf,
+        if ["phi3", "nemotron", "qwen2moe"].contains(model.spec.architecture), model.checkpoint.format == .gguf,
            let q = plan.heads.first.map({ $0.count * model.spec.headDim }), q != plan.hiddenChannels.count {
-            // llama.cpp's phi3 sizes attn_qkv and attn_output from the embedding width alone.
-            Console.err("warning: phi3 keeps \(q) query channels and \(plan.hiddenChannels.count) hidden channels: llama.cpp loads a phi3 GGUF only where they are equal (prune heads and --hidden by the same ratio); ckpt and transformers run it as it is\n")
+            // llama.cpp (0.3.36) sizes these families' query projection from the embedding width alone.
+            Console.err("warning: \(model.spec.architecture) keeps \(q) query channels and \(plan.hiddenChannels.count) hidden channels: llama.cpp loads a \(model.spec.architecture) GGUF only where they are equal (prune heads and --hidden by the same ratio); ckpt and transformers run it as it is\n")
         }
         let bar = ProgressBar(label: "prune", total: model.checkpoint.tensors.count, totalBytes: model.checkpoint.tensorBytes)
         let result = try converter.run { done, bytes in bar.update(done: done, bytesDone: bytes) }

@@ -46,6 +46,48 @@ final class PruneCLITests: XCTestCase {
         XCTAssertEqual(try FileSystem.kind(of: dir + "/x.imp"), .missing)
     }
 
+    /// A mixture of experts through importance, show and `prune --experts` as a user runs
+    /// them: the plan drops the experts with the least routing mass, the output has 3
+    /// experts a layer and evaluates; `--experts` on a dense model and `importance export`
+    /// of a mixture are refused by name, with nothing written.
+    func testMixtureOfExpertsImportanceAndExpertPruning() throws {
+        let dir = makeTemporaryDirectory()
+        let model = fixturesPath + "/engine/tiny-qwen2moe.gguf"
+        let imp = try runCkpt(["importance", "--model", model, "--calib", calib, "--samples", "4", "--seq", "32", "--threads", "2", "-o", dir + "/moe.imp"])
+        XCTAssertEqual(imp.status, 0, imp.stderr)
+        let show = try runCkpt(["importance", "show", dir + "/moe.imp", "--json"])
+        XCTAssertEqual(show.status, 0, show.stderr)
+        let layers = try XCTUnwrap(try JSONParser.parse(Array(show.stdout.utf8))["layers"]?.arrayValue)
+        let routing = layers.map { $0["experts"]!.arrayValue!.map { $0.doubleValue! } }
+        XCTAssertEqual(routing.map(\.count), [4, 4])
+        XCTAssertEqual(layers[0]["neurons"]?.arrayValue?.count, 4 * 32, "every expert's neurons")
+        let text = try runCkpt(["importance", "show", dir + "/moe.imp", "--expert-metric", "output"])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("experts by output"), text.stdout)
+        let dry = try runCkpt(["prune", "--model", model, "--importance", dir + "/moe.imp", "--experts", "3", "--ffn", "24", "--dry-run"])
+        XCTAssertEqual(dry.status, 0, dry.stderr)
+        for (l, scores) in routing.enumerated() {
+            let least = scores.indices.min { scores[$0] < scores[$1] }!
+            XCTAssertTrue(dry.stdout.contains("layer \(l): experts dropped \(least)\n"), dry.stdout)
+        }
+        XCTAssertTrue(dry.stdout.contains("experts 4 → 3, ffn 32 → 24"), dry.stdout)
+        let out = dir + "/p.gguf"
+        let p = try runCkpt(["prune", "--model", model, "--importance", dir + "/moe.imp", "--experts", "3", "--ffn", "24", "-o", out])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        let info = try runCkpt(["inspect", out, "--json"])
+        XCTAssertTrue(info.stdout.contains("\"qwen2moe.expert_count\"") && info.stdout.contains("\"qwen2moe.expert_feed_forward_length\""), info.stdout.prefix(400) + "")
+        let eval = try runCkpt(["eval", "--model", out, "--file", calib, "--ctx", "32", "--chunks", "2", "--json"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let dense = try runCkpt(["prune", "--model", tinyLlama, "--method", "magnitude", "--experts", "1", "-o", dir + "/d.gguf"])
+        XCTAssertEqual(dense.status, 64)
+        XCTAssertTrue(dense.stderr.contains("dense MLP"), dense.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/d.gguf"), .missing)
+        let export = try runCkpt(["importance", "export", dir + "/moe.imp", "--imatrix", dir + "/m.gguf"])
+        XCTAssertEqual(export.status, 69, export.stderr)
+        XCTAssertTrue(export.stderr.contains("experts"), export.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/m.gguf"), .missing)
+    }
+
     func testPruneWritesALoadableModelAndRefusesBadTargets() throws {
         let dir = makeTemporaryDirectory()
         XCTAssertEqual(try runCkpt(["importance", "--model", tinyLlama, "--calib", calib, "--samples", "4", "--seq", "32", "-o", dir + "/s.imp"]).status, 0)
