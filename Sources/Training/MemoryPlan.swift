@@ -49,7 +49,7 @@ package struct MemoryPlan: Sendable, CustomStringConvertible {
             // vocabulary slice of the LM head and its gradients, or one optimizer slice of
             // weights, gradients and moments; plus pages at the edges.
             var layer: [Int: Int] = [:]
-            for slot in slots { if case let .layer(l, _) = slot.role { layer[l, default: 0] += slot.count } }
+            for slot in slots { if let l = slot.role.layerIndex { layer[l, default: 0] += slot.count } }
             let biggestLayer = layer.values.max() ?? 0
             let headSlice = TrainableDecoder.defaultVocabSlice(hidden: s.hidden) * s.hidden
             state = max(8 * biggestLayer, 8 * headSlice, Int(Double(min(AdamW.slice, parameters)) * perParameter), StateArray.slice) + (1 << 20)
@@ -59,7 +59,7 @@ package struct MemoryPlan: Sendable, CustomStringConvertible {
         // Transposed gradients (a layer's widest, or a block of logit rows by a vocabulary
         // slice), packed GEMM panels per thread, the loss kernels' rows per thread.
         let threads = max(ThreadPool.threads, 1)
-        let transposed = max(T * max(s.hidden, s.qDim, s.ffn), logitRows * min(s.vocab, TrainableDecoder.defaultVocabSlice(hidden: s.hidden)))
+        let transposed = max(T * max(s.hidden, s.qDim, s.ffn, s.sharedFFN), logitRows * min(s.vocab, TrainableDecoder.defaultVocabSlice(hidden: s.hidden)))
         // Attention's backward pass: per thread three blocks of 64 queries × T scores, and
         // every head's share of dK and dV.
         let attention = 4 * (threads * 3 * 64 * T + 2 * s.heads * T * s.headDim)
@@ -70,7 +70,7 @@ package struct MemoryPlan: Sendable, CustomStringConvertible {
         var quantized = 0
         if products == .int8 {
             var biggest = TrainableDecoder.defaultVocabSlice(hidden: s.hidden) * s.hidden
-            for slot in slots { if case .layer = slot.role { biggest = max(biggest, slot.count) } }
+            for slot in slots where slot.role.layerIndex != nil { biggest = max(biggest, slot.count) }
             quantized = Int(2.25 * Double(streamState ? biggest : parameters)) + Int(1.125 * Double(T * max(s.hidden, s.qDim, s.ffn)))
         }
         var parts = [("baseline", baseline), ("int8 copies", quantized), (streamState ? "state slices" : "weights, gradients and optimizer state", state),

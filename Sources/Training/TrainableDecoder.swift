@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 /// A student being trained: f32 master weights of a decoder (llama, mistral, qwen2,
-/// qwen3, gemma2, gemma3, nemotron) in one flat array with their gradients beside them (in memory or
+/// qwen3, gemma2, gemma3, nemotron, phi3, and the mixtures of experts mixtral, qwen3moe,
+/// qwen2moe) in one flat array with their gradients beside them (in memory or
 /// streamed from files, see `StateResidence`), and the
 /// forward and backward passes of one sequence, layer by layer, built from the
 /// operations in backprop.c. Weights keep the file's layout (llama.cpp's Q/K row order
@@ -54,12 +55,13 @@ package final class TrainableDecoder {
     /// store w for a norm that multiplies by 1 + w (GGUF holds 1 + w already).
     package let normOffset: Float
     /// Where each role's values sit: a slot, and the offset into it of a part of a fused
-    /// matrix (phi3's q, k and v rows of `attn_qkv`; gate and up of `ffn_up`), so the
-    /// passes read and update the parts while the fused tensor writes back whole.
+    /// matrix (phi3's q, k and v rows of `attn_qkv`; gate and up of `ffn_up`) or of a
+    /// stack (each expert of GGUF's `ffn_*_exps`), so the passes read and update the parts
+    /// while the fused tensor writes back whole.
     private var index: [TensorRole: (slot: Int, offset: Int)] = [:]
     /// Per layer, the f32 elements its tensors span in `weights` and `grads`.
     private var layerRanges: [Range<Int>] = []
-    private var acts: Activations?
+    private(set) var acts: Activations?
 
     /// Rows of logits computed at a time, bounding the logits buffer to rows × vocab.
     package var logitRows = 64
@@ -93,7 +95,6 @@ package final class TrainableDecoder {
     /// `residence` says.
     package init(model: DecoderModel, residence: StateResidence = .memory, recomputeActivations: Bool = false) throws {
         let s = model.spec
-        if s.isMixtureOfExperts { throw Failure.unsupported("\(s.architecture) is a mixture of \(s.experts) experts, which training does not route yet") }
         if s.heads % max(s.kvHeads, 1) != 0 { throw Failure.unsupported("\(s.heads) query heads do not group evenly over \(s.kvHeads) KV heads") }
         spec = s
         self.recomputeActivations = recomputeActivations
@@ -117,8 +118,12 @@ package final class TrainableDecoder {
                 if at != 0 && at != slot.count {
                     throw Failure.unsupported("\(slot.name) holds \(slot.count) values, not the \(at) of its parts")
                 }
+                if let sub = part.stackedPart, slot.shape.count == 3 {
+                    let each = slot.count / max(slot.shape[0], 1)
+                    for e in 0..<slot.shape[0] { index[.expert(l, e, sub)] = (i, e * each) }
+                }
             }
-            if case let .layer(l, _) = slot.role {
+            if let l = slot.role.layerIndex {
                 let r = layerRanges[l]
                 layerRanges[l] = r.isEmpty ? slot.offset..<(slot.offset + slot.count) : min(r.lowerBound, slot.offset)..<max(r.upperBound, slot.offset + slot.count)
             }
@@ -132,12 +137,19 @@ package final class TrainableDecoder {
         }
     }
 
-    /// The tensors a student trains, in the order they sit in the flat buffers.
+    /// The tensors a student trains, in the order they sit in the flat buffers. GGUF's
+    /// stacked experts are one slot a stack (the tensor that is written back).
     package static func slots(of model: DecoderModel) throws -> [Slot] {
         let roles = model.required().map(\.0)
         var slots: [Slot] = []
         var at = 0
-        for r in roles {
+        for var r in roles {
+            if case let .expert(l, e, part) = r,
+               let stacked = [LayerTensor.expertsGate, .expertsUp, .expertsDown].first(where: { $0.stackedPart == part }),
+               model.tensor(.layer(l, stacked)) != nil {
+                if e != 0 { continue }
+                r = .layer(l, stacked)
+            }
             guard let t = model.tensor(r) else { throw Failure.unsupported("no tensor for \(r)") }
             slots.append(Slot(role: r, name: t.name, shape: t.shape, offset: at, count: t.elementCount))
             at += t.elementCount
@@ -197,12 +209,16 @@ package final class TrainableDecoder {
         let qRaw, kRaw, rstdQ, rstdK: FloatBuffer
         /// Attention's and the MLP's outputs before their post-norms, and the norms' 1/rms (gemma2, gemma3).
         let attnOut, mlpOut, rstdPost1, rstdPost2: FloatBuffer
+        /// A mixture of experts' routing and experts (gate, up and act above are then the shared expert's).
+        let mixture: MixtureActivations?
 
         init(spec s: DecoderSpec, tokens T: Int) {
             func buf(_ n: Int) -> FloatBuffer { FloatBuffer(count: n, zeroed: false) }
             xn1 = buf(T * s.hidden); q = buf(T * s.qDim); k = buf(T * s.kvDim); v = buf(T * s.kvDim)
             att = buf(T * s.qDim); xmid = buf(T * s.hidden); xn2 = buf(T * s.hidden)
-            gate = buf(T * s.ffn); up = buf(T * s.ffn); act = buf(T * s.ffn)
+            let f = Self.denseWidth(s)
+            gate = buf(T * f); up = buf(T * f); act = buf(T * f)
+            mixture = s.isMixtureOfExperts ? MixtureActivations(spec: s, tokens: T) : nil
             rstd1 = buf(T); rstd2 = buf(T); lse = buf(s.heads * T)
             mean1 = buf(T); mean2 = buf(T)
             let qk = s.qkNorm ? 1 : 0, post = s.postNorms ? 1 : 0
@@ -210,11 +226,15 @@ package final class TrainableDecoder {
             attnOut = buf(post * T * s.hidden); mlpOut = buf(post * T * s.hidden); rstdPost1 = buf(post * T); rstdPost2 = buf(post * T)
         }
 
+        /// The width of the MLP every token runs: the dense one, or a mixture's shared expert (if any).
+        static func denseWidth(_ s: DecoderSpec) -> Int { s.isMixtureOfExperts ? s.sharedFFN : s.ffn }
+
         /// Bytes for `tokens` tokens.
         static func bytes(spec s: DecoderSpec, tokens T: Int) -> Int {
             let qk = s.qkNorm ? T * (s.qDim + s.kvDim + s.heads + s.kvHeads) : 0
             let post = s.postNorms ? 2 * T * (s.hidden + 1) : 0
-            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn + 4) + s.heads * T + qk + post)
+            return 4 * (T * (3 * s.hidden + 2 * s.qDim + 2 * s.kvDim + 3 * denseWidth(s) + 4) + s.heads * T + qk + post)
+                + (s.isMixtureOfExperts ? MixtureActivations.bytes(spec: s, tokens: T) : 0)
         }
     }
 
@@ -231,6 +251,8 @@ package final class TrainableDecoder {
         let ropeCos, ropeSin, ropeSinNeg, ropeCosLocal, ropeSinLocal, ropeSinNegLocal: FloatBuffer
         // Work buffers.
         let dx, dxn, dtmp, dq, dk, dv, datt, dg, du, da, dproj: FloatBuffer
+        /// A mixture of experts: one expert's gathered input rows and their input gradient, the router logits' gradient.
+        let expertIn, expertDx, expertDy, dRouter: FloatBuffer
         let logits, dlogits: FloatBuffer
         /// Gradients of hidden-state losses at the outputs of the layers that have one.
         var hiddenGrads: [Int: FloatBuffer] = [:]
@@ -253,19 +275,24 @@ package final class TrainableDecoder {
                     ropeSinNegLocal[t * half + i] = -Float(sin(b)) * l
                 }
             }
-            let wide = max(s.hidden, s.qDim, s.ffn)
+            let f = max(s.ffn, s.sharedFFN), wide = max(s.hidden, s.qDim, f)
             dx = FloatBuffer(count: T * s.hidden); dxn = FloatBuffer(count: T * wide); dtmp = FloatBuffer(count: T * wide)
             dq = FloatBuffer(count: T * s.qDim); dk = FloatBuffer(count: T * s.kvDim); dv = FloatBuffer(count: T * s.kvDim)
-            datt = FloatBuffer(count: T * s.qDim); dg = FloatBuffer(count: T * s.ffn); du = FloatBuffer(count: T * s.ffn)
-            da = FloatBuffer(count: T * s.ffn); dproj = FloatBuffer(count: s.postNorms ? T * s.hidden : 0)
+            datt = FloatBuffer(count: T * s.qDim); dg = FloatBuffer(count: T * f); du = FloatBuffer(count: T * f)
+            da = FloatBuffer(count: T * f); dproj = FloatBuffer(count: s.postNorms ? T * s.hidden : 0)
+            let moe = s.isMixtureOfExperts ? 1 : 0
+            expertIn = FloatBuffer(count: moe * T * s.hidden); expertDx = FloatBuffer(count: moe * T * s.hidden)
+            expertDy = FloatBuffer(count: moe * T * s.hidden)
+            dRouter = FloatBuffer(count: moe * T * s.experts)
             logits = FloatBuffer(count: logitRows * s.vocab, zeroed: false); dlogits = FloatBuffer(count: logitRows * s.vocab)
         }
 
         /// Bytes the buffers take for `tokens` tokens.
         static func bytes(spec s: DecoderSpec, tokens T: Int, logitRows: Int, recompute: Bool) -> Int {
-            let wide = max(s.hidden, s.qDim, s.ffn)
-            let shared = T * (3 * s.hidden + 2 + 6 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * s.ffn)
+            let f = max(s.ffn, s.sharedFFN), wide = max(s.hidden, s.qDim, f)
+            let shared = T * (3 * s.hidden + 2 + 6 * (s.ropeDims / 2)) + T * (s.hidden + 2 * wide + 2 * s.qDim + 2 * s.kvDim + 3 * f)
                 + (s.postNorms ? T * s.hidden : 0)
+                + (s.isMixtureOfExperts ? T * (3 * s.hidden + s.experts) : 0)
                 + 2 * logitRows * s.vocab
             return 4 * (s.layers * T * s.hidden + shared) + (recompute ? 1 : s.layers) * LayerActivations.bytes(spec: s, tokens: T)
         }
@@ -316,14 +343,14 @@ package final class TrainableDecoder {
     }
 
     /// y[T, out] = x[T, in] · Wᵀ for slot `r`.
-    private func linearForward(_ r: TensorRole, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int, _ y: UnsafeMutablePointer<Float>) {
+    func linearForward(_ r: TensorRole, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int, _ y: UnsafeMutablePointer<Float>) {
         guard products == .int8 else { return ckpt_linear_forward(x, Int64(T), Int64(inDim), weight(r), Int64(outDim), y) }
         let m = quantizedWeight(r, rows: outDim, cols: inDim, transposed: false), sc = scratch(rows: T, k: inDim)
         ckpt_linear_forward_q8(x, Int64(T), Int64(inDim), m.values, m.scales.pointer, Int64(outDim), y, sc.values, sc.scales.pointer)
     }
 
     /// dx = dy · W (overwritten), dW += dyᵀ · x, for slot `r`.
-    private func linearBackward(_ r: TensorRole, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int,
+    func linearBackward(_ r: TensorRole, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ T: Int, _ inDim: Int, _ outDim: Int,
                                 _ dx: UnsafeMutablePointer<Float>) {
         guard products == .int8 else {
             return ckpt_linear_backward(dy, x, weight(r), Int64(T), Int64(inDim), Int64(outDim), dx, grad(r))
@@ -331,6 +358,45 @@ package final class TrainableDecoder {
         let m = quantizedWeight(r, rows: outDim, cols: inDim, transposed: true), sc = scratch(rows: T, k: outDim)
         ckpt_linear_backward_input_q8(dy, Int64(T), Int64(inDim), m.values, m.scales.pointer, Int64(outDim), dx, sc.values, sc.scales.pointer)
         ckpt_linear_backward(dy, x, weight(r), Int64(T), Int64(inDim), Int64(outDim), nil, grad(r))
+    }
+
+    /// act(x·gateᵀ) · (x·upᵀ) · downᵀ over `rows` rows (act(x·upᵀ) ungated), keeping
+    /// gate, up and act for the backward pass: the dense MLP, each expert, the shared expert.
+    func mlpForward(gate: TensorRole, up: TensorRole, down: TensorRole, x: UnsafePointer<Float>, rows T: Int, width F: Int,
+                    gateOut: UnsafeMutablePointer<Float>, upOut: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>,
+                    into y: UnsafeMutablePointer<Float>, upBias: TensorRole? = nil) {
+        let s = spec, C = s.hidden
+        if s.gatedMLP { linearForward(gate, x, T, C, F, gateOut) }
+        linearForward(up, x, T, C, F, upOut)
+        if let upBias { addBias(upBias, upOut, T, F) }
+        switch s.activation {
+        case .silu: ckpt_silu_mul(gateOut, upOut, act, Int64(T * F))
+        case .geluTanh: ckpt_gelu_tanh_mul_exact(gateOut, upOut, act, Int64(T * F))
+        case .reluSquared: ckpt_relu_squared(upOut, act, Int64(T * F))
+        }
+        linearForward(down, act, T, F, C, y)
+    }
+
+    /// The backward pass of `mlpForward`: `dy` at its output, dx (overwritten) at its
+    /// input; the weights' gradients added. Uses a.da, a.dg, a.du and a.dtmp.
+    func mlpBackward(gate: TensorRole, up: TensorRole, down: TensorRole, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows T: Int, width F: Int,
+                     gate g: UnsafePointer<Float>, up u: UnsafePointer<Float>, act: UnsafePointer<Float>, _ a: Activations,
+                     into dx: UnsafeMutablePointer<Float>, upBias: TensorRole? = nil) {
+        let s = spec, C = s.hidden
+        linearBackward(down, dy, act, T, F, C, a.da.pointer)
+        switch s.activation {
+        case .silu: ckpt_swiglu_backward(a.da.pointer, g, u, Int64(T * F), a.dg.pointer, a.du.pointer)
+        case .geluTanh: ckpt_geglu_backward(a.da.pointer, g, u, Int64(T * F), a.dg.pointer, a.du.pointer)
+        case .reluSquared: ckpt_relu_squared_backward(a.da.pointer, u, Int64(T * F), a.du.pointer)
+        }
+        if let upBias { biasGrad(upBias, a.du.pointer, T, F) }
+        if s.gatedMLP {
+            linearBackward(gate, a.dg.pointer, x, T, C, F, dx)
+            linearBackward(up, a.du.pointer, x, T, C, F, a.dtmp.pointer)
+            add(a.dtmp.pointer, into: dx, T * C)
+        } else {
+            linearBackward(up, a.du.pointer, x, T, C, F, dx)
+        }
     }
 
     /// Layer `l` forward on one sequence: reads its input from `x` (the residual stream),
@@ -365,17 +431,14 @@ package final class TrainableDecoder {
         add(a.dtmp.pointer, into: x, T * C)
         memcpy(la.xmid.pointer, x, T * C * 4)
         normForward(.layer(l, .mlpNorm), .layer(l, .mlpNormBias), x, T, la.xn2.pointer, la.mean2.pointer, la.rstd2.pointer)
-        if s.gatedMLP { linearForward(.layer(l, .mlpGate), la.xn2.pointer, T, C, F, la.gate.pointer) }
-        linearForward(.layer(l, .mlpUp), la.xn2.pointer, T, C, F, la.up.pointer)
-        addBias(.layer(l, .mlpUpBias), la.up.pointer, T, F)
-        switch s.activation {
-        case .silu: ckpt_silu_mul(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
-        case .geluTanh: ckpt_gelu_tanh_mul_exact(la.gate.pointer, la.up.pointer, la.act.pointer, Int64(T * F))
-        case .reluSquared: ckpt_relu_squared(la.up.pointer, la.act.pointer, Int64(T * F))
-        }
         let mlpOut = s.postNorms ? la.mlpOut.pointer : a.dtmp.pointer
-        linearForward(.layer(l, .mlpDown), la.act.pointer, T, F, C, mlpOut)
-        addBias(.layer(l, .mlpDownBias), mlpOut, T, C)
+        if s.isMixtureOfExperts {
+            mixtureForward(l, la, a, into: mlpOut)
+        } else {
+            mlpForward(gate: .layer(l, .mlpGate), up: .layer(l, .mlpUp), down: .layer(l, .mlpDown), x: la.xn2.pointer, rows: T, width: F,
+                       gateOut: la.gate.pointer, upOut: la.up.pointer, act: la.act.pointer, into: mlpOut, upBias: .layer(l, .mlpUpBias))
+            addBias(.layer(l, .mlpDownBias), mlpOut, T, C)
+        }
         if s.postNorms {
             ckpt_rmsnorm_forward(mlpOut, weight(.layer(l, .postMlpNorm)), Int64(T), Int64(C), s.normEps, a.dtmp.pointer, la.rstdPost2.pointer)
         }
@@ -395,20 +458,12 @@ package final class TrainableDecoder {
                                   a.dproj.pointer, grad(.layer(l, .postMlpNorm)))
             dOut = a.dproj.pointer
         }
-        biasGrad(.layer(l, .mlpDownBias), dOut, T, C)
-        linearBackward(.layer(l, .mlpDown), dOut, la.act.pointer, T, F, C, a.da.pointer)
-        switch s.activation {
-        case .silu: ckpt_swiglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
-        case .geluTanh: ckpt_geglu_backward(a.da.pointer, la.gate.pointer, la.up.pointer, Int64(T * F), a.dg.pointer, a.du.pointer)
-        case .reluSquared: ckpt_relu_squared_backward(a.da.pointer, la.up.pointer, Int64(T * F), a.du.pointer)
-        }
-        biasGrad(.layer(l, .mlpUpBias), a.du.pointer, T, F)
-        if s.gatedMLP {
-            linearBackward(.layer(l, .mlpGate), a.dg.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
-            linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dtmp.pointer)
-            add(a.dtmp.pointer, into: a.dxn.pointer, T * C)
+        if s.isMixtureOfExperts {
+            mixtureBackward(l, dOut, la, a)
         } else {
-            linearBackward(.layer(l, .mlpUp), a.du.pointer, la.xn2.pointer, T, C, F, a.dxn.pointer)
+            biasGrad(.layer(l, .mlpDownBias), dOut, T, C)
+            mlpBackward(gate: .layer(l, .mlpGate), up: .layer(l, .mlpUp), down: .layer(l, .mlpDown), dy: dOut, x: la.xn2.pointer, rows: T, width: F,
+                        gate: la.gate.pointer, up: la.up.pointer, act: la.act.pointer, a, into: a.dxn.pointer, upBias: .layer(l, .mlpUpBias))
         }
         normBackward(.layer(l, .mlpNorm), .layer(l, .mlpNormBias), a.dxn.pointer, la.xmid.pointer, la.mean2.pointer, la.rstd2.pointer, T, a.dtmp.pointer)
         add(a.dtmp.pointer, into: dx, T * C)
@@ -560,19 +615,19 @@ package final class TrainableDecoder {
         }
     }
 
-    private func addBias(_ r: TensorRole, _ y: UnsafeMutablePointer<Float>, _ T: Int, _ n: Int) {
+    func addBias(_ r: TensorRole, _ y: UnsafeMutablePointer<Float>, _ T: Int, _ n: Int) {
         guard has(r) else { return }
         let b = weight(r)
         for t in 0..<T { add(b, into: y + t * n, n) }
     }
 
-    private func biasGrad(_ r: TensorRole, _ dy: UnsafeMutablePointer<Float>, _ T: Int, _ n: Int) {
+    func biasGrad(_ r: TensorRole, _ dy: UnsafeMutablePointer<Float>, _ T: Int, _ n: Int) {
         guard has(r) else { return }
         let g = grad(r)
         for t in 0..<T { add(dy + t * n, into: g, n) }
     }
 
-    @inline(__always) private func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+    @inline(__always) func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
         for i in 0..<n { y[i] += x[i] }
     }
 }

@@ -48,7 +48,7 @@ enum DistillCommand {
         with the minimum it needs.
         """,
         options: [
-            .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2, qwen3, gemma2, gemma3, nemotron)."),
+            .init("--student", value: "model", help: "The student: GGUF, or HF safetensors directory (llama, mistral, qwen2, qwen3, gemma2, gemma3, nemotron, phi3, mixtral, qwen3moe, qwen2moe)."),
             .init("--cache", value: "cache", help: "Teacher-logit cache from `ckpt logits build` (same tokenizer)."),
             .init("--steps", value: "n", help: "Optimizer steps (default: one pass over the cache)."),
             .init("--tokens", value: "n", help: "Train on this many tokens instead of --steps (e.g. 2M)."),
