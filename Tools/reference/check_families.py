@@ -2,9 +2,11 @@
 """Perplexity of every architecture family, before and after each kind of pruning, in ckpt,
 llama.cpp and transformers, on the tiny random fixtures of Tests/Fixtures/engine/.
 
-For each family (llama, qwen2, qwen3, gemma2, gemma3, nemotron, phi3) and each variant of its
-tiny GGUF (the original; `ckpt prune --method magnitude` with --ffn 64, with
---heads-per-group 1, with --hidden 48, and with one layer dropped; and the original
+For each family (llama, qwen2, qwen3, gemma2, gemma3, nemotron, phi3, and the mixtures of
+experts mixtral, qwen3moe, qwen2moe) and each variant of its tiny GGUF (the original;
+`ckpt prune --method magnitude` with --ffn 64, with --heads-per-group 1, with --hidden 48,
+and with one layer dropped; a mixture's --ffn 16 cuts each expert's neurons and
+--experts 3 keeps 3 experts a layer; and the original
 distilled for a few steps against itself with `ckpt logits build` + `ckpt distill`):
 
   * llama.cpp (llama-cpp-python, f16 KV cache as llama-perplexity) scores the GGUF;
@@ -23,8 +25,8 @@ into a lost space, so its own tokenization of the text differs at every " t".
 A variant llama.cpp cannot load is reported as such and checked against transformers
 only: the llama.cpp of llama-cpp-python 0.3.36 sizes nemotron's attn_q as hidden × hidden,
 so a nemotron with heads pruned (or head_dim ≠ hidden/heads) does not load there; nor
-does a phi3 whose query width differs from its hidden size (it sizes attn_qkv from the
-embedding width alone).
+does a phi3 or a qwen2moe whose query width differs from its hidden size (it sizes
+attn_qkv / attn_q from the embedding width alone). `ckpt prune` warns of this.
 
 Each variant also makes both round trips: its HF directory back to GGUF, which llama.cpp
 must score with the same logits as the GGUF it came from, and that GGUF back to HF, which
@@ -54,8 +56,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "Tests/Fixtures/engine"
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "nemotron", "phi3", "mixtral", "qwen3moe", "qwen2moe"]
-# Mixtures of experts (make_moe_fixtures.py): ckpt runs and converts them, but does not
-# prune or distill them yet, so only the original model and its round trips are checked.
+# Mixtures of experts (make_moe_fixtures.py): 4 or 6 experts of width 32, top 2. Their
+# `ffn` variant cuts each expert's neurons (to 16), `experts` keeps 3 experts a layer.
 MOE = {"mixtral", "qwen3moe", "qwen2moe"}
 # Pruning arguments per variant ("distill" is handled apart). The fixtures have hidden 64,
 # ffn 128, 4 heads over 2 KV heads, 2 layers (gemma3: 6).
@@ -64,6 +66,13 @@ PRUNES = {
     "heads": ["--heads-per-group", "1"],
     "hidden": ["--hidden", "48"],
     "depth": ["--drop-layers", "0"],
+}
+MOE_PRUNES = {
+    "experts": ["--experts", "3"],
+    "ffn": ["--ffn", "16"],
+    "heads": PRUNES["heads"],
+    "hidden": PRUNES["hidden"],
+    "depth": PRUNES["depth"],
 }
 # llama.cpp aborts (GGML_ASSERT is_swa_any) on a gemma2 whose layers all attend globally:
 # drop its global layer 1 instead, keeping the sliding layer 0.
@@ -186,7 +195,7 @@ def main():
         for fam in args.only or FAMILIES:
             src = ENGINE / f"tiny-{fam}.gguf"
             tokens = json.loads(run([args.ckpt, "tokenize", "--model", str(src), "--file", str(text_path), "--json"]).stdout)["ids"]
-            variants = [("original", None)] + ([] if fam in MOE else list(PRUNES.items()) + [("distill", None)])
+            variants = [("original", None)] + list((MOE_PRUNES if fam in MOE else PRUNES).items()) + [("distill", None)]
             for name, prune in variants:
                 gguf = Path(tmp) / f"{fam}-{name}.gguf"
                 if name == "original":
