@@ -71,6 +71,26 @@ final class MixtureOfExpertsConversionTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out.gguf"))
         XCTAssertThrowsError(try DecoderModel(path: dir)) { e in XCTAssertTrue("\(e)".contains(dropped), "\(e)") }
     }
+
+    /// An expert whose matrix is not shaped as its siblings' cannot be stacked: convert
+    /// names it and its shape, the engine names it and the shape it expects, nothing is written.
+    func testAMisshapenExpertIsNamed() throws {
+        let dir = makeTemporaryDirectory()
+        let src = try openCheckpoint(path: fixturesPath + "/engine/tiny-mixtral-hf")
+        let odd = "model.layers.0.block_sparse_moe.experts.2.w1.weight"
+        writeFile(dir + "/model.safetensors", buildSafetensors(src.tensors.map { t in
+            // Half the rows: a [16, 64] gate where the others are [32, 64].
+            t.name == odd ? SafetensorsTestTensor(t.name, dtype: "F32", shape: [t.shape[0] / 2, t.shape[1]], data: Array(t.bytes.prefix(t.byteCount / 2)))
+                : SafetensorsTestTensor(t.name, dtype: "F32", shape: t.shape, data: Array(t.bytes))
+        }))
+        writeFile(dir + "/config.json", try FileSystem.readFile(fixturesPath + "/engine/tiny-mixtral-hf/config.json"))
+        XCTAssertThrowsError(try Converter(source: try openCheckpoint(path: dir), output: dir + "/out.gguf", options: ConversionOptions(target: .gguf))) { e in
+            XCTAssertTrue("\(e)".contains(odd) && "\(e)".contains("[16, 64]"), "\(e)")
+            XCTAssertEqual((e as? CheckpointError)?.exitCode, .dataError)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out.gguf"))
+        XCTAssertThrowsError(try DecoderModel(path: dir)) { e in XCTAssertTrue("\(e)".contains(odd) && "\(e)".contains("32"), "\(e)") }
+    }
 }
 
 /// A mixture-of-experts config the engine cannot route is refused naming the key.
