@@ -3,13 +3,22 @@ import CKernels
 import Models
 import TensorMath
 
+/// What scores a multiple-choice task: a model's context length, the token split of a
+/// question, and the summed log-probability of each continuation after its context.
+/// `ChoiceScorer` is the engine's; `ckpt distill --eval-task` scores the student it trains.
+package protocol ContinuationScorer: AnyObject {
+    var contextLength: Int { get }
+    func request(context: String, continuations: [String]) -> ChoiceScorer.Request
+    func score(_ requests: [ChoiceScorer.Request], progress: (Int) -> Void) throws -> [[Double]]
+}
+
 /// Log-likelihoods of continuations after a shared context, as lm-evaluation-harness
 /// defines them, computed with the context run once per question: each question's
 /// context goes through the layers (many questions a pass) into its own KV cache, and
 /// then every continuation of every question of the batch runs in one more pass against
 /// its question's cache. A one-token continuation needs no second pass at all: its
 /// log-probability is read off the context's last row of logits.
-package final class ChoiceScorer {
+package final class ChoiceScorer: ContinuationScorer {
     /// One question as tokens: the context (BOS first when the model adds one) and the
     /// token ids of each continuation.
     package struct Request: Sendable, Equatable {
@@ -31,9 +40,15 @@ package final class ChoiceScorer {
         self.tokensPerPass = tokensPerPass
     }
 
+    package var contextLength: Int { stream.spec.contextLength }
+
+    package func request(context: String, continuations: [String]) -> Request {
+        Self.request(tokenizer: tokenizer, bos: bos, context: context, continuations: continuations)
+    }
+
     /// The token split lm-evaluation-harness uses: the continuation's ids are what
     /// tokenizing context + continuation adds after the context's own ids.
-    package func request(context: String, continuations: [String]) -> Request {
+    package static func request(tokenizer: any Tokenizer, bos: Int32?, context: String, continuations: [String]) -> Request {
         let contextIDs = tokenizer.encode(context)
         let conts = continuations.map { c -> [Int32] in
             let whole = tokenizer.encode(context + c)

@@ -61,10 +61,10 @@ package enum MultipleChoiceEval {
     }
 
     /// Scores `task` with the model behind `scorer`; `progress` hears questions done.
-    package static func run(_ task: MultipleChoiceTask, scorer: ChoiceScorer, settings: Settings,
+    package static func run(_ task: MultipleChoiceTask, scorer: any ContinuationScorer, settings: Settings,
                             progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         let count = min(task.questions.count, settings.limit ?? Int.max)
-        let context = scorer.stream.spec.contextLength
+        let context = scorer.contextLength
         let t0 = monotonicSeconds()
         // Prompts first (cheap): every problem in the file is found before the model runs.
         var requests: [ChoiceScorer.Request] = [], used: [Int] = []

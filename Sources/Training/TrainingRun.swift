@@ -27,6 +27,10 @@ package struct TrainingRunPolicy: Sendable {
 
 /// What happens during a run, as it happens, for a progress display.
 package enum TrainingRunEvent: Sendable {
+    /// The points where held-out measures are taken (the start, every `evalEvery` steps,
+    /// the last step), reported whether or not there is held-out text: other measures
+    /// (a benchmark's accuracy) are taken here too.
+    case evaluationPoint(step: Int)
     case heldOut(step: Int, perplexity: Double)
     case skipped(Distiller.StepRecord)
     case step(Distiller.StepRecord, tokensPerSecond: Double)
@@ -87,6 +91,7 @@ extension Distiller {
         var summary = TrainingRunSummary()
         let total = settings.steps
         func measureHeldOut(_ step: Int) -> Double? {
+            observer(.evaluationPoint(step: step))
             guard !policy.heldOut.isEmpty else { return nil }
             let ppl = exp(heldOutLoss(policy.heldOut))
             summary.heldOut.append((step, ppl))

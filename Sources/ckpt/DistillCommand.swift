@@ -4,6 +4,7 @@ import Glibc
 #endif
 import CheckpointIO
 import Conversion
+import Evaluation
 import LogitCache
 import Training
 import Models
@@ -15,7 +16,7 @@ enum DistillCommand {
     static let spec = CommandSpec(
         name: "distill",
         summary: "Train a (pruned) student to match a teacher, from a logit cache.",
-        usage: "distill --student <model> --cache <cache> [--steps N | --tokens N] [--batch 4] [--lr 1e-4] [--loss forward-kl] [--ce-weight 0] [--memory-budget SIZE] [--checkpoint-every N] [--resume] [--log FILE.csv] -o <out>",
+        usage: "distill --student <model> --cache <cache> [--steps N | --tokens N] [--batch 4] [--lr 1e-4] [--loss forward-kl] [--ce-weight 0] [--memory-budget SIZE] [--checkpoint-every N] [--resume] [--log FILE.csv] [--eval-file F] [--eval-task Q.jsonl [--eval-task-limit N]] [--plot F.svg] -o <out>",
         discussion: """
         Reads the cache's sequences (chunks shuffled by --seed, a new order every pass)
         --batch at a time, runs the student forward and backward on f32 master weights,
@@ -73,7 +74,10 @@ enum DistillCommand {
             .init("--eval-file", value: "file", help: "Held-out text: its perplexity (every position) is measured during training."),
             .init("--eval-every", value: "n", help: "Steps between held-out measurements (default: a tenth of the run)."),
             .init("--eval-chunks", value: "n", help: "Held-out sequences of the cache's length to score (default 4)."),
-            .init("--plot", value: "file.svg|png", help: "Draw the training loss and held-out perplexity over steps (SVG, or PNG by the name)."),
+            .init("--eval-task", value: "file.jsonl", help: "A multiple-choice benchmark (as eval --task mc reads): the student's accuracy at the start, every --eval-every steps and at the end."),
+            .init("--eval-task-limit", value: "n", help: "Questions of --eval-task scored each time (default 100)."),
+            .init("--eval-task-format", value: "kind", help: "cloze (default) or mcf prompts for --eval-task."),
+            .init("--plot", value: "file.svg|png", help: "Draw the training loss, held-out perplexity and task accuracy over steps (SVG, or PNG by the name)."),
             .init("--dtype", value: "type", help: "Trained tensors' type in the output: f16 (GGUF default), bf16 (safetensors default), f32, q8_0, …"),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
             .init("--force", help: "Replace an existing output."),
@@ -212,6 +216,18 @@ enum DistillCommand {
             if text.tokens.isEmpty { throw CheckpointError.malformed(path: evalFile, reason: "no tokens to score") }
             heldOut = (0..<min(try args.int("--eval-chunks", default: 4, min: 1), text.sequenceCount)).map { text.sequence($0) }
         }
+        // A benchmark scored with the student itself as it trains.
+        var taskEval: (task: MultipleChoiceTask, settings: MultipleChoiceEval.Settings, scorer: StudentTaskScorer)?
+        if let data = args.value("--eval-task") {
+            let task = try MultipleChoiceTask.read(path: data)
+            guard let format = PromptFormat(rawValue: args.value("--eval-task-format") ?? "cloze") else {
+                throw UsageError(message: "--eval-task-format is cloze or mcf", command: "distill")
+            }
+            let settings = MultipleChoiceEval.Settings(format: format, shots: 0, limit: try args.int("--eval-task-limit", default: 100, min: 1))
+            taskEval = (task, settings, StudentTaskScorer(student: student, tokenizer: tokenizer))
+        }
+        var taskScores: [(step: Int, acc: Double, accNorm: Double)] = []
+        var taskError: (any Error)?
         let startStep = distiller.optimizer.step
         var policy = TrainingRunPolicy()
         policy.heldOut = heldOut
@@ -221,6 +237,13 @@ enum DistillCommand {
         let bar = ProgressBar(label: "distill", total: total, totalBytes: 0)
         let run = try distiller.run(policy) { event in
             switch event {
+            case let .evaluationPoint(step):
+                guard let t = taskEval, taskError == nil else { break }
+                do {
+                    let r = try MultipleChoiceEval.run(t.task, scorer: t.scorer, settings: t.settings)
+                    taskScores.append((step, r.overall.acc, r.overall.accNorm))
+                    Console.err("\nckpt: step \(step): \(t.settings.format.rawValue) accuracy on \(r.overall.n) questions \(formatFixed(100 * r.overall.acc, digits: 1))% (acc_norm \(formatFixed(100 * r.overall.accNorm, digits: 1))%)\n")
+                } catch { taskError = error }
             case let .heldOut(step, ppl):
                 if step == startStep { Console.err("ckpt: held-out perplexity at step \(step): \(formatFixed(ppl, digits: 3))\n") }
             case let .skipped(r):
@@ -230,11 +253,13 @@ enum DistillCommand {
                            detail: "\(Int(rate)) tok/s loss \(formatFixed(ceWeight < 1 ? r.distillationLoss : r.crossEntropy, digits: 4)) lr \(String(format: r.learningRate)) RSS \(formatBytes(currentResidentBytes()))")
             }
         }
+        if let taskError { throw taskError }
         let tokens = run.tokens, first = run.first, last = run.last, skipped = run.skippedSteps
         bar.finish()
         if let plot = args.value("--plot") {
             try TrainingPlot.drawing(loss: run.loss, lossName: ceWeight < 1 ? "\(loss.rawValue) loss" : "cross-entropy",
-                                     heldOut: run.heldOut.map { ($0.step, $0.perplexity) }).write(to: plot)
+                                     heldOut: run.heldOut.map { ($0.step, $0.perplexity) },
+                                     task: taskScores.map { ($0.step, $0.acc) }, taskName: taskEval.map { "\($0.settings.format.rawValue) accuracy" } ?? "").write(to: plot)
         }
         let summary = try StudentWriter.write(student, source: model.checkpoint, to: out, dtype: dtype, overwrite: args.flag("--force"),
                                               metadata: [MetadataEntry(key: "ckpt.distill", value: .string("cache \(cache.header.teacherIdentity) steps \(total) loss \(loss.rawValue)"))])
@@ -256,6 +281,10 @@ enum DistillCommand {
             w.int(plan.total, key: "planned_bytes")
             if let h = run.heldOut.first { w.double(h.perplexity, key: "first_heldout_ppl") }
             if let h = run.heldOut.last { w.double(h.perplexity, key: "last_heldout_ppl") }
+            if let f = taskScores.first, let l = taskScores.last {
+                w.double(f.acc, key: "first_task_acc"); w.double(f.accNorm, key: "first_task_acc_norm")
+                w.double(l.acc, key: "last_task_acc"); w.double(l.accNorm, key: "last_task_acc_norm")
+            }
             w.double(seconds, key: "seconds")
             w.double(Double(tokens) / max(seconds, 1e-9), key: "tokens_per_s")
             if let peak = peakResidentBytes() { w.int(peak, key: "peak_rss_bytes") }
@@ -270,12 +299,13 @@ enum DistillCommand {
 /// Loss curves over steps as an SVG: the training loss per step, and the held-out
 /// perplexity where it was measured.
 enum TrainingPlot {
-    /// The training loss over steps and, below it, held-out perplexity.
-    static func drawing(loss: [(step: Int, loss: Double)], lossName: String, heldOut: [(step: Int, ppl: Double)]) -> Drawing {
+    /// The training loss over steps and, below it, held-out perplexity and a benchmark's accuracy.
+    static func drawing(loss: [(step: Int, loss: Double)], lossName: String, heldOut: [(step: Int, ppl: Double)],
+                        task: [(step: Int, acc: Double)] = [], taskName: String = "") -> Drawing {
         let w = 720.0, panel = 220.0, left = 60.0, right = 20.0, top = 30.0, gap = 60.0
-        let panels = heldOut.isEmpty ? 1 : 2
+        let panels = 1 + (heldOut.isEmpty ? 0 : 1) + (task.isEmpty ? 0 : 1)
         let h = top + Double(panels) * panel + Double(panels - 1) * gap + 40
-        let maxStep = Double(max(loss.last?.step ?? 1, heldOut.last?.step ?? 1, 1))
+        let maxStep = Double(max(loss.last?.step ?? 1, heldOut.last?.step ?? 1, task.last?.step ?? 1, 1))
         var d = Drawing(width: Int(w), height: Int(h))
         func draw(_ points: [(Double, Double)], title: String, y0: Double, color: Drawing.Color, markers: Bool) {
             let ys = points.map(\.1).filter(\.isFinite)
@@ -299,6 +329,10 @@ enum TrainingPlot {
         if !heldOut.isEmpty {
             draw(heldOut.map { (Double($0.step), $0.ppl) }, title: "held-out perplexity (every position)", y0: top + panel + gap,
                  color: Drawing.Color(hex: "#d62728"), markers: true)
+        }
+        if !task.isEmpty {
+            draw(task.map { (Double($0.step), 100 * $0.acc) }, title: "\(taskName) (%)", y0: top + Double(panels - 1) * (panel + gap),
+                 color: Drawing.Color(hex: "#2ca02c"), markers: true)
         }
         return d
     }

@@ -58,6 +58,64 @@ final class DistillCLITests: XCTestCase {
         XCTAssertNotNil(try JSONParser.parse(Array(r.stdout.utf8))["ppl"]?.doubleValue)
     }
 
+    /// `--eval-task` scores the student as it trains with its own forward pass: at the start
+    /// it answers exactly as `ckpt eval --task mc` answers on the same model, and at the end as
+    /// eval answers on the model written (f32, so the same weights); the plot gains the curve.
+    func testBenchmarkAccuracyDuringTraining() throws {
+        let dir = makeTemporaryDirectory()
+        // Short questions from the cached text (the tiny model's context is 256 bytes): which
+        // of four words comes next, in the record form of HF's MMLU dumps.
+        let words = String(decoding: try FileSystem.readFile(text), as: UTF8.self).split(separator: " ").map(String.init).filter { $0.count > 2 }
+        var lines = ""
+        for i in 0..<24 {
+            let at = 3 * i, answer = i % 4
+            func word(_ k: Int) -> String { words[(at + k) % words.count] }
+            var choices = [word(7), word(9), word(11)]
+            choices.insert(word(5), at: answer)
+            var w = JSONWriter()
+            w.beginObject()
+            w.string((0..<5).map(word).joined(separator: " "), key: "question")
+            w.beginArray(key: "choices"); for c in choices { w.string(c) }; w.endArray()
+            w.int(answer, key: "answer")
+            w.string("next word", key: "subject")
+            w.endObject()
+            lines += w.text + "\n"
+        }
+        let mmlu = dir + "/next.jsonl"
+        writeFile(mmlu, Array(lines.utf8))
+        var r = try runCkpt(["logits", "build", "--model", teacher, "--file", text, "--seq", "32", "-o", dir + "/t.cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        func evalTask(_ model: String) throws -> (acc: Double, accNorm: Double) {
+            let e = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", mmlu, "--format", "cloze", "--f32-activations", "--json"])
+            XCTAssertEqual(e.status, 0, e.stderr)
+            let j = try JSONParser.parse(Array(e.stdout.utf8))
+            return (j["acc"]!.doubleValue!, j["acc_norm"]!.doubleValue!)
+        }
+        // The damaged student (a third of its FFN) changes its answers as it recovers.
+        let student = dir + "/student.gguf"
+        r = try runCkpt(["prune", "--model", teacher, "--ffn", "40", "--method", "random", "-o", student])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try runCkpt(["distill", "--student", student, "--cache", dir + "/t.cache", "--steps", "6", "--lr", "5e-3", "--warmup", "1", "--matmul", "f32",
+                         "--dtype", "f32", "--eval-task", mmlu, "--eval-task-limit", "24", "--eval-every", "3", "--json", "--plot", dir + "/c.svg",
+                         "-o", dir + "/out.gguf"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let j = try JSONParser.parse(Array(r.stdout.utf8))
+        let before = try evalTask(student), after = try evalTask(dir + "/out.gguf")
+        XCTAssertEqual(j["first_task_acc"]?.doubleValue, before.acc, r.stdout)
+        XCTAssertEqual(j["first_task_acc_norm"]?.doubleValue, before.accNorm, r.stdout)
+        XCTAssertEqual(j["last_task_acc"]?.doubleValue, after.acc, r.stdout)
+        XCTAssertEqual(j["last_task_acc_norm"]?.doubleValue, after.accNorm, r.stdout)
+        XCTAssertEqual(r.stderr.components(separatedBy: "cloze accuracy on 24 questions").count - 1, 3, "steps 0, 3 and 6: \(r.stderr)")
+        let svg = String(decoding: try FileSystem.readFile(dir + "/c.svg"), as: UTF8.self)
+        XCTAssertTrue(svg.contains("cloze accuracy (%)"), svg.prefix(300) + "")
+        let bad = dir + "/bad.jsonl"
+        writeFile(bad, Array("{\"question\": \"q\", \"choices\": [\"a\"], \"answer\": 0}\n".utf8))
+        r = try runCkpt(["distill", "--student", student, "--cache", dir + "/t.cache", "--steps", "1", "--eval-task", bad, "-o", dir + "/x.gguf"])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertTrue(r.stderr.contains("bad.jsonl"), r.stderr)
+        XCTAssertEqual(try FileSystem.kind(of: dir + "/x.gguf"), .missing)
+    }
+
     func testRefusesACacheFromAnotherTokenizer() throws {
         let dir = makeTemporaryDirectory()
         // SmolLM2's cache with the tiny llama as student: other vocabulary.

@@ -110,12 +110,14 @@ final class DistillerTests: XCTestCase {
         var events: [String] = []
         let run = try d.run(policy) { e in
             switch e {
+            case let .evaluationPoint(step): events.append("point \(step)")
             case let .heldOut(step, _): events.append("eval \(step)")
             case let .skipped(r): events.append("skip \(r.step)")
             case let .step(r, _): events.append("step \(r.step)")
             }
         }
-        XCTAssertEqual(events, ["eval 0", "step 1", "eval 2", "step 2", "step 3", "eval 4", "step 4", "step 5", "eval 6", "step 6", "eval 7", "step 7"])
+        XCTAssertEqual(events, ["point 0", "eval 0", "step 1", "point 2", "eval 2", "step 2", "step 3", "point 4", "eval 4", "step 4", "step 5",
+                                "point 6", "eval 6", "step 6", "point 7", "eval 7", "step 7"])
         XCTAssertEqual(run.heldOut.map(\.step), [0, 2, 4, 6, 7])
         XCTAssertLessThan(run.heldOut.last!.perplexity, run.heldOut.first!.perplexity, "the damaged student improves")
         XCTAssertEqual(run.loss.map(\.step), Array(1...7))
