@@ -56,26 +56,7 @@ extension TrainableDecoder {
         let m = la.mixture!
         linearForward(.layer(l, .moeRouter), la.xn2.pointer, T, C, E, m.probs.pointer)
         for e in 0..<E { m.routes[e].removeAll(keepingCapacity: true) }
-        var chosen: [Int] = []
-        for t in 0..<T {
-            let p = m.probs.pointer + t * E
-            var top = -Float.infinity
-            for e in 0..<E { top = max(top, p[e]) }
-            var sum: Float = 0
-            for e in 0..<E { p[e] = expf(p[e] - top); sum += p[e] }
-            for e in 0..<E { p[e] /= sum }
-            chosen.removeAll(keepingCapacity: true)
-            for e in 0..<E {
-                if chosen.count == K && !(p[e] > p[chosen[K - 1]]) { continue }
-                var i = chosen.count
-                while i > 0 && p[e] > p[chosen[i - 1]] { i -= 1 }
-                chosen.insert(e, at: i)
-                if chosen.count > K { chosen.removeLast() }
-            }
-            var kept: Float = 0
-            for e in chosen { kept += p[e] }
-            for e in chosen { m.routes[e].append((t, s.expertWeightsNorm ? p[e] / kept : p[e])) }
-        }
+        ExpertRouter.route(m.probs.pointer, tokens: T, experts: E, chosen: K, renormalise: s.expertWeightsNorm, into: &m.routes)
         memset(y, 0, T * C * 4)
         var at = 0
         for e in 0..<E {

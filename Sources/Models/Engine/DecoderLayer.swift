@@ -187,6 +187,39 @@ public struct ExpertActivation {
     public let sequences: [SequenceSpan]
 }
 
+/// How a mixture of experts routes tokens, as the engine and training both do.
+public enum ExpertRouter {
+    /// Turns each token's router logits (rows of `experts`) into their softmax, in place,
+    /// and appends the token to its `chosen` most probable experts' lists with the weight
+    /// its output gets (renormalised over the chosen when the family does). The most
+    /// probable first, ties to the lower index (torch.topk's order on ties is
+    /// unspecified): one pass with a k-long insertion list, not a sort of all experts.
+    public static func route(_ logits: UnsafeMutablePointer<Float>, tokens n: Int, experts E: Int, chosen K: Int, renormalise: Bool,
+                             into routed: inout [[(row: Int, weight: Float)]]) {
+        var chosen: [Int] = []
+        chosen.reserveCapacity(K + 1)
+        for t in 0..<n {
+            let p = logits + t * E
+            var top = -Float.infinity
+            for e in 0..<E { top = max(top, p[e]) }
+            var sum: Float = 0
+            for e in 0..<E { p[e] = expf(p[e] - top); sum += p[e] }
+            for e in 0..<E { p[e] /= sum }
+            chosen.removeAll(keepingCapacity: true)
+            for e in 0..<E {
+                if chosen.count == K && !(p[e] > p[chosen[K - 1]]) { continue }
+                var i = chosen.count
+                while i > 0 && p[e] > p[chosen[i - 1]] { i -= 1 }
+                chosen.insert(e, at: i)
+                if chosen.count > K { chosen.removeLast() }
+            }
+            var kept: Float = 0
+            for e in chosen { kept += p[e] }
+            for e in chosen { routed[e].append((t, renormalise ? p[e] / kept : p[e])) }
+        }
+    }
+}
+
 enum DecoderLayer {
     /// Runs the tokens in `a.x` (rows `0..<n`) through layer `index`, updating `a.x` in place.
     static func forward(spec s: DecoderSpec, weights w: LayerWeights, index: Int, a: LayerActivations, n: Int,
@@ -298,30 +331,7 @@ enum DecoderLayer {
         let H = s.hidden, F = s.ffn, E = s.experts, K = s.expertsUsed
         Kernels.matmul(m.router, a.xn.pointer, ldx: H, tokens: n, into: a.routerLogits.pointer, ldy: E, scratch: a.matmul, llamaCppRounding: a.llamaCppRounding)
         var routed = [[(row: Int, weight: Float)]](repeating: [], count: E)
-        var probs = [Float](repeating: 0, count: E)
-        var chosen: [Int] = []
-        chosen.reserveCapacity(K + 1)
-        for t in 0..<n {
-            let logits = a.routerLogits.pointer + t * E
-            var top = -Float.infinity
-            for e in 0..<E { top = max(top, logits[e]) }
-            var sum: Float = 0
-            for e in 0..<E { probs[e] = expf(logits[e] - top); sum += probs[e] }
-            for e in 0..<E { probs[e] /= sum }
-            // The K most probable, most probable first, ties to the lower index (torch.topk's
-            // order on ties is unspecified): one pass with a K-long insertion list, not a sort of E.
-            chosen.removeAll(keepingCapacity: true)
-            for e in 0..<E {
-                if chosen.count == K && !(probs[e] > probs[chosen[K - 1]]) { continue }
-                var i = chosen.count
-                while i > 0 && probs[e] > probs[chosen[i - 1]] { i -= 1 }
-                chosen.insert(e, at: i)
-                if chosen.count > K { chosen.removeLast() }
-            }
-            var kept: Float = 0
-            for e in chosen { kept += probs[e] }
-            for e in chosen { routed[e].append((t, s.expertWeightsNorm ? probs[e] / kept : probs[e])) }
-        }
+        ExpertRouter.route(a.routerLogits.pointer, tokens: n, experts: E, chosen: K, renormalise: s.expertWeightsNorm, into: &routed)
         if let hook = hooks?.expertRouting {
             var weights = [Float](repeating: 0, count: n * E)
             for (e, rows) in routed.enumerated() { for r in rows { weights[r.row * E + e] = r.weight } }
