@@ -243,10 +243,6 @@ package final class Converter {
 
     static let ropeFreqsName = "rope_freqs.weight"
 
-    /// Experts cross formats as llama.cpp's converter carries them: HF's one matrix an
-    /// expert is stacked into the layer's [experts, rows, cols] `ffn_*_exps` (the whole
-    /// stack planned at expert 0), and a GGUF stack becomes one HF tensor an expert, read
-    /// as a slice. True when `t` was planned (or belongs to a stack planned already).
     /// A stacked tensor cut to some of its slices, each with its own rows and columns:
     /// one output tensor [slices, rows, cols] written slice by slice.
     private func planSlices(_ t: TensorView, _ slices: [SliceEdit], name: String, crossesFormats: Bool) throws {
@@ -272,11 +268,14 @@ package final class Converter {
         jobs.append(job)
     }
 
+    /// Experts cross formats as llama.cpp's converter carries them: HF's one matrix an
+    /// expert is stacked into the layer's [experts, rows, cols] `ffn_*_exps` (the whole
+    /// stack planned at expert 0), and a GGUF stack becomes one HF tensor an expert, read
+    /// as a slice. True when `t` was planned (or belongs to a stack planned already).
     private func planExperts(_ t: TensorView, role: TensorRole, arch: Architecture, toGGUF: Bool) throws -> Bool {
         if toGGUF {
-            guard case let .expert(i, e, part) = role else { return false }
+            guard case let .expert(i, e, part) = role, let stackedPart = part.expertStack else { return false }
             guard e == 0 else { return true }
-            let stackedPart: LayerTensor = part == .mlpGate ? .expertsGate : part == .mlpUp ? .expertsUp : .expertsDown
             let count = config.expertCount ?? 0
             if sourceByName.isEmpty { sourceByName = Dictionary(source.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }) }
             var members: [TensorView] = []

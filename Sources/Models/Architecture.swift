@@ -73,6 +73,17 @@ public enum LayerTensor: String, CaseIterable, Sendable {
         }
     }
 
+    /// The stacked expert tensor that holds this part of every expert (GGUF's
+    /// `ffn_*_exps`), nil for a part experts do not have: the inverse of `stackedPart`.
+    public var expertStack: LayerTensor? {
+        switch self {
+        case .mlpGate: return .expertsGate
+        case .mlpUp: return .expertsUp
+        case .mlpDown: return .expertsDown
+        default: return nil
+        }
+    }
+
     /// The parts a fused matrix holds, in row order, with their row counts (empty for
     /// a tensor that is not fused).
     public func fusedParts(_ s: DecoderSpec) -> [(part: LayerTensor, rows: Int)] {

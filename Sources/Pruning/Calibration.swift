@@ -126,10 +126,11 @@ final class Collector {
             ckpt_column_moments(x.intermediate.baseAddress! + first * F, Int64(F), Int64(j - first), Int64(F), &sumAbs, &sq)
             Self.add(meanAbs: sumAbs, squares: sq, tokens: span.count, into: &layers[x.layer].expertNeurons, at: x.expert * F)
         }
+        // ‖expert output‖ per routed row, as the head norms are taken.
+        let n = norms(x.rows.count)
+        ckpt_segment_norms(x.output.baseAddress!, Int64(x.hidden), Int64(x.rows.count), 1, Int32(x.hidden), n.pointer)
         for (k, row) in x.rows.enumerated() {
-            var n: Float = 0
-            for c in 0..<x.hidden { let v = x.output[k * x.hidden + c]; n += v * v }
-            expertOutputs[row * E + x.expert] = routingWeights[row * E + x.expert] * n.squareRoot()
+            expertOutputs[row * E + x.expert] = routingWeights[row * E + x.expert] * n.pointer[k]
         }
     }
 

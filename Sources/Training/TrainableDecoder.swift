@@ -144,9 +144,7 @@ package final class TrainableDecoder {
         var slots: [Slot] = []
         var at = 0
         for var r in roles {
-            if case let .expert(l, e, part) = r,
-               let stacked = [LayerTensor.expertsGate, .expertsUp, .expertsDown].first(where: { $0.stackedPart == part }),
-               model.tensor(.layer(l, stacked)) != nil {
+            if case let .expert(l, e, part) = r, let stacked = part.expertStack, model.tensor(.layer(l, stacked)) != nil {
                 if e != 0 { continue }
                 r = .layer(l, stacked)
             }
