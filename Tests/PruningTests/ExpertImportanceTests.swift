@@ -81,6 +81,14 @@ final class ExpertImportanceTests: XCTestCase {
         let header = String(decoding: try FileSystem.readFile(dir + "/moe.imp").prefix(4096), as: UTF8.self)
         XCTAssertTrue(header.contains("\"version\": 2") && header.contains("\"experts\": 6") && header.contains("layers.0.expert_neurons.sum_squares"), header)
         XCTAssertFalse(header.contains("layers.0.neurons."), "no empty dense arrays are listed")
+        // A version-1 header over the experts' layout is refused, naming the file.
+        var bytes = try FileSystem.readFile(dir + "/moe.imp")
+        let at = try XCTUnwrap(String(decoding: bytes, as: UTF8.self).range(of: "\"version\": 2")).upperBound.utf16Offset(in: String(decoding: bytes, as: UTF8.self))
+        bytes[at - 1] = UInt8(ascii: "1")
+        writeFile(dir + "/v1.imp", bytes)
+        XCTAssertThrowsError(try ImportanceFile.read(dir + "/v1.imp")) { e in
+            XCTAssertTrue("\(e)".contains("v1.imp") && "\(e)".contains("version 1 with 6 experts"), "\(e)")
+        }
         let dense = try Calibration.run(model: DecoderModel(path: fixturesPath + "/engine/tiny-llama.gguf"), samples: all, range: 0..<1, batch: 1)
         try ImportanceFile.write(dense, to: dir + "/dense.imp")
         let denseHeader = String(decoding: try FileSystem.readFile(dir + "/dense.imp").prefix(4096), as: UTF8.self)
