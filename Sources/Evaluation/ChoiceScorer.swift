@@ -32,12 +32,19 @@ package final class ChoiceScorer: ContinuationScorer {
     /// Context tokens per pass through the layers (the KV caches of a batch hold this many
     /// positions, plus the continuations').
     package var tokensPerPass: Int
+    /// At most this many questions per pass (1: no batching; for measuring what batching gives).
+    package var questionsPerPass: Int
+    /// False runs every continuation after its own copy of the context, as a scorer that
+    /// shares no prefix would (for measuring what sharing gives); the scores are the same.
+    package var sharesContext: Bool
 
-    package init(stream: LayerStream, tokenizer: any Tokenizer, tokensPerPass: Int = 2048) {
+    package init(stream: LayerStream, tokenizer: any Tokenizer, tokensPerPass: Int = 2048, questionsPerPass: Int = .max, sharesContext: Bool = true) {
         self.stream = stream
         self.tokenizer = tokenizer
         self.bos = tokenizer.addsBOS ? tokenizer.files.bosID.map(Int32.init) : nil
         self.tokensPerPass = tokensPerPass
+        self.questionsPerPass = max(1, questionsPerPass)
+        self.sharesContext = sharesContext
     }
 
     package var contextLength: Int { stream.spec.contextLength }
@@ -61,14 +68,36 @@ package final class ChoiceScorer: ContinuationScorer {
     }
 
     /// Every continuation's summed log-probability, per request, in order. Requests are
-    /// taken in batches of about `tokensPerPass` context tokens.
+    /// taken in batches of about `tokensPerPass` context tokens, at most `questionsPerPass`.
     package func score(_ requests: [Request], progress: (Int) -> Void = { _ in }) throws -> [[Double]] {
+        if sharesContext { return try scoreSharing(requests, progress: progress) }
+        // One request per continuation, each with the whole context: nothing is shared.
+        var singles: [Request] = [], owner: [Int] = []
+        for (i, r) in requests.enumerated() {
+            for cont in r.continuations {
+                singles.append(Request(context: r.context, continuations: [cont]))
+                owner.append(i)
+            }
+        }
+        let scores = try scoreSharing(singles) { done in
+            progress(done == singles.count ? requests.count : owner[done])
+        }
+        var out = requests.map { [Double](repeating: 0, count: $0.continuations.count) }
+        var next = [Int](repeating: 0, count: requests.count)
+        for (k, i) in owner.enumerated() {
+            out[i][next[i]] = scores[k][0]
+            next[i] += 1
+        }
+        return out
+    }
+
+    private func scoreSharing(_ requests: [Request], progress: (Int) -> Void) throws -> [[Double]] {
         var out: [[Double]] = []
         out.reserveCapacity(requests.count)
         var start = 0
         while start < requests.count {
             var end = start, tokens = 0
-            while end < requests.count, end == start || tokens + requests[end].context.count <= tokensPerPass {
+            while end < requests.count, end == start || (tokens + requests[end].context.count <= tokensPerPass && end - start < questionsPerPass) {
                 tokens += requests[end].context.count
                 end += 1
             }

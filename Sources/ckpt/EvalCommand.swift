@@ -11,7 +11,7 @@ enum EvalCommand {
     static let spec = CommandSpec(
         name: "eval",
         summary: "Perplexity of a model on a text, the way llama-perplexity computes it.",
-        usage: "eval --model <model> (--file <file> [--ctx 512] [--chunks N] [--batch B] | --task mc --data <file.jsonl> [--format mcf|cloze] [--shots K] [--limit N] [--per-question OUT]) [--threads T] [--max-resident SIZE] [--json]",
+        usage: "eval --model <model> (--file <file> [--ctx 512] [--chunks N] [--batch B] | --task mc --data <file.jsonl> [--format mcf|cloze] [--shots K] [--limit N] [--batch Q] [--per-question OUT]) [--threads T] [--max-resident SIZE] [--json]",
         discussion: """
         Tokenizes the whole file (BOS first when the model adds one), cuts it into
         non-overlapping chunks of --ctx tokens (the first token of each replaced by BOS when
@@ -42,7 +42,7 @@ enum EvalCommand {
             .init("--file", value: "file", help: "UTF-8 text to score."),
             .init("--ctx", value: "n", help: "Tokens per chunk (default 512)."),
             .init("--chunks", value: "n", help: "Score at most this many chunks (default: all)."),
-            .init("--batch", value: "n", help: "Chunks per pass through the layers (default: 2048 tokens' worth)."),
+            .init("--batch", value: "n", help: "Chunks per pass through the layers (default: 2048 tokens' worth); with --task, at most n questions a pass."),
             .init("--threads", value: "n", help: "Threads (default: all CPUs)."),
             .init("--all-positions", help: "Compute logits at every position and score positions 0 … ctx-2 (a teacher pass's work)."),
             .init("--f32-activations", help: "Keep activations f32 instead of rounding them as llama.cpp does."),
@@ -53,6 +53,7 @@ enum EvalCommand {
             .init("--format", value: "mcf|cloze", help: "With --task: the prompt form (default mcf)."),
             .init("--shots", value: "k", help: "With --task: examples of the same subject before each question (default 0)."),
             .init("--limit", value: "n", help: "With --task: score the first n questions."),
+            .init("--no-prefix-sharing", help: "With --task: run every choice after its own copy of the context instead of its question's KV cache (same scores; to measure what sharing gives)."),
             .init("--per-question", value: "file", help: "With --task: write each question's choice, choice_norm and log-likelihoods (JSONL)."),
             .init("--force", help: "Replace an existing --per-question file."),
             .init("--json", help: "Print one JSON object: ppl, nll, tokens, tokens_per_s, chunks, ctx, seconds, peak_rss_bytes (with --task: acc, acc_norm, their stderr, subjects, questions_per_s)."),

@@ -23,6 +23,7 @@ enum EvalTaskCommand {
         }
         settings.shots = try args.int("--shots", default: 0, min: 0)
         settings.limit = try args.optionalInt("--limit", min: 1)
+        let questionsPerPass = try args.int("--batch", default: Int.max, min: 1)
         let threads = try args.threads()
         _ = try args.size("--max-resident")  // a bad size is refused before anything is opened
         ThreadPool.setThreads(threads)
@@ -36,7 +37,8 @@ enum EvalTaskCommand {
         }
         let model = try DecoderModel(path: modelPath)
         let stream = try args.layerStream(model)
-        let scorer = ChoiceScorer(stream: stream, tokenizer: try Tokenizers.forModel(path: modelPath))
+        let scorer = ChoiceScorer(stream: stream, tokenizer: try Tokenizers.forModel(path: modelPath), questionsPerPass: questionsPerPass,
+                                  sharesContext: !args.flag("--no-prefix-sharing"))
         let count = min(task.questions.count, settings.limit ?? Int.max)
         let bar = ProgressBar(label: "mc", total: count, totalBytes: 0)
         let t0 = monotonicSeconds()

@@ -35,6 +35,18 @@ final class EvalTaskCLITests: XCTestCase {
             if choice == a["answer"]?.nonNegativeInt { hits += 1 }
         }
         XCTAssertEqual(try XCTUnwrap(json["acc"]?.doubleValue), Double(hits) / 6, accuracy: 1e-12)
+        // The benchmark's settings without batching and without prefix sharing pick the same answers.
+        let plainPer = dir + "/plain.jsonl"
+        let plain = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--format", "cloze", "--shots", "2",
+                                 "--limit", "6", "--batch", "1", "--no-prefix-sharing", "--per-question", plainPer, "--json"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let plainAnswers = try FileSystem.readFile(plainPer).split(separator: 10).map { try JSONParser.parse(Array($0)) }
+        XCTAssertEqual(plainAnswers.map { $0["choice"]?.nonNegativeInt }, answers.map { $0["choice"]?.nonNegativeInt })
+        for (a, b) in zip(plainAnswers, answers) {
+            for (x, y) in zip(try XCTUnwrap(a["loglik"]?.arrayValue?.compactMap(\.doubleValue)), try XCTUnwrap(b["loglik"]?.arrayValue?.compactMap(\.doubleValue))) {
+                XCTAssertEqual(x, y, accuracy: 1e-3 * max(1, abs(y)))
+            }
+        }
         // The per-question file is not replaced without --force.
         let again = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--limit", "2", "--per-question", per])
         XCTAssertEqual(again.status, 73, again.stderr)

@@ -108,6 +108,17 @@ final class MultipleChoiceTests: XCTestCase {
                 }
                 if format == .cloze { XCTAssertTrue(requests.contains { $0.continuations.contains { $0.count > 1 } }, "multi-token continuations") }
                 let fast = try scorer.score(requests)
+                // The settings the speed benchmark compares: one question a pass, and no sharing.
+                let unbatched = ChoiceScorer(stream: stream, tokenizer: scorer.tokenizer, questionsPerPass: 1)
+                let unshared = ChoiceScorer(stream: stream, tokenizer: scorer.tokenizer, sharesContext: false)
+                var reported: [Int] = []
+                let plain = try unshared.score(requests) { reported.append($0) }
+                XCTAssertEqual(reported.last, requests.count, "progress ends at every question")
+                XCTAssertEqual(reported, reported.sorted())
+                for (label, other) in [("one question a pass", try unbatched.score(requests)), ("no sharing", plain)] {
+                    XCTAssertEqual(other.map(\.count), fast.map(\.count), label)
+                    for (x, y) in zip(other.joined(), fast.joined()) { XCTAssertEqual(x, y, accuracy: 1e-4 * max(1, abs(y)), "\(name) \(format) \(label)") }
+                }
                 for (i, r) in requests.enumerated() {
                     let slow = try naive(stream, r)
                     for (a, b) in zip(fast[i], slow) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), "\(name) \(format) question \(i)") }
