@@ -80,10 +80,20 @@ def lse_rows(rows):
     return np.log(np.exp(rows - m).sum(axis=1)) + m[:, 0]
 
 
-def score_reference(llm, tok, bos, qs, n, args):
+def score_reference(llm, tok, bos, qs, n, args, partial=None):
+    """The reference's answers to the first n questions and the seconds they took. With
+    partial (a path), progress is saved there every 20 questions and a run picks up where
+    a killed one stopped (the seconds add up)."""
+    ref, before = [], 0.0
+    if partial and os.path.exists(partial):
+        saved = json.load(open(partial))
+        ref, before = saved["ref"][:n], saved["seconds"]
     t0 = time.monotonic()
-    ref = []
-    for i in range(n):
+    for i in range(len(ref), n):
+        if partial and i % 20 == 0 and i > 0:
+            with open(partial + ".tmp", "w") as f:
+                json.dump(dict(ref=ref, seconds=before + time.monotonic() - t0), f)
+            os.replace(partial + ".tmp", partial)
         ctx, cs = prompt(qs, i, args.format, args.shots)
         cids = tok(ctx)
         lls = []
@@ -118,7 +128,7 @@ def score_reference(llm, tok, bos, qs, n, args):
             lls.append(float(sum(rows[k, t] - lse[k] for k, t in enumerate(cont))))
         norm = [l / len(c) for l, c in zip(lls, cs)]
         ref.append(dict(choice=int(np.argmax(lls)), choice_norm=int(np.argmax(norm)), loglik=lls, answer=qs[i]["answer"]))
-    return ref, time.monotonic() - t0
+    return ref, before + time.monotonic() - t0
 
 
 def main():
@@ -145,15 +155,17 @@ def main():
     def tok(s):
         return llm.tokenize(s.encode("utf-8"), add_bos=False, special=False)
 
-    # The reference is slow (every sequence from scratch): its results are kept per setting.
+    # The reference is slow (every sequence from scratch): its results are kept per setting,
+    # and a long run saves its progress as it goes.
     cache_path = os.path.join(".cache", "mc-reference", f"{os.path.basename(args.model)}-{os.path.basename(args.data)}-{args.format}-{args.shots}-{n}{'-reuse' if args.reuse_prefix else ''}.json")
     if os.path.exists(cache_path):
         saved = json.load(open(cache_path))
         ref, ref_s = saved["ref"], saved["seconds"]
     else:
-        ref, ref_s = score_reference(llm, tok, bos, qs, n, args)
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        ref, ref_s = score_reference(llm, tok, bos, qs, n, args, partial=cache_path + ".partial")
         json.dump(dict(ref=ref, seconds=ref_s), open(cache_path, "w"))
+        os.remove(cache_path + ".partial") if os.path.exists(cache_path + ".partial") else None
     if args.dump:
         with open(args.dump, "w") as f:
             json.dump(dict(model=os.path.basename(args.model), data=os.path.basename(args.data), format=args.format, shots=args.shots,
