@@ -10,11 +10,16 @@ package enum MultipleChoiceEval {
         package var shots = 0
         /// Score the first `limit` questions (nil: all).
         package var limit: Int?
+        /// Score every `every`-th question (0, every, 2·every, …): a subset spread over a file
+        /// sorted by subject. Examples still come from the whole file; `limit` counts the
+        /// questions scored.
+        package var every = 1
 
-        package init(format: PromptFormat = .mcf, shots: Int = 0, limit: Int? = nil) {
+        package init(format: PromptFormat = .mcf, shots: Int = 0, limit: Int? = nil, every: Int = 1) {
             self.format = format
             self.shots = shots
             self.limit = limit
+            self.every = max(1, every)
         }
     }
 
@@ -63,13 +68,14 @@ package enum MultipleChoiceEval {
     /// Scores `task` with the model behind `scorer`; `progress` hears questions done.
     package static func run(_ task: MultipleChoiceTask, scorer: any ContinuationScorer, settings: Settings,
                             progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
-        let count = min(task.questions.count, settings.limit ?? Int.max)
+        let picked = Array(stride(from: 0, to: task.questions.count, by: max(1, settings.every)).prefix(settings.limit ?? Int.max))
+        let count = picked.count
         let context = scorer.contextLength
         let t0 = monotonicSeconds()
         // Prompts first (cheap): every problem in the file is found before the model runs.
         var requests: [ChoiceScorer.Request] = [], used: [Int] = []
         var shortened = 0
-        for i in 0..<count {
+        for i in picked {
             var examples = try task.examples(for: i, shots: settings.shots)
             while true {
                 let p = task.prompt(i, format: settings.format, examples: examples)
@@ -88,11 +94,11 @@ package enum MultipleChoiceEval {
         }
         let logliks = try scorer.score(requests) { progress($0, count) }
         var answers: [Answer] = []
-        for i in 0..<count {
-            let q = task.questions[i], l = logliks[i]
+        for (k, i) in picked.enumerated() {
+            let q = task.questions[i], l = logliks[k]
             let conts = MultipleChoiceTask.continuations(q, format: settings.format)
             let norm = l.indices.map { l[$0] / Double(max(conts[$0].unicodeScalars.count, 1)) }
-            answers.append(Answer(index: i, choice: argmax(l), choiceNorm: argmax(norm), logliks: l, correct: q.answer, shots: used[i]))
+            answers.append(Answer(index: i, choice: argmax(l), choiceNorm: argmax(norm), logliks: l, correct: q.answer, shots: used[k]))
         }
         var order: [String] = [], bySubject: [String: [Answer]] = [:]
         for a in answers {

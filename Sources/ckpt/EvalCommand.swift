@@ -11,7 +11,7 @@ enum EvalCommand {
     static let spec = CommandSpec(
         name: "eval",
         summary: "Perplexity of a model on a text, the way llama-perplexity computes it.",
-        usage: "eval --model <model> (--file <file> [--ctx 512] [--chunks N] [--batch B] | --task mc --data <file.jsonl> [--format mcf|cloze] [--shots K] [--limit N] [--batch Q] [--per-question OUT]) [--threads T] [--max-resident SIZE] [--json]",
+        usage: "eval --model <model> (--file <file> [--ctx 512] [--chunks N] [--batch B] | --task mc --data <file.jsonl> [--format mcf|cloze] [--shots K] [--limit N] [--every K] [--batch Q] [--per-question OUT]) [--threads T] [--max-resident SIZE] [--json]",
         discussion: """
         Tokenizes the whole file (BOS first when the model adds one), cuts it into
         non-overlapping chunks of --ctx tokens (the first token of each replaced by BOS when
@@ -52,7 +52,8 @@ enum EvalCommand {
             .init("--data", value: "file", help: "With --task: the questions, one JSON record a line."),
             .init("--format", value: "mcf|cloze", help: "With --task: the prompt form (default mcf)."),
             .init("--shots", value: "k", help: "With --task: examples of the same subject before each question (default 0)."),
-            .init("--limit", value: "n", help: "With --task: score the first n questions."),
+            .init("--limit", value: "n", help: "With --task: score the first n questions (with --every, n of those it picks)."),
+            .init("--every", value: "k", help: "With --task: score questions 0, k, 2k, … (a subset spread over every subject; examples still come from the whole file)."),
             .init("--no-prefix-sharing", help: "With --task: run every choice after its own copy of the context instead of its question's KV cache (same scores; to measure what sharing gives)."),
             .init("--per-question", value: "file", help: "With --task: write each question's choice, choice_norm and log-likelihoods (JSONL)."),
             .init("--force", help: "Replace an existing --per-question file."),

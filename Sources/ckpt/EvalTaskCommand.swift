@@ -23,6 +23,7 @@ enum EvalTaskCommand {
         }
         settings.shots = try args.int("--shots", default: 0, min: 0)
         settings.limit = try args.optionalInt("--limit", min: 1)
+        settings.every = try args.int("--every", default: 1, min: 1)
         let questionsPerPass = try args.int("--batch", default: Int.max, min: 1)
         let threads = try args.threads()
         _ = try args.size("--max-resident")  // a bad size is refused before anything is opened

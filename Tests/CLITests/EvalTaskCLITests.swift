@@ -47,6 +47,18 @@ final class EvalTaskCLITests: XCTestCase {
                 XCTAssertEqual(x, y, accuracy: 1e-3 * max(1, abs(y)))
             }
         }
+        // --every 2 scores questions 0, 2, 4 with the same prompts (examples from the whole file).
+        let everyPer = dir + "/every.jsonl"
+        let every = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--format", "cloze", "--shots", "2",
+                                 "--every", "2", "--limit", "3", "--per-question", everyPer, "--json"])
+        XCTAssertEqual(every.status, 0, every.stderr)
+        XCTAssertEqual(try JSONParser.parse(Array(every.stdout.utf8))["n"]?.nonNegativeInt, 3)
+        let picked = try FileSystem.readFile(everyPer).split(separator: 10).map { try JSONParser.parse(Array($0)) }
+        XCTAssertEqual(picked.map { $0["index"]?.nonNegativeInt }, [0, 2, 4])
+        for (a, i) in zip(picked, [0, 2, 4]) {
+            let x = try XCTUnwrap(a["loglik"]?.arrayValue?.compactMap(\.doubleValue)), y = try XCTUnwrap(answers[i]["loglik"]?.arrayValue?.compactMap(\.doubleValue))
+            for (u, v) in zip(x, y) { XCTAssertEqual(u, v, accuracy: 1e-3 * max(1, abs(v)), "question \(i)") }
+        }
         // The per-question file is not replaced without --force.
         let again = try runCkpt(["eval", "--model", model, "--task", "mc", "--data", data, "--limit", "2", "--per-question", per])
         XCTAssertEqual(again.status, 73, again.stderr)

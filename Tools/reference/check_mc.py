@@ -80,7 +80,7 @@ def lse_rows(rows):
     return np.log(np.exp(rows - m).sum(axis=1)) + m[:, 0]
 
 
-def score_reference(llm, tok, bos, qs, n, args, partial=None):
+def score_reference(llm, tok, bos, qs, n, args, partial=None, every=1):
     """The reference's answers to the first n questions and the seconds they took. With
     partial (a path), progress is saved there every 20 questions and a run picks up where
     a killed one stopped (the seconds add up)."""
@@ -89,7 +89,7 @@ def score_reference(llm, tok, bos, qs, n, args, partial=None):
         saved = json.load(open(partial))
         ref, before = saved["ref"][:n], saved["seconds"]
     t0 = time.monotonic()
-    for i in range(len(ref), n):
+    for i in list(range(0, len(qs), every))[len(ref):n]:
         if partial and i % 20 == 0 and i > 0:
             with open(partial + ".tmp", "w") as f:
                 json.dump(dict(ref=ref, seconds=before + time.monotonic() - t0), f)
@@ -139,6 +139,7 @@ def main():
     ap.add_argument("--format", default="mcf", choices=["mcf", "cloze"])
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--every", type=int, default=1, help="score questions 0, k, 2k, … (a sample spread over the subjects; examples from the whole file)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse-prefix", action="store_true",
                     help="Reference: each context once and continuations after it in llama.cpp's KV cache (for accuracy proofs on many questions; the speed anchor is the default, every sequence alone).")
@@ -148,7 +149,7 @@ def main():
     from llama_cpp import Llama
 
     qs = read_questions(args.data)
-    n = min(args.limit, len(qs))
+    n = min(args.limit, len(range(0, len(qs), args.every)))
     llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
     bos = [llm.token_bos()] if llm._model.add_bos_token() else []
 
@@ -157,13 +158,13 @@ def main():
 
     # The reference is slow (every sequence from scratch): its results are kept per setting,
     # and a long run saves its progress as it goes.
-    cache_path = os.path.join(".cache", "mc-reference", f"{os.path.basename(args.model)}-{os.path.basename(args.data)}-{args.format}-{args.shots}-{n}{'-reuse' if args.reuse_prefix else ''}.json")
+    cache_path = os.path.join(".cache", "mc-reference", f"{os.path.basename(args.model)}-{os.path.basename(args.data)}-{args.format}-{args.shots}-{n}{f'-every{args.every}' if args.every > 1 else ''}{'-reuse' if args.reuse_prefix else ''}.json")
     if os.path.exists(cache_path):
         saved = json.load(open(cache_path))
         ref, ref_s = saved["ref"], saved["seconds"]
     else:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        ref, ref_s = score_reference(llm, tok, bos, qs, n, args, partial=cache_path + ".partial")
+        ref, ref_s = score_reference(llm, tok, bos, qs, n, args, partial=cache_path + ".partial", every=args.every)
         json.dump(dict(ref=ref, seconds=ref_s), open(cache_path, "w"))
         os.remove(cache_path + ".partial") if os.path.exists(cache_path + ".partial") else None
     if args.dump:
@@ -177,7 +178,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         per = os.path.join(tmp, "per.jsonl")
         cmd = [args.ckpt, "eval", "--model", args.model, "--task", "mc", "--data", args.data, "--format", args.format,
-               "--shots", str(args.shots), "--limit", str(n), "--threads", str(args.threads), "--per-question", per, "--json"]
+               "--shots", str(args.shots), "--limit", str(n), "--every", str(args.every), "--threads", str(args.threads), "--per-question", per, "--json"]
         t1 = time.monotonic()
         r = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.monotonic() - t1
@@ -191,7 +192,7 @@ def main():
     acc_ref = sum(x["choice"] == x["answer"] for x in ref) / n
     accn_ref = sum(x["choice_norm"] == x["answer"] for x in ref) / n
     dl = [abs(a - b) for o, x in zip(ours, ref) for a, b in zip(o["loglik"], x["loglik"])]
-    print(f"{args.format} {args.shots}-shot, {n} questions of {args.data}")
+    print(f"{args.format} {args.shots}-shot, {n} questions of {args.data}{f' (every {args.every}th)' if args.every > 1 else ''}")
     print(f"  same answer: {same}/{n} ({100 * same / n:.1f}%), same acc_norm answer: {same_norm}/{n} ({100 * same_norm / n:.1f}%)")
     print(f"  acc: ckpt {100 * summary['acc']:.2f}  reference {100 * acc_ref:.2f}   acc_norm: ckpt {100 * summary['acc_norm']:.2f}  reference {100 * accn_ref:.2f}")
     print(f"  |loglik difference|: mean {np.mean(dl):.4f}, max {np.max(dl):.4f} nats")
