@@ -18,11 +18,12 @@ It prints questions/s of each and its ratio to the anchor, and what batching and
 sharing each give (default / --batch 1, default / --no-prefix-sharing). The answers of
 all ckpt settings must be the same; the reference's are compared too.
 
-With --full, ckpt then scores the whole file (MMLU test: 14,044 questions, about 56k
+With --full, ckpt then scores the whole file (MMLU test: 14,042 questions, about 56k
 continuations in cloze form), and prints acc, acc_norm and questions/s beside the
 anchor's sample questions/s: the reference would need about ten hours for the whole
-file on two cores, so its rate is measured on the sample. The full run's --json and
---per-question output are kept in .cache/bench/.
+file on two cores, so its rate is measured on the sample. The full run goes in parts of
+--part questions whose --json and --per-question output are kept in .cache/bench/, so a
+killed run resumes at the first missing part; --model names another model to score.
 
     python3 Tools/bench/mmlu_bench.py [--format cloze] [--shots 0] [--sample 300] [--full] [--threads 2]
 """
@@ -57,7 +58,10 @@ def main():
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--sample", type=int, default=300, help="questions in the timed sample")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--full", action="store_true", help="then score the whole file with ckpt")
+    ap.add_argument("--full", action="store_true", help="then score the whole file with ckpt (resumable, in parts)")
+    ap.add_argument("--part", type=int, default=1000, help="questions per part of the --full run")
+    ap.add_argument("--full-only", action="store_true",
+                    help="skip the timed sample and take the anchor's rate from the last sample run saved in .cache/bench (for resuming a --full run)")
     args = ap.parse_args()
     if args.shots:
         sys.exit("--shots: the sample would lose each question's preceding examples; this benchmark is 0-shot")
@@ -75,6 +79,14 @@ def main():
     sample = [qs[i] for i in picked]
     version = subprocess.run([args.ckpt, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"{version}; {args.model}\n{args.format} {args.shots}-shot; timed sample: {len(picked)} questions (every {step}th of {len(qs)} in {args.data}); {args.threads} threads")
+
+    saved = work / f"mmlu-sample-{Path(args.model).name}-{args.format}-{len(picked)}-result.json"
+    if args.full_only:
+        if not saved.exists():
+            sys.exit(f"--full-only needs a saved sample run ({saved}): run without it first")
+        prior = json.loads(saved.read_text())
+        print(f"anchor from the sample run of {prior['date']}: {prior['anchor']:.3f} questions/s")
+        return full(args, lines, prior["anchor"])
 
     from llama_cpp import Llama
     llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
@@ -118,15 +130,45 @@ def main():
         same = sum(a[0] == x["choice"] for a, x in zip(base, ref[reuse]))
         print(f"  reference ({'reuse' if reuse else 'alone'}): {same}/{len(base)} answers as ckpt's")
 
+    saved.write_text(json.dumps(dict(date=time.strftime("%Y-%m-%d %H:%M"), anchor=anchor, rows=rows)) + "\n")
     if args.full:
-        per_path = work / f"mmlu-full-{Path(args.model).name}-{args.format}.jsonl"
-        summary, per = ckpt_run(args, args.data, [], per=str(per_path))
-        (work / f"mmlu-full-{Path(args.model).name}-{args.format}.json").write_text(json.dumps(summary) + "\n")
-        print(f"\nfull file: {summary['n']} questions, acc {100 * summary['acc']:.2f} ± {100 * summary['acc_stderr']:.2f}, "
-              f"acc_norm {100 * summary['acc_norm']:.2f} ± {100 * summary['acc_norm_stderr']:.2f}; "
-              f"{summary['seconds'] / 60:.1f} min, {summary['questions_per_s']:.3f} questions/s = {summary['questions_per_s'] / anchor:.2f}x "
-              f"the anchor's {anchor:.3f} (sample)")
+        full(args, lines, anchor)
 
+
+def full(args, lines, anchor):
+    """The whole file in parts of --part questions, each part's --json and --per-question
+    output kept in .cache/bench/: a killed run starts again at the first missing part (the
+    whole test set takes about 1.5 hours on two cores), and the parts add up to the file."""
+    work = REPO / ".cache/bench" / f"mmlu-full-{Path(args.model).name}-{args.format}"
+    work.mkdir(parents=True, exist_ok=True)
+    parts = [lines[i:i + args.part] for i in range(0, len(lines), args.part)]
+    answers, seconds = [], 0.0
+    for k, part in enumerate(parts):
+        base = work / f"part-{k:03d}-of-{len(parts):03d}"
+        summary_path, per_path = Path(f"{base}.json"), Path(f"{base}.jsonl")
+        if not summary_path.exists():
+            data = Path(f"{base}.questions.jsonl")
+            data.write_text("".join(part), encoding="utf-8")
+            summary, _ = ckpt_run(args, data, [], per=str(per_path))
+            summary_path.write_text(json.dumps(summary) + "\n")
+            data.unlink()
+            print(f"  part {k + 1}/{len(parts)}: {summary['n']} questions, {summary['questions_per_s']:.3f} questions/s", flush=True)
+        summary = json.loads(summary_path.read_text())
+        seconds += summary["seconds"]
+        answers += [json.loads(l) for l in open(per_path)]
+    n = len(answers)
+
+    def rate(key):
+        p = sum(a[key] == a["answer"] for a in answers) / n
+        return p, (p * (1 - p) / (n - 1)) ** 0.5  # the sample standard error, as lm-evaluation-harness gives it
+
+    (acc, acc_se), (norm, norm_se) = rate("choice"), rate("choice_norm")
+    qps = n / seconds
+    result = dict(model=Path(args.model).name, format=args.format, n=n, acc=acc, acc_stderr=acc_se, acc_norm=norm,
+                  acc_norm_stderr=norm_se, seconds=seconds, questions_per_s=qps, anchor_questions_per_s=anchor)
+    (work / "result.json").write_text(json.dumps(result) + "\n")
+    print(f"\nfull file: {n} questions, acc {100 * acc:.2f} ± {100 * acc_se:.2f}, acc_norm {100 * norm:.2f} ± {100 * norm_se:.2f}; "
+          f"{seconds / 60:.1f} min of scoring, {qps:.3f} questions/s = {qps / anchor:.2f}x the anchor's {anchor:.3f} (sample)")
 
 if __name__ == "__main__":
     main()
