@@ -19,7 +19,12 @@ package enum MultipleChoiceEval {
             self.format = format
             self.shots = shots
             self.limit = limit
-            self.every = max(1, every)
+            self.every = every
+        }
+
+        /// The indices of the questions scored out of `count`: every `every`-th, the first `limit` of those.
+        package func questions(in count: Int) -> [Int] {
+            Array(stride(from: 0, to: count, by: max(1, every)).prefix(limit ?? Int.max))
         }
     }
 
@@ -68,7 +73,7 @@ package enum MultipleChoiceEval {
     /// Scores `task` with the model behind `scorer`; `progress` hears questions done.
     package static func run(_ task: MultipleChoiceTask, scorer: any ContinuationScorer, settings: Settings,
                             progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
-        let picked = Array(stride(from: 0, to: task.questions.count, by: max(1, settings.every)).prefix(settings.limit ?? Int.max))
+        let picked = settings.questions(in: task.questions.count)
         let count = picked.count
         let context = scorer.contextLength
         let t0 = monotonicSeconds()

@@ -40,7 +40,7 @@ enum EvalTaskCommand {
         let stream = try args.layerStream(model)
         let scorer = ChoiceScorer(stream: stream, tokenizer: try Tokenizers.forModel(path: modelPath), questionsPerPass: questionsPerPass,
                                   sharesContext: !args.flag("--no-prefix-sharing"))
-        let count = min(task.questions.count, settings.limit ?? Int.max)
+        let count = settings.questions(in: task.questions.count).count
         let bar = ProgressBar(label: "mc", total: count, totalBytes: 0)
         let t0 = monotonicSeconds()
         let result = try MultipleChoiceEval.run(task, scorer: scorer, settings: settings) { done, all in

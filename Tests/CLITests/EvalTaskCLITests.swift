@@ -77,6 +77,8 @@ final class EvalTaskCLITests: XCTestCase {
             (["--data", data, "--format", "letters"], 64, "--format is mcf or cloze"),
             ([], 64, "--data"),
             (["--data", data, "--file", data], 64, "--file is for perplexity"),
+            (["--data", data, "--every", "0"], 64, "--every"),
+            (["--data", data, "--batch", "0"], 64, "--batch"),
         ]
         for run in runs {
             let r = try runCkpt(["eval", "--model", model, "--task", "mc"] + run.args)

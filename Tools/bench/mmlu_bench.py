@@ -36,11 +36,9 @@ sys.path.insert(0, str(REPO / "Tools/reference"))
 import check_mc  # noqa: E402
 
 
-def ckpt_run(args, data, extra, per=None, limit=None):
+def ckpt_run(args, data, extra, per=None):
     cmd = [args.ckpt, "eval", "--model", args.model, "--task", "mc", "--data", str(data), "--format", args.format,
            "--shots", str(args.shots), "--threads", str(args.threads), "--json"] + extra
-    if limit:
-        cmd += ["--limit", str(limit)]
     with tempfile.TemporaryDirectory() as tmp:
         out = per or os.path.join(tmp, "per.jsonl")
         r = subprocess.run(cmd + ["--per-question", out, "--force"], capture_output=True, text=True)
