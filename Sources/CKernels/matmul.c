@@ -463,6 +463,113 @@ int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, 
     return 1;
 }
 
+// ---- llama.cpp's block sums for Q4_1/Q5_1 -------------------------------------------------
+// A Q4_1/Q5_1 weight is d·q + m, so a block's dot product is d·d'·Σqq' + m·d'·Σq'. llama.cpp
+// takes the second term from the q8_1 block's `s`, stored as f16(d'_f32 · Σq'), with the
+// scale before its own f16 rounding; the f32 kernel on rounded activations computes
+// m · f16(d') · Σq'. The difference, m · c with c = f16(d'·Σq') − f16(d')·Σq', is small per
+// block but it is the same sign across a row's many tokens, and it moved continuation
+// log-likelihoods by tenths of a nat on long texts. Adding Σ_b m_b · c_b to each output
+// reproduces llama.cpp's sum.
+
+static void q8_1_sum_corrections(const float *x, int64_t k, float *c) {
+    for (int64_t b = 0; b + 32 <= k; b += 32) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) { const float a = fabsf(x[b + i]); if (a > amax) amax = a; }
+        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+        const float dh = ckpt_f16_to_f32(ckpt_f32_to_f16(d));
+        int sum = 0;
+        for (int i = 0; i < 32; i++) sum += (int)nearbyintf(x[b + i] * id);
+        c[b / 32] = ckpt_f16_to_f32(ckpt_f32_to_f16(d * (float)sum)) - dh * (float)sum;
+    }
+}
+
+#if defined(__x86_64__)
+// The scalar version's arithmetic: the same quants (one product, one rounding), an exact
+// integer sum (the quants are small integers in f32), one product and its f16 rounding.
+__attribute__((target("avx2,fma,f16c")))
+static void q8_1_sum_corrections_avx2(const float *x, int64_t k, float *c) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b + 32 <= k; b += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) { v[j] = _mm256_loadu_ps(x + b + 8 * j); m = _mm256_max_ps(m, _mm256_and_ps(v[j], abs_mask)); }
+        const float amax = hmax8(m);
+        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256 q = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++)
+            q = _mm256_add_ps(q, _mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
+        const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+        const float dh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT)));
+        const float sh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d * sum), _MM_FROUND_TO_NEAREST_INT)));
+        c[b / 32] = sh - dh * sum;
+    }
+}
+#endif
+
+typedef struct {
+    const float *x;
+    int64_t ldx, rows, k;
+    float *c;
+} sums_job;
+
+static void sums_task(void *ctx, int64_t task, int thread) {
+    (void)thread;
+    const sums_job *j = ctx;
+    const int64_t r1 = (task + 1) * 16 < j->rows ? (task + 1) * 16 : j->rows;
+    for (int64_t r = task * 16; r < r1; r++) {
+#if defined(__x86_64__)
+        if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { q8_1_sum_corrections_avx2(j->x + r * j->ldx, j->k, j->c + r * (j->k / 32)); continue; }
+#endif
+        q8_1_sum_corrections(j->x + r * j->ldx, j->k, j->c + r * (j->k / 32));
+    }
+}
+
+int ckpt_block_sum_corrections(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *c) {
+    if ((type != CKPT_GGML_Q4_1 && type != CKPT_GGML_Q5_1) || k % 32) return 0;
+    sums_job job = {x, ldx, rows, k, c};
+    ckpt_pool_run((rows + 15) / 16, sums_task, &job);
+    return 1;
+}
+
+typedef struct {
+    const uint8_t *w;
+    size_t row_bytes, block_bytes;
+    int64_t rows, nb;
+    const float *c;
+    int64_t ntok;
+    float *y;
+    int64_t ldy;
+    float *scratch;
+} mins_job;
+
+static void mins_task(void *ctx, int64_t task, int thread) {
+    const mins_job *j = ctx;
+    const int64_t r0 = task * CKPT_PANEL_ROWS;
+    const int64_t nr = j->rows - r0 < CKPT_PANEL_ROWS ? j->rows - r0 : CKPT_PANEL_ROWS;
+    float *m = j->scratch + (int64_t)thread * ckpt_matmul_scratch_floats(j->nb);
+    float *pack = m + CKPT_PANEL_ROWS * j->nb;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = j->w + (size_t)(r0 + r) * j->row_bytes;
+        for (int64_t b = 0; b < j->nb; b++) {
+            uint16_t h;
+            memcpy(&h, row + (size_t)b * j->block_bytes + 2, 2);  // block: f16 d, f16 m, quants
+            m[r * j->nb + b] = ckpt_f16_to_f32(h);
+        }
+    }
+    ckpt_gemm_f32_add(m, j->nb, 0, nr, j->nb, j->c, j->nb, j->ntok, j->y + r0, j->ldy, pack);
+}
+
+int ckpt_matmul_add_block_mins(int type, const void *w, size_t row_bytes, int64_t rows, int64_t k,
+                               const float *c, int64_t ntok, float *y, int64_t ldy, float *scratch) {
+    if ((type != CKPT_GGML_Q4_1 && type != CKPT_GGML_Q5_1) || k % 32) return -1;
+    mins_job job = {w, row_bytes, type == CKPT_GGML_Q4_1 ? 20 : 24, rows, k / 32, c, ntok, y, ldy, scratch};
+    ckpt_pool_run((rows + CKPT_PANEL_ROWS - 1) / CKPT_PANEL_ROWS, mins_task, &job);
+    return 0;
+}
+
 // ---- per-head contribution norms (importance of attention heads) ---------------------------
 // norms[t*heads + h] = ‖ W[:, h·hd : (h+1)·hd] · o[t, h·hd : (h+1)·hd] ‖₂: the length of what
 // head h adds to the residual stream at token t. One task per (head, block of tokens).

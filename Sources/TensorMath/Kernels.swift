@@ -59,6 +59,8 @@ public final class MatmulScratch: @unchecked Sendable {
     public let threads: Int
     /// Rounded activations (see `Kernels.matmul`), grown on demand.
     var rounded: FloatBuffer?
+    /// Per-block sum corrections for Q4_1/Q5_1 weights (see `Kernels.matmul`), grown on demand.
+    var sumCorrections: FloatBuffer?
 
     public init(maxColumns: Int) {
         self.maxColumns = maxColumns
@@ -71,6 +73,13 @@ public final class MatmulScratch: @unchecked Sendable {
         let r = FloatBuffer(count: count, zeroed: false)
         rounded = r
         return r
+    }
+
+    func sumCorrectionBuffer(_ count: Int) -> FloatBuffer {
+        if let c = sumCorrections, c.count >= count { return c }
+        let c = FloatBuffer(count: count, zeroed: false)
+        sumCorrections = c
+        return c
     }
 }
 
@@ -92,7 +101,12 @@ public enum Kernels {
             if ckpt_matmul_bf16(w.base, w.rowBytes, Int64(w.rows), Int64(w.columns), x, Int64(ldx), Int64(tokens), y, Int64(ldy),
                                 scratch.buffer.pointer, bits) == 0 { return }
         }
+        var sums: FloatBuffer?
         if llamaCppRounding {
+            // Q4_1/Q5_1: llama.cpp's dot product also uses each activation block's sum as
+            // q8_1 stores it; its difference from the rounded blocks' sum is added after.
+            let c = scratch.sumCorrectionBuffer(tokens * w.columns / 32 + 1)
+            if ckpt_block_sum_corrections(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), c.pointer) != 0 { sums = c }
             let r = scratch.roundedBuffer(tokens * w.columns)
             if ckpt_round_activations(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), r.pointer, Int64(w.columns)) != 0 {
                 x = UnsafePointer(r.pointer)
@@ -102,6 +116,10 @@ public enum Kernels {
         let rc = ckpt_matmul(w.ggmlType, w.base, w.rowBytes, Int64(w.rows), Int64(w.columns),
                              x, Int64(ldx), Int64(tokens), y, Int64(ldy), scratch.buffer.pointer)
         precondition(rc == 0, "matmul called with an unsupported weight type \(w.ggmlType)")
+        if let sums {
+            ckpt_matmul_add_block_mins(w.ggmlType, w.base, w.rowBytes, Int64(w.rows), Int64(w.columns), sums.pointer,
+                                       Int64(tokens), y, Int64(ldy), scratch.buffer.pointer)
+        }
     }
 
     public static func rmsNorm(_ x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,

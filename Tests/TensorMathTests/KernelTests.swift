@@ -97,6 +97,71 @@ final class KernelTests: XCTestCase {
         return y
     }
 
+    /// Q4_1/Q5_1 weights with llama.cpp's rounding: its dot product against q8_1 blocks,
+    /// Σ_b d·d'·Σqq' + m·s with s = f16(d'·Σq') from the unrounded scale, written out here
+    /// from ggml's block layouts. The f32 kernel on rounded activations alone misses the
+    /// rounding of s; the block-min correction must bring every level and thread count to it.
+    func testQ4_1AndQ5_1MatchLlamaCppDotProductWithBlockSums() throws {
+        var rng = Random(state: 41)
+        let rows = 19, k = 320, nb = k / 32
+        func f16(_ v: Float) -> Float { ckpt_f16_to_f32(ckpt_f32_to_f16(v)) }
+        for (type, blockBytes) in [(CKPT_GGML_Q4_1, 20), (CKPT_GGML_Q5_1, 24)] {
+            // Weights with an offset, so the mins are far from zero as in real Q4_1 rows.
+            let wf = rng.values(rows * k).map { $0 + 0.3 }
+            var blocks = [UInt8](repeating: 0, count: rows * nb * blockBytes)
+            if type == CKPT_GGML_Q4_1 { ckpt_quant_q4_1(wf, &blocks, Int64(rows * nb)) } else { ckpt_quant_q5_1(wf, &blocks, Int64(rows * nb)) }
+            func weightBlock(_ r: Int, _ b: Int) -> (d: Float, m: Float, q: [Int]) {
+                let o = (r * nb + b) * blockBytes
+                let h = { (i: Int) in ckpt_f16_to_f32(UInt16(blocks[o + i]) | UInt16(blocks[o + i + 1]) << 8) }
+                let qh = type == CKPT_GGML_Q5_1 ? (0..<4).reduce(UInt32(0)) { $0 | UInt32(blocks[o + 4 + $1]) << (8 * $1) } : 0
+                let qs = type == CKPT_GGML_Q5_1 ? o + 8 : o + 4
+                var q = [Int](repeating: 0, count: 32)
+                for j in 0..<16 {
+                    q[j] = Int(blocks[qs + j] & 0xF) | Int((qh >> j) & 1) << 4
+                    q[j + 16] = Int(blocks[qs + j] >> 4) | Int((qh >> (j + 16)) & 1) << 4
+                }
+                return (h(0), h(2), q)
+            }
+            for tokens in [1, 5, 30] {
+                let x = rng.values(tokens * k, scale: 2)
+                var expected = [Double](), rounded = [Double](), norms = [Double]()
+                for t in 0..<tokens { for r in 0..<rows {
+                    var sum = 0.0, sumRounded = 0.0, norm = 0.0
+                    for b in 0..<nb {
+                        let a = Array(x[(t * k + b * 32)..<(t * k + b * 32 + 32)])
+                        let amax = a.map(abs).max()!
+                        let d = amax / 127, id: Float = amax != 0 ? 127 / amax : 0
+                        let qa = a.map { Int(($0 * id).rounded(.toNearestOrEven)) }
+                        let s = f16(d * Float(qa.reduce(0, +)))
+                        let w = weightBlock(r, b)
+                        let dot = zip(w.q, qa).reduce(0) { $0 + $1.0 * $1.1 }
+                        let first = Double(w.d) * Double(f16(d)) * Double(dot)
+                        sum += first + Double(w.m) * Double(s)
+                        sumRounded += first + Double(w.m) * Double(f16(d)) * Double(qa.reduce(0, +))
+                        norm += abs(first) + abs(Double(w.m) * Double(s))
+                    }
+                    expected.append(sum); rounded.append(sumRounded); norms.append(norm)
+                } }
+                let tolerance = norms.map { 2e-6 * $0 }
+                XCTAssertTrue(zip(zip(expected, rounded), tolerance).contains { abs($0.0 - $0.1) > 10 * $1 },
+                              "the rounding of s matters at this size, so the check below can fail")
+                for level in Self.levels { for threads in [1, 2] {
+                    ckpt_set_kernel_level(level)
+                    ThreadPool.setThreads(threads)
+                    let scratch = MatmulScratch(maxColumns: k)
+                    var y = [Float](repeating: .nan, count: tokens * rows)
+                    blocks.withUnsafeBytes { w in
+                        let m = WeightMatrix(ggmlType: Int32(type), base: w.baseAddress!, rowBytes: nb * blockBytes, rows: rows, columns: k)
+                        Kernels.matmul(m, x, ldx: k, tokens: tokens, into: &y, ldy: rows, scratch: scratch, llamaCppRounding: true)
+                    }
+                    for i in y.indices {
+                        XCTAssertEqual(Double(y[i]), expected[i], accuracy: tolerance[i], "type \(type) level \(level) threads \(threads) tokens \(tokens) out \(i)")
+                    }
+                } }
+            }
+        }
+    }
+
     /// The AVX-512 packed product sums each output in the AVX2 kernel's order, so the two
     /// agree bit for bit: plain and transposed weights, accumulate or not, partial panels,
     /// k past one cache slice, every token remainder of its 12-, 4- and 1-token steps.

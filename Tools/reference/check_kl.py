@@ -14,8 +14,13 @@ perplexities. (llama-perplexity itself stores the teacher's log-probabilities as
 integers in its --kl-divergence-base file; here they stay float64, the exact figure.)
 
 Students: every --student given, or by default three made here with ckpt from the
-teacher, in .cache/kl-check: a Q8_0 conversion (the "after convert" case), and the MLP
-pruned 1536 → 1024 by activation importance and by weight magnitude.
+teacher, in .cache/kl-check (.cache/kl-check/<teacher> for another --teacher): a Q8_0
+conversion (the "after convert" case), and the MLP pruned 1536 → 1024 by activation
+importance and by weight magnitude.
+
+Weights with 8-bit activations (Q4_1, Q8_0, …) make both engines' logits move with any
+change of rounding, the single-position maximum most; an F16 conversion of the teacher
+(`ckpt convert M.gguf M-f16.gguf --dtype f16`) as --teacher shows the agreement without it.
 
 Each figure of ckpt's --json is compared with the reference's; the check passes when
 every relative difference is within --tolerance (default 2%, issue 15's bar).
@@ -109,7 +114,9 @@ def main():
     ap.add_argument("--json", metavar="OUT", help="write both sides' figures here")
     args = ap.parse_args()
 
-    work = REPO / ".cache/kl-check"
+    # Students made from another teacher (say an F16 conversion) get their own folder.
+    default_teacher = ap.get_default("teacher")
+    work = REPO / ".cache/kl-check" if args.teacher == default_teacher else REPO / ".cache/kl-check" / Path(args.teacher).stem
     work.mkdir(parents=True, exist_ok=True)
     # One text file both read: the hold-out without its trailing newline (llama.cpp's -f drops one).
     text, start, _ = read_text(Path(args.file), True, 0)

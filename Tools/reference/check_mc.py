@@ -14,6 +14,12 @@ implementations' questions/s, measured in the same run.
 
   python3 Tools/reference/check_mc.py --ckpt .build/release/ckpt --format cloze --limit 200
 
+With --noise-floor it also scores the questions with llama.cpp's KV cache in f32 (its
+default is f16) and prints how often llama.cpp picks the same answer as itself: the
+agreement any second engine can expect. On 8-bit-activation weights (Q4_1, Q8_0, …) that
+floor is well below 100%, because a rounding change anywhere flips 8-bit activation
+quants and the flips add up over a long choice; on F16 weights it is close to 100%.
+
 With --dump it writes the reference's log-likelihoods instead, for the test fixtures
 (Tests/Fixtures/mc/: `--data Tests/Fixtures/mmlu-sample.jsonl --limit 24 --dump …`).
 """
@@ -143,6 +149,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse-prefix", action="store_true",
                     help="Reference: each context once and continuations after it in llama.cpp's KV cache (for accuracy proofs on many questions; the speed anchor is the default, every sequence alone).")
+    ap.add_argument("--noise-floor", action="store_true",
+                    help="Also score the questions with llama.cpp's KV cache in f32 instead of f16 and report how far llama.cpp moves from itself: the agreement two correct engines reach on these questions and this model.")
     ap.add_argument("--dump", help="Write the reference's log-likelihoods (JSON) for a test fixture, and skip ckpt.")
     args = ap.parse_args()
 
@@ -159,14 +167,26 @@ def main():
     # The reference is slow (every sequence from scratch): its results are kept per setting,
     # and a long run saves its progress as it goes.
     cache_path = os.path.join(".cache", "mc-reference", f"{os.path.basename(args.model)}-{os.path.basename(args.data)}-{args.format}-{args.shots}-{n}{f'-every{args.every}' if args.every > 1 else ''}{'-reuse' if args.reuse_prefix else ''}.json")
-    if os.path.exists(cache_path):
-        saved = json.load(open(cache_path))
-        ref, ref_s = saved["ref"], saved["seconds"]
-    else:
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        ref, ref_s = score_reference(llm, tok, bos, qs, n, args, partial=cache_path + ".partial", every=args.every)
-        json.dump(dict(ref=ref, seconds=ref_s), open(cache_path, "w"))
-        os.remove(cache_path + ".partial") if os.path.exists(cache_path + ".partial") else None
+
+    def cached_reference(path, llm):
+        if os.path.exists(path):
+            saved = json.load(open(path))
+            return saved["ref"], saved["seconds"]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ref, ref_s = score_reference(llm, tok, bos, qs, n, args, partial=path + ".partial", every=args.every)
+        json.dump(dict(ref=ref, seconds=ref_s), open(path, "w"))
+        os.remove(path + ".partial") if os.path.exists(path + ".partial") else None
+        return ref, ref_s
+
+    ref, ref_s = cached_reference(cache_path, llm)
+    floor = None
+    if args.noise_floor:
+        # The same reference with an f32 KV cache (llama.cpp's default is f16): a change of
+        # rounding only, so what it moves is the reproducibility of the answers themselves.
+        del llm
+        llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False,
+                    type_k=0, type_v=0)
+        floor, _ = cached_reference(cache_path.replace(".json", "-kvf32.json"), llm)
     if args.dump:
         with open(args.dump, "w") as f:
             json.dump(dict(model=os.path.basename(args.model), data=os.path.basename(args.data), format=args.format, shots=args.shots,
@@ -196,6 +216,14 @@ def main():
     print(f"  same answer: {same}/{n} ({100 * same / n:.1f}%), same acc_norm answer: {same_norm}/{n} ({100 * same_norm / n:.1f}%)")
     print(f"  acc: ckpt {100 * summary['acc']:.2f}  reference {100 * acc_ref:.2f}   acc_norm: ckpt {100 * summary['acc_norm']:.2f}  reference {100 * accn_ref:.2f}")
     print(f"  |loglik difference|: mean {np.mean(dl):.4f}, max {np.max(dl):.4f} nats")
+    if floor is not None:
+        f_same = sum(a["choice"] == b["choice"] for a, b in zip(floor, ref))
+        f_norm = sum(a["choice_norm"] == b["choice_norm"] for a, b in zip(floor, ref))
+        f_dl = [abs(a - b) for o, x in zip(floor, ref) for a, b in zip(o["loglik"], x["loglik"])]
+        f_ckpt = sum(a["choice"] == b["choice"] for a, b in zip(ours, floor))
+        print(f"  noise floor, llama.cpp KV f32 against its default f16: same answer {f_same}/{n} ({100 * f_same / n:.1f}%), "
+              f"acc_norm {f_norm}/{n} ({100 * f_norm / n:.1f}%), mean |loglik difference| {np.mean(f_dl):.4f}, max {np.max(f_dl):.4f}; "
+              f"ckpt against the f32 one: {f_ckpt}/{n}")
     print(f"  speed: ckpt {summary['questions_per_s']:.2f} questions/s (scoring; {n / wall:.2f} with start-up), "
           f"reference (llama.cpp, {'context once, continuations after it' if args.reuse_prefix else 'each sequence alone'}) {n / ref_s:.2f} questions/s: {summary['questions_per_s'] / (n / ref_s):.2f}x")
 
