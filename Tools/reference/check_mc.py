@@ -195,6 +195,9 @@ def main():
             f.write("\n")
         return
 
+    # llama.cpp's worker threads keep polling after a decode; with the model freed they stop
+    # taking cores from ckpt's run.
+    del llm
     with tempfile.TemporaryDirectory() as tmp:
         per = os.path.join(tmp, "per.jsonl")
         cmd = [args.ckpt, "eval", "--model", args.model, "--task", "mc", "--data", args.data, "--format", args.format,
