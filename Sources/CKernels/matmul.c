@@ -322,13 +322,18 @@ int ckpt_matmul(int type, const void *w, size_t row_bytes, int64_t rows, int64_t
 // f32 activations the same way before the f32 kernel reproduces its numbers up to the
 // order of additions. Ties round to even, as its AVX2 quantizers do.
 
-static void round_q8_32(const float *x, float *y, int64_t n) {
+// With `c` (Q4_1/Q5_1 weights), also each block's sum correction, see block_sum_correction.
+static float block_sum_correction(float d, float dh, float sum);
+
+static void round_q8_32(const float *x, float *y, int64_t n, float *c) {
     for (int64_t b = 0; b + 32 <= n; b += 32) {
         float amax = 0;
         for (int i = 0; i < 32; i++) { const float a = fabsf(x[b + i]); if (a > amax) amax = a; }
         const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
         const float dh = ckpt_f16_to_f32(ckpt_f32_to_f16(d));
-        for (int i = 0; i < 32; i++) y[b + i] = nearbyintf(x[b + i] * id) * dh;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) { const float q = nearbyintf(x[b + i] * id); sum += (int)q; y[b + i] = q * dh; }
+        if (c) c[b / 32] = block_sum_correction(d, dh, (float)sum);
     }
 }
 
@@ -357,7 +362,8 @@ static void round_bf16(const float *x, float *y, int64_t n) {
 #if defined(__x86_64__)
 // Same arithmetic as the scalar versions: one product and one rounding per value.
 __attribute__((target("avx2,fma,f16c")))
-static void round_q8_32_avx2(const float *x, float *y, int64_t n) {
+// The quants are small integers in f32, so their vector sum is the scalar's exact integer sum.
+static void round_q8_32_avx2(const float *x, float *y, int64_t n, float *c) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int64_t b = 0; b + 32 <= n; b += 32) {
         __m256 v[4], m = _mm256_setzero_ps();
@@ -366,9 +372,16 @@ static void round_q8_32_avx2(const float *x, float *y, int64_t n) {
         const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
         const float dh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT)));
         const __m256 idv = _mm256_set1_ps(id), dv = _mm256_set1_ps(dh);
+        __m256 qsum = _mm256_setzero_ps();
         for (int j = 0; j < 4; j++) {
             const __m256 q = _mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            qsum = _mm256_add_ps(qsum, q);
             _mm256_storeu_ps(y + b + 8 * j, _mm256_mul_ps(q, dv));
+        }
+        if (c) {
+            const __m128 h = _mm_add_ps(_mm256_castps256_ps128(qsum), _mm256_extractf128_ps(qsum, 1));
+            const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            c[b / 32] = block_sum_correction(d, dh, _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1))));
         }
     }
 }
@@ -411,6 +424,7 @@ typedef struct {
     int64_t ldx, rows, k;
     float *y;
     int64_t ldy;
+    float *c;
 } round_job;
 
 #define ROUND_ROWS 16
@@ -436,16 +450,23 @@ static void round_task(void *ctx, int64_t task, int thread) {
             round_bf16(x, y, j->k); break;
         case CKPT_GGML_Q2_K: case CKPT_GGML_Q3_K: case CKPT_GGML_Q4_K: case CKPT_GGML_Q5_K: case CKPT_GGML_Q6_K:
             round_q8_k(x, y, j->k); break;
-        default:
+        default: {
+            float *c = j->c ? j->c + r * (j->k / 32) : NULL;
 #if defined(__x86_64__)
-            if (avx2) { round_q8_32_avx2(x, y, j->k); break; }
+            if (avx2) { round_q8_32_avx2(x, y, j->k, c); break; }
 #endif
-            round_q8_32(x, y, j->k); break;
+            round_q8_32(x, y, j->k, c); break;
+        }
         }
     }
 }
 
 int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy) {
+    return ckpt_round_activations_with_sums(type, x, ldx, rows, k, y, ldy, NULL);
+}
+
+int ckpt_round_activations_with_sums(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy,
+                                     float *block_sums) {
     switch (type) {
     case CKPT_GGML_Q4_0: case CKPT_GGML_Q4_1: case CKPT_GGML_Q5_0: case CKPT_GGML_Q5_1: case CKPT_GGML_Q8_0: case CKPT_GGML_IQ4_NL:
         if (k % 32) return 0;
@@ -458,7 +479,8 @@ int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, 
     default:
         return 0;
     }
-    round_job job = {type, x, ldx, rows, k, y, ldy};
+    float *c = type == CKPT_GGML_Q4_1 || type == CKPT_GGML_Q5_1 ? block_sums : NULL;
+    round_job job = {type, x, ldx, rows, k, y, ldy, c};
     ckpt_pool_run((rows + ROUND_ROWS - 1) / ROUND_ROWS, round_task, &job);
     return 1;
 }
@@ -470,68 +492,11 @@ int ckpt_round_activations(int type, const float *x, int64_t ldx, int64_t rows, 
 // m · f16(d') · Σq'. The difference, m · c with c = f16(d'·Σq') − f16(d')·Σq', is small per
 // block but it is the same sign across a row's many tokens, and it moved continuation
 // log-likelihoods by tenths of a nat on long texts. Adding Σ_b m_b · c_b to each output
-// reproduces llama.cpp's sum.
+// reproduces llama.cpp's sum; the rounding pass, which has d, f16(d) and the quants at hand,
+// writes each c (ckpt_round_activations_with_sums).
 
-static void q8_1_sum_corrections(const float *x, int64_t k, float *c) {
-    for (int64_t b = 0; b + 32 <= k; b += 32) {
-        float amax = 0;
-        for (int i = 0; i < 32; i++) { const float a = fabsf(x[b + i]); if (a > amax) amax = a; }
-        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
-        const float dh = ckpt_f16_to_f32(ckpt_f32_to_f16(d));
-        int sum = 0;
-        for (int i = 0; i < 32; i++) sum += (int)nearbyintf(x[b + i] * id);
-        c[b / 32] = ckpt_f16_to_f32(ckpt_f32_to_f16(d * (float)sum)) - dh * (float)sum;
-    }
-}
-
-#if defined(__x86_64__)
-// The scalar version's arithmetic: the same quants (one product, one rounding), an exact
-// integer sum (the quants are small integers in f32), one product and its f16 rounding.
-__attribute__((target("avx2,fma,f16c")))
-static void q8_1_sum_corrections_avx2(const float *x, int64_t k, float *c) {
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    for (int64_t b = 0; b + 32 <= k; b += 32) {
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int j = 0; j < 4; j++) { v[j] = _mm256_loadu_ps(x + b + 8 * j); m = _mm256_max_ps(m, _mm256_and_ps(v[j], abs_mask)); }
-        const float amax = hmax8(m);
-        const float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
-        const __m256 idv = _mm256_set1_ps(id);
-        __m256 q = _mm256_setzero_ps();
-        for (int j = 0; j < 4; j++)
-            q = _mm256_add_ps(q, _mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
-        const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
-        const float dh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT)));
-        const float sh = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(d * sum), _MM_FROUND_TO_NEAREST_INT)));
-        c[b / 32] = sh - dh * sum;
-    }
-}
-#endif
-
-typedef struct {
-    const float *x;
-    int64_t ldx, rows, k;
-    float *c;
-} sums_job;
-
-static void sums_task(void *ctx, int64_t task, int thread) {
-    (void)thread;
-    const sums_job *j = ctx;
-    const int64_t r1 = (task + 1) * 16 < j->rows ? (task + 1) * 16 : j->rows;
-    for (int64_t r = task * 16; r < r1; r++) {
-#if defined(__x86_64__)
-        if (ckpt_kernel_level() >= CKPT_LEVEL_AVX2) { q8_1_sum_corrections_avx2(j->x + r * j->ldx, j->k, j->c + r * (j->k / 32)); continue; }
-#endif
-        q8_1_sum_corrections(j->x + r * j->ldx, j->k, j->c + r * (j->k / 32));
-    }
-}
-
-int ckpt_block_sum_corrections(int type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *c) {
-    if ((type != CKPT_GGML_Q4_1 && type != CKPT_GGML_Q5_1) || k % 32) return 0;
-    sums_job job = {x, ldx, rows, k, c};
-    ckpt_pool_run((rows + 15) / 16, sums_task, &job);
-    return 1;
+static float block_sum_correction(float d, float dh, float sum) {
+    return ckpt_f16_to_f32(ckpt_f32_to_f16(d * sum)) - dh * sum;
 }
 
 typedef struct {

@@ -105,10 +105,11 @@ public enum Kernels {
         if llamaCppRounding {
             // Q4_1/Q5_1: llama.cpp's dot product also uses each activation block's sum as
             // q8_1 stores it; its difference from the rounded blocks' sum is added after.
-            let c = scratch.sumCorrectionBuffer(tokens * w.columns / 32 + 1)
-            if ckpt_block_sum_corrections(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), c.pointer) != 0 { sums = c }
+            let hasMins = w.ggmlType == Int32(CKPT_GGML_Q4_1) || w.ggmlType == Int32(CKPT_GGML_Q5_1)
+            if hasMins && w.columns % 32 == 0 { sums = scratch.sumCorrectionBuffer(tokens * w.columns / 32) }
             let r = scratch.roundedBuffer(tokens * w.columns)
-            if ckpt_round_activations(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), r.pointer, Int64(w.columns)) != 0 {
+            if ckpt_round_activations_with_sums(w.ggmlType, x, Int64(ldx), Int64(tokens), Int64(w.columns), r.pointer, Int64(w.columns),
+                                                sums?.pointer) != 0 {
                 x = UnsafePointer(r.pointer)
                 ldx = w.columns
             }

@@ -125,10 +125,11 @@ int ckpt_matmul_bf16(const void *w, size_t row_bytes, int64_t rows, int64_t k, c
 /// writes nothing, when llama.cpp uses them as they are (F32 weights).
 int ckpt_round_activations(int ggml_type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy);
 
-/// For Q4_1/Q5_1 weights: c[r·(k/32) + b] = f16(d·Σq) − f16(d)·Σq for block b of activation
-/// row r, the part of llama.cpp's q8_1 block sum `s` that rounded activations lose. Returns
-/// 0, and writes nothing, for other types or a `k` that is not whole blocks. Runs on the pool.
-int ckpt_block_sum_corrections(int ggml_type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *c);
+/// ckpt_round_activations, also writing, for Q4_1/Q5_1 weights (and `block_sums` not NULL),
+/// block_sums[r·(k/32) + b] = f16(d·Σq) − f16(d)·Σq for block b of activation row r: the part
+/// of llama.cpp's q8_1 block sum `s` that rounded activations lose. Other types leave it alone.
+int ckpt_round_activations_with_sums(int ggml_type, const float *x, int64_t ldx, int64_t rows, int64_t k, float *y, int64_t ldy,
+                                     float *block_sums);
 /// y[t*ldy + r] += Σ_b m(r, b) · c[t·(k/32) + b], with m(r, b) the f16 min of Q4_1/Q5_1 block b
 /// of row r: with ckpt_matmul on rounded activations, llama.cpp's Q4_1/Q5_1 dot product.
 /// `scratch` as ckpt_matmul's for rows of k/32. Runs on the pool. Returns -1 for other types.
