@@ -87,7 +87,7 @@ def main():
         return full(args, lines, prior["anchor"])
 
     from llama_cpp import Llama
-    llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
+    llm = Llama(model_path=args.model, n_ctx=0, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
     bos = [llm.token_bos()] if llm._model.add_bos_token() else []
 
     def tok(s):

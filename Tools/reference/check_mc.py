@@ -62,7 +62,8 @@ def conts(q, fmt):
     return [" " + LETTERS[i] for i in range(len(q["choices"]))] if fmt == "mcf" else [" " + c for c in q["choices"]]
 
 
-def prompt(qs, i, fmt, shots):
+def prompt(qs, i, fmt, shots, drop=0):
+    """The prompt of question i with its `shots` examples, the `drop` farthest of them left out."""
     q = qs[i]
     ex, j = [], i
     for _ in range(len(qs) - 1):
@@ -72,6 +73,7 @@ def prompt(qs, i, fmt, shots):
         if qs[j]["subject"] == q["subject"]:
             ex.append(j)
     ex.reverse()
+    ex = ex[drop:]
     ctx = ""
     if fmt == "mcf":
         subject = " ".join(q["subject"].split("_"))
@@ -100,8 +102,16 @@ def score_reference(llm, tok, bos, qs, n, args, partial=None, every=1):
             with open(partial + ".tmp", "w") as f:
                 json.dump(dict(ref=ref, seconds=before + time.monotonic() - t0), f)
             os.replace(partial + ".tmp", partial)
-        ctx, cs = prompt(qs, i, args.format, args.shots)
-        cids = tok(ctx)
+        # As lm-evaluation-harness and ckpt do: when the prompt and the longest continuation
+        # (all but its last token) exceed the model's context, the farthest example goes.
+        for drop in range(args.shots + 1):
+            ctx, cs = prompt(qs, i, args.format, args.shots, drop)
+            cids = tok(ctx)
+            longest = max(len(tok(ctx + c)[len(cids):] or tok(c)) for c in cs)
+            if len(bos) + len(cids) + longest - 1 <= llm.n_ctx():
+                break
+        else:
+            sys.exit(f"question {i}: the prompt does not fit the context of {llm.n_ctx()} tokens even without examples")
         lls = []
         if args.reuse_prefix:
             # The context once; each continuation after it, the KV cache cut back to the
@@ -158,7 +168,9 @@ def main():
 
     qs = read_questions(args.data)
     n = min(args.limit, len(range(0, len(qs), args.every)))
-    llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
+    # n_ctx=0: the model's training context, the one ckpt fits prompts into (5-shot MMLU
+    # prompts pass 2,048 tokens).
+    llm = Llama(model_path=args.model, n_ctx=0, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False)
     bos = [llm.token_bos()] if llm._model.add_bos_token() else []
 
     def tok(s):
@@ -184,7 +196,7 @@ def main():
         # The same reference with an f32 KV cache (llama.cpp's default is f16): a change of
         # rounding only, so what it moves is the reproducibility of the answers themselves.
         del llm
-        llm = Llama(model_path=args.model, n_ctx=2048, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False,
+        llm = Llama(model_path=args.model, n_ctx=0, n_batch=512, logits_all=True, n_threads=args.threads, verbose=False,
                     type_k=0, type_v=0)
         floor, _ = cached_reference(cache_path.replace(".json", "-kvf32.json"), llm)
     if args.dump:
