@@ -6,16 +6,10 @@
 // Prints ms of each, the ratio, and the largest change of y the correction makes (it must
 // be small but not zero: that is the term llama.cpp keeps).
 #include "CKernels.h"
+#include "bench_clock.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     const int threads = argc > 1 ? atoi(argv[1]) : 2, T = argc > 2 ? atoi(argv[2]) : 512, reps = argc > 3 ? atoi(argv[3]) : 7;

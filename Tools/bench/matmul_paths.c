@@ -4,17 +4,11 @@
 // (ckpt_round_activations + ckpt_matmul) against vdpbf16ps (ckpt_matmul_bf16), rounding
 // included in both timings. Prints GFLOP/s (2·T·rows·k / best time) and the ratios.
 #include "CKernels.h"
+#include "bench_clock.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     const int threads = argc > 1 ? atoi(argv[1]) : 2, T = argc > 2 ? atoi(argv[2]) : 512, reps = argc > 3 ? atoi(argv[3]) : 5;
