@@ -107,8 +107,9 @@ def score_reference(llm, tok, bos, qs, n, args, partial=None, every=1):
         for drop in range(args.shots + 1):
             ctx, cs = prompt(qs, i, args.format, args.shots, drop)
             cids = tok(ctx)
-            longest = max(len(tok(ctx + c)[len(cids):] or tok(c)) for c in cs)
-            if len(bos) + len(cids) + longest - 1 <= llm.n_ctx():
+            # The harness's split: what tokenizing context + continuation adds after the context.
+            cont_ids = [tok(ctx + c)[len(cids):] or tok(c) for c in cs]
+            if len(bos) + len(cids) + max(map(len, cont_ids)) - 1 <= llm.n_ctx():
                 break
         else:
             sys.exit(f"question {i}: the prompt does not fit the context of {llm.n_ctx()} tokens even without examples")
@@ -120,9 +121,7 @@ def score_reference(llm, tok, bos, qs, n, args, partial=None, every=1):
             llm.eval(bos + cids)
             n0 = llm.n_tokens
             last = np.array(llm.scores[n0 - 1], dtype=np.float64)
-        for c in cs:
-            whole = tok(ctx + c)
-            cont = whole[len(cids):] or tok(c)
+        for cont in cont_ids:
             if args.reuse_prefix:
                 rows = [last]
                 if len(cont) > 1:
