@@ -24,6 +24,8 @@ anchor's sample questions/s: the reference would need about ten hours for the wh
 file on two cores, so its rate is measured on the sample. The full run goes in parts of
 --part questions whose --json and --per-question output are kept in .cache/bench/, so a
 killed run resumes at the first missing part; --model names another model to score.
+--full-only --no-anchor scores a model's whole file for accuracy alone (no reference run),
+as the README's rows for the pruned and distilled students are made.
 
     python3 Tools/bench/mmlu_bench.py [--format cloze] [--shots 0] [--sample 300] [--full] [--threads 2]
 """
@@ -60,6 +62,8 @@ def main():
     ap.add_argument("--part", type=int, default=1000, help="questions per part of the --full run")
     ap.add_argument("--full-only", action="store_true",
                     help="skip the timed sample and take the anchor's rate from the last sample run saved in .cache/bench (for resuming a --full run)")
+    ap.add_argument("--no-anchor", action="store_true",
+                    help="with --full-only: score the whole file without a saved sample run, for accuracy alone (a pruned or distilled model's table row); no speed ratio is printed")
     args = ap.parse_args()
     if args.shots:
         sys.exit("--shots: the sample would lose each question's preceding examples; this benchmark is 0-shot")
@@ -79,6 +83,8 @@ def main():
     print(f"{version}; {args.model}\n{args.format} {args.shots}-shot; timed sample: {len(picked)} questions (every {step}th of {len(qs)} in {args.data}); {args.threads} threads")
 
     saved = work / f"mmlu-sample-{Path(args.model).name}-{args.format}-{len(picked)}-result.json"
+    if args.full_only and args.no_anchor:
+        return full(args, lines, None)
     if args.full_only:
         if not saved.exists():
             sys.exit(f"--full-only needs a saved sample run ({saved}): run without it first")
@@ -165,8 +171,9 @@ def full(args, lines, anchor):
     result = dict(model=Path(args.model).name, format=args.format, n=n, acc=acc, acc_stderr=acc_se, acc_norm=norm,
                   acc_norm_stderr=norm_se, seconds=seconds, questions_per_s=qps, anchor_questions_per_s=anchor)
     (work / "result.json").write_text(json.dumps(result) + "\n")
+    speed = f"{qps:.3f} questions/s = {qps / anchor:.2f}x the anchor's {anchor:.3f} (sample)" if anchor else f"{qps:.3f} questions/s (no anchor: --no-anchor)"
     print(f"\nfull file: {n} questions, acc {100 * acc:.2f} ± {100 * acc_se:.2f}, acc_norm {100 * norm:.2f} ± {100 * norm_se:.2f}; "
-          f"{seconds / 60:.1f} min of scoring, {qps:.3f} questions/s = {qps / anchor:.2f}x the anchor's {anchor:.3f} (sample)")
+          f"{seconds / 60:.1f} min of scoring, {speed}")
 
 if __name__ == "__main__":
     main()
