@@ -65,6 +65,8 @@ def main():
     ap.add_argument("--no-anchor", action="store_true",
                     help="with --full-only: score the whole file without a saved sample run, for accuracy alone (a pruned or distilled model's table row); no speed ratio is printed")
     args = ap.parse_args()
+    if args.no_anchor and not args.full_only:
+        ap.error("--no-anchor goes with --full-only: without it the timed sample (and its llama.cpp anchor) would run anyway")
     if args.shots:
         sys.exit("--shots: the sample would lose each question's preceding examples; this benchmark is 0-shot")
 
@@ -83,7 +85,7 @@ def main():
     print(f"{version}; {args.model}\n{args.format} {args.shots}-shot; timed sample: {len(picked)} questions (every {step}th of {len(qs)} in {args.data}); {args.threads} threads")
 
     saved = work / f"mmlu-sample-{Path(args.model).name}-{args.format}-{len(picked)}-result.json"
-    if args.full_only and args.no_anchor:
+    if args.no_anchor:
         return full(args, lines, None)
     if args.full_only:
         if not saved.exists():
@@ -171,7 +173,7 @@ def full(args, lines, anchor):
     result = dict(model=Path(args.model).name, format=args.format, n=n, acc=acc, acc_stderr=acc_se, acc_norm=norm,
                   acc_norm_stderr=norm_se, seconds=seconds, questions_per_s=qps, anchor_questions_per_s=anchor)
     (work / "result.json").write_text(json.dumps(result) + "\n")
-    speed = f"{qps:.3f} questions/s = {qps / anchor:.2f}x the anchor's {anchor:.3f} (sample)" if anchor else f"{qps:.3f} questions/s (no anchor: --no-anchor)"
+    speed = f"{qps:.3f} questions/s = {qps / anchor:.2f}x the anchor's {anchor:.3f} (sample)" if anchor is not None else f"{qps:.3f} questions/s (no anchor: --no-anchor)"
     print(f"\nfull file: {n} questions, acc {100 * acc:.2f} ± {100 * acc_se:.2f}, acc_norm {100 * norm:.2f} ± {100 * norm_se:.2f}; "
           f"{seconds / 60:.1f} min of scoring, {speed}")
 
